@@ -1,0 +1,1 @@
+"""Tayori: visit-cadence reminders and seasonal newsletters for small clinics."""

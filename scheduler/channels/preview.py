@@ -1,0 +1,60 @@
+"""The preview channel: every message becomes a file under `var/outbox/`, named after
+its delivery id, shaped like what the real channel would send. Used when no LINE or
+SMTP credentials are configured, so a newcomer can see what Tayori would do."""
+
+from __future__ import annotations
+
+import json
+import os
+from email.message import EmailMessage
+from email.utils import formatdate
+from pathlib import Path
+
+from scheduler.channels import OutgoingMessage, Receipt
+from scheduler.domain import ChannelName
+
+
+class PreviewTransport:
+    def __init__(self, outbox_dir: Path, sender: str) -> None:
+        self.outbox_dir = outbox_dir
+        self.sender = sender
+
+    def send(self, message: OutgoingMessage) -> Receipt:
+        self.outbox_dir.mkdir(parents=True, exist_ok=True)
+        if message.channel is ChannelName.LINE:
+            path = self.outbox_dir / f"{message.delivery_id}.json"
+            content = json.dumps(_line_push(message), ensure_ascii=False, indent=2) + "\n"
+            data = content.encode("utf-8")
+        else:
+            path = self.outbox_dir / f"{message.delivery_id}.eml"
+            data = bytes(_email(message, self.sender))
+        # Write then rename, so a crash never leaves half a message behind and a
+        # resend of the same delivery replaces the file instead of adding one.
+        partial = path.with_suffix(path.suffix + ".part")
+        partial.write_bytes(data)
+        os.replace(partial, path)
+        return Receipt(provider_message_id=f"preview:{path.name}")
+
+    def close(self) -> None:
+        pass
+
+
+def _line_push(message: OutgoingMessage) -> dict[str, object]:
+    """The body of LINE's push request, with the header that makes retries safe."""
+    return {
+        "headers": {"X-Line-Retry-Key": message.delivery_id},
+        "body": {"to": message.to, "messages": [{"type": "text", "text": message.text}]},
+    }
+
+
+def _email(message: OutgoingMessage, sender: str) -> EmailMessage:
+    mail = EmailMessage()
+    mail["From"] = sender
+    mail["To"] = message.to
+    mail["Subject"] = message.subject or ""
+    mail["Date"] = formatdate(localtime=False)
+    # Derived from the delivery id alone, so every retry carries the same Message-ID.
+    domain = sender.rpartition("@")[2].rstrip(">") or "tayori.invalid"
+    mail["Message-ID"] = f"<{message.delivery_id}@{domain}>"
+    mail.set_content(message.text, charset="utf-8")
+    return mail

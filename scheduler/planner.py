@@ -1,0 +1,202 @@
+"""The planner: turns what the rules say is due into outbox rows.
+
+Planning is safe to repeat and to run in several processes at once: a row's
+idempotency key is unique, new rows are inserted with ON CONFLICT DO NOTHING, and
+every state change is a conditional UPDATE that only touches rows still `planned`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from scheduler.domain import ChannelName, DeliveryState, Due, PatientFacts
+from scheduler.facts import load_facts
+from scheduler.models import Delivery, Patient, new_delivery_id
+from scheduler.routing import NO_USABLE_CONTACT, choose_channel
+from scheduler.rules import messages_due
+from scheduler.settings import Rules
+from scheduler.templates import template_name
+from scheduler.window import next_opening
+
+WITHDRAWN_NOT_DUE = "withdrawn: no longer due (a visit, booking, cancellation or consent change)"
+# States a message may come back from when it is due again: a booking that was made
+# and then cancelled, or a contact that was added after a skip.
+REVIVABLE = (DeliveryState.WITHDRAWN, DeliveryState.SKIPPED)
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    created: int
+    revived: int
+    withdrawn: int
+
+
+@dataclass(frozen=True)
+class PlannedMessage:
+    """One message the dry run expects to send."""
+
+    patient: str  # external_id
+    reason: str
+    channel: ChannelName
+    send_at: datetime
+    template: str
+
+
+def _all_due(facts: Iterable[PatientFacts], now: datetime, rules: Rules) -> dict[str, Due]:
+    return {due.key: due for patient in facts for due in messages_due(patient, now, rules)}
+
+
+def _existing(session: Session, keys: Sequence[str]) -> dict[str, Delivery]:
+    found: dict[str, Delivery] = {}
+    for start in range(0, len(keys), 500):  # keep IN lists well under driver limits
+        chunk = keys[start : start + 500]
+        for row in session.scalars(select(Delivery).where(Delivery.idempotency_key.in_(chunk))):
+            found[row.idempotency_key] = row
+    return found
+
+
+def plan(session: Session, now: datetime, rules: Rules) -> PlanResult:
+    """Bring the outbox in line with the rules at `now`."""
+    facts = {f.id: f for f in load_facts(session)}
+    due = _all_due(facts.values(), now, rules)
+    existing = _existing(session, list(due))
+
+    stale_ids = [
+        row.id
+        for row in session.scalars(select(Delivery).where(Delivery.state == DeliveryState.PLANNED))
+        if row.idempotency_key not in due
+    ]
+    withdrawn = 0
+    if stale_ids:
+        withdrawn = _set_state(
+            session, stale_ids, DeliveryState.WITHDRAWN, now, WITHDRAWN_NOT_DUE, only_from=(
+                DeliveryState.PLANNED,
+            )
+        )
+
+    new_rows: list[dict[str, Any]] = []
+    revived = 0
+    for key, message in due.items():
+        if not message.may_create:
+            continue
+        patient = facts[message.patient_id]
+        channel = choose_channel(patient.preferred_channel, patient.contacts)
+        row = existing.get(key)
+        if row is None:
+            new_rows.append(_new_row(message, channel, now))
+        elif row.state in REVIVABLE and channel is not None:
+            revived += _revive(session, row.id, message, channel, now)
+    created = _insert_new(session, new_rows)
+    return PlanResult(created=created, revived=revived, withdrawn=withdrawn)
+
+
+def _new_row(message: Due, channel: ChannelName | None, now: datetime) -> dict[str, Any]:
+    return {
+        "id": new_delivery_id(),
+        "idempotency_key": message.key,
+        "patient_id": message.patient_id,
+        "appointment_id": message.appointment_id,
+        "reason": message.reason,
+        "channel": channel,
+        "template": template_name(message.reason, channel) if channel else None,
+        "send_after": message.send_at,
+        "state": DeliveryState.PLANNED if channel else DeliveryState.SKIPPED,
+        "attempts": 0,
+        "last_error": None if channel else NO_USABLE_CONTACT,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _insert_new(session: Session, rows: list[dict[str, Any]]) -> int:
+    if not rows:
+        return 0
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    created = 0
+    for start in range(0, len(rows), 500):
+        statement = (
+            insert(Delivery)
+            .values(rows[start : start + 500])
+            .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        )
+        created += session.execute(statement).rowcount  # type: ignore[attr-defined]
+    return created
+
+
+def _revive(session: Session, row_id: str, message: Due, channel: ChannelName, now: datetime) -> int:
+    result = session.execute(
+        update(Delivery)
+        .where(Delivery.id == row_id, Delivery.state.in_(REVIVABLE))
+        .values(
+            state=DeliveryState.PLANNED,
+            channel=channel,
+            template=template_name(message.reason, channel),
+            send_after=message.send_at,
+            last_error=None,
+            updated_at=now,
+        )
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _set_state(
+    session: Session,
+    ids: list[str],
+    state: DeliveryState,
+    now: datetime,
+    reason: str,
+    only_from: tuple[DeliveryState, ...],
+) -> int:
+    result = session.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(ids), Delivery.state.in_(only_from))
+        .values(state=state, last_error=reason, updated_at=now)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def dry_run(session: Session, now: datetime, until: datetime, rules: Rules) -> list[PlannedMessage]:
+    """What would be sent between `now` and `until` if no new facts arrive. Writes nothing.
+
+    The rules already put every future message of an episode in the outbox (the
+    follow-up with the nudge), so one evaluation at `now` sees all of them.
+    """
+    facts = {f.id: f for f in load_facts(session)}
+    due = _all_due(facts.values(), now, rules)
+    existing = _existing(session, list(due))
+    external_ids = dict(session.execute(select(Patient.id, Patient.external_id)).tuples().all())
+
+    expected = []
+    for key, message in due.items():
+        row = existing.get(key)
+        if row is None and not message.may_create:
+            continue
+        if row is not None and row.state not in (DeliveryState.PLANNED, *REVIVABLE):
+            continue  # already sent, being sent or failed
+        if row is not None and row.state in REVIVABLE and not message.may_create:
+            continue
+        send_at = message.send_at
+        if row is not None and row.state is DeliveryState.PLANNED:
+            send_at = next_opening(max(row.send_after, now), rules.window, rules.timezone)
+        patient = facts[message.patient_id]
+        channel = choose_channel(patient.preferred_channel, patient.contacts)
+        if channel is None or send_at > until:
+            continue
+        expected.append(
+            PlannedMessage(
+                patient=external_ids[message.patient_id],
+                reason=message.reason.value,
+                channel=channel,
+                send_at=send_at,
+                template=template_name(message.reason, channel),
+            )
+        )
+    return sorted(expected, key=lambda m: (m.send_at, m.patient, m.reason))

@@ -1,0 +1,328 @@
+"""All settings in one place: environment (`.env`) for secrets and paths, and the
+clinic's own rules in `config/tayori.toml`.
+
+Parsing is strict: a wrong value stops start-up with a message that names the key
+and what was expected, rather than being guessed at.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import time
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from scheduler.domain import Phase
+
+DEFAULT_DATABASE_URL = "sqlite:///var/tayori.db"
+DEFAULT_CONFIG_PATH = "config/tayori.toml"
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names it."""
+
+
+@dataclass(frozen=True)
+class SendWindow:
+    """Messages leave only between `opens` (inclusive) and `closes` (exclusive),
+    both in minutes after local midnight; `closes` may be 1440 ("24:00")."""
+
+    opens_minute: int = 9 * 60
+    closes_minute: int = 20 * 60
+
+    def describe(self) -> str:
+        return f"{_hhmm(self.opens_minute)}–{_hhmm(self.closes_minute)}"
+
+
+@dataclass(frozen=True)
+class CadenceRules:
+    send_at: time = time(10, 0)
+    lapsed_after_days: int = 60
+    nudge_after_days: Mapping[Phase, int] = field(
+        default_factory=lambda: {Phase.ACUTE: 3, Phase.REHAB: 6, Phase.MAINTENANCE: 12}
+    )
+    follow_up_days: Mapping[Phase, int] = field(
+        default_factory=lambda: {Phase.ACUTE: 2, Phase.REHAB: 4, Phase.MAINTENANCE: 7}
+    )
+
+
+@dataclass(frozen=True)
+class ReminderRules:
+    days_before: int = 1
+    send_at: time = time(18, 0)
+
+
+@dataclass(frozen=True)
+class NoShowRules:
+    days_after: int = 1
+    send_at: time = time(10, 0)
+
+
+@dataclass(frozen=True)
+class Rules:
+    """Everything the pure rules need besides the patient's facts and `now`."""
+
+    timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("Asia/Tokyo"))
+    window: SendWindow = field(default_factory=SendWindow)
+    cadence: CadenceRules = field(default_factory=CadenceRules)
+    reminder: ReminderRules = field(default_factory=ReminderRules)
+    no_show: NoShowRules = field(default_factory=NoShowRules)
+
+
+@dataclass(frozen=True)
+class Clinic:
+    name: str = "たより整体院"
+    phone: str = ""
+    address: str = ""
+    email: str = ""
+    booking_url_line: str = ""
+    booking_url_web: str = ""
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    max_attempts: int = 5
+    retry_after_seconds: int = 60
+    # A delivery left in `sending` longer than this (a worker died) is picked up again.
+    lease_seconds: int = 300
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    config_path: Path = Path(DEFAULT_CONFIG_PATH)
+    messages_dir: Path = Path("messages")
+    outbox_dir: Path = Path("var/outbox")
+    log_level: str = "INFO"
+    clinic: Clinic = field(default_factory=Clinic)
+    rules: Rules = field(default_factory=Rules)
+    dispatch: Dispatch = field(default_factory=Dispatch)
+
+    @property
+    def timezone(self) -> ZoneInfo:
+        return self.rules.timezone
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read settings from the environment and the TOML file it points to."""
+    env = os.environ if env is None else env
+    config_path = Path(env.get("TAYORI_CONFIG") or DEFAULT_CONFIG_PATH)
+    file_values = _read_toml(config_path)
+    clinic, rules, dispatch = parse_config(file_values, source=str(config_path))
+    log_level = (env.get("TAYORI_LOG_LEVEL") or "INFO").upper()
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(
+            f"TAYORI_LOG_LEVEL: expected DEBUG, INFO, WARNING or ERROR, got {log_level!r}"
+        )
+    return Settings(
+        database_url=normalise_database_url(env.get("DATABASE_URL") or DEFAULT_DATABASE_URL),
+        config_path=config_path,
+        messages_dir=Path(env.get("TAYORI_MESSAGES_DIR") or "messages"),
+        outbox_dir=Path(env.get("TAYORI_OUTBOX_DIR") or "var/outbox"),
+        log_level=log_level,
+        clinic=clinic,
+        rules=rules,
+        dispatch=dispatch,
+    )
+
+
+def normalise_database_url(url: str) -> str:
+    """Accept SQLite and PostgreSQL URLs; PostgreSQL always goes through psycopg 3."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(
+            f"DATABASE_URL: expected a URL such as {DEFAULT_DATABASE_URL} or "
+            "postgresql+psycopg://user@host/db, got a value that is not a URL"
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend in ("postgres", "postgresql"):
+        return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    if backend == "sqlite":
+        return url
+    raise ConfigError(
+        f"DATABASE_URL: expected a sqlite:/// or postgresql+psycopg:// URL, got a {backend} URL"
+    )
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: file not found (set TAYORI_CONFIG to the clinic's settings file)"
+        ) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+
+
+def parse_config(values: Mapping[str, Any], source: str) -> tuple[Clinic, Rules, Dispatch]:
+    """Turn the TOML document into typed settings, refusing unknown or malformed keys."""
+    top = _Table(values, source, "")
+    clinic_t = top.table("clinic")
+    clinic = Clinic(
+        name=clinic_t.text("name", Clinic.name),
+        phone=clinic_t.text("phone", ""),
+        address=clinic_t.text("address", ""),
+        email=clinic_t.text("email", ""),
+        booking_url_line=clinic_t.text("booking_url_line", ""),
+        booking_url_web=clinic_t.text("booking_url_web", ""),
+    )
+    timezone = clinic_t.zone("timezone", "Asia/Tokyo")
+    clinic_t.done()
+
+    window_t = top.table("send_window")
+    window = SendWindow(
+        opens_minute=window_t.minute_of_day("opens", SendWindow.opens_minute),
+        closes_minute=window_t.minute_of_day("closes", SendWindow.closes_minute),
+    )
+    if window.opens_minute >= window.closes_minute:
+        raise ConfigError(
+            f"{source}: send_window: 'opens' must be earlier than 'closes', got {window.describe()}"
+        )
+    window_t.done()
+
+    defaults = CadenceRules()
+    cadence_t = top.table("cadence")
+    cadence = CadenceRules(
+        send_at=cadence_t.clock_time("send_at", defaults.send_at),
+        lapsed_after_days=cadence_t.integer("lapsed_after_days", defaults.lapsed_after_days, 1),
+        nudge_after_days=cadence_t.per_phase("nudge_after_days", defaults.nudge_after_days),
+        follow_up_days=cadence_t.per_phase("follow_up_days", defaults.follow_up_days),
+    )
+    cadence_t.done()
+
+    reminder_t = top.table("appointment_reminder")
+    reminder = ReminderRules(
+        days_before=reminder_t.integer("days_before", ReminderRules.days_before, 0),
+        send_at=reminder_t.clock_time("send_at", ReminderRules.send_at),
+    )
+    reminder_t.done()
+
+    no_show_t = top.table("no_show_follow_up")
+    no_show = NoShowRules(
+        days_after=no_show_t.integer("days_after", NoShowRules.days_after, 0),
+        send_at=no_show_t.clock_time("send_at", NoShowRules.send_at),
+    )
+    no_show_t.done()
+
+    dispatch_t = top.table("dispatch")
+    dispatch = Dispatch(
+        max_attempts=dispatch_t.integer("max_attempts", Dispatch.max_attempts, 1),
+        retry_after_seconds=dispatch_t.integer(
+            "retry_after_seconds", Dispatch.retry_after_seconds, 1
+        ),
+        lease_seconds=dispatch_t.integer("lease_seconds", Dispatch.lease_seconds, 30),
+    )
+    dispatch_t.done()
+    top.done()
+
+    rules = Rules(
+        timezone=timezone, window=window, cadence=cadence, reminder=reminder, no_show=no_show
+    )
+    return clinic, rules, dispatch
+
+
+_HHMM = re.compile(r"^([01]\d|2[0-4]):([0-5]\d)$")
+
+
+def _hhmm(minute: int) -> str:
+    return f"{minute // 60:02d}:{minute % 60:02d}"
+
+
+class _Table:
+    """One TOML table being read; remembers which keys were used to refuse the rest."""
+
+    def __init__(self, values: Mapping[str, Any], source: str, prefix: str) -> None:
+        self._values = values
+        self._source = source
+        self._prefix = prefix
+        self._used: set[str] = set()
+
+    def _name(self, key: str) -> str:
+        return f"{self._prefix}{key}"
+
+    def _error(self, key: str, expected: str, got: object) -> ConfigError:
+        return ConfigError(f"{self._source}: {self._name(key)}: expected {expected}, got {got!r}")
+
+    def _get(self, key: str) -> Any:
+        self._used.add(key)
+        return self._values.get(key)
+
+    def table(self, key: str) -> _Table:
+        value = self._get(key)
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise self._error(key, "a table", value)
+        return _Table(value, self._source, f"{self._name(key)}.")
+
+    def text(self, key: str, default: str) -> str:
+        value = self._get(key)
+        if value is None:
+            return default
+        if not isinstance(value, str):
+            raise self._error(key, "a string", value)
+        return value
+
+    def integer(self, key: str, default: int, minimum: int, maximum: int = 3650) -> int:
+        value = self._get(key)
+        if value is None:
+            return default
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or not (minimum <= value <= maximum)
+        ):
+            raise self._error(key, f"a whole number from {minimum} to {maximum}", value)
+        return value
+
+    def minute_of_day(self, key: str, default: int) -> int:
+        value = self._get(key)
+        if value is None:
+            return default
+        match = _HHMM.match(value) if isinstance(value, str) else None
+        minute = int(match.group(1)) * 60 + int(match.group(2)) if match else -1
+        if not 0 <= minute <= 24 * 60:
+            raise self._error(key, 'a time of day such as "09:00" (up to "24:00")', value)
+        return minute
+
+    def clock_time(self, key: str, default: time) -> time:
+        value = self._get(key)
+        if value is None:
+            return default
+        match = _HHMM.match(value) if isinstance(value, str) else None
+        if not match or int(match.group(1)) > 23:
+            raise self._error(key, 'a time of day such as "10:00"', value)
+        return time(int(match.group(1)), int(match.group(2)))
+
+    def zone(self, key: str, default: str) -> ZoneInfo:
+        name = self.text(key, default)
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise self._error(key, 'an IANA time zone such as "Asia/Tokyo"', name) from None
+
+    def per_phase(self, key: str, defaults: Mapping[Phase, int]) -> Mapping[Phase, int]:
+        table = self.table(key)
+        result = {phase: table.integer(phase.value, defaults[phase], 1, 90) for phase in Phase}
+        table.done()
+        return result
+
+    def done(self) -> None:
+        unknown = sorted(set(self._values) - self._used)
+        if unknown:
+            where = self._prefix.rstrip(".") or "top level"
+            raise ConfigError(
+                f"{self._source}: {where}: unknown key {unknown[0]!r} "
+                "(check the spelling against config/tayori.toml's comments)"
+            )
