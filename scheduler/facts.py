@@ -19,9 +19,9 @@ def contacts_of(patient: Patient) -> Contacts:
     )
 
 
-def current_consent(session: Session, patient_ids: Iterable[int] | None = None) -> dict[
-    int, dict[ConsentKind, bool]
-]:
+def current_consent(
+    session: Session, patient_ids: Iterable[int] | None = None
+) -> dict[int, dict[ConsentKind, bool]]:
     """Each patient's consent now: the latest change of each kind (absent = not given)."""
     query = select(ConsentChange).order_by(ConsentChange.id)
     if patient_ids is not None:

@@ -76,9 +76,12 @@ def plan(session: Session, now: datetime, rules: Rules) -> PlanResult:
     withdrawn = 0
     if stale_ids:
         withdrawn = _set_state(
-            session, stale_ids, DeliveryState.WITHDRAWN, now, WITHDRAWN_NOT_DUE, only_from=(
-                DeliveryState.PLANNED,
-            )
+            session,
+            stale_ids,
+            DeliveryState.WITHDRAWN,
+            now,
+            WITHDRAWN_NOT_DUE,
+            only_from=(DeliveryState.PLANNED,),
         )
 
     new_rows: list[dict[str, Any]] = []
@@ -131,7 +134,9 @@ def _insert_new(session: Session, rows: list[dict[str, Any]]) -> int:
     return created
 
 
-def _revive(session: Session, row_id: str, message: Due, channel: ChannelName, now: datetime) -> int:
+def _revive(
+    session: Session, row_id: str, message: Due, channel: ChannelName, now: datetime
+) -> int:
     result = session.execute(
         update(Delivery)
         .where(Delivery.id == row_id, Delivery.state.in_(REVIVABLE))

@@ -56,8 +56,7 @@ class Renderer:
                     raise TemplateError(f"{path}: missing block(s): {', '.join(missing)}")
                 jinja_context = template.new_context(dict(context))
                 subject, text = (
-                    "".join(template.blocks[block](jinja_context)).strip()
-                    for block in EMAIL_BLOCKS
+                    "".join(template.blocks[block](jinja_context)).strip() for block in EMAIL_BLOCKS
                 )
                 rendered = Rendered(text=text, subject=" ".join(subject.split()))
             else:

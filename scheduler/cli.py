@@ -1,0 +1,312 @@
+"""The `tayori` command (also `python -m scheduler`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import unicodedata
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TypeVar
+
+from dotenv import load_dotenv
+from sqlalchemy.engine import make_url
+from tqdm import tqdm
+
+from scheduler import db
+from scheduler.clock import Clock, FixedClock, ShiftedClock, SystemClock, parse_moment
+from scheduler.demo import DEMO_DIR, load_demo
+from scheduler.importer import (
+    ImportRejected,
+    ImportResult,
+    read_appointments,
+    read_patients,
+    save_appointments,
+    save_patients,
+)
+from scheduler.planner import dry_run
+from scheduler.report import DeliveryLine, status
+from scheduler.runtime import Runtime, open_runtime, tick
+from scheduler.settings import ConfigError, Settings, load_settings
+from scheduler.worker import Worker
+
+log = logging.getLogger("tayori")
+T = TypeVar("T")
+PROGRESS_MIN_ROWS = 500
+
+
+class CommandError(Exception):
+    """A problem the user can fix; printed without a traceback."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    load_dotenv(Path(".env"))
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        logging.basicConfig(
+            level=settings.log_level,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        command: Callable[[argparse.Namespace, Settings], int] = args.command
+        return command(args, settings)
+    except ConfigError as e:
+        print(f"tayori: configuration: {e}", file=sys.stderr)
+        return 2
+    except CommandError as e:
+        print(f"tayori: {e}", file=sys.stderr)
+        return 1
+    except ImportRejected as e:
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        print(f"tayori: nothing imported ({len(e.problems)} problem(s))", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tayori",
+        description="Visit-cadence reminders for small clinics. Settings: .env and "
+        "config/tayori.toml (see README.md).",
+    )
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    def command(name: str, handler: Callable[..., int], help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.set_defaults(command=handler)
+        return sub
+
+    def now_option(sub: argparse.ArgumentParser, what: str) -> None:
+        sub.add_argument(
+            "--now",
+            metavar="ISO",
+            help=f"{what} (ISO 8601; without an offset it is clinic time); default: the real time",
+        )
+
+    database = command("db", _db_upgrade, "manage the database")
+    database_commands = database.add_subparsers(required=True, metavar="ACTION")
+    database_commands.add_parser("upgrade", help="apply the migrations (creates the database)")
+
+    importing = command("import", _import, "import patients or appointments from CSV")
+    importing.add_argument("kind", choices=["patients", "appointments"])
+    importing.add_argument("file", type=Path)
+
+    planning = command("plan", _plan, "show what would be sent, without sending or writing")
+    now_option(planning, "plan as of this moment")
+    planning.add_argument("--days", type=_positive_int, default=7, help="look ahead (default 7)")
+    planning.add_argument("--json", action="store_true", help="print a JSON array")
+
+    ticking = command("tick", _tick, "run one worker cycle: plan, then send what is due")
+    now_option(ticking, "run the cycle as of this moment")
+
+    running = command("run", _run, "start the worker (a cycle every minute) until stopped")
+    now_option(running, "start the worker's clock at this moment")
+
+    command("status", _status, "deliveries by state, the next ones due, and failures")
+
+    demo = command("demo", _demo, "load the demo clinic from config/demo/")
+    demo.add_argument("action", choices=["load"])
+    demo.add_argument("--if-empty", action="store_true", help="only if there are no patients")
+    now_option(demo, "date the demo visits relative to this moment")
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
+def _clock(args: argparse.Namespace, settings: Settings) -> FixedClock | None:
+    if not getattr(args, "now", None):
+        return None
+    try:
+        return FixedClock(parse_moment(args.now, settings.timezone))
+    except ValueError as e:
+        raise CommandError(f"--now: {e}") from None
+
+
+def _now(args: argparse.Namespace, settings: Settings) -> datetime:
+    return (_clock(args, settings) or SystemClock()).now()
+
+
+def _runtime(settings: Settings) -> Runtime:
+    runtime = open_runtime(settings)
+    if not db.is_up_to_date(runtime.engine):
+        where = make_url(settings.database_url).render_as_string(hide_password=True)
+        runtime.close()
+        raise CommandError(f"the database {where} is not up to date: run `tayori db upgrade`")
+    return runtime
+
+
+def _db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    engine = db.make_engine(settings.database_url)
+    try:
+        db.upgrade(engine)
+    finally:
+        engine.dispose()
+    print("database is up to date")
+    return 0
+
+
+def _progress(total: int, what: str) -> Callable[[Iterable[T]], Iterable[T]]:
+    """A progress bar for large files, only when a person is watching a terminal."""
+    show = total >= PROGRESS_MIN_ROWS and sys.stderr.isatty()
+    return lambda rows: tqdm(rows, total=total, desc=what, unit="row", disable=not show)
+
+
+def _import(args: argparse.Namespace, settings: Settings) -> int:
+    runtime = _runtime(settings)
+    now = SystemClock().now()
+    try:
+        with db.transaction(runtime.sessions) as session:
+            result: ImportResult
+            if args.kind == "patients":
+                patients = read_patients(args.file)
+                result = save_patients(
+                    session, patients, now, progress=_progress(len(patients), "patients")
+                )
+            else:
+                appointments = read_appointments(args.file, settings.timezone)
+                result = save_appointments(
+                    session,
+                    args.file,
+                    appointments,
+                    now,
+                    progress=_progress(len(appointments), "appointments"),
+                )
+    finally:
+        runtime.close()
+    print(
+        f"{args.file}: {result.created} created, {result.updated} updated, "
+        f"{result.unchanged} unchanged"
+    )
+    return 0
+
+
+def _plan(args: argparse.Namespace, settings: Settings) -> int:
+    now = _now(args, settings)
+    runtime = _runtime(settings)
+    try:
+        with runtime.sessions() as session:
+            messages = dry_run(session, now, now + timedelta(days=args.days), settings.rules)
+    finally:
+        runtime.close()
+    tz = settings.timezone
+    if args.json:
+        document = [
+            {
+                "patient": m.patient,
+                "reason": m.reason,
+                "channel": m.channel.value,
+                "send_at": m.send_at.astimezone(tz).isoformat(),
+                "template": m.template,
+            }
+            for m in messages
+        ]
+        print(json.dumps(document, ensure_ascii=False, indent=2))
+        return 0
+    if not messages:
+        print(f"nothing to send in the next {args.days} day(s)")
+        return 0
+    print(
+        _table(
+            ["send at", "patient", "reason", "channel", "template"],
+            [
+                [_local(m.send_at, settings), m.patient, m.reason, m.channel.value, m.template]
+                for m in messages
+            ],
+        )
+    )
+    return 0
+
+
+def _tick(args: argparse.Namespace, settings: Settings) -> int:
+    now = _now(args, settings)
+    runtime = _runtime(settings)
+    try:
+        result = tick(runtime, now)
+    finally:
+        runtime.close()
+    planned, sent = result.planned, result.dispatched
+    outcomes = ", ".join(f"{n} {k}" for k, n in sorted(sent.counts.items())) or "nothing due"
+    print(
+        f"planned {planned.created} new, {planned.revived} revived, "
+        f"{planned.withdrawn} withdrawn; dispatched: {outcomes}"
+    )
+    return 0
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    fixed = _clock(args, settings)
+    clock: Clock = ShiftedClock(fixed.now()) if fixed else SystemClock()
+    Worker(_runtime(settings), clock).run()
+    return 0
+
+
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    runtime = _runtime(settings)
+    try:
+        with runtime.sessions() as session:
+            report = status(session)
+    finally:
+        runtime.close()
+    print("deliveries: " + ", ".join(f"{n} {state}" for state, n in report.counts.items()))
+
+    def lines(items: list[DeliveryLine], with_error: bool) -> str:
+        headers = ["when", "patient", "reason", "channel", "delivery"]
+        rows = [
+            [_local(d.at, settings), d.patient, d.reason, d.channel, d.id]
+            + ([d.error or ""] if with_error else [])
+            for d in items
+        ]
+        return _table(headers + (["reason for failure"] if with_error else []), rows)
+
+    print("\nnext due:")
+    print(lines(report.next_due, False) if report.next_due else "  (nothing planned)")
+    print("\nfailures:")
+    print(lines(report.failures, True) if report.failures else "  (none)")
+    return 0
+
+
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    now = _now(args, settings)
+    runtime = _runtime(settings)
+    try:
+        if args.if_empty and not db.is_empty(runtime.sessions):
+            print("the database already has patients: demo not loaded")
+            return 0
+        with db.transaction(runtime.sessions) as session:
+            patients, appointments = load_demo(session, now, settings.rules)
+    finally:
+        runtime.close()
+    print(
+        f"demo clinic loaded from {DEMO_DIR}: {patients.created} patients, "
+        f"{appointments.created} appointments"
+    )
+    return 0
+
+
+def _local(moment: datetime, settings: Settings) -> str:
+    return moment.astimezone(settings.timezone).strftime("%Y-%m-%d %H:%M")
+
+
+def _width(text: str) -> int:
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    """Columns padded for the terminal (Japanese characters are two cells wide)."""
+    widths = [max(_width(str(row[i])) for row in [headers, *rows]) for i in range(len(headers))]
+    return "\n".join(
+        "  ".join(
+            str(cell) + " " * (widths[i] - _width(str(cell))) for i, cell in enumerate(row)
+        ).rstrip()
+        for row in [headers, *rows]
+    )

@@ -1,0 +1,368 @@
+"""CSV import of patients and appointments.
+
+A file is checked whole before anything is written: one bad row and nothing is
+imported, and every bad row is reported as `FILE:LINE: column: problem`.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TypeVar
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from scheduler.clock import parse_moment
+from scheduler.domain import AppointmentStatus, ChannelName, ConsentKind, Phase
+from scheduler.facts import current_consent
+from scheduler.models import Appointment, ConsentChange, Patient
+
+PATIENT_COLUMNS = (
+    "external_id",
+    "name",
+    "phase",
+    "email",
+    "line_user_id",
+    "preferred_channel",
+    "reminders_opt_in",
+    "newsletter_opt_in",
+)
+APPOINTMENT_COLUMNS = ("external_id", "starts_at", "status")
+
+LINE_USER_ID = re.compile(r"^U[0-9a-f]{32}$")
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+class ImportRejected(Exception):
+    """The file was refused; `problems` lists every bad row."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class PatientRow:
+    line: int
+    external_id: str
+    name: str
+    phase: Phase | None
+    email: str | None
+    line_user_id: str | None
+    preferred_channel: ChannelName
+    reminders_opt_in: bool
+    newsletter_opt_in: bool
+
+
+@dataclass(frozen=True)
+class AppointmentRow:
+    line: int
+    external_id: str
+    starts_at: datetime
+    status: AppointmentStatus
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    created: int
+    updated: int
+    unchanged: int
+
+
+class _Invalid(ValueError):
+    pass
+
+
+E = TypeVar("E", Phase, ChannelName, AppointmentStatus)
+T = TypeVar("T")
+
+
+def _choice(enum: type[E]) -> Callable[[str], E]:
+    def parse(value: str) -> E:
+        try:
+            return enum(value.strip().lower())
+        except ValueError:
+            allowed = "|".join(m.value for m in enum)
+            raise _Invalid(f"expected one of {allowed}, got {value!r}") from None
+
+    return parse
+
+
+def _yes_no(value: str) -> bool:
+    answer = value.strip().lower()
+    if answer not in ("yes", "no"):
+        raise _Invalid(f"expected yes or no, got {value!r}")
+    return answer == "yes"
+
+
+def _required(value: str) -> str:
+    if not value.strip():
+        raise _Invalid("must not be empty")
+    return value.strip()
+
+
+def _optional(pattern: re.Pattern[str], what: str) -> Callable[[str], str | None]:
+    def parse(value: str) -> str | None:
+        value = value.strip()
+        if not value:
+            return None
+        if not pattern.match(value):
+            raise _Invalid(f"expected {what}, got {value!r}")
+        return value
+
+    return parse
+
+
+_phase = _choice(Phase)
+_channel = _choice(ChannelName)
+_status = _choice(AppointmentStatus)
+_email = _optional(EMAIL, "an email address")
+_line_user_id = _optional(LINE_USER_ID, "a LINE user id (U followed by 32 hex digits)")
+
+
+def _rows(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
+    """Yield (line number, row) from a UTF-8 CSV (a BOM is allowed)."""
+    try:
+        handle = path.open(encoding="utf-8-sig", newline="")
+    except OSError as e:
+        raise ImportRejected([f"{path}: cannot read: {e.strerror}"]) from None
+    with handle:
+        reader = csv.DictReader(handle)
+        try:
+            header = [c.strip() for c in reader.fieldnames or []]
+        except UnicodeDecodeError:
+            raise ImportRejected([f"{path}:1: not UTF-8 text"]) from None
+        missing = [c for c in columns if c not in header]
+        unknown = [c for c in header if c not in columns]
+        if missing or unknown:
+            problems = [f"{path}:1: {c}: missing column" for c in missing]
+            problems += [f"{path}:1: {c}: unknown column" for c in unknown]
+            raise ImportRejected(problems)
+        reader.fieldnames = header
+        try:
+            for row in reader:
+                wrong_size = None in row or any(v is None for v in row.values())
+                # An empty dict tells the caller the row has the wrong number of cells.
+                yield reader.line_num, {} if wrong_size else row
+        except UnicodeDecodeError:
+            raise ImportRejected([f"{path}:{reader.line_num + 1}: not UTF-8 text"]) from None
+        except csv.Error as e:
+            raise ImportRejected([f"{path}:{reader.line_num}: {e}"]) from None
+
+
+class _RowReader:
+    """Reads the cells of one row, collecting every problem instead of stopping."""
+
+    def __init__(self, path: Path, line: int, row: dict[str, str], problems: list[str]) -> None:
+        self.path, self.line, self.row, self.problems = path, line, row, problems
+        self.ok = True
+
+    def cell(self, column: str, parse: Callable[[str], T]) -> T | None:
+        try:
+            return parse(self.row[column])
+        except _Invalid as e:
+            self.problems.append(f"{self.path}:{self.line}: {column}: {e}")
+            self.ok = False
+            return None
+
+
+def read_patients(path: Path) -> list[PatientRow]:
+    problems: list[str] = []
+    rows: list[PatientRow] = []
+    first_line: dict[str, int] = {}
+    for line, raw in _rows(path, PATIENT_COLUMNS):
+        if not raw:
+            problems.append(f"{path}:{line}: row: expected {len(PATIENT_COLUMNS)} cells")
+            continue
+        r = _RowReader(path, line, raw, problems)
+        external_id = r.cell("external_id", _required)
+        name = r.cell("name", _required)
+        phase = r.cell("phase", lambda v: _phase(v) if v.strip() else None)
+        email = r.cell("email", _email)
+        line_user_id = r.cell("line_user_id", _line_user_id)
+        preferred = r.cell("preferred_channel", _channel)
+        reminders = r.cell("reminders_opt_in", _yes_no)
+        newsletter = r.cell("newsletter_opt_in", _yes_no)
+        if external_id is not None:
+            if external_id in first_line:
+                problems.append(
+                    f"{path}:{line}: external_id: {external_id!r} already on line "
+                    f"{first_line[external_id]}"
+                )
+                r.ok = False
+            first_line.setdefault(external_id, line)
+        if r.ok:
+            assert external_id and name and preferred is not None
+            assert reminders is not None and newsletter is not None
+            rows.append(
+                PatientRow(
+                    line,
+                    external_id,
+                    name,
+                    phase,
+                    email,
+                    line_user_id,
+                    preferred,
+                    reminders,
+                    newsletter,
+                )
+            )
+    if problems:
+        raise ImportRejected(problems)
+    return rows
+
+
+def read_appointments(path: Path, tz: ZoneInfo) -> list[AppointmentRow]:
+    problems: list[str] = []
+    rows: list[AppointmentRow] = []
+    first_line: dict[tuple[str, datetime], int] = {}
+
+    def starts_at(value: str) -> datetime:
+        try:
+            return parse_moment(value, tz)
+        except ValueError as e:
+            raise _Invalid(str(e)) from None
+
+    for line, raw in _rows(path, APPOINTMENT_COLUMNS):
+        if not raw:
+            problems.append(f"{path}:{line}: row: expected {len(APPOINTMENT_COLUMNS)} cells")
+            continue
+        r = _RowReader(path, line, raw, problems)
+        external_id = r.cell("external_id", _required)
+        moment = r.cell("starts_at", starts_at)
+        status = r.cell("status", _status)
+        if external_id is not None and moment is not None:
+            key = (external_id, moment)
+            if key in first_line:
+                problems.append(
+                    f"{path}:{line}: starts_at: same patient and time as line {first_line[key]}"
+                )
+                r.ok = False
+            first_line.setdefault(key, line)
+        if r.ok:
+            assert external_id and moment and status
+            rows.append(AppointmentRow(line, external_id, moment, status))
+    if problems:
+        raise ImportRejected(problems)
+    return rows
+
+
+def save_patients(
+    session: Session,
+    rows: Iterable[PatientRow],
+    now: datetime,
+    source: str = "import",
+    progress: Callable[[Iterable[PatientRow]], Iterable[PatientRow]] = lambda rows: rows,
+) -> ImportResult:
+    """Upsert patients by external_id; a consent that changed is appended to its history."""
+    rows = list(rows)
+    known = {
+        p.external_id: p
+        for p in session.scalars(
+            select(Patient).where(Patient.external_id.in_([r.external_id for r in rows]))
+        )
+    }
+    consent = current_consent(session, [p.id for p in known.values()])
+    created = updated = 0
+    for row in progress(rows):
+        patient = known.get(row.external_id)
+        fields = {
+            "name": row.name,
+            "phase": row.phase,
+            "email": row.email,
+            "line_user_id": row.line_user_id,
+            "preferred_channel": row.preferred_channel,
+        }
+        if patient is None:
+            patient = Patient(external_id=row.external_id, created_at=now, updated_at=now, **fields)
+            session.add(patient)
+            session.flush()
+            created += 1
+            changed = False
+        else:
+            changed = any(getattr(patient, k) != v for k, v in fields.items())
+            if patient.email != row.email:
+                patient.email_unusable_reason = None  # a new address gets a fresh start
+            if patient.line_user_id != row.line_user_id:
+                patient.line_unusable_reason = None
+            for key, value in fields.items():
+                setattr(patient, key, value)
+        wanted = {
+            ConsentKind.REMINDERS: row.reminders_opt_in,
+            ConsentKind.NEWSLETTER: row.newsletter_opt_in,
+        }
+        for kind, granted in wanted.items():
+            if consent.get(patient.id, {}).get(kind) != granted:
+                session.add(
+                    ConsentChange(
+                        patient_id=patient.id,
+                        kind=kind,
+                        granted=granted,
+                        changed_at=now,
+                        source=source,
+                    )
+                )
+                changed = True
+        if changed and patient.created_at != now:
+            patient.updated_at = now
+            updated += 1
+    return ImportResult(created, updated, len(rows) - created - updated)
+
+
+def save_appointments(
+    session: Session,
+    path: Path,
+    rows: Iterable[AppointmentRow],
+    now: datetime,
+    progress: Callable[[Iterable[AppointmentRow]], Iterable[AppointmentRow]] = lambda rows: rows,
+) -> ImportResult:
+    """Upsert appointments by (patient, starts_at). Every patient must already exist."""
+    rows = list(rows)
+    patients = dict(
+        session.execute(
+            select(Patient.external_id, Patient.id).where(
+                Patient.external_id.in_({r.external_id for r in rows})
+            )
+        )
+        .tuples()
+        .all()
+    )
+    unknown = [
+        f"{path}:{r.line}: external_id: no patient {r.external_id!r} (import patients first)"
+        for r in rows
+        if r.external_id not in patients
+    ]
+    if unknown:
+        raise ImportRejected(unknown)
+    existing = {
+        (a.patient_id, a.starts_at): a
+        for a in session.scalars(
+            select(Appointment).where(Appointment.patient_id.in_(set(patients.values())))
+        )
+    }
+    created = updated = 0
+    for row in progress(rows):
+        patient_id = patients[row.external_id]
+        appointment = existing.get((patient_id, row.starts_at))
+        if appointment is None:
+            appointment = Appointment(
+                patient_id=patient_id,
+                starts_at=row.starts_at,
+                status=row.status,
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(appointment)
+            existing[(patient_id, row.starts_at)] = appointment
+            created += 1
+        elif appointment.status != row.status:
+            appointment.status = row.status
+            appointment.updated_at = now
+            updated += 1
+    return ImportResult(created, updated, len(rows) - created - updated)

@@ -1,0 +1,64 @@
+"""Wiring: build the engine, renderer, channels and dispatcher from settings, and
+the worker's one cycle, `tick`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from scheduler.channels import Transport
+from scheduler.channels.preview import PreviewTransport
+from scheduler.db import make_engine, session_factory, transaction
+from scheduler.dispatcher import Dispatcher, DispatchSummary
+from scheduler.domain import ChannelName
+from scheduler.planner import PlanResult, plan
+from scheduler.settings import Settings
+from scheduler.templates import Renderer
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    dispatcher: Dispatcher
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def transports_for(settings: Settings) -> dict[ChannelName, Transport]:
+    """The transport behind each channel. Until the LINE and SMTP channels arrive,
+    both write previews to the outbox directory."""
+    sender = f"{settings.clinic.name} <{settings.clinic.email or 'noreply@tayori.invalid'}>"
+    preview = PreviewTransport(settings.outbox_dir, sender)
+    return {ChannelName.LINE: preview, ChannelName.EMAIL: preview}
+
+
+def open_runtime(settings: Settings) -> Runtime:
+    engine = make_engine(settings.database_url)
+    sessions = session_factory(engine)
+    dispatcher = Dispatcher(
+        sessions, settings, Renderer(settings.messages_dir), transports_for(settings)
+    )
+    return Runtime(settings, engine, sessions, dispatcher)
+
+
+@dataclass(frozen=True)
+class TickResult:
+    planned: PlanResult
+    dispatched: DispatchSummary
+
+
+def tick(
+    runtime: Runtime, now: datetime, should_stop: Callable[[], bool] = lambda: False
+) -> TickResult:
+    """One cycle of the worker: bring the outbox up to date, then send what is due."""
+    with transaction(runtime.sessions) as session:
+        planned = plan(session, now, runtime.settings.rules)
+    dispatched = runtime.dispatcher.dispatch_due(now, should_stop)
+    return TickResult(planned, dispatched)

@@ -1,0 +1,91 @@
+"""The long-running worker: APScheduler fires `tick` every minute in this process.
+
+APScheduler only keeps this process's timers (in memory); the outbox in the
+database is the shared state, so several workers can run side by side.
+SIGTERM and SIGINT set a flag: the message in flight is finished, then we exit.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from datetime import UTC, datetime
+from types import FrameType
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from scheduler.clock import Clock
+from scheduler.runtime import Runtime, tick
+from scheduler.window import is_open, next_opening
+
+log = logging.getLogger(__name__)
+
+TICK_SECONDS = 60
+
+
+class Worker:
+    def __init__(self, runtime: Runtime, clock: Clock) -> None:
+        self.runtime = runtime
+        self.clock = clock
+        self.stopping = threading.Event()
+        self._window_was_open: bool | None = None
+
+    def run_once(self) -> None:
+        """One scheduled cycle; an error is logged and the next cycle tries again."""
+        now = self.clock.now()
+        try:
+            self._log_window(now)
+            result = tick(self.runtime, now, self.stopping.is_set)
+        except Exception:
+            log.exception("tick failed; retrying at the next cycle")
+            return
+        planned = result.planned
+        if planned.created or planned.revived or planned.withdrawn:
+            log.info(
+                "planned %d new, %d revived, %d withdrawn",
+                planned.created,
+                planned.revived,
+                planned.withdrawn,
+            )
+
+    def _log_window(self, now: datetime) -> None:
+        rules = self.runtime.settings.rules
+        open_now = is_open(now, rules.window, rules.timezone)
+        if open_now != self._window_was_open:
+            if open_now:
+                log.info("send window open (%s %s)", rules.window.describe(), rules.timezone.key)
+            else:
+                opens = next_opening(now, rules.window, rules.timezone).astimezone(rules.timezone)
+                log.info(
+                    "send window closed (%s %s): messages wait until %s",
+                    rules.window.describe(),
+                    rules.timezone.key,
+                    opens.isoformat(timespec="minutes"),
+                )
+        self._window_was_open = open_now
+
+    def run(self) -> None:
+        """Run until SIGTERM or SIGINT; the first cycle starts at once."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        scheduler = BackgroundScheduler(timezone=UTC)
+        scheduler.add_job(
+            self.run_once,
+            IntervalTrigger(seconds=TICK_SECONDS),
+            id="tick",
+            next_run_time=datetime.now(UTC),
+            max_instances=1,
+            coalesce=True,
+        )
+        scheduler.start()
+        log.info("worker started; a cycle every %d seconds", TICK_SECONDS)
+        self.stopping.wait()
+        log.info("stopping: finishing the message in flight")
+        scheduler.shutdown(wait=True)
+        self.runtime.close()
+        log.info("worker stopped")
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self.stopping.set()
