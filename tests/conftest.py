@@ -1,0 +1,118 @@
+"""Shared fixtures: real databases (SQLite always, PostgreSQL when available).
+
+PostgreSQL comes from TEST_POSTGRES_URL. Off CI its tests skip with the reason when
+it is unset or unreachable; on CI (CI=true) they fail instead, so a broken database
+setup can never pass unnoticed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from scheduler import db
+from scheduler.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+ON_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _unavailable(reason: str) -> None:
+    if ON_CI:
+        pytest.fail(f"PostgreSQL is required on CI: {reason}")
+    pytest.skip(f"PostgreSQL tests skipped: {reason}")
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated, empty SQLite file that each test copies (faster than migrating)."""
+    path = tmp_path_factory.mktemp("template") / "tayori.db"
+    engine = db.make_engine(f"sqlite:///{path}")
+    db.upgrade(engine)
+    engine.dispose()
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_schema_url() -> Iterator[str]:
+    """A private schema in the test database, migrated once for the session."""
+    base = os.environ.get("TEST_POSTGRES_URL")
+    if not base:
+        _unavailable("TEST_POSTGRES_URL is not set")
+    assert base is not None
+    schema = f"tayori_test_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(base)
+    try:
+        with admin.begin() as connection:
+            connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    except sa.exc.OperationalError as e:
+        admin.dispose()
+        _unavailable(f"cannot connect to {make_url(base).render_as_string()}: {e.orig}")
+    url = (
+        make_url(base)
+        .update_query_dict({"options": f"-csearch_path={schema}"})
+        .render_as_string(hide_password=False)
+    )
+    engine = db.make_engine(url)
+    db.upgrade(engine)
+    engine.dispose()
+    yield url
+    with admin.begin() as connection:
+        connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of a migrated, empty database: every test using it runs on both engines."""
+    if request.param == "sqlite":
+        path = tmp_path / "tayori.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        return f"sqlite:///{path}"
+    url: str = request.getfixturevalue("postgres_schema_url")
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                "TRUNCATE deliveries, consent_changes, appointments, patients "
+                "RESTART IDENTITY CASCADE"
+            )
+        )
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def clinic_env(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
+    """The environment of a clinic installation in a temporary directory, as the CLI
+    and the worker read it. The current directory is that temporary directory."""
+    env = {
+        "DATABASE_URL": database_url,
+        "TAYORI_CONFIG": str(ROOT / "config" / "tayori.toml"),
+        "TAYORI_MESSAGES_DIR": str(ROOT / "messages"),
+        "TAYORI_OUTBOX_DIR": str(tmp_path / "outbox"),
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)
+    return env
+
+
+@pytest.fixture
+def settings(clinic_env: dict[str, str]) -> Settings:
+    return load_settings(clinic_env)
+
+
+@pytest.fixture
+def repo_settings() -> Settings:
+    """The shipped settings file, with no database: for tests that need none."""
+    return load_settings({"TAYORI_CONFIG": str(ROOT / "config" / "tayori.toml")})
