@@ -324,15 +324,14 @@ def save_appointments(
 ) -> ImportResult:
     """Upsert appointments by (patient, starts_at). Every patient must already exist."""
     rows = list(rows)
-    patients = dict(
-        session.execute(
+    patients = {
+        external_id: patient_id
+        for external_id, patient_id in session.execute(
             select(Patient.external_id, Patient.id).where(
                 Patient.external_id.in_({r.external_id for r in rows})
             )
         )
-        .tuples()
-        .all()
-    )
+    }
     unknown = [
         f"{path}:{r.line}: external_id: no patient {r.external_id!r} (import patients first)"
         for r in rows

@@ -129,8 +129,11 @@ def _insert_new(session: Session, rows: list[dict[str, Any]]) -> int:
             insert(Delivery)
             .values(rows[start : start + 500])
             .on_conflict_do_nothing(index_elements=["idempotency_key"])
+            .returning(Delivery.id)
         )
-        created += session.execute(statement).rowcount  # type: ignore[attr-defined]
+        # Count what RETURNING gives back: rowcount is not reliable for multi-row
+        # inserts on every driver.
+        created += len(session.execute(statement).all())
     return created
 
 
@@ -177,7 +180,10 @@ def dry_run(session: Session, now: datetime, until: datetime, rules: Rules) -> l
     facts = {f.id: f for f in load_facts(session)}
     due = _all_due(facts.values(), now, rules)
     existing = _existing(session, list(due))
-    external_ids = dict(session.execute(select(Patient.id, Patient.external_id)).tuples().all())
+    external_ids = {
+        patient_id: external_id
+        for patient_id, external_id in session.execute(select(Patient.id, Patient.external_id))
+    }
 
     expected = []
     for key, message in due.items():

@@ -50,7 +50,7 @@ def status(session: Session, limit: int = 10) -> Status:
     counts = {state.value: 0 for state in DeliveryState}
     for state, count in session.execute(
         select(Delivery.state, func.count()).group_by(Delivery.state)
-    ).tuples():
+    ):
         counts[state.value] = count
     joined = select(Delivery, Patient.external_id).join(Patient, Patient.id == Delivery.patient_id)
     next_due = _lines(
