@@ -3,7 +3,7 @@ functions, the same path a CSV import takes."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy.orm import Session
@@ -41,10 +41,17 @@ def add_appointment(
     session: Session,
     now: datetime,
     starts_at: datetime,
-    status: AppointmentStatus,
+    status: AppointmentStatus = AppointmentStatus.BOOKED,
     external_id: str = "P1",
 ) -> None:
     save_appointments(
         session, Path("test.csv"), [AppointmentRow(1, external_id, starts_at, status)], now
     )
     session.flush()
+
+
+def visited(session: Session, now: datetime, days_ago: int, external_id: str = "P1") -> None:
+    """A visit `days_ago` days before `now`, at the same time of day."""
+    add_appointment(
+        session, now, now - timedelta(days=days_ago), AppointmentStatus.VISITED, external_id
+    )

@@ -14,7 +14,7 @@ from scheduler.domain import AppointmentStatus, ChannelName, DeliveryState, Phas
 from scheduler.models import Delivery
 from scheduler.planner import dry_run, plan
 from scheduler.settings import Settings
-from tests.integration.clinic import add_appointment, add_patient
+from tests.integration.clinic import add_appointment, add_patient, visited
 
 JST = ZoneInfo("Asia/Tokyo")
 MONDAY_9AM = datetime(2026, 11, 23, 9, 0, tzinfo=JST)
@@ -28,21 +28,11 @@ def _rows(session: Session) -> dict[str, Delivery]:
     return {d.idempotency_key.split(":")[0]: d for d in session.scalars(select(Delivery))}
 
 
-def _visited(session: Session, days_ago: int, external_id: str = "P1") -> None:
-    add_appointment(
-        session,
-        MONDAY_9AM,
-        MONDAY_9AM - timedelta(days=days_ago),
-        AppointmentStatus.VISITED,
-        external_id,
-    )
-
-
 def test_acute_patient_gets_nudge_and_follow_up_rows(settings: Settings) -> None:
     sessions = _sessions(settings)
     with transaction(sessions) as session:
         add_patient(session, MONDAY_9AM)
-        _visited(session, 1)
+        visited(session, MONDAY_9AM, 1)
         result = plan(session, MONDAY_9AM, settings.rules)
         rows = _rows(session)
     assert result.created == 2
@@ -57,7 +47,7 @@ def test_planning_twice_at_the_same_moment_adds_nothing(settings: Settings) -> N
     sessions = _sessions(settings)
     with transaction(sessions) as session:
         add_patient(session, MONDAY_9AM)
-        _visited(session, 1)
+        visited(session, MONDAY_9AM, 1)
         plan(session, MONDAY_9AM, settings.rules)
     with transaction(sessions) as session:
         again = plan(session, MONDAY_9AM, settings.rules)
@@ -70,7 +60,7 @@ def test_a_new_booking_withdraws_the_pending_nudge(settings: Settings) -> None:
     sessions = _sessions(settings)
     with transaction(sessions) as session:
         add_patient(session, MONDAY_9AM)
-        _visited(session, 1)
+        visited(session, MONDAY_9AM, 1)
         plan(session, MONDAY_9AM, settings.rules)
         add_appointment(
             session, MONDAY_9AM, MONDAY_9AM + timedelta(days=5), AppointmentStatus.BOOKED
@@ -87,7 +77,7 @@ def test_a_cancelled_booking_lets_the_nudge_be_planned(settings: Settings) -> No
     booked_for = MONDAY_9AM + timedelta(days=5)
     with transaction(sessions) as session:
         add_patient(session, MONDAY_9AM)
-        _visited(session, 1)
+        visited(session, MONDAY_9AM, 1)
         add_appointment(session, MONDAY_9AM, booked_for, AppointmentStatus.BOOKED)
         plan(session, MONDAY_9AM, settings.rules)
         add_appointment(session, MONDAY_9AM, booked_for, AppointmentStatus.CANCELLED)
@@ -103,7 +93,7 @@ def test_withdrawn_nudge_is_revived_when_its_booking_is_cancelled(settings: Sett
     booked_for = MONDAY_9AM + timedelta(days=5)
     with transaction(sessions) as session:
         add_patient(session, MONDAY_9AM)
-        _visited(session, 1)
+        visited(session, MONDAY_9AM, 1)
         plan(session, MONDAY_9AM, settings.rules)
         add_appointment(session, MONDAY_9AM, booked_for, AppointmentStatus.BOOKED)
         plan(session, MONDAY_9AM, settings.rules)
@@ -118,7 +108,7 @@ def test_patient_without_a_usable_contact_is_recorded_as_skipped(settings: Setti
     sessions = _sessions(settings)
     with transaction(sessions) as session:
         add_patient(session, MONDAY_9AM, line_user_id=None, email=None)
-        _visited(session, 1)
+        visited(session, MONDAY_9AM, 1)
         plan(session, MONDAY_9AM, settings.rules)
         rows = _rows(session)
     assert rows["cadence_nudge"].state is DeliveryState.SKIPPED
@@ -129,7 +119,7 @@ def test_email_is_used_when_the_preferred_line_contact_is_missing(settings: Sett
     sessions = _sessions(settings)
     with transaction(sessions) as session:
         add_patient(session, MONDAY_9AM, line_user_id=None, email="hanako@example.jp")
-        _visited(session, 1)
+        visited(session, MONDAY_9AM, 1)
         plan(session, MONDAY_9AM, settings.rules)
         rows = _rows(session)
     assert rows["cadence_nudge"].channel is ChannelName.EMAIL
@@ -167,7 +157,7 @@ def test_withdrawn_consent_withdraws_planned_messages(settings: Settings) -> Non
     sessions = _sessions(settings)
     with transaction(sessions) as session:
         add_patient(session, MONDAY_9AM)
-        _visited(session, 1)
+        visited(session, MONDAY_9AM, 1)
         plan(session, MONDAY_9AM, settings.rules)
         add_patient(session, MONDAY_9AM, reminders=False)
         result = plan(session, MONDAY_9AM, settings.rules)
@@ -178,7 +168,7 @@ def test_dry_run_lists_follow_ups_and_writes_nothing(settings: Settings) -> None
     sessions = _sessions(settings)
     with transaction(sessions) as session:
         add_patient(session, MONDAY_9AM, "P1", Phase.REHAB)
-        _visited(session, 2)
+        visited(session, MONDAY_9AM, 2)
     with sessions() as session:
         expected = dry_run(session, MONDAY_9AM, MONDAY_9AM + timedelta(days=14), settings.rules)
         count = session.scalar(select(func.count()).select_from(Delivery))
@@ -193,7 +183,7 @@ def test_dry_run_leaves_out_what_was_already_sent(settings: Settings) -> None:
     sessions = _sessions(settings)
     with transaction(sessions) as session:
         add_patient(session, MONDAY_9AM)
-        _visited(session, 1)
+        visited(session, MONDAY_9AM, 1)
         plan(session, MONDAY_9AM, settings.rules)
         _rows(session)["cadence_nudge"].state = DeliveryState.SENT
     with sessions() as session:
