@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from scheduler import db
 from scheduler.clock import Clock, FixedClock, ShiftedClock, SystemClock, parse_moment
-from scheduler.demo import DEMO_DIR, load_demo
+from scheduler.demo import load_demo
 from scheduler.importer import (
     ImportRejected,
     ImportResult,
@@ -282,12 +282,13 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         if args.if_empty and not db.is_empty(runtime.sessions):
             print("the database already has patients: demo not loaded")
             return 0
+        directory = settings.config_path.parent / "demo"
         with db.transaction(runtime.sessions) as session:
-            patients, appointments = load_demo(session, now, settings.rules)
+            patients, appointments = load_demo(session, now, settings.rules, directory)
     finally:
         runtime.close()
     print(
-        f"demo clinic loaded from {DEMO_DIR}: {patients.created} patients, "
+        f"demo clinic loaded from {directory}: {patients.created} patients, "
         f"{appointments.created} appointments"
     )
     return 0

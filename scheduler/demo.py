@@ -1,5 +1,5 @@
-"""The demo clinic in `config/demo/`: its patients, and visits dated relative to
-today so a newcomer's first run has something due.
+"""The demo clinic in `config/demo/` (beside the settings file): its patients, and
+visits dated relative to today so a newcomer's first run has something due.
 
 `appointments.csv` there has the columns `external_id,days_from_today,time,status`;
 each row becomes an ordinary appointment and goes through the normal import.
@@ -24,8 +24,6 @@ from scheduler.importer import (
 from scheduler.settings import Rules
 from scheduler.window import at_local, local_date
 
-DEMO_DIR = Path("config/demo")
-
 
 def demo_appointments(path: Path, now: datetime, rules: Rules) -> list[AppointmentRow]:
     today = local_date(now, rules.timezone)
@@ -47,7 +45,7 @@ def demo_appointments(path: Path, now: datetime, rules: Rules) -> list[Appointme
 
 
 def load_demo(
-    session: Session, now: datetime, rules: Rules, directory: Path = DEMO_DIR
+    session: Session, now: datetime, rules: Rules, directory: Path
 ) -> tuple[ImportResult, ImportResult]:
     patients = save_patients(session, read_patients(directory / "patients.csv"), now, "demo")
     appointments_path = directory / "appointments.csv"

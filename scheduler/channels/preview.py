@@ -56,5 +56,6 @@ def _email(message: OutgoingMessage, sender: str) -> EmailMessage:
     # Derived from the delivery id alone, so every retry carries the same Message-ID.
     domain = sender.rpartition("@")[2].rstrip(">") or "tayori.invalid"
     mail["Message-ID"] = f"<{message.delivery_id}@{domain}>"
-    mail.set_content(message.text, charset="utf-8")
+    # 8bit keeps the preview readable in a text editor.
+    mail.set_content(message.text, charset="utf-8", cte="8bit")
     return mail

@@ -178,7 +178,9 @@ def test_delivery_fails_when_its_attempts_are_used_up(settings: Settings) -> Non
 
 def _leave_sending(settings: Settings, claimed_at: datetime) -> None:
     with transaction(open_runtime(settings).sessions) as session:
-        for delivery in session.scalars(select(Delivery)):
+        for delivery in session.scalars(
+            select(Delivery).where(Delivery.reason == Reason.CADENCE_NUDGE)
+        ):
             delivery.state = DeliveryState.SENDING
             delivery.claimed_at = claimed_at
             delivery.attempts = 1

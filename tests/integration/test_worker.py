@@ -36,13 +36,12 @@ def _wait_for_files(directory: Path, count: int, process: subprocess.Popen[str])
 
 
 @pytest.mark.parametrize(
-    "command",
+    ("command", "stop_signal"),
     [
-        pytest.param(["-m", "scheduler", "run"], id="tayori-run"),
-        pytest.param([str(ROOT / "jobs.py")], id="jobs.py"),
+        pytest.param(["-m", "scheduler", "run"], signal.SIGTERM, id="tayori-run-TERM"),
+        pytest.param([str(ROOT / "jobs.py")], signal.SIGINT, id="jobs.py-INT"),
     ],
 )
-@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
 def test_worker_sends_what_is_due_and_exits_cleanly_on_a_signal(
     clinic_env: dict[str, str], command: list[str], stop_signal: signal.Signals
 ) -> None:
