@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from scheduler.domain import ChannelName, DeliveryState, Due, PatientFacts
+from scheduler.domain import AppointmentStatus, ChannelName, DeliveryState, Due, PatientFacts
 from scheduler.facts import load_facts
 from scheduler.models import Delivery, Patient, new_delivery_id
 from scheduler.routing import NO_USABLE_CONTACT, choose_channel
@@ -171,36 +171,44 @@ def _set_state(
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
+def _moments_facts_change(facts: PatientFacts, now: datetime, until: datetime) -> list[datetime]:
+    """When a patient's facts change by time alone: `now`, and just after each booked
+    appointment in the horizon (from then on it counts as a visit)."""
+    passing = [
+        a.starts_at + timedelta(seconds=1)
+        for a in facts.appointments
+        if a.status is AppointmentStatus.BOOKED and now < a.starts_at <= until
+    ]
+    return [now, *sorted(passing)]
+
+
 def dry_run(session: Session, now: datetime, until: datetime, rules: Rules) -> list[PlannedMessage]:
     """What would be sent between `now` and `until` if no new facts arrive. Writes nothing.
 
-    The rules already put every future message of an episode in the outbox (the
-    follow-up with the nudge), so one evaluation at `now` sees all of them.
+    The rules are evaluated at `now` and again whenever time alone changes a
+    patient's facts (a booked appointment passes and starts a new episode), as the
+    worker's own cycles would.
     """
-    facts = {f.id: f for f in load_facts(session)}
-    due = _all_due(facts.values(), now, rules)
-    existing = _existing(session, list(due))
+    facts = load_facts(session)
     external_ids = {
         patient_id: external_id
         for patient_id, external_id in session.execute(select(Patient.id, Patient.external_id))
     }
+    # The first moment each message appears is when the worker would plan it.
+    first_seen: dict[str, tuple[datetime, Due]] = {}
+    for patient in facts:
+        for moment in _moments_facts_change(patient, now, until):
+            for message in messages_due(patient, moment, rules):
+                first_seen.setdefault(message.key, (moment, message))
+    existing = _existing(session, list(first_seen))
+    channels = {p.id: choose_channel(p.preferred_channel, p.contacts) for p in facts}
 
     expected = []
-    for key, message in due.items():
-        row = existing.get(key)
-        if row is None and not message.may_create:
-            continue
-        if row is not None and row.state not in (DeliveryState.PLANNED, *REVIVABLE):
-            continue  # already sent, being sent or failed
-        if row is not None and row.state in REVIVABLE and not message.may_create:
-            continue
-        send_at = message.send_at
-        if row is not None and row.state is DeliveryState.PLANNED:
-            send_at = next_opening(max(row.send_after, now), rules.window, rules.timezone)
-        patient = facts[message.patient_id]
-        channel = choose_channel(patient.preferred_channel, patient.contacts)
-        if channel is None or send_at > until:
-            continue
+    for key, (moment, message) in first_seen.items():
+        channel = channels[message.patient_id]
+        send_at = _expected_send_at(message, existing.get(key), moment, rules)
+        if channel is None or send_at is None or send_at > until:
+            continue  # no contact (it would be skipped), already done, or too far ahead
         expected.append(
             PlannedMessage(
                 patient=external_ids[message.patient_id],
@@ -211,3 +219,14 @@ def dry_run(session: Session, now: datetime, until: datetime, rules: Rules) -> l
             )
         )
     return sorted(expected, key=lambda m: (m.send_at, m.patient, m.reason))
+
+
+def _expected_send_at(
+    message: Due, row: Delivery | None, moment: datetime, rules: Rules
+) -> datetime | None:
+    """When the worker would send this message, or None if it would not."""
+    if row is not None and row.state is DeliveryState.PLANNED:
+        return next_opening(max(row.send_after, moment), rules.window, rules.timezone)
+    if row is not None and row.state not in REVIVABLE:
+        return None  # already sent, being sent, or failed
+    return message.send_at if message.may_create else None

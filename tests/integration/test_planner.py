@@ -189,3 +189,17 @@ def test_dry_run_leaves_out_what_was_already_sent(settings: Settings) -> None:
     with sessions() as session:
         expected = dry_run(session, MONDAY_9AM, MONDAY_9AM + timedelta(days=7), settings.rules)
     assert [m.reason for m in expected] == [Reason.CADENCE_FOLLOW_UP.value]
+
+
+def test_dry_run_foresees_the_nudge_after_a_booked_visit_passes(settings: Settings) -> None:
+    sessions = _sessions(settings)
+    with transaction(sessions) as session:
+        add_patient(session, MONDAY_9AM)
+        add_appointment(session, MONDAY_9AM, datetime(2026, 11, 24, 15, 0, tzinfo=JST))
+    with sessions() as session:
+        expected = dry_run(session, MONDAY_9AM, MONDAY_9AM + timedelta(days=7), settings.rules)
+    assert [(m.reason, m.send_at) for m in expected] == [
+        (Reason.APPOINTMENT_REMINDER.value, datetime(2026, 11, 23, 18, 0, tzinfo=JST)),
+        (Reason.CADENCE_NUDGE.value, datetime(2026, 11, 27, 10, 0, tzinfo=JST)),
+        (Reason.CADENCE_FOLLOW_UP.value, datetime(2026, 11, 29, 10, 0, tzinfo=JST)),
+    ]
