@@ -16,8 +16,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler import db
+from scheduler.runtime import Runtime, open_runtime
 from scheduler.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,6 +112,19 @@ def clinic_env(
 @pytest.fixture
 def settings(clinic_env: dict[str, str]) -> Settings:
     return load_settings(clinic_env)
+
+
+@pytest.fixture
+def runtime(settings: Settings) -> Iterator[Runtime]:
+    """The wired application (engine, dispatcher with the preview channel)."""
+    opened = open_runtime(settings)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def sessions(runtime: Runtime) -> sessionmaker[Session]:
+    return runtime.sessions
 
 
 @pytest.fixture

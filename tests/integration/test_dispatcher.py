@@ -22,8 +22,7 @@ from scheduler.dispatcher import Dispatcher
 from scheduler.domain import ChannelName, DeliveryState, Reason
 from scheduler.models import Delivery, Patient
 from scheduler.planner import plan
-from scheduler.runtime import open_runtime, tick
-from scheduler.settings import Settings
+from scheduler.runtime import Runtime, tick
 from scheduler.templates import Renderer
 from tests.integration.clinic import add_appointment, add_patient, visited
 
@@ -52,24 +51,22 @@ class RecordingTransport:
         pass
 
 
-def _dispatcher(settings: Settings, transport: Transport) -> Dispatcher:
-    runtime = open_runtime(settings)
+def _dispatcher(runtime: Runtime, transport: Transport) -> Dispatcher:
     return Dispatcher(
         runtime.sessions,
-        settings,
-        Renderer(settings.messages_dir),
+        runtime.settings,
+        Renderer(runtime.settings.messages_dir),
         {ChannelName.LINE: transport, ChannelName.EMAIL: transport},
     )
 
 
-def _nudged_patients(settings: Settings, count: int = 1, **patient: object) -> None:
+def _nudged_patients(runtime: Runtime, count: int = 1, **patient: object) -> None:
     """Patients whose nudge falls due at NUDGE_TIME, planned into the outbox."""
-    sessions = open_runtime(settings).sessions
-    with transaction(sessions) as session:
+    with transaction(runtime.sessions) as session:
         for n in range(1, count + 1):
             add_patient(session, PLANNED_AT, f"P{n}", **patient)  # type: ignore[arg-type]
             visited(session, PLANNED_AT, days_ago=1, external_id=f"P{n}")
-        plan(session, PLANNED_AT, settings.rules)
+        plan(session, PLANNED_AT, runtime.settings.rules)
 
 
 def _deliveries(sessions: sessionmaker[Session], reason: Reason) -> list[Delivery]:
@@ -77,18 +74,18 @@ def _deliveries(sessions: sessionmaker[Session], reason: Reason) -> list[Deliver
         return list(session.scalars(select(Delivery).where(Delivery.reason == reason)))
 
 
-def _nudge(settings: Settings) -> Delivery:
-    [nudge] = _deliveries(open_runtime(settings).sessions, Reason.CADENCE_NUDGE)
+def _nudge(runtime: Runtime) -> Delivery:
+    [nudge] = _deliveries(runtime.sessions, Reason.CADENCE_NUDGE)
     return nudge
 
 
 def test_line_message_is_written_to_the_outbox_named_after_its_delivery(
-    settings: Settings,
+    runtime: Runtime,
 ) -> None:
-    _nudged_patients(settings)
-    tick(open_runtime(settings), NUDGE_TIME)
-    nudge = _nudge(settings)
-    document = json.loads((settings.outbox_dir / f"{nudge.id}.json").read_text("utf-8"))
+    _nudged_patients(runtime)
+    tick(runtime, NUDGE_TIME)
+    nudge = _nudge(runtime)
+    document = json.loads((runtime.settings.outbox_dir / f"{nudge.id}.json").read_text("utf-8"))
     assert document["headers"]["X-Line-Retry-Key"] == nudge.id
     assert document["body"]["to"].startswith("U")
     assert "山田 花子様" in document["body"]["messages"][0]["text"]
@@ -96,25 +93,24 @@ def test_line_message_is_written_to_the_outbox_named_after_its_delivery(
 
 
 def test_email_message_is_written_as_eml_with_a_message_id_from_its_delivery(
-    settings: Settings,
+    runtime: Runtime,
 ) -> None:
-    _nudged_patients(settings, line_user_id=None, email="hanako@example.jp")
-    tick(open_runtime(settings), NUDGE_TIME)
-    nudge = _nudge(settings)
-    mail = message_from_bytes((settings.outbox_dir / f"{nudge.id}.eml").read_bytes())
+    _nudged_patients(runtime, line_user_id=None, email="hanako@example.jp")
+    tick(runtime, NUDGE_TIME)
+    nudge = _nudge(runtime)
+    mail = message_from_bytes((runtime.settings.outbox_dir / f"{nudge.id}.eml").read_bytes())
     assert mail["To"] == "hanako@example.jp"
     assert mail["Message-ID"].startswith(f"<{nudge.id}@")
     assert mail["Subject"]
 
 
-def test_a_second_tick_at_the_same_moment_sends_nothing_again(settings: Settings) -> None:
-    _nudged_patients(settings, count=3)
-    runtime = open_runtime(settings)
+def test_a_second_tick_at_the_same_moment_sends_nothing_again(runtime: Runtime) -> None:
+    _nudged_patients(runtime, count=3)
     first = tick(runtime, NUDGE_TIME)
     second = tick(runtime, NUDGE_TIME)
     assert first.dispatched.counts == {"sent": 3}
     assert second.dispatched.total == 0
-    assert len(list(settings.outbox_dir.iterdir())) == 3
+    assert len(list(runtime.settings.outbox_dir.iterdir())) == 3
 
 
 @pytest.mark.parametrize(
@@ -126,58 +122,58 @@ def test_a_second_tick_at_the_same_moment_sends_nothing_again(settings: Settings
     ],
 )
 def test_overdue_messages_wait_for_the_send_window(
-    settings: Settings, moment: datetime, sent: int
+    runtime: Runtime, moment: datetime, sent: int
 ) -> None:
-    _nudged_patients(settings)
+    _nudged_patients(runtime)
     transport = RecordingTransport()
-    _dispatcher(settings, transport).dispatch_due(moment)
+    _dispatcher(runtime, transport).dispatch_due(moment)
     assert len(transport.received) == sent
 
 
 def test_transient_failure_is_retried_later_under_the_same_delivery_id(
-    settings: Settings,
+    runtime: Runtime,
 ) -> None:
-    _nudged_patients(settings)
+    _nudged_patients(runtime)
     transport = RecordingTransport([DeliveryError("connection reset", permanent=False)])
-    dispatcher = _dispatcher(settings, transport)
+    dispatcher = _dispatcher(runtime, transport)
 
     dispatcher.dispatch_due(NUDGE_TIME)
-    waiting = _nudge(settings)
+    waiting = _nudge(runtime)
     dispatcher.dispatch_due(waiting.send_after)
 
     assert waiting.state is DeliveryState.PLANNED
     assert waiting.last_error == "connection reset"
     assert waiting.send_after > NUDGE_TIME
     assert [m.delivery_id for m in transport.received] == [waiting.id]
-    assert _nudge(settings).state is DeliveryState.SENT
+    assert _nudge(runtime).state is DeliveryState.SENT
 
 
-def test_permanent_failure_fails_the_delivery_with_its_reason(settings: Settings) -> None:
-    _nudged_patients(settings)
+def test_permanent_failure_fails_the_delivery_with_its_reason(runtime: Runtime) -> None:
+    _nudged_patients(runtime)
     transport = RecordingTransport([DeliveryError("user blocked the account", permanent=True)])
-    _dispatcher(settings, transport).dispatch_due(NUDGE_TIME)
-    nudge = _nudge(settings)
+    _dispatcher(runtime, transport).dispatch_due(NUDGE_TIME)
+    nudge = _nudge(runtime)
     assert nudge.state is DeliveryState.FAILED
     assert nudge.last_error == "user blocked the account"
 
 
-def test_delivery_fails_when_its_attempts_are_used_up(settings: Settings) -> None:
-    _nudged_patients(settings)
-    attempts = settings.dispatch.max_attempts
+def test_delivery_fails_when_its_attempts_are_used_up(runtime: Runtime) -> None:
+    _nudged_patients(runtime)
+    attempts = runtime.settings.dispatch.max_attempts
     transport = RecordingTransport(
         [DeliveryError("timeout", permanent=False) for _ in range(attempts)]
     )
-    dispatcher = _dispatcher(settings, transport)
+    dispatcher = _dispatcher(runtime, transport)
     moment = NUDGE_TIME
     for _ in range(attempts):
         dispatcher.dispatch_due(moment)
-        moment = max(moment, _nudge(settings).send_after)
-    nudge = _nudge(settings)
+        moment = max(moment, _nudge(runtime).send_after)
+    nudge = _nudge(runtime)
     assert (nudge.state, nudge.attempts) == (DeliveryState.FAILED, attempts)
 
 
-def _leave_sending(settings: Settings, claimed_at: datetime) -> None:
-    with transaction(open_runtime(settings).sessions) as session:
+def _leave_sending(runtime: Runtime, claimed_at: datetime) -> None:
+    with transaction(runtime.sessions) as session:
         for delivery in session.scalars(
             select(Delivery).where(Delivery.reason == Reason.CADENCE_NUDGE)
         ):
@@ -187,81 +183,80 @@ def _leave_sending(settings: Settings, claimed_at: datetime) -> None:
 
 
 def test_delivery_abandoned_while_sending_is_resent_after_its_lease(
-    settings: Settings,
+    runtime: Runtime,
 ) -> None:
-    _nudged_patients(settings)
-    nudge = _nudge(settings)
-    lease = timedelta(seconds=settings.dispatch.lease_seconds)
-    _leave_sending(settings, NUDGE_TIME)
+    _nudged_patients(runtime)
+    nudge = _nudge(runtime)
+    lease = timedelta(seconds=runtime.settings.dispatch.lease_seconds)
+    _leave_sending(runtime, NUDGE_TIME)
     transport = RecordingTransport()
-    dispatcher = _dispatcher(settings, transport)
+    dispatcher = _dispatcher(runtime, transport)
 
     dispatcher.dispatch_due(NUDGE_TIME + lease - timedelta(seconds=1))
     assert transport.received == []
     dispatcher.dispatch_due(NUDGE_TIME + lease + timedelta(seconds=1))
     assert [m.delivery_id for m in transport.received] == [nudge.id]
-    assert _nudge(settings).state is DeliveryState.SENT
+    assert _nudge(runtime).state is DeliveryState.SENT
 
 
-def test_contact_lost_after_planning_skips_the_delivery(settings: Settings) -> None:
-    _nudged_patients(settings)
-    with transaction(open_runtime(settings).sessions) as session:
+def test_contact_lost_after_planning_skips_the_delivery(runtime: Runtime) -> None:
+    _nudged_patients(runtime)
+    with transaction(runtime.sessions) as session:
         patient = session.scalars(select(Patient)).one()
         patient.line_unusable_reason = "blocked"
     transport = RecordingTransport()
-    _dispatcher(settings, transport).dispatch_due(NUDGE_TIME)
-    nudge = _nudge(settings)
+    _dispatcher(runtime, transport).dispatch_due(NUDGE_TIME)
+    nudge = _nudge(runtime)
     assert nudge.state is DeliveryState.SKIPPED
     assert transport.received == []
 
 
-def test_delivery_falls_back_to_email_when_line_became_unusable(settings: Settings) -> None:
-    _nudged_patients(settings, email="hanako@example.jp")
-    with transaction(open_runtime(settings).sessions) as session:
+def test_delivery_falls_back_to_email_when_line_became_unusable(runtime: Runtime) -> None:
+    _nudged_patients(runtime, email="hanako@example.jp")
+    with transaction(runtime.sessions) as session:
         session.scalars(select(Patient)).one().line_unusable_reason = "blocked"
     transport = RecordingTransport()
-    _dispatcher(settings, transport).dispatch_due(NUDGE_TIME)
+    _dispatcher(runtime, transport).dispatch_due(NUDGE_TIME)
     assert [m.channel for m in transport.received] == [ChannelName.EMAIL]
-    assert _nudge(settings).template == "cadence_nudge/email.j2"
+    assert _nudge(runtime).template == "cadence_nudge/email.j2"
 
 
-def test_broken_template_keeps_the_delivery_for_a_retry(settings: Settings, tmp_path: Path) -> None:
+def test_broken_template_keeps_the_delivery_for_a_retry(runtime: Runtime, tmp_path: Path) -> None:
     broken = tmp_path / "broken-messages" / "cadence_nudge"
     broken.mkdir(parents=True)
     (broken / "line.j2").write_text("{{ patient_name }\n", encoding="utf-8")
-    _nudged_patients(settings)
+    _nudged_patients(runtime)
     transport = RecordingTransport()
-    dispatcher = _dispatcher(settings, transport)
+    dispatcher = _dispatcher(runtime, transport)
     dispatcher.renderer = Renderer(tmp_path / "broken-messages")
 
     dispatcher.dispatch_due(NUDGE_TIME)
 
-    nudge = _nudge(settings)
+    nudge = _nudge(runtime)
     assert transport.received == []
     assert nudge.state is DeliveryState.PLANNED
     assert "cadence_nudge/line.j2:1" in (nudge.last_error or "")
 
 
-def test_appointment_reminder_names_the_appointment_time(settings: Settings) -> None:
-    runtime = open_runtime(settings)
+def test_appointment_reminder_names_the_appointment_time(runtime: Runtime) -> None:
     with transaction(runtime.sessions) as session:
         add_patient(session, PLANNED_AT)
         add_appointment(session, PLANNED_AT, datetime(2026, 11, 24, 15, 30, tzinfo=JST))
     transport = RecordingTransport()
-    dispatcher = _dispatcher(settings, transport)
+    dispatcher = _dispatcher(runtime, transport)
     evening = datetime(2026, 11, 23, 18, 0, tzinfo=JST)
     with transaction(runtime.sessions) as session:
-        plan(session, PLANNED_AT, settings.rules)
+        plan(session, PLANNED_AT, runtime.settings.rules)
     dispatcher.dispatch_due(evening)
     [reminder] = transport.received
     assert reminder.reason is Reason.APPOINTMENT_REMINDER
     assert "11月24日（火）15:30" in reminder.text
 
 
-def test_parallel_dispatchers_send_each_delivery_exactly_once(settings: Settings) -> None:
-    _nudged_patients(settings, count=30)
+def test_parallel_dispatchers_send_each_delivery_exactly_once(runtime: Runtime) -> None:
+    _nudged_patients(runtime, count=30)
     transport = RecordingTransport()
-    dispatchers = [_dispatcher(settings, transport) for _ in range(4)]
+    dispatchers = [_dispatcher(runtime, transport) for _ in range(4)]
     threads = [threading.Thread(target=d.dispatch_due, args=(NUDGE_TIME,)) for d in dispatchers]
     for thread in threads:
         thread.start()
@@ -273,11 +268,11 @@ def test_parallel_dispatchers_send_each_delivery_exactly_once(settings: Settings
 
 
 def test_log_lines_name_no_patient_and_no_contact(
-    settings: Settings, caplog: pytest.LogCaptureFixture
+    runtime: Runtime, caplog: pytest.LogCaptureFixture
 ) -> None:
-    _nudged_patients(settings, email="hanako@example.jp")
+    _nudged_patients(runtime, email="hanako@example.jp")
     with caplog.at_level(logging.INFO):
-        tick(open_runtime(settings), NUDGE_TIME)
+        tick(runtime, NUDGE_TIME)
     text = caplog.text
     assert "cadence_nudge" in text
     for secret in ("山田", "花子", "hanako@example.jp", "U0123456789abcdef"):

@@ -7,9 +7,9 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
-from scheduler.db import make_engine, session_factory, transaction
+from scheduler.db import transaction
 from scheduler.domain import AppointmentStatus, ChannelName, DeliveryState, Phase, Reason
 from scheduler.models import Delivery
 from scheduler.planner import dry_run, plan
@@ -20,16 +20,13 @@ JST = ZoneInfo("Asia/Tokyo")
 MONDAY_9AM = datetime(2026, 11, 23, 9, 0, tzinfo=JST)
 
 
-def _sessions(settings: Settings):  # type: ignore[no-untyped-def]
-    return session_factory(make_engine(settings.database_url))
-
-
 def _rows(session: Session) -> dict[str, Delivery]:
     return {d.idempotency_key.split(":")[0]: d for d in session.scalars(select(Delivery))}
 
 
-def test_acute_patient_gets_nudge_and_follow_up_rows(settings: Settings) -> None:
-    sessions = _sessions(settings)
+def test_acute_patient_gets_nudge_and_follow_up_rows(
+    settings: Settings, sessions: sessionmaker[Session]
+) -> None:
     with transaction(sessions) as session:
         add_patient(session, MONDAY_9AM)
         visited(session, MONDAY_9AM, 1)
@@ -43,8 +40,9 @@ def test_acute_patient_gets_nudge_and_follow_up_rows(settings: Settings) -> None
     assert rows["cadence_nudge"].state is DeliveryState.PLANNED
 
 
-def test_planning_twice_at_the_same_moment_adds_nothing(settings: Settings) -> None:
-    sessions = _sessions(settings)
+def test_planning_twice_at_the_same_moment_adds_nothing(
+    settings: Settings, sessions: sessionmaker[Session]
+) -> None:
     with transaction(sessions) as session:
         add_patient(session, MONDAY_9AM)
         visited(session, MONDAY_9AM, 1)
@@ -56,8 +54,9 @@ def test_planning_twice_at_the_same_moment_adds_nothing(settings: Settings) -> N
     assert count == 2
 
 
-def test_a_new_booking_withdraws_the_pending_nudge(settings: Settings) -> None:
-    sessions = _sessions(settings)
+def test_a_new_booking_withdraws_the_pending_nudge(
+    settings: Settings, sessions: sessionmaker[Session]
+) -> None:
     with transaction(sessions) as session:
         add_patient(session, MONDAY_9AM)
         visited(session, MONDAY_9AM, 1)
@@ -72,8 +71,9 @@ def test_a_new_booking_withdraws_the_pending_nudge(settings: Settings) -> None:
     assert rows["appointment_reminder"].state is DeliveryState.PLANNED
 
 
-def test_a_cancelled_booking_lets_the_nudge_be_planned(settings: Settings) -> None:
-    sessions = _sessions(settings)
+def test_a_cancelled_booking_lets_the_nudge_be_planned(
+    settings: Settings, sessions: sessionmaker[Session]
+) -> None:
     booked_for = MONDAY_9AM + timedelta(days=5)
     with transaction(sessions) as session:
         add_patient(session, MONDAY_9AM)
@@ -88,8 +88,9 @@ def test_a_cancelled_booking_lets_the_nudge_be_planned(settings: Settings) -> No
     assert rows["cadence_nudge"].state is DeliveryState.PLANNED
 
 
-def test_withdrawn_nudge_is_revived_when_its_booking_is_cancelled(settings: Settings) -> None:
-    sessions = _sessions(settings)
+def test_withdrawn_nudge_is_revived_when_its_booking_is_cancelled(
+    settings: Settings, sessions: sessionmaker[Session]
+) -> None:
     booked_for = MONDAY_9AM + timedelta(days=5)
     with transaction(sessions) as session:
         add_patient(session, MONDAY_9AM)
@@ -104,8 +105,9 @@ def test_withdrawn_nudge_is_revived_when_its_booking_is_cancelled(settings: Sett
     assert rows["cadence_nudge"].state is DeliveryState.PLANNED
 
 
-def test_patient_without_a_usable_contact_is_recorded_as_skipped(settings: Settings) -> None:
-    sessions = _sessions(settings)
+def test_patient_without_a_usable_contact_is_recorded_as_skipped(
+    settings: Settings, sessions: sessionmaker[Session]
+) -> None:
     with transaction(sessions) as session:
         add_patient(session, MONDAY_9AM, line_user_id=None, email=None)
         visited(session, MONDAY_9AM, 1)
@@ -115,8 +117,9 @@ def test_patient_without_a_usable_contact_is_recorded_as_skipped(settings: Setti
     assert "no usable contact" in (rows["cadence_nudge"].last_error or "")
 
 
-def test_email_is_used_when_the_preferred_line_contact_is_missing(settings: Settings) -> None:
-    sessions = _sessions(settings)
+def test_email_is_used_when_the_preferred_line_contact_is_missing(
+    settings: Settings, sessions: sessionmaker[Session]
+) -> None:
     with transaction(sessions) as session:
         add_patient(session, MONDAY_9AM, line_user_id=None, email="hanako@example.jp")
         visited(session, MONDAY_9AM, 1)
@@ -125,8 +128,9 @@ def test_email_is_used_when_the_preferred_line_contact_is_missing(settings: Sett
     assert rows["cadence_nudge"].channel is ChannelName.EMAIL
 
 
-def test_booking_learnt_after_the_reminder_moment_gets_no_reminder(settings: Settings) -> None:
-    sessions = _sessions(settings)
+def test_booking_learnt_after_the_reminder_moment_gets_no_reminder(
+    settings: Settings, sessions: sessionmaker[Session]
+) -> None:
     evening = datetime(2026, 11, 23, 19, 0, tzinfo=JST)
     with transaction(sessions) as session:
         add_patient(session, evening)
@@ -138,8 +142,9 @@ def test_booking_learnt_after_the_reminder_moment_gets_no_reminder(settings: Set
     assert count == 0
 
 
-def test_planned_reminder_survives_its_moment_passing(settings: Settings) -> None:
-    sessions = _sessions(settings)
+def test_planned_reminder_survives_its_moment_passing(
+    settings: Settings, sessions: sessionmaker[Session]
+) -> None:
     with transaction(sessions) as session:
         add_patient(session, MONDAY_9AM)
         add_appointment(
@@ -153,8 +158,9 @@ def test_planned_reminder_survives_its_moment_passing(settings: Settings) -> Non
     assert rows["appointment_reminder"].state is DeliveryState.PLANNED
 
 
-def test_withdrawn_consent_withdraws_planned_messages(settings: Settings) -> None:
-    sessions = _sessions(settings)
+def test_withdrawn_consent_withdraws_planned_messages(
+    settings: Settings, sessions: sessionmaker[Session]
+) -> None:
     with transaction(sessions) as session:
         add_patient(session, MONDAY_9AM)
         visited(session, MONDAY_9AM, 1)
@@ -164,8 +170,9 @@ def test_withdrawn_consent_withdraws_planned_messages(settings: Settings) -> Non
     assert result.withdrawn == 2
 
 
-def test_dry_run_lists_follow_ups_and_writes_nothing(settings: Settings) -> None:
-    sessions = _sessions(settings)
+def test_dry_run_lists_follow_ups_and_writes_nothing(
+    settings: Settings, sessions: sessionmaker[Session]
+) -> None:
     with transaction(sessions) as session:
         add_patient(session, MONDAY_9AM, "P1", Phase.REHAB)
         visited(session, MONDAY_9AM, 2)
@@ -179,8 +186,9 @@ def test_dry_run_lists_follow_ups_and_writes_nothing(settings: Settings) -> None
     assert count == 0
 
 
-def test_dry_run_leaves_out_what_was_already_sent(settings: Settings) -> None:
-    sessions = _sessions(settings)
+def test_dry_run_leaves_out_what_was_already_sent(
+    settings: Settings, sessions: sessionmaker[Session]
+) -> None:
     with transaction(sessions) as session:
         add_patient(session, MONDAY_9AM)
         visited(session, MONDAY_9AM, 1)
@@ -191,8 +199,9 @@ def test_dry_run_leaves_out_what_was_already_sent(settings: Settings) -> None:
     assert [m.reason for m in expected] == [Reason.CADENCE_FOLLOW_UP.value]
 
 
-def test_dry_run_foresees_the_nudge_after_a_booked_visit_passes(settings: Settings) -> None:
-    sessions = _sessions(settings)
+def test_dry_run_foresees_the_nudge_after_a_booked_visit_passes(
+    settings: Settings, sessions: sessionmaker[Session]
+) -> None:
     with transaction(sessions) as session:
         add_patient(session, MONDAY_9AM)
         add_appointment(session, MONDAY_9AM, datetime(2026, 11, 24, 15, 0, tzinfo=JST))
