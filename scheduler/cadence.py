@@ -8,7 +8,9 @@ pauses the episode and the next visit starts a new one.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from scheduler.domain import AppointmentStatus, Due, PatientFacts, Reason
 from scheduler.settings import Rules
@@ -43,29 +45,63 @@ def is_lapsed(facts: PatientFacts, now: datetime, rules: Rules) -> bool:
     return days_since > rules.cadence.lapsed_after_days
 
 
+@dataclass(frozen=True)
+class EffectiveCadence:
+    nudge_after_days: int
+    follow_up_days: int
+    nudge_source: str  # "patient" or "<phase> default"
+    follow_up_source: str
+
+
+def effective_cadence(facts: PatientFacts, rules: Rules) -> EffectiveCadence | None:
+    """The patient's own cadence where set, else the default for their phase."""
+    if facts.phase is None:
+        return None
+    default = f"{facts.phase.value} default"
+    return EffectiveCadence(
+        nudge_after_days=facts.nudge_after_days or rules.cadence.nudge_after_days[facts.phase],
+        follow_up_days=facts.follow_up_days or rules.cadence.follow_up_days[facts.phase],
+        nudge_source="patient" if facts.nudge_after_days else default,
+        follow_up_source="patient" if facts.follow_up_days else default,
+    )
+
+
+def episode_start(facts: PatientFacts, visit: datetime, tz: ZoneInfo) -> tuple[date, str]:
+    """The day the current episode started, and its name for idempotency keys.
+
+    An episode starts at the last visit, or at a later phase or cadence change: a
+    nudge planned under the old cadence then gives way to one under the new.
+    """
+    change = facts.cadence_change
+    if change is not None and change.changed_at > visit:
+        day = local_date(change.changed_at, tz)
+        return day, f"{day.isoformat()}~c{change.id}"
+    day = local_date(visit, tz)
+    return day, day.isoformat()
+
+
 def cadence_messages(facts: PatientFacts, now: datetime, rules: Rules) -> list[Due]:
     """The nudge and follow-up this patient should get in the current episode."""
-    if not facts.reminders_opt_in or facts.phase is None:
+    cadence = effective_cadence(facts, rules)
+    if not facts.reminders_opt_in or cadence is None:
         return []
     visit = last_visit(facts, now)
     if visit is None or has_future_booking(facts, now) or is_lapsed(facts, now, rules):
         return []
 
     tz = rules.timezone
-    episode: date = local_date(visit, tz)
-    nudge_day = episode + timedelta(days=rules.cadence.nudge_after_days[facts.phase])
-    follow_up_day = nudge_day + timedelta(days=rules.cadence.follow_up_days[facts.phase])
+    start, episode = episode_start(facts, visit, tz)
+    nudge_day = start + timedelta(days=cadence.nudge_after_days)
+    follow_up_day = nudge_day + timedelta(days=cadence.follow_up_days)
     nudge_at = _not_before(at_local(nudge_day, rules.cadence.send_at, tz), now, rules)
     follow_up_at = _not_before(at_local(follow_up_day, rules.cadence.send_at, tz), now, rules)
 
-    messages = [
-        Due(facts.id, Reason.CADENCE_FOLLOW_UP, episode.isoformat(), follow_up_at),
-    ]
+    messages = [Due(facts.id, Reason.CADENCE_FOLLOW_UP, episode, follow_up_at)]
     # A nudge discovered late goes at the next opening, but never on the follow-up's
     # day or after it: then the follow-up alone speaks for both (one cadence message
     # a day at most).
     if local_date(nudge_at, tz) < local_date(follow_up_at, tz):
-        messages.insert(0, Due(facts.id, Reason.CADENCE_NUDGE, episode.isoformat(), nudge_at))
+        messages.insert(0, Due(facts.id, Reason.CADENCE_NUDGE, episode, nudge_at))
     return messages
 
 

@@ -14,11 +14,13 @@ from typing import TypeVar
 
 from dotenv import load_dotenv
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
 from tqdm import tqdm
 
 from scheduler import db
 from scheduler.clock import Clock, FixedClock, ShiftedClock, SystemClock, parse_moment
 from scheduler.demo import load_demo
+from scheduler.domain import Phase
 from scheduler.importer import (
     ImportRejected,
     ImportResult,
@@ -27,6 +29,8 @@ from scheduler.importer import (
     save_appointments,
     save_patients,
 )
+from scheduler.models import Patient
+from scheduler.patients import PatientView, find_patient, record_cadence, view_patient
 from scheduler.planner import dry_run
 from scheduler.report import DeliveryLine, status
 from scheduler.runtime import Runtime, open_runtime, tick
@@ -110,11 +114,40 @@ def _parser() -> argparse.ArgumentParser:
 
     command("status", _status, "deliveries by state, the next ones due, and failures")
 
+    patient = command("patient", _patient, "show or change one patient")
+    patient_actions = patient.add_subparsers(dest="action", required=True, metavar="ACTION")
+    show = patient_actions.add_parser("show", help="facts, cadence, consent and messages")
+    show.add_argument("external_id")
+    show.add_argument("--contacts", action="store_true", help="also print email and LINE id")
+    now_option(show, "show the patient as of this moment")
+    change = patient_actions.add_parser("set", help="change phase or the patient's own cadence")
+    change.add_argument("external_id")
+    change.add_argument("--phase", choices=[p.value for p in Phase])
+    for option in ("--nudge-after-days", "--follow-up-days"):
+        change.add_argument(
+            option,
+            type=_cadence_days,
+            metavar="N|default",
+            help="whole days 1-90, or 'default' for the phase default",
+        )
+    now_option(change, "record the change at this moment")
+
     demo = command("demo", _demo, "load the demo clinic from config/demo/")
     demo.add_argument("action", choices=["load"])
     demo.add_argument("--if-empty", action="store_true", help="only if there are no patients")
     now_option(demo, "date the demo visits relative to this moment")
     return parser
+
+
+USE_DEFAULT = "default"
+
+
+def _cadence_days(text: str) -> int | str:
+    if text == USE_DEFAULT:
+        return USE_DEFAULT
+    if not text.isdigit() or not 1 <= int(text) <= 90:
+        raise argparse.ArgumentTypeError(f"expected 1 to 90 or 'default', got {text!r}")
+    return int(text)
 
 
 def _positive_int(text: str) -> int:
@@ -274,6 +307,87 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
     print("\nfailures:")
     print(lines(report.failures, True) if report.failures else "  (none)")
     return 0
+
+
+def _patient(args: argparse.Namespace, settings: Settings) -> int:
+    now = _now(args, settings)
+    runtime = _runtime(settings)
+    try:
+        with db.transaction(runtime.sessions) as session:
+            patient = find_patient(session, args.external_id)
+            if patient is None:
+                raise CommandError(f"no patient with external_id {args.external_id!r}")
+            if args.action == "set":
+                _set_patient(session, patient, args, now)
+            print(_describe(view_patient(session, patient, now, settings.rules), args, settings))
+    finally:
+        runtime.close()
+    return 0
+
+
+def _set_patient(
+    session: Session, patient: Patient, args: argparse.Namespace, now: datetime
+) -> None:
+    def days(value: int | str | None, current: int | None) -> int | None:
+        if value is None:
+            return current
+        return None if value == USE_DEFAULT else int(value)
+
+    changed = record_cadence(
+        session,
+        patient,
+        now,
+        "cli",
+        phase=Phase(args.phase) if args.phase else patient.phase,
+        nudge_after_days=days(args.nudge_after_days, patient.nudge_after_days),
+        follow_up_days=days(args.follow_up_days, patient.follow_up_days),
+    )
+    if changed:
+        patient.updated_at = now
+    print("changed: a new cadence episode starts now" if changed else "nothing to change")
+
+
+def _describe(view: PatientView, args: argparse.Namespace, settings: Settings) -> str:
+    p = view.patient
+    lines = [f"patient {p.external_id}  {p.name}"]
+    lines.append(f"  phase: {p.phase.value if p.phase else '(none: no cadence messages)'}")
+    if view.cadence:
+        c = view.cadence
+        lines.append(
+            f"  cadence: nudge after {c.nudge_after_days} days ({c.nudge_source}), "
+            f"follow-up {c.follow_up_days} days later ({c.follow_up_source})"
+        )
+    visit = _local(view.last_visit, settings) if view.last_visit else "(none)"
+    lines.append(f"  last visit: {visit}{'  (lapsed: no cadence messages)' if view.lapsed else ''}")
+    consent = ", ".join(f"{k.value} {'yes' if v else 'no'}" for k, v in view.consent.items())
+    lines.append(f"  consent: {consent}")
+    contacts = {"LINE": p.line_user_id, "email": p.email}
+    shown = ", ".join(
+        f"{name} {(value if getattr(args, 'contacts', False) else 'on file') if value else 'none'}"
+        for name, value in contacts.items()
+    )
+    lines.append(f"  contacts: {shown}; prefers {p.preferred_channel.value}")
+    lines.append("  phase and cadence history:")
+    lines += [
+        f"    {_local(c.changed_at, settings)}  {c.phase.value if c.phase else '-'}  "
+        f"nudge {c.nudge_after_days or 'default'}, follow-up {c.follow_up_days or 'default'}"
+        f"  ({c.source})"
+        for c in view.cadence_history
+    ]
+    lines.append("  upcoming:")
+    lines += [
+        f"    {_local(d.send_after, settings)}  {d.reason.value}  "
+        f"{d.channel.value if d.channel else '-'}"
+        for d in view.upcoming
+    ] or ["    (nothing planned)"]
+    lines.append("  history:")
+    lines += [
+        f"    {_local(d.sent_at or d.updated_at, settings)}  {d.reason.value}  "
+        f"{d.channel.value if d.channel else '-'}  {d.state.value}"
+        + (f" ({d.last_error})" if d.last_error else "")
+        for d in view.history
+    ] or ["    (no messages yet)"]
+    return "\n".join(lines)
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:

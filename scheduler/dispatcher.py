@@ -155,7 +155,7 @@ class Dispatcher:
         channel: ChannelName,
         now: datetime,
     ) -> OutgoingMessage:
-        facts = load_facts(session, [patient.id])[0]
+        facts = load_facts(session, now, [patient.id])[0]
         upcoming = [
             a.starts_at
             for a in facts.appointments

@@ -61,6 +61,12 @@ class AppointmentFact:
 
 
 @dataclass(frozen=True)
+class CadenceChangeFact:
+    id: int
+    changed_at: datetime  # aware, UTC
+
+
+@dataclass(frozen=True)
 class Contacts:
     """Which of a patient's contacts can be used right now: present, and not blocked,
     bounced or unsubscribed."""
@@ -83,6 +89,12 @@ class PatientFacts:
     preferred_channel: ChannelName
     contacts: Contacts
     appointments: tuple[AppointmentFact, ...] = field(default_factory=tuple)
+    # The patient's own cadence in force; None means the phase default.
+    nudge_after_days: int | None = None
+    follow_up_days: int | None = None
+    # Set when the phase or cadence in force came from a change (not the patient's
+    # starting point): such a change starts a new cadence episode.
+    cadence_change: CadenceChangeFact | None = None
 
 
 @dataclass(frozen=True)

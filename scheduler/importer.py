@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum
 from pathlib import Path
 from typing import TypeVar
 from zoneinfo import ZoneInfo
@@ -22,6 +23,7 @@ from scheduler.clock import parse_moment
 from scheduler.domain import AppointmentStatus, ChannelName, ConsentKind, Phase
 from scheduler.facts import current_consent
 from scheduler.models import Appointment, ConsentChange, Patient
+from scheduler.patients import record_cadence
 
 PATIENT_COLUMNS = (
     "external_id",
@@ -33,6 +35,9 @@ PATIENT_COLUMNS = (
     "reminders_opt_in",
     "newsletter_opt_in",
 )
+# Optional: the patient's own cadence (whole days, 1–90; an empty cell means the
+# phase default). A file without these columns leaves each patient's as it is.
+PATIENT_CADENCE_COLUMNS = ("nudge_after_days", "follow_up_days")
 APPOINTMENT_COLUMNS = ("external_id", "starts_at", "status")
 
 LINE_USER_ID = re.compile(r"^U[0-9a-f]{32}$")
@@ -47,6 +52,12 @@ class ImportRejected(Exception):
         self.problems = problems
 
 
+class Keep(Enum):
+    """An optional column the file does not have: keep what the patient has."""
+
+    KEEP = "keep"
+
+
 @dataclass(frozen=True)
 class PatientRow:
     line: int
@@ -58,6 +69,8 @@ class PatientRow:
     preferred_channel: ChannelName
     reminders_opt_in: bool
     newsletter_opt_in: bool
+    nudge_after_days: int | Keep | None = Keep.KEEP
+    follow_up_days: int | Keep | None = Keep.KEEP
 
 
 @dataclass(frozen=True)
@@ -126,7 +139,9 @@ _email = _optional(EMAIL, "an email address")
 _line_user_id = _optional(LINE_USER_ID, "a LINE user id (U followed by 32 hex digits)")
 
 
-def _rows(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
+def _rows(
+    path: Path, columns: tuple[str, ...], optional: tuple[str, ...] = ()
+) -> Iterator[tuple[int, dict[str, str]]]:
     """Yield (line number, row) from a UTF-8 CSV (a BOM is allowed)."""
     try:
         handle = path.open(encoding="utf-8-sig", newline="")
@@ -139,7 +154,7 @@ def _rows(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[int, dict[str,
         except UnicodeDecodeError:
             raise ImportRejected([f"{path}:1: not UTF-8 text"]) from None
         missing = [c for c in columns if c not in header]
-        unknown = [c for c in header if c not in columns]
+        unknown = [c for c in header if c not in columns and c not in optional]
         if missing or unknown:
             problems = [f"{path}:1: {c}: missing column" for c in missing]
             problems += [f"{path}:1: {c}: unknown column" for c in unknown]
@@ -172,13 +187,22 @@ class _RowReader:
             return None
 
 
+def _cadence_days(value: str) -> int | None:
+    value = value.strip()
+    if not value:
+        return None
+    if not value.isdigit() or not 1 <= int(value) <= 90:
+        raise _Invalid(f"expected a whole number of days from 1 to 90, or empty, got {value!r}")
+    return int(value)
+
+
 def read_patients(path: Path) -> list[PatientRow]:
     problems: list[str] = []
     rows: list[PatientRow] = []
     first_line: dict[str, int] = {}
-    for line, raw in _rows(path, PATIENT_COLUMNS):
+    for line, raw in _rows(path, PATIENT_COLUMNS, PATIENT_CADENCE_COLUMNS):
         if not raw:
-            problems.append(f"{path}:{line}: row: expected {len(PATIENT_COLUMNS)} cells")
+            problems.append(f"{path}:{line}: row: wrong number of cells")
             continue
         r = _RowReader(path, line, raw, problems)
         external_id = r.cell("external_id", _required)
@@ -189,6 +213,10 @@ def read_patients(path: Path) -> list[PatientRow]:
         preferred = r.cell("preferred_channel", _channel)
         reminders = r.cell("reminders_opt_in", _yes_no)
         newsletter = r.cell("newsletter_opt_in", _yes_no)
+        own_cadence: dict[str, int | Keep | None] = {
+            column: r.cell(column, _cadence_days) if column in raw else Keep.KEEP
+            for column in PATIENT_CADENCE_COLUMNS
+        }
         if external_id is not None:
             if external_id in first_line:
                 problems.append(
@@ -211,6 +239,8 @@ def read_patients(path: Path) -> list[PatientRow]:
                     preferred,
                     reminders,
                     newsletter,
+                    own_cadence["nudge_after_days"],
+                    own_cadence["follow_up_days"],
                 )
             )
     if problems:
@@ -231,7 +261,7 @@ def read_appointments(path: Path, tz: ZoneInfo) -> list[AppointmentRow]:
 
     for line, raw in _rows(path, APPOINTMENT_COLUMNS):
         if not raw:
-            problems.append(f"{path}:{line}: row: expected {len(APPOINTMENT_COLUMNS)} cells")
+            problems.append(f"{path}:{line}: row: wrong number of cells")
             continue
         r = _RowReader(path, line, raw, problems)
         external_id = r.cell("external_id", _required)
@@ -272,27 +302,37 @@ def save_patients(
     created = updated = 0
     for row in progress(rows):
         patient = known.get(row.external_id)
-        fields = {
+        is_new = patient is None
+        contact = {
             "name": row.name,
-            "phase": row.phase,
             "email": row.email,
             "line_user_id": row.line_user_id,
             "preferred_channel": row.preferred_channel,
         }
         if patient is None:
-            patient = Patient(external_id=row.external_id, created_at=now, updated_at=now, **fields)
+            patient = Patient(
+                external_id=row.external_id, created_at=now, updated_at=now, **contact
+            )
             session.add(patient)
             session.flush()
-            created += 1
-            changed = False
         else:
-            changed = any(getattr(patient, k) != v for k, v in fields.items())
             if patient.email != row.email:
                 patient.email_unusable_reason = None  # a new address gets a fresh start
             if patient.line_user_id != row.line_user_id:
                 patient.line_unusable_reason = None
-            for key, value in fields.items():
-                setattr(patient, key, value)
+        changed = any(getattr(patient, k) != v for k, v in contact.items())
+        for key, value in contact.items():
+            setattr(patient, key, value)
+        changed |= record_cadence(
+            session,
+            patient,
+            now,
+            source,
+            phase=row.phase,
+            nudge_after_days=_kept(row.nudge_after_days, patient.nudge_after_days),
+            follow_up_days=_kept(row.follow_up_days, patient.follow_up_days),
+            is_new=is_new,
+        )
         wanted = {
             ConsentKind.REMINDERS: row.reminders_opt_in,
             ConsentKind.NEWSLETTER: row.newsletter_opt_in,
@@ -309,10 +349,16 @@ def save_patients(
                     )
                 )
                 changed = True
-        if changed and patient.created_at != now:
+        if is_new:
+            created += 1
+        elif changed:
             patient.updated_at = now
             updated += 1
     return ImportResult(created, updated, len(rows) - created - updated)
+
+
+def _kept(value: int | Keep | None, current: int | None) -> int | None:
+    return current if value is Keep.KEEP else value
 
 
 def save_appointments(

@@ -90,6 +90,9 @@ class Patient(Base):
     email: Mapped[str | None] = mapped_column(String(320))
     line_user_id: Mapped[str | None] = mapped_column(String(64))
     preferred_channel: Mapped[ChannelName] = mapped_column(_enum(ChannelName))
+    # The patient's own rhythm; None means the phase default from config.
+    nudge_after_days: Mapped[int | None] = mapped_column(Integer)
+    follow_up_days: Mapped[int | None] = mapped_column(Integer)
     # Set when a channel reports the contact cannot receive (blocked, bounced,
     # unsubscribed); the contact itself is kept so the patient can be asked.
     line_unusable_reason: Mapped[str | None] = mapped_column(Text)
@@ -100,6 +103,9 @@ class Patient(Base):
     appointments: Mapped[list[Appointment]] = relationship(back_populates="patient")
     consent_changes: Mapped[list[ConsentChange]] = relationship(
         back_populates="patient", order_by="ConsentChange.id"
+    )
+    cadence_changes: Mapped[list[CadenceChange]] = relationship(
+        back_populates="patient", order_by="CadenceChange.id"
     )
 
 
@@ -132,6 +138,26 @@ class ConsentChange(Base):
     patient: Mapped[Patient] = relationship(back_populates="consent_changes")
 
 
+class CadenceChange(Base):
+    """Append-only: the patient's phase and own cadence from `changed_at` on.
+
+    The first row is the patient's starting point; every later row is a change
+    (by import, the CLI, later the web page), which starts a new cadence episode.
+    """
+
+    __tablename__ = "cadence_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    phase: Mapped[Phase | None] = mapped_column(_enum(Phase))
+    nudge_after_days: Mapped[int | None] = mapped_column(Integer)
+    follow_up_days: Mapped[int | None] = mapped_column(Integer)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    source: Mapped[str] = mapped_column(String(32))
+
+    patient: Mapped[Patient] = relationship(back_populates="cadence_changes")
+
+
 def new_delivery_id() -> str:
     return str(uuid.uuid4())
 
@@ -145,7 +171,8 @@ class Delivery(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_delivery_id)
     idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
-    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    # None for messages to the clinic itself (the daily digest).
+    patient_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id"), index=True)
     appointment_id: Mapped[int | None] = mapped_column(ForeignKey("appointments.id"))
     reason: Mapped[Reason] = mapped_column(_enum(Reason))
     channel: Mapped[ChannelName | None] = mapped_column(_enum(ChannelName))

@@ -25,7 +25,9 @@ from scheduler.settings import Rules
 from scheduler.templates import template_name
 from scheduler.window import next_opening
 
-WITHDRAWN_NOT_DUE = "withdrawn: no longer due (a visit, booking, cancellation or consent change)"
+WITHDRAWN_NOT_DUE = (
+    "no longer due (a visit, a booking, a cancellation, or a change of consent, phase or cadence)"
+)
 # States a message may come back from when it is due again: a booking that was made
 # and then cancelled, or a contact that was added after a skip.
 REVIVABLE = (DeliveryState.WITHDRAWN, DeliveryState.SKIPPED)
@@ -64,7 +66,7 @@ def _existing(session: Session, keys: Sequence[str]) -> dict[str, Delivery]:
 
 def plan(session: Session, now: datetime, rules: Rules) -> PlanResult:
     """Bring the outbox in line with the rules at `now`."""
-    facts = {f.id: f for f in load_facts(session)}
+    facts = {f.id: f for f in load_facts(session, now)}
     due = _all_due(facts.values(), now, rules)
     existing = _existing(session, list(due))
 
@@ -189,7 +191,7 @@ def dry_run(session: Session, now: datetime, until: datetime, rules: Rules) -> l
     patient's facts (a booked appointment passes and starts a new episode), as the
     worker's own cycles would.
     """
-    facts = load_facts(session)
+    facts = load_facts(session, now)
     external_ids = {
         patient_id: external_id
         for patient_id, external_id in session.execute(select(Patient.id, Patient.external_id))
