@@ -20,7 +20,8 @@ from tqdm import tqdm
 from scheduler import db
 from scheduler.clock import Clock, FixedClock, ShiftedClock, SystemClock, parse_moment
 from scheduler.demo import load_demo
-from scheduler.domain import Phase
+from scheduler.digest import build_digest, digest_context
+from scheduler.domain import ChannelName, Phase, Reason
 from scheduler.importer import (
     ImportRejected,
     ImportResult,
@@ -35,6 +36,7 @@ from scheduler.planner import dry_run
 from scheduler.report import DeliveryLine, status
 from scheduler.runtime import Runtime, open_runtime, tick
 from scheduler.settings import ConfigError, Settings, load_settings
+from scheduler.templates import Renderer, TemplateError, template_name
 from scheduler.worker import Worker
 
 log = logging.getLogger("tayori")
@@ -113,6 +115,9 @@ def _parser() -> argparse.ArgumentParser:
     now_option(running, "start the worker's clock at this moment")
 
     command("status", _status, "deliveries by state, the next ones due, and failures")
+
+    digest = command("digest", _digest, "print the practitioner's daily digest")
+    now_option(digest, "the digest as of this moment")
 
     patient = command("patient", _patient, "show or change one patient")
     patient_actions = patient.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -306,6 +311,24 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
     print(lines(report.next_due, False) if report.next_due else "  (nothing planned)")
     print("\nfailures:")
     print(lines(report.failures, True) if report.failures else "  (none)")
+    return 0
+
+
+def _digest(args: argparse.Namespace, settings: Settings) -> int:
+    """The same text the clinic's digest email carries, rendered by the same template."""
+    now = _now(args, settings)
+    runtime = _runtime(settings)
+    try:
+        with runtime.sessions() as session:
+            context = digest_context(build_digest(session, now, settings), settings)
+        rendered = Renderer(settings.messages_dir).render(
+            template_name(Reason.DAILY_DIGEST, ChannelName.EMAIL), context
+        )
+    except TemplateError as e:
+        raise CommandError(str(e)) from None
+    finally:
+        runtime.close()
+    print(f"{rendered.subject}\n\n{rendered.text}")
     return 0
 
 

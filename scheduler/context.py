@@ -15,6 +15,13 @@ PHASE_LABELS = {
     Phase.REHAB: "リハビリ期",
     Phase.MAINTENANCE: "メンテナンス期",
 }
+REASON_LABELS = {
+    Reason.CADENCE_NUDGE: "次回来院のおすすめ",
+    Reason.CADENCE_FOLLOW_UP: "おすすめの再送",
+    Reason.APPOINTMENT_REMINDER: "予約前日のお知らせ",
+    Reason.NO_SHOW_FOLLOW_UP: "ご来院がなかった方へのご連絡",
+    Reason.DAILY_DIGEST: "毎朝のまとめ",
+}
 WEEKDAYS = "月火水木金土日"
 
 

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -20,7 +21,8 @@ from scheduler.cadence import last_visit
 from scheduler.channels import DeliveryError, OutgoingMessage, Transport
 from scheduler.context import message_context
 from scheduler.db import transaction
-from scheduler.domain import AppointmentStatus, ChannelName, DeliveryState
+from scheduler.digest import build_digest, digest_context
+from scheduler.domain import AppointmentStatus, ChannelName, DeliveryState, Reason
 from scheduler.facts import contacts_of, load_facts
 from scheduler.models import Appointment, Delivery, Patient
 from scheduler.retry import retry_at
@@ -44,6 +46,14 @@ class DispatchSummary:
         return sum(self.counts.values())
 
 
+class _Skip(Exception):
+    """The delivery cannot go anywhere; it is recorded as skipped with the reason."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -60,11 +70,8 @@ class Dispatcher:
     def dispatch_due(
         self, now: datetime, should_stop: Callable[[], bool] = lambda: False
     ) -> DispatchSummary:
-        """Send everything due at `now`, unless the send window is closed."""
+        """Send everything due at `now` (to patients only inside the send window)."""
         summary = DispatchSummary()
-        rules = self.settings.rules
-        if not is_open(now, rules.window, rules.timezone):
-            return summary
         try:
             while not should_stop():
                 outcome = self.handle_one(now)
@@ -84,17 +91,13 @@ class Dispatcher:
         failure: DeliveryError | None = None
         with transaction(self.sessions) as session:
             delivery = session.get_one(Delivery, delivery_id)
-            patient = session.get_one(Patient, delivery.patient_id)
-            channel = choose_channel(patient.preferred_channel, contacts_of(patient))
-            if channel is None:
-                return self._finish(
-                    session, delivery, DeliveryState.SKIPPED, now, NO_USABLE_CONTACT
-                )
             try:
-                message = self._compose(session, delivery, patient, channel, now)
+                message = self._compose(session, delivery, now)
+            except _Skip as skip:
+                return self._finish(session, delivery, DeliveryState.SKIPPED, now, skip.reason)
             except TemplateError as e:
                 # The practitioner can mend a template: retry like a passing failure
-                # rather than give up on the patient's message at once.
+                # rather than give up on the message at once.
                 log.error("template problem: %s", e)
                 failure = DeliveryError(str(e), permanent=False)
         if failure is not None:
@@ -102,7 +105,7 @@ class Dispatcher:
         # The network call happens outside any transaction: the claim is committed,
         # and the outcome is recorded in a transaction of its own.
         try:
-            receipt = self.transports[channel].send(message)
+            receipt = self.transports[message.channel].send(message)
         except DeliveryError as e:
             return self._record_failure(delivery_id, e, now)
         with transaction(self.sessions) as session:
@@ -117,6 +120,10 @@ class Dispatcher:
             and_(Delivery.state == DeliveryState.PLANNED, Delivery.send_after <= now),
             and_(Delivery.state == DeliveryState.SENDING, Delivery.claimed_at < lease_expired),
         )
+        rules = self.settings.rules
+        if not is_open(now, rules.window, rules.timezone):
+            # Outside the send window only the clinic's own digest may go.
+            claimable = and_(claimable, Delivery.reason == Reason.DAILY_DIGEST)
         while True:
             with transaction(self.sessions) as session:
                 candidate = session.execute(
@@ -147,14 +154,14 @@ class Dispatcher:
                 if taken.rowcount == 1:  # type: ignore[attr-defined]
                     return str(candidate.id)
 
-    def _compose(
-        self,
-        session: Session,
-        delivery: Delivery,
-        patient: Patient,
-        channel: ChannelName,
-        now: datetime,
-    ) -> OutgoingMessage:
+    def _compose(self, session: Session, delivery: Delivery, now: datetime) -> OutgoingMessage:
+        if delivery.patient_id is None:
+            return self._compose_digest(session, delivery, now)
+        patient = session.get_one(Patient, delivery.patient_id)
+        # Chosen again at sending: a contact may have been blocked since planning.
+        channel = choose_channel(patient.preferred_channel, contacts_of(patient))
+        if channel is None:
+            raise _Skip(NO_USABLE_CONTACT)
         facts = load_facts(session, now, [patient.id])[0]
         upcoming = [
             a.starts_at
@@ -167,7 +174,7 @@ class Dispatcher:
         context = message_context(
             reason=delivery.reason,
             patient_name=patient.name,
-            phase=patient.phase,
+            phase=facts.phase,
             last_visit=last_visit(facts, now),
             next_visit=min(upcoming, default=None),
             appointment_at=appointment.starts_at if appointment else None,
@@ -175,13 +182,28 @@ class Dispatcher:
             now=now,
             tz=self.settings.timezone,
         )
-        # The channel may differ from the planned one (a contact was blocked since).
-        template = template_name(delivery.reason, channel)
-        rendered = self.renderer.render(template, context)
         delivery.channel = channel
-        delivery.template = template
+        delivery.template = template_name(delivery.reason, channel)
         address = patient.line_user_id if channel is ChannelName.LINE else patient.email
         assert address is not None  # choose_channel only picks a present contact
+        return self._message(delivery, channel, address, context)
+
+    def _compose_digest(
+        self, session: Session, delivery: Delivery, now: datetime
+    ) -> OutgoingMessage:
+        channel = delivery.channel
+        assert channel is not None  # digest rows are planned with their channel
+        digest = self.settings.digest
+        address = digest.line_user_id if channel is ChannelName.LINE else digest.email
+        if not address:
+            raise _Skip(f"no digest {channel.value} address in the settings any more")
+        context = digest_context(build_digest(session, now, self.settings), self.settings)
+        return self._message(delivery, channel, address, context)
+
+    def _message(
+        self, delivery: Delivery, channel: ChannelName, address: str, context: dict[str, Any]
+    ) -> OutgoingMessage:
+        rendered = self.renderer.render(template_name(delivery.reason, channel), context)
         return OutgoingMessage(
             delivery_id=delivery.id,
             channel=channel,

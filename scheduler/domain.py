@@ -33,6 +33,7 @@ class Reason(StrEnum):
     CADENCE_FOLLOW_UP = "cadence_follow_up"
     APPOINTMENT_REMINDER = "appointment_reminder"
     NO_SHOW_FOLLOW_UP = "no_show_follow_up"
+    DAILY_DIGEST = "daily_digest"  # to the practitioner, never to a patient
 
     @property
     def is_cadence(self) -> bool:

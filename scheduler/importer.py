@@ -24,6 +24,7 @@ from scheduler.domain import AppointmentStatus, ChannelName, ConsentKind, Phase
 from scheduler.facts import current_consent
 from scheduler.models import Appointment, ConsentChange, Patient
 from scheduler.patients import record_cadence
+from scheduler.settings import EMAIL_ADDRESS, LINE_USER_ID
 
 PATIENT_COLUMNS = (
     "external_id",
@@ -39,9 +40,6 @@ PATIENT_COLUMNS = (
 # phase default). A file without these columns leaves each patient's as it is.
 PATIENT_CADENCE_COLUMNS = ("nudge_after_days", "follow_up_days")
 APPOINTMENT_COLUMNS = ("external_id", "starts_at", "status")
-
-LINE_USER_ID = re.compile(r"^U[0-9a-f]{32}$")
-EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 class ImportRejected(Exception):
@@ -135,7 +133,7 @@ def _optional(pattern: re.Pattern[str], what: str) -> Callable[[str], str | None
 _phase = _choice(Phase)
 _channel = _choice(ChannelName)
 _status = _choice(AppointmentStatus)
-_email = _optional(EMAIL, "an email address")
+_email = _optional(EMAIL_ADDRESS, "an email address")
 _line_user_id = _optional(LINE_USER_ID, "a LINE user id (U followed by 32 hex digits)")
 
 

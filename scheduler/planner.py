@@ -16,14 +16,21 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from scheduler.domain import AppointmentStatus, ChannelName, DeliveryState, Due, PatientFacts
+from scheduler.domain import (
+    AppointmentStatus,
+    ChannelName,
+    DeliveryState,
+    Due,
+    PatientFacts,
+    Reason,
+)
 from scheduler.facts import load_facts
 from scheduler.models import Delivery, Patient, new_delivery_id
 from scheduler.routing import NO_USABLE_CONTACT, choose_channel
 from scheduler.rules import messages_due
-from scheduler.settings import Rules
+from scheduler.settings import Rules, Settings
 from scheduler.templates import template_name
-from scheduler.window import next_opening
+from scheduler.window import at_local, local_date, next_opening
 
 WITHDRAWN_NOT_DUE = (
     "no longer due (a visit, a booking, a cancellation, or a change of consent, phase or cadence)"
@@ -72,7 +79,12 @@ def plan(session: Session, now: datetime, rules: Rules) -> PlanResult:
 
     stale_ids = [
         row.id
-        for row in session.scalars(select(Delivery).where(Delivery.state == DeliveryState.PLANNED))
+        for row in session.scalars(
+            select(Delivery).where(
+                Delivery.state == DeliveryState.PLANNED,
+                Delivery.patient_id.is_not(None),  # the digest is planned on its own
+            )
+        )
         if row.idempotency_key not in due
     ]
     withdrawn = 0
@@ -100,6 +112,43 @@ def plan(session: Session, now: datetime, rules: Rules) -> PlanResult:
             revived += _revive(session, row.id, message, channel, now)
     created = _insert_new(session, new_rows)
     return PlanResult(created=created, revived=revived, withdrawn=withdrawn)
+
+
+def plan_digest(session: Session, now: datetime, settings: Settings) -> int:
+    """Put today's digest in the outbox once its time has come: one row a day per
+    configured address, whatever the number of workers or cycles."""
+    digest = settings.digest
+    today = local_date(now, settings.timezone)
+    send_at = at_local(today, digest.send_at, settings.timezone)
+    if not digest.enabled or now < send_at:
+        return 0
+    channels = [
+        channel
+        for channel, address in (
+            (ChannelName.EMAIL, digest.email),
+            (ChannelName.LINE, digest.line_user_id),
+        )
+        if address
+    ]
+    rows = [
+        {
+            "id": new_delivery_id(),
+            "idempotency_key": f"{Reason.DAILY_DIGEST}:{today.isoformat()}:{channel}",
+            "patient_id": None,
+            "appointment_id": None,
+            "reason": Reason.DAILY_DIGEST,
+            "channel": channel,
+            "template": template_name(Reason.DAILY_DIGEST, channel),
+            "send_after": send_at,
+            "state": DeliveryState.PLANNED,
+            "attempts": 0,
+            "last_error": None,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for channel in channels
+    ]
+    return _insert_new(session, rows)
 
 
 def _new_row(message: Due, channel: ChannelName | None, now: datetime) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from scheduler.channels.preview import PreviewTransport
 from scheduler.db import make_engine, session_factory, transaction
 from scheduler.dispatcher import Dispatcher, DispatchSummary
 from scheduler.domain import ChannelName
-from scheduler.planner import PlanResult, plan
+from scheduler.planner import PlanResult, plan, plan_digest
 from scheduler.settings import Settings
 from scheduler.templates import Renderer
 
@@ -60,5 +60,6 @@ def tick(
     """One cycle of the worker: bring the outbox up to date, then send what is due."""
     with transaction(runtime.sessions) as session:
         planned = plan(session, now, runtime.settings.rules)
+        plan_digest(session, now, runtime.settings)
     dispatched = runtime.dispatcher.dispatch_due(now, should_stop)
     return TickResult(planned, dispatched)

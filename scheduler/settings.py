@@ -96,27 +96,69 @@ class Dispatch:
 
 
 @dataclass(frozen=True)
+class Digest:
+    """The practitioner's daily summary; it goes to the clinic, never to patients."""
+
+    enabled: bool = True
+    send_at: time = time(8, 30)
+    email: str = ""  # the clinic's own address
+    line_user_id: str = ""  # the practitioner's LINE user id
+    review_after_days: int = 42  # acute longer than this: "consider moving to rehab"
+
+
+@dataclass(frozen=True)
+class Line:
+    # LINE's free plan in Japan; the real figure is read from the API once the LINE
+    # channel is configured.
+    monthly_quota: int = 200
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    """Everything `config/tayori.toml` holds."""
+
+    clinic: Clinic = field(default_factory=Clinic)
+    rules: Rules = field(default_factory=Rules)
+    dispatch: Dispatch = field(default_factory=Dispatch)
+    digest: Digest = field(default_factory=Digest)
+    line: Line = field(default_factory=Line)
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     config_path: Path = Path(DEFAULT_CONFIG_PATH)
     messages_dir: Path = Path("messages")
     outbox_dir: Path = Path("var/outbox")
     log_level: str = "INFO"
-    clinic: Clinic = field(default_factory=Clinic)
-    rules: Rules = field(default_factory=Rules)
-    dispatch: Dispatch = field(default_factory=Dispatch)
+    config: ConfigFile = field(default_factory=ConfigFile)
 
     @property
     def timezone(self) -> ZoneInfo:
         return self.rules.timezone
+
+    @property
+    def clinic(self) -> Clinic:
+        return self.config.clinic
+
+    @property
+    def rules(self) -> Rules:
+        return self.config.rules
+
+    @property
+    def dispatch(self) -> Dispatch:
+        return self.config.dispatch
+
+    @property
+    def digest(self) -> Digest:
+        return self.config.digest
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read settings from the environment and the TOML file it points to."""
     env = os.environ if env is None else env
     config_path = Path(env.get("TAYORI_CONFIG") or DEFAULT_CONFIG_PATH)
-    file_values = _read_toml(config_path)
-    clinic, rules, dispatch = parse_config(file_values, source=str(config_path))
+    config = parse_config(_read_toml(config_path), source=str(config_path))
     log_level = (env.get("TAYORI_LOG_LEVEL") or "INFO").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(
@@ -128,9 +170,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         messages_dir=Path(env.get("TAYORI_MESSAGES_DIR") or "messages"),
         outbox_dir=Path(env.get("TAYORI_OUTBOX_DIR") or "var/outbox"),
         log_level=log_level,
-        clinic=clinic,
-        rules=rules,
-        dispatch=dispatch,
+        config=config,
     )
 
 
@@ -165,7 +205,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
 
 
-def parse_config(values: Mapping[str, Any], source: str) -> tuple[Clinic, Rules, Dispatch]:
+def parse_config(values: Mapping[str, Any], source: str) -> ConfigFile:
     """Turn the TOML document into typed settings, refusing unknown or malformed keys."""
     top = _Table(values, source, "")
     clinic_t = top.table("clinic")
@@ -224,15 +264,33 @@ def parse_config(values: Mapping[str, Any], source: str) -> tuple[Clinic, Rules,
         lease_seconds=dispatch_t.integer("lease_seconds", Dispatch.lease_seconds, 30),
     )
     dispatch_t.done()
+
+    digest_t = top.table("digest")
+    digest = Digest(
+        enabled=digest_t.boolean("enabled", Digest.enabled),
+        send_at=digest_t.clock_time("send_at", Digest.send_at),
+        email=digest_t.matching("email", EMAIL_ADDRESS, "an email address or empty"),
+        line_user_id=digest_t.matching(
+            "line_user_id", LINE_USER_ID, "a LINE user id (U and 32 hex digits) or empty"
+        ),
+        review_after_days=digest_t.integer("review_after_days", Digest.review_after_days, 1),
+    )
+    digest_t.done()
+
+    line_t = top.table("line")
+    line = Line(monthly_quota=line_t.integer("monthly_quota", Line.monthly_quota, 0, 10**7))
+    line_t.done()
     top.done()
 
     rules = Rules(
         timezone=timezone, window=window, cadence=cadence, reminder=reminder, no_show=no_show
     )
-    return clinic, rules, dispatch
+    return ConfigFile(clinic, rules, dispatch, digest, line)
 
 
 _HHMM = re.compile(r"^([01]\d|2[0-4]):([0-5]\d)$")
+LINE_USER_ID = re.compile(r"^U[0-9a-f]{32}$")
+EMAIL_ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 def _hhmm(minute: int) -> str:
@@ -272,6 +330,20 @@ class _Table:
             return default
         if not isinstance(value, str):
             raise self._error(key, "a string", value)
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self._get(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise self._error(key, "true or false", value)
+        return value
+
+    def matching(self, key: str, pattern: re.Pattern[str], expected: str) -> str:
+        value = self.text(key, "")
+        if value and not pattern.match(value):
+            raise self._error(key, expected, value)
         return value
 
     def integer(self, key: str, default: int, minimum: int, maximum: int = 3650) -> int:
