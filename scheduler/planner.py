@@ -26,7 +26,7 @@ from scheduler.domain import (
 )
 from scheduler.facts import load_facts
 from scheduler.models import Delivery, Patient, new_delivery_id
-from scheduler.routing import NO_USABLE_CONTACT, choose_channel
+from scheduler.routing import choose_channel
 from scheduler.rules import messages_due
 from scheduler.settings import Rules, Settings
 from scheduler.templates import template_name
@@ -107,7 +107,17 @@ def plan(session: Session, now: datetime, rules: Rules) -> PlanResult:
         channel = choose_channel(patient.preferred_channel, patient.contacts)
         row = existing.get(key)
         if row is None:
-            new_rows.append(_new_row(message, channel, now))
+            new_rows.append(
+                _new_row(
+                    key=key,
+                    reason=message.reason,
+                    channel=channel,
+                    send_at=message.send_at,
+                    now=now,
+                    patient_id=message.patient_id,
+                    appointment_id=message.appointment_id,
+                )
+            )
         elif row.state in REVIVABLE and channel is not None:
             revived += _revive(session, row.id, message, channel, now)
     created = _insert_new(session, new_rows)
@@ -131,39 +141,42 @@ def plan_digest(session: Session, now: datetime, settings: Settings) -> int:
         if address
     ]
     rows = [
-        {
-            "id": new_delivery_id(),
-            "idempotency_key": f"{Reason.DAILY_DIGEST}:{today.isoformat()}:{channel}",
-            "patient_id": None,
-            "appointment_id": None,
-            "reason": Reason.DAILY_DIGEST,
-            "channel": channel,
-            "template": template_name(Reason.DAILY_DIGEST, channel),
-            "send_after": send_at,
-            "state": DeliveryState.PLANNED,
-            "attempts": 0,
-            "last_error": None,
-            "created_at": now,
-            "updated_at": now,
-        }
+        _new_row(
+            key=f"{Reason.DAILY_DIGEST}:{today.isoformat()}:{channel}",
+            reason=Reason.DAILY_DIGEST,
+            channel=channel,
+            send_at=send_at,
+            now=now,
+        )
         for channel in channels
     ]
     return _insert_new(session, rows)
 
 
-def _new_row(message: Due, channel: ChannelName | None, now: datetime) -> dict[str, Any]:
+def _new_row(
+    *,
+    key: str,
+    reason: Reason,
+    channel: ChannelName | None,
+    send_at: datetime,
+    now: datetime,
+    patient_id: int | None = None,
+    appointment_id: int | None = None,
+) -> dict[str, Any]:
+    """A planned outbox row. A patient's channel is chosen again when it is sent; a
+    row without one then becomes `skipped` if the patient still has no contact."""
     return {
         "id": new_delivery_id(),
-        "idempotency_key": message.key,
-        "patient_id": message.patient_id,
-        "appointment_id": message.appointment_id,
-        "reason": message.reason,
+        "idempotency_key": key,
+        "patient_id": patient_id,
+        "appointment_id": appointment_id,
+        "reason": reason,
         "channel": channel,
-        "template": template_name(message.reason, channel) if channel else None,
-        "send_after": message.send_at,
-        "state": DeliveryState.PLANNED if channel else DeliveryState.SKIPPED,
+        "template": template_name(reason, channel) if channel else None,
+        "send_after": send_at,
+        "state": DeliveryState.PLANNED,
         "attempts": 0,
-        "last_error": None if channel else NO_USABLE_CONTACT,
+        "last_error": None,
         "created_at": now,
         "updated_at": now,
     }

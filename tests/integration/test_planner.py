@@ -13,6 +13,7 @@ from scheduler.db import transaction
 from scheduler.domain import AppointmentStatus, ChannelName, DeliveryState, Phase, Reason
 from scheduler.models import Delivery
 from scheduler.planner import dry_run, plan
+from scheduler.runtime import Runtime
 from scheduler.settings import Settings
 from tests.integration.clinic import add_appointment, add_patient, visited
 
@@ -105,16 +106,19 @@ def test_withdrawn_nudge_is_revived_when_its_booking_is_cancelled(
     assert rows["cadence_nudge"].state is DeliveryState.PLANNED
 
 
-def test_patient_without_a_usable_contact_is_recorded_as_skipped(
-    settings: Settings, sessions: sessionmaker[Session]
+def test_message_without_a_usable_contact_is_skipped_when_due(
+    settings: Settings, sessions: sessionmaker[Session], runtime: Runtime
 ) -> None:
     with transaction(sessions) as session:
         add_patient(session, MONDAY_9AM, line_user_id=None, email=None)
         visited(session, MONDAY_9AM, 1)
         plan(session, MONDAY_9AM, settings.rules)
+    runtime.dispatcher.dispatch_due(datetime(2026, 11, 25, 10, 0, tzinfo=JST))
+    with sessions() as session:
         rows = _rows(session)
     assert rows["cadence_nudge"].state is DeliveryState.SKIPPED
     assert "no usable contact" in (rows["cadence_nudge"].last_error or "")
+    assert rows["cadence_follow_up"].state is DeliveryState.PLANNED  # skipped on its own day
 
 
 def test_email_is_used_when_the_preferred_line_contact_is_missing(

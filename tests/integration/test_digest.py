@@ -1,0 +1,170 @@
+"""The practitioner's daily digest: its numbers, and that it goes once a day."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta
+from email import message_from_bytes
+from email.message import Message
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from scheduler.cli import main
+from scheduler.db import transaction
+from scheduler.digest import build_digest
+from scheduler.domain import AppointmentStatus, ChannelName, DeliveryState, Phase, Reason
+from scheduler.models import Delivery
+from scheduler.runtime import Runtime, tick
+from scheduler.settings import Settings
+from tests.integration.clinic import add_appointment, add_patient, visited
+
+JST = ZoneInfo("Asia/Tokyo")
+# Wednesday morning, before the digest's 08:30 and the 09:00 send window.
+WEDNESDAY = datetime(2026, 11, 25, 8, 0, tzinfo=JST)
+DIGEST_TIME = datetime(2026, 11, 25, 8, 30, tzinfo=JST)
+YESTERDAY_10AM = datetime(2026, 11, 24, 10, 0, tzinfo=JST)
+
+
+def build_fixture_clinic(runtime: Runtime) -> None:
+    """A small clinic whose digest on Wednesday 2026-11-25 is known by heart."""
+    sessions = runtime.sessions
+    long_ago = WEDNESDAY - timedelta(days=43)
+    with transaction(sessions) as session:
+        # Nudged yesterday (acute, visited Saturday), by LINE: one LINE message used.
+        add_patient(session, long_ago, "SENT", Phase.ACUTE)  # acute for 43 days: review
+        visited(session, YESTERDAY_10AM, days_ago=3, external_id="SENT")
+        # No contact at all: skipped yesterday.
+        add_patient(session, WEDNESDAY, "NOCONTACT", Phase.ACUTE, line_user_id=None)
+        visited(session, YESTERDAY_10AM, days_ago=3, external_id="NOCONTACT")
+        # Lapsed today (last visit 61 days ago) and lapsed yesterday (62 days ago);
+        # without reminder consent, so they get no late follow-up of their own.
+        add_patient(session, long_ago, "LAPSED", Phase.MAINTENANCE, reminders=False)
+        visited(session, WEDNESDAY, days_ago=61, external_id="LAPSED")
+        add_patient(session, long_ago, "OLDLAPSE", Phase.MAINTENANCE, reminders=False)
+        visited(session, WEDNESDAY, days_ago=62, external_id="OLDLAPSE")
+        # Acute for exactly 42 days: not yet for review. Booked tomorrow: a reminder today.
+        add_patient(session, WEDNESDAY - timedelta(days=42), "BOOKED", Phase.ACUTE)
+        visited(session, WEDNESDAY, days_ago=1, external_id="BOOKED")
+        add_appointment(
+            session, WEDNESDAY, WEDNESDAY + timedelta(days=1), AppointmentStatus.BOOKED, "BOOKED"
+        )
+        # Visited Sunday, rehab by email: nudged Saturday, so nothing today.
+        add_patient(
+            session, WEDNESDAY, "QUIET", Phase.REHAB, line_user_id=None, email="q@example.jp"
+        )
+        visited(session, WEDNESDAY, days_ago=3, external_id="QUIET")
+    tick(runtime, YESTERDAY_10AM)
+
+
+def test_digest_counts_match_the_fixture_clinic(runtime: Runtime) -> None:
+    build_fixture_clinic(runtime)
+    with runtime.sessions() as session:
+        digest = build_digest(session, WEDNESDAY, runtime.settings)
+    assert digest.planned_today == {Reason.APPOINTMENT_REMINDER: 1}
+    assert digest.sent_yesterday == {Reason.CADENCE_NUDGE: 1}
+    assert [(n.patient, n.detail) for n in digest.not_delivered_yesterday] == [
+        ("NOCONTACT", "次回来院のおすすめ：使える連絡先（LINE・メール）がないため送れませんでした")
+    ]
+    assert [n.patient for n in digest.newly_lapsed] == ["LAPSED"]
+    assert [(n.patient, n.detail) for n in digest.acute_for_review] == [("SENT", "急性期 43日目")]
+    # One LINE nudge sent this month. Ahead in November: BOOKED's reminder today and,
+    # once that visit has passed, its nudge on the 29th; SENT's follow-up on Thursday.
+    assert (digest.line_used, digest.line_forecast, digest.line_quota) == (1, 4, 200)
+
+
+def test_cli_digest_prints_the_text_the_clinic_is_sent(
+    runtime: Runtime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    build_fixture_clinic(runtime)
+    assert main(["digest", "--now", DIGEST_TIME.isoformat()]) == 0
+    printed = capsys.readouterr().out
+    tick(runtime, DIGEST_TIME)
+    mail = _digest_mails(runtime)[0]
+    body = mail.get_payload(decode=True)
+    assert isinstance(body, bytes)
+    assert body.decode("utf-8").strip() in printed
+    assert "急性期が42日を超えた方" in printed
+    assert "LINEの今月の送信数" in printed
+
+
+def _digests(sessions: sessionmaker[Session], day: str = "2026-11-25") -> list[Delivery]:
+    """The digests of one day (the fixture clinic's worker also sent one the day before)."""
+    with sessions() as session:
+        return list(
+            session.scalars(
+                select(Delivery).where(
+                    Delivery.reason == Reason.DAILY_DIGEST,
+                    Delivery.idempotency_key.startswith(f"daily_digest:{day}:"),
+                )
+            )
+        )
+
+
+def _digest_mails(runtime: Runtime) -> list[Message]:
+    return [
+        message_from_bytes((runtime.settings.outbox_dir / f"{d.id}.eml").read_bytes())
+        for d in _digests(runtime.sessions)
+    ]
+
+
+def test_no_digest_before_its_time(runtime: Runtime) -> None:
+    tick(runtime, DIGEST_TIME - timedelta(minutes=1))
+    assert _digests(runtime.sessions) == []
+
+
+def test_digest_goes_once_a_day_however_often_the_worker_ticks(runtime: Runtime) -> None:
+    for minute in range(3):
+        tick(runtime, DIGEST_TIME + timedelta(minutes=minute))
+    tick(runtime, DIGEST_TIME + timedelta(hours=5))
+    [digest] = _digests(runtime.sessions)
+    assert digest.state is DeliveryState.SENT
+    assert digest.idempotency_key == "daily_digest:2026-11-25:email"
+    assert digest.patient_id is None
+
+
+def test_next_day_brings_a_new_digest(runtime: Runtime) -> None:
+    tick(runtime, DIGEST_TIME)
+    tick(runtime, DIGEST_TIME + timedelta(days=1))
+    assert len(_digests(runtime.sessions, "2026-11-25")) == 1
+    assert len(_digests(runtime.sessions, "2026-11-26")) == 1
+
+
+def test_digest_leaves_before_the_patients_send_window_opens(runtime: Runtime) -> None:
+    build_fixture_clinic(runtime)
+    result = tick(runtime, DIGEST_TIME)  # 08:30, window opens at 09:00
+    assert result.dispatched.counts == {"sent": 1}
+    assert [d.state for d in _digests(runtime.sessions)] == [DeliveryState.SENT]
+
+
+def test_digest_goes_to_line_and_email_when_both_are_set(
+    runtime: Runtime, settings: Settings
+) -> None:
+    line_id = "U" + "cd" * 16
+    runtime.settings = replace(
+        settings,
+        config=replace(settings.config, digest=replace(settings.digest, line_user_id=line_id)),
+    )
+    runtime.dispatcher.settings = runtime.settings
+    tick(runtime, DIGEST_TIME)
+    assert sorted(d.channel for d in _digests(runtime.sessions)) == [
+        ChannelName.EMAIL,
+        ChannelName.LINE,
+    ]
+
+
+def test_disabled_digest_is_never_planned(runtime: Runtime, settings: Settings) -> None:
+    runtime.settings = replace(
+        settings, config=replace(settings.config, digest=replace(settings.digest, enabled=False))
+    )
+    tick(runtime, DIGEST_TIME)
+    assert _digests(runtime.sessions) == []
+
+
+def test_digest_never_goes_to_a_patient(runtime: Runtime) -> None:
+    build_fixture_clinic(runtime)
+    tick(runtime, DIGEST_TIME)
+    [mail] = _digest_mails(runtime)
+    assert mail["To"] == runtime.settings.digest.email
