@@ -384,6 +384,11 @@ def _describe(view: PatientView, args: argparse.Namespace, settings: Settings) -
     lines.append(f"  last visit: {visit}{'  (lapsed: no cadence messages)' if view.lapsed else ''}")
     consent = ", ".join(f"{k.value} {'yes' if v else 'no'}" for k, v in view.consent.items())
     lines.append(f"  consent: {consent}")
+    lines += [
+        f"    {_local(c.changed_at, settings)}  {c.kind.value} "
+        f"{'yes' if c.granted else 'no'}  ({c.source})"
+        for c in view.consent_history
+    ]
     contacts = {"LINE": p.line_user_id, "email": p.email}
     shown = ", ".join(
         f"{name} {(value if getattr(args, 'contacts', False) else 'on file') if value else 'none'}"

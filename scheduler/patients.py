@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from scheduler.cadence import EffectiveCadence, effective_cadence, is_lapsed, last_visit
 from scheduler.domain import ConsentKind, DeliveryState, Phase
-from scheduler.facts import current_consent, load_facts
+from scheduler.facts import load_facts
 from scheduler.models import CadenceChange, ConsentChange, Delivery, Patient
 from scheduler.settings import Rules
 
@@ -84,8 +84,8 @@ def view_patient(session: Session, patient: Patient, now: datetime, rules: Rules
         last_visit=last_visit(facts, now),
         lapsed=is_lapsed(facts, now, rules),
         consent={
-            kind: current_consent(session, [patient.id])[patient.id].get(kind, False)
-            for kind in ConsentKind
+            ConsentKind.REMINDERS: facts.reminders_opt_in,
+            ConsentKind.NEWSLETTER: facts.newsletter_opt_in,
         },
         consent_history=list(patient.consent_changes),
         cadence_history=list(patient.cadence_changes),
