@@ -6,7 +6,9 @@ imported, and every bad row is reported as `FILE:LINE: column: problem`.
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -142,31 +144,33 @@ def _rows(
 ) -> Iterator[tuple[int, dict[str, str]]]:
     """Yield (line number, row) from a UTF-8 CSV (a BOM is allowed)."""
     try:
-        handle = path.open(encoding="utf-8-sig", newline="")
+        data = path.read_bytes()
     except OSError as e:
         raise ImportRejected([f"{path}: cannot read: {e.strerror}"]) from None
-    with handle:
-        reader = csv.DictReader(handle)
-        try:
-            header = [c.strip() for c in reader.fieldnames or []]
-        except UnicodeDecodeError:
-            raise ImportRejected([f"{path}:1: not UTF-8 text"]) from None
-        missing = [c for c in columns if c not in header]
-        unknown = [c for c in header if c not in columns and c not in optional]
-        if missing or unknown:
-            problems = [f"{path}:1: {c}: missing column" for c in missing]
-            problems += [f"{path}:1: {c}: unknown column" for c in unknown]
-            raise ImportRejected(problems)
-        reader.fieldnames = header
-        try:
-            for row in reader:
-                wrong_size = None in row or any(v is None for v in row.values())
-                # An empty dict tells the caller the row has the wrong number of cells.
-                yield reader.line_num, {} if wrong_size else row
-        except UnicodeDecodeError:
-            raise ImportRejected([f"{path}:{reader.line_num + 1}: not UTF-8 text"]) from None
-        except csv.Error as e:
-            raise ImportRejected([f"{path}:{reader.line_num}: {e}"]) from None
+    # Decoded whole, so a byte that is not UTF-8 is reported on its own line (a text
+    # stream decodes in chunks and would name the line where its chunk began).
+    data = data.removeprefix(codecs.BOM_UTF8)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ImportRejected([f"{path}:{line}: not UTF-8 text"]) from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    header = [c.strip() for c in reader.fieldnames or []]
+    missing = [c for c in columns if c not in header]
+    unknown = [c for c in header if c not in columns and c not in optional]
+    if missing or unknown:
+        problems = [f"{path}:1: {c}: missing column" for c in missing]
+        problems += [f"{path}:1: {c}: unknown column" for c in unknown]
+        raise ImportRejected(problems)
+    reader.fieldnames = header
+    try:
+        for row in reader:
+            wrong_size = None in row or any(v is None for v in row.values())
+            # An empty dict tells the caller the row has the wrong number of cells.
+            yield reader.line_num, {} if wrong_size else row
+    except csv.Error as e:
+        raise ImportRejected([f"{path}:{reader.line_num}: {e}"]) from None
 
 
 class _RowReader:

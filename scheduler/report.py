@@ -35,7 +35,7 @@ def _lines(session: Session, query: object) -> list[DeliveryLine]:
     return [
         DeliveryLine(
             id=d.id,
-            patient=external_id,
+            patient=external_id or "-",  # the clinic's own digest has no patient
             reason=d.reason.value,
             channel=d.channel.value if d.channel else "-",
             at=d.send_after if d.state is DeliveryState.PLANNED else d.updated_at,
@@ -52,7 +52,9 @@ def status(session: Session, limit: int = 10) -> Status:
         select(Delivery.state, func.count()).group_by(Delivery.state)
     ):
         counts[state.value] = count
-    joined = select(Delivery, Patient.external_id).join(Patient, Patient.id == Delivery.patient_id)
+    joined = select(Delivery, Patient.external_id).outerjoin(
+        Patient, Patient.id == Delivery.patient_id
+    )
     next_due = _lines(
         session,
         joined.where(Delivery.state == DeliveryState.PLANNED)

@@ -1,0 +1,508 @@
+"""The `tayori` command as a clinic uses it, on SQLite and PostgreSQL.
+
+Commands run in-process through `scheduler.cli.main`, the function behind the console
+script; two tests start `python -m scheduler` as a real process to prove the entry
+point. Every moment is pinned with `--now`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from scheduler.cli import main
+from scheduler.domain import ChannelName, DeliveryState, Reason
+from scheduler.models import Appointment, Delivery, Patient
+from tests.conftest import ROOT
+from tests.integration.csv_files import (
+    LINE_ID,
+    appointments_csv,
+    patient_row,
+    patients_csv,
+    write_csv,
+)
+
+# The small clinic of `import_clinic`, seen from Monday 1 March 2027, noon:
+# P1 (acute, LINE) visited this morning; P2 (rehab, email) has a booking on Thursday.
+MONDAY_NOON = "2027-03-01T12:00"
+THURSDAY_10AM = "2027-03-04T10:00+09:00"  # P1's nudge is due (and the clinic's digest)
+PLANNED_WEEK = [
+    {
+        "patient": "P2",
+        "reason": "appointment_reminder",
+        "channel": "email",
+        "send_at": "2027-03-03T18:00:00+09:00",
+        "template": "appointment_reminder/email.j2",
+    },
+    {
+        "patient": "P1",
+        "reason": "cadence_nudge",
+        "channel": "line",
+        "send_at": "2027-03-04T10:00:00+09:00",
+        "template": "cadence_nudge/line.j2",
+    },
+    {
+        "patient": "P1",
+        "reason": "cadence_follow_up",
+        "channel": "line",
+        "send_at": "2027-03-06T10:00:00+09:00",
+        "template": "cadence_follow_up/line.j2",
+    },
+]
+NOW_PROBLEM = "expected an ISO 8601 date-time such as 2026-11-25T10:00+09:00"
+
+
+def import_clinic(directory: Path) -> None:
+    patients = patients_csv(
+        directory,
+        patient_row("P1", "山田 花子", "acute", "", LINE_ID, "line"),
+        patient_row("P2", "佐藤 健", "rehab", "ken.sato@example.jp", "", "email"),
+    )
+    appointments = appointments_csv(
+        directory,
+        "P1,2027-03-01T10:00,visited",
+        "P2,2027-02-26T10:00,visited",
+        "P2,2027-03-04T15:00,booked",
+    )
+    assert main(["import", "patients", str(patients)]) == 0
+    assert main(["import", "appointments", str(appointments)]) == 0
+
+
+def deliveries(sessions: sessionmaker[Session]) -> list[Delivery]:
+    with sessions() as session:
+        return list(session.scalars(select(Delivery).order_by(Delivery.send_after)))
+
+
+def count(sessions: sessionmaker[Session], model: type[object]) -> int:
+    with sessions() as session:
+        return session.scalar(select(sa.func.count()).select_from(model)) or 0
+
+
+def output(capsys: pytest.CaptureFixture[str]) -> str:
+    return capsys.readouterr().out
+
+
+@pytest.fixture
+def local_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sqlite_template: Path
+) -> dict[str, str]:
+    """Like `clinic_env`, on SQLite only: for behaviour that does not depend on the
+    database engine (arguments, settings, a database never migrated)."""
+    database = tmp_path / "tayori.db"
+    shutil.copy(sqlite_template, database)
+    env = {
+        "DATABASE_URL": f"sqlite:///{database}",
+        "TAYORI_CONFIG": str(ROOT / "config" / "tayori.toml"),
+        "TAYORI_MESSAGES_DIR": str(ROOT / "messages"),
+        "TAYORI_OUTBOX_DIR": str(tmp_path / "outbox"),
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)
+    return env
+
+
+# --- plan --------------------------------------------------------------------------
+
+
+def test_plan_json_lists_each_message_with_patient_reason_channel_local_time_and_template(
+    clinic_env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import_clinic(tmp_path)
+    capsys.readouterr()
+    assert main(["plan", "--now", MONDAY_NOON, "--json"]) == 0
+    assert json.loads(output(capsys)) == PLANNED_WEEK
+
+
+@pytest.mark.parametrize(
+    ("days", "expected"),
+    [
+        pytest.param("1", [], id="1-day"),
+        pytest.param("3", PLANNED_WEEK[:2], id="3-days"),
+        pytest.param("7", PLANNED_WEEK, id="7-days"),
+    ],
+)
+def test_plan_days_limits_the_horizon(
+    clinic_env: dict[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    days: str,
+    expected: list[dict[str, str]],
+) -> None:
+    import_clinic(tmp_path)
+    capsys.readouterr()
+    assert main(["plan", "--now", MONDAY_NOON, "--days", days, "--json"]) == 0
+    assert json.loads(output(capsys)) == expected
+
+
+def test_plan_writes_nothing(
+    sessions: sessionmaker[Session], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import_clinic(tmp_path)
+    assert count(sessions, Delivery) == 0
+    capsys.readouterr()
+    assert main(["plan", "--now", MONDAY_NOON, "--json"]) == 0
+    assert json.loads(output(capsys)) == PLANNED_WEEK
+    assert count(sessions, Delivery) == 0
+
+
+def test_plan_prints_a_table_without_json(
+    clinic_env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import_clinic(tmp_path)
+    capsys.readouterr()
+    assert main(["plan", "--now", MONDAY_NOON]) == 0
+    header, *rows = output(capsys).splitlines()
+    assert header.split() == ["send", "at", "patient", "reason", "channel", "template"]
+    assert [row.split() for row in rows] == [
+        [
+            "2027-03-03",
+            "18:00",
+            "P2",
+            "appointment_reminder",
+            "email",
+            "appointment_reminder/email.j2",
+        ],
+        ["2027-03-04", "10:00", "P1", "cadence_nudge", "line", "cadence_nudge/line.j2"],
+        ["2027-03-06", "10:00", "P1", "cadence_follow_up", "line", "cadence_follow_up/line.j2"],
+    ]
+
+
+def test_plan_says_so_when_nothing_is_due(
+    clinic_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["plan", "--now", MONDAY_NOON, "--days", "3"]) == 0
+    assert output(capsys) == "nothing to send in the next 3 day(s)\n"
+
+
+# --- tick --------------------------------------------------------------------------
+
+
+def test_tick_sends_due_messages_to_the_outbox_named_after_their_delivery(
+    clinic_env: dict[str, str],
+    sessions: sessionmaker[Session],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import_clinic(tmp_path)
+    capsys.readouterr()
+
+    assert main(["tick", "--now", THURSDAY_10AM]) == 0
+
+    assert output(capsys).strip().endswith("dispatched: 2 sent")
+    sent = [d for d in deliveries(sessions) if d.state is DeliveryState.SENT]
+    # P1's nudge by LINE, and the practitioner's digest by email (config/tayori.toml).
+    assert sorted((d.reason, d.channel) for d in sent) == [
+        (Reason.CADENCE_NUDGE, ChannelName.LINE),
+        (Reason.DAILY_DIGEST, ChannelName.EMAIL),
+    ]
+    suffix = {ChannelName.LINE: "json", ChannelName.EMAIL: "eml"}
+    outbox = Path(clinic_env["TAYORI_OUTBOX_DIR"])
+    assert sorted(p.name for p in outbox.iterdir()) == sorted(
+        f"{d.id}.{suffix[d.channel]}" for d in sent if d.channel
+    )
+
+
+def test_two_ticks_at_the_same_moment_send_nothing_twice(
+    clinic_env: dict[str, str],
+    sessions: sessionmaker[Session],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import_clinic(tmp_path)
+    outbox = Path(clinic_env["TAYORI_OUTBOX_DIR"])
+    assert main(["tick", "--now", THURSDAY_10AM]) == 0
+    files = sorted(outbox.iterdir())
+    sent = [d.id for d in deliveries(sessions) if d.state is DeliveryState.SENT]
+    capsys.readouterr()
+
+    assert main(["tick", "--now", THURSDAY_10AM]) == 0
+
+    assert output(capsys).strip() == (
+        "planned 0 new, 0 revived, 0 withdrawn; dispatched: nothing due"
+    )
+    assert sorted(outbox.iterdir()) == files
+    assert [d.id for d in deliveries(sessions) if d.state is DeliveryState.SENT] == sent
+    assert len(files) == len(sent) == 2
+
+
+# --- status ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def one_attempt_env(
+    clinic_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """The shipped settings with one attempt per message, and a copy of the messages
+    that a test may break; returns the messages directory."""
+    config = tmp_path / "tayori.toml"
+    shipped = (ROOT / "config" / "tayori.toml").read_text(encoding="utf-8")
+    assert "max_attempts = 5" in shipped
+    config.write_text(shipped.replace("max_attempts = 5", "max_attempts = 1"), encoding="utf-8")
+    messages = tmp_path / "messages"
+    shutil.copytree(ROOT / "messages", messages)
+    monkeypatch.setenv("TAYORI_CONFIG", str(config))
+    monkeypatch.setenv("TAYORI_MESSAGES_DIR", str(messages))
+    return messages
+
+
+def break_template(messages: Path, name: str) -> Path:
+    """A template that names a variable which does not exist: it cannot render."""
+    path = messages / name
+    path.write_text("{{ no_such_name }}\n", encoding="utf-8")
+    return path
+
+
+def status_sections(capsys: pytest.CaptureFixture[str]) -> tuple[str, list[str], list[str]]:
+    """The counts line, and the rows under "next due:" and "failures:" (split in cells)."""
+    counts, next_due, failures = output(capsys).rstrip("\n").split("\n\n")
+    next_due_title, *next_due_rows = next_due.splitlines()
+    failures_title, *failure_rows = failures.splitlines()
+    assert (next_due_title, failures_title) == ("next due:", "failures:")
+    return counts, next_due_rows, failure_rows
+
+
+def test_status_prints_counts_by_state_next_due_and_failures_with_reasons(
+    one_attempt_env: Path,
+    sessions: sessionmaker[Session],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    template = break_template(one_attempt_env, "cadence_nudge/line.j2")
+    import_clinic(tmp_path)
+    assert main(["tick", "--now", THURSDAY_10AM]) == 0  # the nudge fails, the digest goes
+    by_reason = {d.reason: d for d in deliveries(sessions)}
+    capsys.readouterr()
+
+    assert main(["status"]) == 0
+
+    counts, next_due, failures = status_sections(capsys)
+    assert counts == "deliveries: 1 planned, 0 sending, 1 sent, 1 failed, 0 skipped, 0 withdrawn"
+    assert [row.split() for row in next_due] == [
+        ["when", "patient", "reason", "channel", "delivery"],
+        [
+            "2027-03-06",
+            "10:00",
+            "P1",
+            "cadence_follow_up",
+            "line",
+            by_reason[Reason.CADENCE_FOLLOW_UP].id,
+        ],
+    ]
+    header, failure = failures
+    assert header.split() == [
+        "when",
+        "patient",
+        "reason",
+        "channel",
+        "delivery",
+        "reason",
+        "for",
+        "failure",
+    ]
+    cells = failure.split(maxsplit=6)
+    nudge = by_reason[Reason.CADENCE_NUDGE]
+    assert cells[:6] == ["2027-03-04", "10:00", "P1", "cadence_nudge", "line", nudge.id]
+    assert cells[6] == f"{template}:1: 'no_such_name' is undefined"
+
+
+def test_status_of_an_empty_outbox(
+    clinic_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["status"]) == 0
+    assert status_sections(capsys) == (
+        "deliveries: 0 planned, 0 sending, 0 sent, 0 failed, 0 skipped, 0 withdrawn",
+        ["  (nothing planned)"],
+        ["  (none)"],
+    )
+
+
+def test_status_lists_a_failed_digest_with_its_reason(
+    one_attempt_env: Path,
+    sessions: sessionmaker[Session],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The practitioner's own digest has no patient; its failure is listed all the same."""
+    template = break_template(one_attempt_env, "daily_digest/email.j2")
+    import_clinic(tmp_path)
+    assert main(["tick", "--now", THURSDAY_10AM]) == 0
+    [digest] = [d for d in deliveries(sessions) if d.reason is Reason.DAILY_DIGEST]
+    assert digest.state is DeliveryState.FAILED
+    capsys.readouterr()
+
+    assert main(["status"]) == 0
+
+    counts, _, failures = status_sections(capsys)
+    assert "1 failed" in counts
+    _, failure = failures
+    cells = failure.split(maxsplit=6)
+    assert cells[:6] == ["2027-03-04", "10:00", "-", "daily_digest", "email", digest.id]
+    assert cells[6] == f"{template}: missing block(s): subject, body"
+
+
+# --- demo --------------------------------------------------------------------------
+
+
+def test_demo_load_if_empty_loads_the_demo_clinic_once(
+    clinic_env: dict[str, str], sessions: sessionmaker[Session], capsys: pytest.CaptureFixture[str]
+) -> None:
+    demo = ROOT / "config" / "demo"
+    patients = len((demo / "patients.csv").read_text(encoding="utf-8").splitlines()) - 1
+    appointments = len((demo / "appointments.csv").read_text(encoding="utf-8").splitlines()) - 1
+
+    assert main(["demo", "load", "--if-empty", "--now", THURSDAY_10AM]) == 0
+    assert output(capsys) == (
+        f"demo clinic loaded from {demo}: {patients} patients, {appointments} appointments\n"
+    )
+    assert main(["demo", "load", "--if-empty", "--now", THURSDAY_10AM]) == 0
+    assert output(capsys) == "the database already has patients: demo not loaded\n"
+
+    assert (count(sessions, Patient), count(sessions, Appointment)) == (patients, appointments)
+
+
+# --- the database ------------------------------------------------------------------
+
+
+@pytest.fixture
+def unmigrated_database(
+    local_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    url = f"sqlite:///{tmp_path / 'fresh' / 'tayori.db'}"
+    monkeypatch.setenv("DATABASE_URL", url)
+    return url
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        pytest.param(["status"], id="status"),
+        pytest.param(["plan", "--now", MONDAY_NOON], id="plan"),
+        pytest.param(["tick", "--now", MONDAY_NOON], id="tick"),
+        pytest.param(["import", "patients", "patients.csv"], id="import"),
+        pytest.param(["demo", "load", "--if-empty", "--now", MONDAY_NOON], id="demo-load"),
+    ],
+)
+def test_a_database_never_migrated_is_refused_with_the_command_that_fixes_it(
+    unmigrated_database: str, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    assert main(command) == 1
+    assert capsys.readouterr().err == (
+        f"tayori: the database {unmigrated_database} is not up to date: run `tayori db upgrade`\n"
+    )
+
+
+def test_db_upgrade_creates_the_database_and_is_safe_to_repeat(
+    unmigrated_database: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["db", "upgrade"]) == 0
+    assert main(["db", "upgrade"]) == 0
+    assert output(capsys) == "database is up to date\n" * 2
+    assert main(["status"]) == 0
+    assert output(capsys).startswith("deliveries: 0 planned")
+
+
+# --- settings and arguments ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("toml", "names"),
+    [
+        pytest.param(
+            '[send_window]\nopens = "9am"\n', ["send_window.opens", "'9am'"], id="bad-time"
+        ),
+        pytest.param(
+            '[send_window]\nopen = "09:00"\n', ["send_window", "'open'"], id="unknown-key"
+        ),
+        pytest.param(
+            "[cadence]\nnudge_after_days = { acute = 0 }\n",
+            ["cadence.nudge_after_days.acute", "1 to 90"],
+            id="out-of-range",
+        ),
+        pytest.param(
+            '[clinic]\ntimezone = "Tokyo"\n', ["clinic.timezone", "'Tokyo'"], id="bad-zone"
+        ),
+        pytest.param('colour = "blue"\n', ["top level", "'colour'"], id="unknown-top-level"),
+        pytest.param("[clinic\n", ["not valid TOML"], id="not-toml"),
+    ],
+)
+def test_config_error_exits_2_naming_the_file_and_the_key(
+    local_env: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    toml: str,
+    names: list[str],
+) -> None:
+    config = write_csv(tmp_path, "tayori.toml", toml)
+    monkeypatch.setenv("TAYORI_CONFIG", str(config))
+
+    assert main(["status"]) == 2
+
+    error = capsys.readouterr().err
+    assert error.startswith(f"tayori: configuration: {config}: ")
+    assert error.count("\n") == 1  # one line, no traceback
+    for name in names:
+        assert name in error
+
+
+@pytest.mark.parametrize(
+    ("command", "now"),
+    [
+        pytest.param("plan", "garbage", id="plan"),
+        pytest.param("tick", "next tuesday", id="tick"),
+        pytest.param("digest", "2027-02-30T10:00", id="digest-no-such-day"),
+        pytest.param("demo load", "2027-03-01T25:00", id="demo-no-such-hour"),
+    ],
+)
+def test_now_that_is_not_a_moment_exits_1_with_a_clear_message(
+    local_env: dict[str, str], capsys: pytest.CaptureFixture[str], command: str, now: str
+) -> None:
+    assert main([*command.split(), "--now", now]) == 1
+    assert capsys.readouterr().err == f"tayori: --now: {NOW_PROBLEM}, got {now!r}\n"
+
+
+# --- the real entry point ------------------------------------------------------------
+
+
+def run_tayori(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`python -m scheduler ARGS`, as a separate process in the current directory."""
+    return subprocess.run(
+        [sys.executable, "-m", "scheduler", *args],
+        env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_python_m_scheduler_prints_help(local_env: dict[str, str]) -> None:
+    result = run_tayori("--help", env=local_env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: tayori")
+    for command in ("db", "import", "plan", "tick", "run", "status", "demo"):
+        assert f"    {command} " in result.stdout
+
+
+def test_python_m_scheduler_refuses_a_bad_file_with_exit_code_1(
+    clinic_env: dict[str, str], sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    path = patients_csv(tmp_path, patient_row("P1"), patient_row("P2", phase="chronic"))
+    result = run_tayori("import", "patients", path.name, env=clinic_env)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "patients.csv:3: phase: expected one of acute|rehab|maintenance, got 'chronic'",
+        "tayori: nothing imported (1 problem(s))",
+    ]
+    assert result.stdout == ""
+    assert count(sessions, Patient) == 0
