@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from dotenv import load_dotenv
+from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 from tqdm import tqdm
@@ -102,6 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     importing = command("import", _import, "import patients or appointments from CSV")
     importing.add_argument("kind", choices=["patients", "appointments"])
     importing.add_argument("file", type=Path)
+    now_option(importing, "record the import (consent and phase history) at this moment")
 
     planning = command("plan", _plan, "show what would be sent, without sending or writing")
     now_option(planning, "plan as of this moment")
@@ -156,10 +158,9 @@ def _cadence_days(text: str) -> int | str:
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be 1 or more")
-    return value
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {text!r}")
+    return int(text)
 
 
 def _clock(args: argparse.Namespace, settings: Settings) -> FixedClock | None:
@@ -201,8 +202,8 @@ def _progress(total: int, what: str) -> Callable[[Iterable[T]], Iterable[T]]:
 
 
 def _import(args: argparse.Namespace, settings: Settings) -> int:
+    now = _now(args, settings)
     runtime = _runtime(settings)
-    now = SystemClock().now()
     try:
         with db.transaction(runtime.sessions) as session:
             result: ImportResult
@@ -212,7 +213,8 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
                     session, patients, now, progress=_progress(len(patients), "patients")
                 )
             else:
-                appointments = read_appointments(args.file, settings.timezone)
+                known = set(session.scalars(select(Patient.external_id)))
+                appointments = read_appointments(args.file, settings.timezone, known)
                 result = save_appointments(
                     session,
                     args.file,

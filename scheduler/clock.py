@@ -42,14 +42,16 @@ class ShiftedClock:
         return self._start + timedelta(seconds=time.monotonic() - self._started)
 
 
-def parse_moment(text: str, tz: tzinfo) -> datetime:
-    """Read an ISO 8601 moment; a naive one is taken as clinic-local time."""
+def parse_moment(text: str, tz: tzinfo, *, require_time: bool = False) -> datetime:
+    """Read an ISO 8601 moment; a naive one is taken as clinic-local time. With
+    `require_time`, a bare date (which would silently mean midnight) is refused."""
+    problem = f"expected an ISO 8601 date-time such as 2026-11-25T10:00+09:00, got {text!r}"
+    if require_time and len(text.strip()) <= len("2026-11-25"):
+        raise ValueError(problem)
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
-        raise ValueError(
-            f"expected an ISO 8601 date-time such as 2026-11-25T10:00+09:00, got {text!r}"
-        ) from None
+        raise ValueError(problem) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=tz)
     return moment.astimezone(UTC)

@@ -10,7 +10,7 @@ import codecs
 import csv
 import io
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -154,7 +154,9 @@ def _rows(
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
-        raise ImportRejected([f"{path}:{line}: not UTF-8 text"]) from None
+        raise ImportRejected(
+            [f'{path}:{line}: not UTF-8 text (in Excel, save as "CSV UTF-8")']
+        ) from None
     reader = csv.DictReader(io.StringIO(text, newline=""))
     header = [c.strip() for c in reader.fieldnames or []]
     missing = [c for c in columns if c not in header]
@@ -250,14 +252,18 @@ def read_patients(path: Path) -> list[PatientRow]:
     return rows
 
 
-def read_appointments(path: Path, tz: ZoneInfo) -> list[AppointmentRow]:
+def read_appointments(
+    path: Path, tz: ZoneInfo, known_patients: Container[str] | None = None
+) -> list[AppointmentRow]:
+    """Check an appointments file; with `known_patients`, unknown patients are listed
+    together with every other bad row."""
     problems: list[str] = []
     rows: list[AppointmentRow] = []
     first_line: dict[tuple[str, datetime], int] = {}
 
     def starts_at(value: str) -> datetime:
         try:
-            return parse_moment(value, tz)
+            return parse_moment(value, tz, require_time=True)
         except ValueError as e:
             raise _Invalid(str(e)) from None
 
@@ -269,6 +275,9 @@ def read_appointments(path: Path, tz: ZoneInfo) -> list[AppointmentRow]:
         external_id = r.cell("external_id", _required)
         moment = r.cell("starts_at", starts_at)
         status = r.cell("status", _status)
+        if external_id and known_patients is not None and external_id not in known_patients:
+            problems.append(_unknown_patient(path, line, external_id))
+            r.ok = False
         if external_id is not None and moment is not None:
             key = (external_id, moment)
             if key in first_line:
@@ -283,6 +292,10 @@ def read_appointments(path: Path, tz: ZoneInfo) -> list[AppointmentRow]:
     if problems:
         raise ImportRejected(problems)
     return rows
+
+
+def _unknown_patient(path: Path, line: int, external_id: str) -> str:
+    return f"{path}:{line}: external_id: no patient {external_id!r} (import patients first)"
 
 
 def save_patients(
@@ -381,9 +394,7 @@ def save_appointments(
         )
     }
     unknown = [
-        f"{path}:{r.line}: external_id: no patient {r.external_id!r} (import patients first)"
-        for r in rows
-        if r.external_id not in patients
+        _unknown_patient(path, r.line, r.external_id) for r in rows if r.external_id not in patients
     ]
     if unknown:
         raise ImportRejected(unknown)

@@ -4,7 +4,7 @@ the worker's one cycle, `tick`."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy import Engine
@@ -60,6 +60,7 @@ def tick(
     """One cycle of the worker: bring the outbox up to date, then send what is due."""
     with transaction(runtime.sessions) as session:
         planned = plan(session, now, runtime.settings.rules)
-        plan_digest(session, now, runtime.settings)
+        digests = plan_digest(session, now, runtime.settings)
+    planned = replace(planned, created=planned.created + digests)
     dispatched = runtime.dispatcher.dispatch_due(now, should_stop)
     return TickResult(planned, dispatched)

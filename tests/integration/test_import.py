@@ -191,6 +191,21 @@ def test_consent_changes_are_appended_only_when_a_value_changes(
 # --- a bad patients file ---------------------------------------------------------
 
 
+def test_unknown_patient_is_listed_with_the_other_bad_rows_in_one_pass(
+    sessions: sessionmaker[Session], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert import_file("patients", patients_csv(tmp_path, patient_row("P1"))) == 0
+    path = appointments_csv(tmp_path, "P9,2027-03-04T10:00,booked", "P1,2027-03-05T10:00,done")
+    capsys.readouterr()
+
+    assert import_file("appointments", path) == 1
+
+    assert stderr_lines(capsys)[:2] == [
+        f"{path}:2: external_id: no patient 'P9' (import patients first)",
+        f"{path}:3: status: expected one of booked|visited|cancelled|no_show, got 'done'",
+    ]
+
+
 @pytest.mark.parametrize(
     ("bad_row", "column", "problem"),
     [
@@ -333,7 +348,10 @@ def test_file_that_is_not_utf8_is_refused_naming_the_line(
 
     assert import_file("patients", path) == 1
 
-    assert stderr_lines(capsys) == [f"{path}:{bad_line}: not UTF-8 text", NOTHING_IMPORTED_1]
+    assert stderr_lines(capsys) == [
+        f'{path}:{bad_line}: not UTF-8 text (in Excel, save as "CSV UTF-8")',
+        NOTHING_IMPORTED_1,
+    ]
     assert count(sessions, Patient) == 0
 
 
@@ -468,6 +486,12 @@ def test_appointment_of_an_unknown_patient_is_refused_naming_its_line(
             "starts_at",
             "expected an ISO 8601 date-time such as 2026-11-25T10:00+09:00, got '2027/03/03 10:00'",
             id="slashes",
+        ),
+        pytest.param(
+            "P1,2027-03-03,booked",
+            "starts_at",
+            "expected an ISO 8601 date-time such as 2026-11-25T10:00+09:00, got '2027-03-03'",
+            id="date-without-time",
         ),
         pytest.param(
             "P1,,booked",
