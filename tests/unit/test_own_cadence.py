@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from scheduler.cadence import cadence_messages, effective_cadence
-from scheduler.domain import (
-    AppointmentFact,
-    AppointmentStatus,
-    CadenceChangeFact,
-    ChannelName,
-    Contacts,
-    PatientFacts,
-    Phase,
-    Reason,
-)
+from scheduler.domain import CadenceChangeFact, PatientFacts, Phase, Reason
 from scheduler.settings import Rules
+from tests.unit import facts
 
 JST = ZoneInfo("Asia/Tokyo")
 RULES = Rules()
@@ -32,17 +24,8 @@ def patient(
     follow_up: int | None = None,
     change: CadenceChangeFact | None = None,
 ) -> PatientFacts:
-    return PatientFacts(
-        id=7,
-        phase=phase,
-        reminders_opt_in=True,
-        newsletter_opt_in=False,
-        preferred_channel=ChannelName.LINE,
-        contacts=Contacts(line=True, email=False),
-        appointments=(AppointmentFact(1, VISIT.astimezone(UTC), AppointmentStatus.VISITED),),
-        nudge_after_days=nudge,
-        follow_up_days=follow_up,
-        cadence_change=change,
+    return facts.patient(
+        facts.appointment(VISIT), phase=phase, nudge=nudge, follow_up=follow_up, change=change
     )
 
 

@@ -1,0 +1,128 @@
+"""Settings are parsed strictly: a wrong value names its key and what was expected."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scheduler.domain import Phase
+from scheduler.settings import (
+    ConfigError,
+    ConfigFile,
+    load_settings,
+    normalise_database_url,
+    parse_config,
+)
+
+SHIPPED = Path(__file__).resolve().parents[2] / "config" / "tayori.toml"
+
+
+def test_empty_file_means_every_default() -> None:
+    assert parse_config({}, "t.toml") == ConfigFile()
+
+
+def test_shipped_settings_file_is_valid_and_matches_the_documented_rules() -> None:
+    settings = load_settings({"TAYORI_CONFIG": str(SHIPPED)})
+    cadence = settings.rules.cadence
+    assert dict(cadence.nudge_after_days) == {
+        Phase.ACUTE: 3,
+        Phase.REHAB: 6,
+        Phase.MAINTENANCE: 12,
+    }
+    assert dict(cadence.follow_up_days) == {
+        Phase.ACUTE: 2,
+        Phase.REHAB: 4,
+        Phase.MAINTENANCE: 7,
+    }
+    assert settings.rules.window.describe() == "09:00–20:00"
+    assert settings.timezone.key == "Asia/Tokyo"
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        pytest.param(
+            {"send_window": {"opens": "9am"}},
+            "t.toml: send_window.opens: expected a time of day",
+            id="time-of-day",
+        ),
+        pytest.param(
+            {"send_window": {"opens": "20:00", "closes": "09:00"}},
+            "'opens' must be earlier than 'closes'",
+            id="window-backwards",
+        ),
+        pytest.param(
+            {"cadence": {"nudge_after_days": {"acute": 0}}},
+            "t.toml: cadence.nudge_after_days.acute: expected a whole number from 1 to 90",
+            id="cadence-days",
+        ),
+        pytest.param(
+            {"cadence": {"nudge_after_days": {"acut": 3}}},
+            "unknown key 'acut'",
+            id="misspelt-phase",
+        ),
+        pytest.param(
+            {"clinic": {"timezone": "Tokyo"}},
+            "t.toml: clinic.timezone: expected an IANA time zone",
+            id="time-zone",
+        ),
+        pytest.param({"sendwindow": {}}, "top level: unknown key 'sendwindow'", id="unknown-table"),
+        pytest.param(
+            {"digest": {"enabled": "yes"}}, "digest.enabled: expected true or false", id="boolean"
+        ),
+        pytest.param(
+            {"digest": {"line_user_id": "someone"}},
+            "digest.line_user_id: expected a LINE user id",
+            id="line-user-id",
+        ),
+        pytest.param(
+            {"dispatch": {"max_attempts": True}},
+            "dispatch.max_attempts: expected a whole number",
+            id="bool-is-not-a-number",
+        ),
+    ],
+)
+def test_wrong_value_names_the_key_and_what_was_expected(
+    document: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_config(document, "t.toml")
+
+
+def test_missing_settings_file_names_the_path(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=re.escape("nowhere.toml: file not found")):
+        load_settings({"TAYORI_CONFIG": str(tmp_path / "nowhere.toml")})
+
+
+def test_broken_toml_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "broken.toml"
+    path.write_text("[clinic\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=re.escape("broken.toml: not valid TOML")):
+        load_settings({"TAYORI_CONFIG": str(path)})
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        pytest.param("sqlite:///var/tayori.db", "sqlite:///var/tayori.db", id="sqlite"),
+        pytest.param(
+            "postgresql://u:p@db/tayori", "postgresql+psycopg://u:p@db/tayori", id="postgresql"
+        ),
+        pytest.param("postgres://u@db/t", "postgresql+psycopg://u@db/t", id="heroku-style"),
+    ],
+)
+def test_database_urls_use_sqlite_or_psycopg(url: str, expected: str) -> None:
+    assert normalise_database_url(url) == expected
+
+
+def test_unsupported_database_is_refused_naming_the_variable() -> None:
+    with pytest.raises(ConfigError, match=re.escape("DATABASE_URL: expected a sqlite:///")):
+        normalise_database_url("mysql://root@localhost/test")
+
+
+def test_log_level_is_checked() -> None:
+    with pytest.raises(ConfigError, match="TAYORI_LOG_LEVEL"):
+        load_settings({"TAYORI_CONFIG": str(SHIPPED), "TAYORI_LOG_LEVEL": "LOUD"})
