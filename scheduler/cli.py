@@ -7,7 +7,8 @@ import json
 import logging
 import sys
 import unicodedata
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
@@ -185,6 +186,16 @@ def _runtime(settings: Settings) -> Runtime:
     return runtime
 
 
+@contextmanager
+def _opened(settings: Settings) -> Iterator[Runtime]:
+    """The runtime of one command, on a migrated database, closed afterwards."""
+    runtime = _runtime(settings)
+    try:
+        yield runtime
+    finally:
+        runtime.close()
+
+
 def _db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     engine = db.make_engine(settings.database_url)
     try:
@@ -203,27 +214,23 @@ def _progress(total: int, what: str) -> Callable[[Iterable[T]], Iterable[T]]:
 
 def _import(args: argparse.Namespace, settings: Settings) -> int:
     now = _now(args, settings)
-    runtime = _runtime(settings)
-    try:
-        with db.transaction(runtime.sessions) as session:
-            result: ImportResult
-            if args.kind == "patients":
-                patients = read_patients(args.file)
-                result = save_patients(
-                    session, patients, now, progress=_progress(len(patients), "patients")
-                )
-            else:
-                known = set(session.scalars(select(Patient.external_id)))
-                appointments = read_appointments(args.file, settings.timezone, known)
-                result = save_appointments(
-                    session,
-                    args.file,
-                    appointments,
-                    now,
-                    progress=_progress(len(appointments), "appointments"),
-                )
-    finally:
-        runtime.close()
+    with _opened(settings) as runtime, db.transaction(runtime.sessions) as session:
+        result: ImportResult
+        if args.kind == "patients":
+            patients = read_patients(args.file)
+            result = save_patients(
+                session, patients, now, progress=_progress(len(patients), "patients")
+            )
+        else:
+            known = set(session.scalars(select(Patient.external_id)))
+            appointments = read_appointments(args.file, settings.timezone, known)
+            result = save_appointments(
+                session,
+                args.file,
+                appointments,
+                now,
+                progress=_progress(len(appointments), "appointments"),
+            )
     print(
         f"{args.file}: {result.created} created, {result.updated} updated, "
         f"{result.unchanged} unchanged"
@@ -233,12 +240,8 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
 
 def _plan(args: argparse.Namespace, settings: Settings) -> int:
     now = _now(args, settings)
-    runtime = _runtime(settings)
-    try:
-        with runtime.sessions() as session:
-            messages = dry_run(session, now, now + timedelta(days=args.days), settings.rules)
-    finally:
-        runtime.close()
+    with _opened(settings) as runtime, runtime.sessions() as session:
+        messages = dry_run(session, now, now + timedelta(days=args.days), settings.rules)
     tz = settings.timezone
     if args.json:
         document = [
@@ -270,11 +273,8 @@ def _plan(args: argparse.Namespace, settings: Settings) -> int:
 
 def _tick(args: argparse.Namespace, settings: Settings) -> int:
     now = _now(args, settings)
-    runtime = _runtime(settings)
-    try:
+    with _opened(settings) as runtime:
         result = tick(runtime, now)
-    finally:
-        runtime.close()
     planned, sent = result.planned, result.dispatched
     outcomes = ", ".join(f"{n} {k}" for k, n in sorted(sent.counts.items())) or "nothing due"
     print(
@@ -292,12 +292,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
-    runtime = _runtime(settings)
-    try:
-        with runtime.sessions() as session:
-            report = status(session)
-    finally:
-        runtime.close()
+    with _opened(settings) as runtime, runtime.sessions() as session:
+        report = status(session)
     print("deliveries: " + ", ".join(f"{n} {state}" for state, n in report.counts.items()))
 
     def lines(items: list[DeliveryLine], with_error: bool) -> str:
@@ -319,34 +315,28 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
 def _digest(args: argparse.Namespace, settings: Settings) -> int:
     """The same text the clinic's digest email carries, rendered by the same template."""
     now = _now(args, settings)
-    runtime = _runtime(settings)
-    try:
-        with runtime.sessions() as session:
-            context = digest_context(build_digest(session, now, settings), settings)
-        rendered = Renderer(settings.messages_dir).render(
-            template_name(Reason.DAILY_DIGEST, ChannelName.EMAIL), context
-        )
-    except TemplateError as e:
-        raise CommandError(str(e)) from None
-    finally:
-        runtime.close()
+    with _opened(settings) as runtime:
+        try:
+            with runtime.sessions() as session:
+                context = digest_context(build_digest(session, now, settings), settings)
+            rendered = Renderer(settings.messages_dir).render(
+                template_name(Reason.DAILY_DIGEST, ChannelName.EMAIL), context
+            )
+        except TemplateError as e:
+            raise CommandError(str(e)) from None
     print(f"{rendered.subject}\n\n{rendered.text}")
     return 0
 
 
 def _patient(args: argparse.Namespace, settings: Settings) -> int:
     now = _now(args, settings)
-    runtime = _runtime(settings)
-    try:
-        with db.transaction(runtime.sessions) as session:
-            patient = find_patient(session, args.external_id)
-            if patient is None:
-                raise CommandError(f"no patient with external_id {args.external_id!r}")
-            if args.action == "set":
-                _set_patient(session, patient, args, now)
-            print(_describe(view_patient(session, patient, now, settings.rules), args, settings))
-    finally:
-        runtime.close()
+    with _opened(settings) as runtime, db.transaction(runtime.sessions) as session:
+        patient = find_patient(session, args.external_id)
+        if patient is None:
+            raise CommandError(f"no patient with external_id {args.external_id!r}")
+        if args.action == "set":
+            _set_patient(session, patient, args, now)
+        print(_describe(view_patient(session, patient, now, settings.rules), args, settings))
     return 0
 
 
@@ -422,16 +412,13 @@ def _describe(view: PatientView, args: argparse.Namespace, settings: Settings) -
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
     now = _now(args, settings)
-    runtime = _runtime(settings)
-    try:
+    with _opened(settings) as runtime:
         if args.if_empty and not db.is_empty(runtime.sessions):
             print("the database already has patients: demo not loaded")
             return 0
         directory = settings.config_path.parent / "demo"
         with db.transaction(runtime.sessions) as session:
             patients, appointments = load_demo(session, now, settings.rules, directory)
-    finally:
-        runtime.close()
     print(
         f"demo clinic loaded from {directory}: {patients.created} patients, "
         f"{appointments.created} appointments"

@@ -91,12 +91,11 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
-@pytest.fixture
-def clinic_env(
+def install_clinic_env(
     database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> dict[str, str]:
-    """The environment of a clinic installation in a temporary directory, as the CLI
-    and the worker read it. The current directory is that temporary directory."""
+    """Set the environment of a clinic installation in a temporary directory, as the
+    CLI and the worker read it, and make that directory the current one."""
     env = {
         "DATABASE_URL": database_url,
         "TAYORI_CONFIG": str(ROOT / "config" / "tayori.toml"),
@@ -107,6 +106,13 @@ def clinic_env(
         monkeypatch.setenv(key, value)
     monkeypatch.chdir(tmp_path)
     return env
+
+
+@pytest.fixture
+def clinic_env(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
+    return install_clinic_env(database_url, tmp_path, monkeypatch)
 
 
 @pytest.fixture

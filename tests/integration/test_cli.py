@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from scheduler.cli import main
 from scheduler.domain import ChannelName, DeliveryState, Reason
 from scheduler.models import Appointment, Delivery, Patient
-from tests.conftest import ROOT
+from tests.conftest import ROOT, install_clinic_env
 from tests.integration.csv_files import (
     LINE_ID,
     appointments_csv,
@@ -99,16 +99,7 @@ def local_env(
     database engine (arguments, settings, a database never migrated)."""
     database = tmp_path / "tayori.db"
     shutil.copy(sqlite_template, database)
-    env = {
-        "DATABASE_URL": f"sqlite:///{database}",
-        "TAYORI_CONFIG": str(ROOT / "config" / "tayori.toml"),
-        "TAYORI_MESSAGES_DIR": str(ROOT / "messages"),
-        "TAYORI_OUTBOX_DIR": str(tmp_path / "outbox"),
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.chdir(tmp_path)
-    return env
+    return install_clinic_env(f"sqlite:///{database}", tmp_path, monkeypatch)
 
 
 # --- plan --------------------------------------------------------------------------
