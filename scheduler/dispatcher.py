@@ -9,7 +9,9 @@ with the same delivery id, which the channel uses to recognise the resend.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,7 +20,7 @@ from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.cadence import last_visit
-from scheduler.channels import DeliveryError, OutgoingMessage, Transport
+from scheduler.channels import DeliveryError, Failure, OutgoingMessage, Transport
 from scheduler.context import message_context
 from scheduler.db import transaction
 from scheduler.digest import build_digest, digest_context
@@ -37,9 +39,11 @@ log = logging.getLogger(__name__)
 @dataclass
 class DispatchSummary:
     counts: dict[str, int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, outcome: str) -> None:
-        self.counts[outcome] = self.counts.get(outcome, 0) + 1
+        with self._lock:
+            self.counts[outcome] = self.counts.get(outcome, 0) + 1
 
     @property
     def total(self) -> int:
@@ -70,16 +74,28 @@ class Dispatcher:
     def dispatch_due(
         self, now: datetime, should_stop: Callable[[], bool] = lambda: False
     ) -> DispatchSummary:
-        """Send everything due at `now` (to patients only inside the send window)."""
+        """Send everything due at `now` (to patients only inside the send window),
+        `dispatch.concurrency` messages at a time so network waits overlap."""
         summary = DispatchSummary()
-        try:
+
+        def send_until_done() -> None:
             while not should_stop():
                 outcome = self.handle_one(now)
                 if outcome is None:
-                    break
+                    return
                 summary.add(outcome)
+
+        lanes = self.settings.dispatch.concurrency
+        try:
+            if lanes == 1:
+                send_until_done()
+            else:
+                with ThreadPoolExecutor(lanes, thread_name_prefix="dispatch") as pool:
+                    for lane in [pool.submit(send_until_done) for _ in range(lanes)]:
+                        lane.result()
         finally:
-            for transport in self.transports.values():
+            # One transport may serve both channels (the preview): close it once.
+            for transport in {id(t): t for t in self.transports.values()}.values():
                 transport.close()
         return summary
 
@@ -99,7 +115,7 @@ class Dispatcher:
                 # The practitioner can mend a template: retry like a passing failure
                 # rather than give up on the message at once.
                 log.error("template problem: %s", e)
-                failure = DeliveryError(str(e), permanent=False)
+                failure = DeliveryError(str(e), Failure.TRANSIENT)
         if failure is not None:
             return self._record_failure(delivery_id, failure, now)
         # The network call happens outside any transaction: the claim is committed,
@@ -218,7 +234,7 @@ class Dispatcher:
             delivery = session.get_one(Delivery, delivery_id)
             next_try = (
                 None
-                if error.permanent
+                if not error.retryable
                 else retry_at(delivery.id, delivery.attempts, now, self.settings.dispatch)
             )
             if next_try is None:

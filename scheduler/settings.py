@@ -93,6 +93,8 @@ class Dispatch:
     retry_after_seconds: int = 60
     # A delivery left in `sending` longer than this (a worker died) is picked up again.
     lease_seconds: int = 300
+    # How many messages one worker sends at once (network waits overlap).
+    concurrency: int = 8
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,30 @@ class ConfigFile:
 
 
 @dataclass(frozen=True)
+class Smtp:
+    """An SMTP server to send email through (SMTP_* and MAIL_FROM)."""
+
+    host: str
+    port: int
+    security: str  # "starttls", "ssl" or "none"
+    mail_from: str
+    username: str = ""
+    password: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
+class LineApi:
+    """The LINE Messaging API (LINE_* variables)."""
+
+    access_token: str = field(repr=False)
+    channel_secret: str = field(default="", repr=False)
+    base_url: str = "https://api.line.me"
+
+
+SMTP_PORTS = {"starttls": 587, "ssl": 465, "none": 25}
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     config_path: Path = Path(DEFAULT_CONFIG_PATH)
@@ -132,6 +158,13 @@ class Settings:
     outbox_dir: Path = Path("var/outbox")
     log_level: str = "INFO"
     config: ConfigFile = field(default_factory=ConfigFile)
+    # Real channels; None means that channel's messages go to the preview outbox.
+    smtp: Smtp | None = None
+    line_api: LineApi | None = None
+    # Where patients reach Tayori (one-click unsubscribe links), and the key that
+    # signs those links.
+    public_url: str = ""
+    secret_key: str = field(default="", repr=False)
 
     @property
     def timezone(self) -> ZoneInfo:
@@ -171,6 +204,56 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         outbox_dir=Path(env.get("TAYORI_OUTBOX_DIR") or "var/outbox"),
         log_level=log_level,
         config=config,
+        smtp=_smtp(env),
+        line_api=_line_api(env),
+        public_url=_url(env, "TAYORI_PUBLIC_URL", "").rstrip("/"),
+        secret_key=env.get("TAYORI_SECRET_KEY", ""),
+    )
+
+
+def _url(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name) or default
+    if value and not re.match(r"^https?://[^\s/]+", value):
+        raise ConfigError(
+            f"{name}: expected an http(s) URL such as https://example.jp, got {value!r}"
+        )
+    return value
+
+
+def _smtp(env: Mapping[str, str]) -> Smtp | None:
+    host = env.get("SMTP_HOST")
+    if not host:
+        return None
+    security = (env.get("SMTP_SECURITY") or "starttls").lower()
+    if security not in SMTP_PORTS:
+        raise ConfigError(f"SMTP_SECURITY: expected starttls, ssl or none, got {security!r}")
+    port_text = env.get("SMTP_PORT") or str(SMTP_PORTS[security])
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(f"SMTP_PORT: expected a port number, got {port_text!r}")
+    mail_from = env.get("MAIL_FROM", "")
+    if not EMAIL_ADDRESS.search(mail_from.rpartition("<")[2].rstrip(">")):
+        raise ConfigError(
+            "MAIL_FROM: expected the sender's address, such as "
+            f"'たより整体院 <info@clinic.example>', got {mail_from!r}"
+        )
+    return Smtp(
+        host=host,
+        port=int(port_text),
+        security=security,
+        mail_from=mail_from,
+        username=env.get("SMTP_USERNAME", ""),
+        password=env.get("SMTP_PASSWORD", ""),
+    )
+
+
+def _line_api(env: Mapping[str, str]) -> LineApi | None:
+    token = env.get("LINE_CHANNEL_ACCESS_TOKEN")
+    if not token:
+        return None
+    return LineApi(
+        access_token=token,
+        channel_secret=env.get("LINE_CHANNEL_SECRET", ""),
+        base_url=_url(env, "LINE_API_BASE_URL", "https://api.line.me").rstrip("/"),
     )
 
 
@@ -262,6 +345,7 @@ def parse_config(values: Mapping[str, Any], source: str) -> ConfigFile:
             "retry_after_seconds", Dispatch.retry_after_seconds, 1
         ),
         lease_seconds=dispatch_t.integer("lease_seconds", Dispatch.lease_seconds, 30),
+        concurrency=dispatch_t.integer("concurrency", Dispatch.concurrency, 1, 64),
     )
     dispatch_t.done()
 
@@ -381,7 +465,7 @@ class _Table:
         name = self.text(key, default)
         try:
             return ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # "Asia": a directory
             raise self._error(key, 'an IANA time zone such as "Asia/Tokyo"', name) from None
 
     def per_phase(self, key: str, defaults: Mapping[Phase, int]) -> Mapping[Phase, int]:

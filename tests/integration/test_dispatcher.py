@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from scheduler.channels import DeliveryError, OutgoingMessage, Receipt, Transport
+from scheduler.channels import DeliveryError, Failure, OutgoingMessage, Receipt, Transport
 from scheduler.db import transaction
 from scheduler.dispatcher import Dispatcher
 from scheduler.domain import ChannelName, DeliveryState, Reason
@@ -134,7 +134,7 @@ def test_transient_failure_is_retried_later_under_the_same_delivery_id(
     runtime: Runtime,
 ) -> None:
     _nudged_patients(runtime)
-    transport = RecordingTransport([DeliveryError("connection reset", permanent=False)])
+    transport = RecordingTransport([DeliveryError("connection reset", Failure.TRANSIENT)])
     dispatcher = _dispatcher(runtime, transport)
 
     dispatcher.dispatch_due(NUDGE_TIME)
@@ -150,18 +150,18 @@ def test_transient_failure_is_retried_later_under_the_same_delivery_id(
 
 def test_permanent_failure_fails_the_delivery_with_its_reason(runtime: Runtime) -> None:
     _nudged_patients(runtime)
-    transport = RecordingTransport([DeliveryError("user blocked the account", permanent=True)])
+    transport = RecordingTransport([DeliveryError("message rejected", Failure.PERMANENT)])
     _dispatcher(runtime, transport).dispatch_due(NUDGE_TIME)
     nudge = _nudge(runtime)
     assert nudge.state is DeliveryState.FAILED
-    assert nudge.last_error == "user blocked the account"
+    assert nudge.last_error == "message rejected"
 
 
 def test_delivery_fails_when_its_attempts_are_used_up(runtime: Runtime) -> None:
     _nudged_patients(runtime)
     attempts = runtime.settings.dispatch.max_attempts
     transport = RecordingTransport(
-        [DeliveryError("timeout", permanent=False) for _ in range(attempts)]
+        [DeliveryError("timeout", Failure.UNCERTAIN) for _ in range(attempts)]
     )
     dispatcher = _dispatcher(runtime, transport)
     moment = NUDGE_TIME
