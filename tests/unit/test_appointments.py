@@ -25,19 +25,6 @@ def reminder_times(
     ]
 
 
-def test_reminder_goes_the_evening_before_at_six() -> None:
-    assert reminder_times(jst(11, 20, 12, 0)) == [(jst(11, 25, 18, 0), True)]
-
-
-def test_booking_known_just_before_six_still_gets_its_reminder() -> None:
-    assert reminder_times(jst(11, 25, 17, 59)) == [(jst(11, 25, 18, 0), True)]
-
-
-def test_booking_known_after_six_the_day_before_gets_none() -> None:
-    [(_, may_create)] = reminder_times(jst(11, 25, 18, 1))
-    assert may_create is False
-
-
 @pytest.mark.parametrize(
     "status",
     [AppointmentStatus.CANCELLED, AppointmentStatus.VISITED, AppointmentStatus.NO_SHOW],
@@ -71,19 +58,6 @@ def follow_ups(now: datetime, *later: object) -> list[tuple[datetime, bool]]:
     return [
         (m.send_at.astimezone(JST), m.may_create) for m in no_show_follow_ups(facts, now, RULES)
     ]
-
-
-def test_no_show_gets_a_follow_up_the_next_day_at_ten() -> None:
-    assert follow_ups(jst(11, 24, 16, 0)) == [(jst(11, 25, 10, 0), True)]
-
-
-def test_no_show_recorded_late_on_the_follow_up_day_still_goes_that_day() -> None:
-    assert follow_ups(jst(11, 25, 15, 0)) == [(jst(11, 25, 15, 0), True)]
-
-
-def test_no_show_from_history_is_not_followed_up() -> None:
-    [(_, may_create)] = follow_ups(jst(11, 27, 12, 0))
-    assert may_create is False
 
 
 @pytest.mark.parametrize(
