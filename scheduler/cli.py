@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from tqdm import tqdm
 
 from scheduler import db
+from scheduler.channel_state import LineQuotaView, line_quota
 from scheduler.clock import Clock, FixedClock, ShiftedClock, SystemClock, parse_moment
 from scheduler.demo import load_demo
 from scheduler.digest import build_digest, digest_context
@@ -32,7 +33,8 @@ from scheduler.importer import (
     save_appointments,
     save_patients,
 )
-from scheduler.models import Patient
+from scheduler.manual import requeue, send_sample
+from scheduler.models import Delivery, Patient
 from scheduler.patients import PatientView, find_patient, record_cadence, view_patient
 from scheduler.planner import dry_run
 from scheduler.report import DeliveryLine, status
@@ -117,7 +119,27 @@ def _parser() -> argparse.ArgumentParser:
     running = command("run", _run, "start the worker (a cycle every minute) until stopped")
     now_option(running, "start the worker's clock at this moment")
 
-    command("status", _status, "deliveries by state, the next ones due, and failures")
+    status_command = command(
+        "status", _status, "deliveries by state, channels, LINE quota, next due and failures"
+    )
+    now_option(status_command, "report as of this moment")
+
+    send_test = command(
+        "send-test", _send_test, "send one sample message to a patient now, for a check"
+    )
+    send_test.add_argument("--channel", choices=[c.value for c in ChannelName], required=True)
+    send_test.add_argument("--to", metavar="PATIENT", required=True, help="the external_id")
+    send_test.add_argument(
+        "--reason",
+        choices=[r.value for r in Reason if r is not Reason.DAILY_DIGEST],
+        default=Reason.CADENCE_NUDGE.value,
+        help="which message to send (default cadence_nudge)",
+    )
+    now_option(send_test, "render and record the message as of this moment")
+
+    retry = command("retry", _retry, "send a failed or skipped delivery again")
+    retry.add_argument("delivery", help="the delivery id (see `tayori status`)")
+    now_option(retry, "queue it as of this moment")
 
     digest = command("digest", _digest, "print the practitioner's daily digest")
     now_option(digest, "the digest as of this moment")
@@ -242,6 +264,7 @@ def _plan(args: argparse.Namespace, settings: Settings) -> int:
     now = _now(args, settings)
     with _opened(settings) as runtime, runtime.sessions() as session:
         messages = dry_run(session, now, now + timedelta(days=args.days), settings.rules)
+        quota = line_quota(session, now, settings.timezone, settings.config.line.monthly_quota)
     tz = settings.timezone
     if args.json:
         document = [
@@ -268,6 +291,8 @@ def _plan(args: argparse.Namespace, settings: Settings) -> int:
             ],
         )
     )
+    by_line = sum(m.channel is ChannelName.LINE for m in messages)
+    print(f"\n{by_line} of these by LINE. {_quota_line(quota, settings)}")
     return 0
 
 
@@ -292,9 +317,16 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
+    now = _now(args, settings)
     with _opened(settings) as runtime, runtime.sessions() as session:
-        report = status(session)
+        report = status(session, now, settings)
     print("deliveries: " + ", ".join(f"{n} {state}" for state, n in report.counts.items()))
+    print(_quota_line(report.line_quota, settings))
+    for hold in report.holds:
+        until = f" until {_local(hold.until, settings)}" if hold.until else ""
+        print(
+            f"{hold.channel.value} held since {_local(hold.since, settings)}{until}: {hold.reason}"
+        )
 
     def lines(items: list[DeliveryLine], with_error: bool) -> str:
         headers = ["when", "patient", "reason", "channel", "delivery"]
@@ -303,12 +335,62 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
             + ([d.error or ""] if with_error else [])
             for d in items
         ]
-        return _table(headers + (["reason for failure"] if with_error else []), rows)
+        return _table(headers + (["note"] if with_error else []), rows)
 
     print("\nnext due:")
-    print(lines(report.next_due, False) if report.next_due else "  (nothing planned)")
+    print(lines(report.next_due, True) if report.next_due else "  (nothing planned)")
     print("\nfailures:")
     print(lines(report.failures, True) if report.failures else "  (none)")
+    return 0
+
+
+def _quota_line(quota: LineQuotaView, settings: Settings) -> str:
+    source = (
+        f"LINE's reading of {_local(quota.read_at, settings)}"
+        if quota.read_at
+        else "counted by Tayori; the limit is [line] monthly_quota"
+    )
+    limit = "no limit" if quota.limit is None else f"{quota.limit}"
+    planned = sum(quota.planned.values())
+    warning = (
+        "  (more than the quota: the most important go first, the rest by email or later)"
+        if quota.limit is not None and quota.forecast > quota.limit
+        else ""
+    )
+    return (
+        f"LINE quota this month: {quota.used} used of {limit} ({source}); "
+        f"{planned} more planned, forecast {quota.forecast}{warning}"
+    )
+
+
+def _send_test(args: argparse.Namespace, settings: Settings) -> int:
+    now = _now(args, settings)
+    channel = ChannelName(args.channel)
+    with _opened(settings) as runtime:
+        try:
+            delivery_id, outcome = send_sample(runtime, args.to, Reason(args.reason), channel, now)
+        except LookupError as e:
+            raise CommandError(str(e)) from None
+        with runtime.sessions() as session:
+            delivery = session.get_one(Delivery, delivery_id)
+            error = delivery.last_error
+    print(
+        f"{args.reason} to {args.to} by {channel.value}: {outcome}"
+        + (f" ({error})" if error else "")
+    )
+    print(f"delivery {delivery_id}")
+    return 0 if outcome == "sent" else 1
+
+
+def _retry(args: argparse.Namespace, settings: Settings) -> int:
+    now = _now(args, settings)
+    with _opened(settings) as runtime, db.transaction(runtime.sessions) as session:
+        try:
+            delivery = requeue(session, args.delivery, now)
+        except LookupError as e:
+            raise CommandError(str(e)) from None
+        when = _local(delivery.send_after, settings)
+    print(f"delivery {args.delivery} queued again: it goes with the next cycle ({when})")
     return 0
 
 

@@ -45,6 +45,7 @@ def message_context(
     clinic: Clinic,
     now: datetime,
     tz: ZoneInfo,
+    unsubscribe_url: str | None = None,
 ) -> dict[str, Any]:
     return {
         "reason": reason.value,
@@ -67,4 +68,6 @@ def message_context(
             "booking_url_line": clinic.booking_url_line,
             "booking_url_web": clinic.booking_url_web,
         },
+        # Where the patient stops these messages in one click (email only).
+        "unsubscribe_url": unsubscribe_url,
     }

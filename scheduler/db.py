@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -80,3 +82,10 @@ def is_up_to_date(engine: Engine) -> bool:
 def is_empty(sessions: sessionmaker[Session]) -> bool:
     with sessions() as session:
         return session.scalar(select(func.count()).select_from(Patient)) == 0
+
+
+def upsert_insert(session: Session, table: type[Any]) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT for `table` that can say ON CONFLICT, in the session's dialect."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)

@@ -4,6 +4,10 @@ channel and records the outcome, one delivery at a time, each step committed.
 A delivery moves planned → sending → sent | failed | skipped. A worker that dies
 while `sending` leaves a row whose lease runs out; the next worker takes it again
 with the same delivery id, which the channel uses to recognise the resend.
+
+What happens after a failure depends on what the channel says it means (see
+`Failure`): retry later, try the patient's other contact, hold the channel, or
+give up with the reason.
 """
 
 from __future__ import annotations
@@ -14,26 +18,57 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, literal, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.cadence import last_visit
+from scheduler.channel_state import (
+    Hold,
+    active_holds,
+    hold_channel,
+    line_quota,
+    record_quota_reading,
+)
 from scheduler.channels import DeliveryError, Failure, OutgoingMessage, Transport
 from scheduler.context import message_context
 from scheduler.db import transaction
 from scheduler.digest import build_digest, digest_context
-from scheduler.domain import AppointmentStatus, ChannelName, DeliveryState, Reason
+from scheduler.domain import (
+    AppointmentStatus,
+    ChannelName,
+    ConsentKind,
+    Contacts,
+    DeliveryState,
+    HoldCause,
+    Reason,
+)
 from scheduler.facts import contacts_of, load_facts
-from scheduler.models import Appointment, Delivery, Patient
+from scheduler.models import Appointment, Delivery, Patient, UTCDateTime
+from scheduler.quota import QUOTA_HELD, LineBudget, month_bounds
 from scheduler.retry import retry_at
 from scheduler.routing import NO_USABLE_CONTACT, choose_channel
 from scheduler.settings import Settings
 from scheduler.templates import Renderer, TemplateError, template_name
+from scheduler.unsubscribe import unsubscribe_url
 from scheduler.window import is_open
 
+if TYPE_CHECKING:
+    from scheduler.channels.line import LineQuota
+
 log = logging.getLogger(__name__)
+
+QUOTA_REFRESH = timedelta(minutes=10)  # how often LINE is asked for the month's usage
+HOLD_RECHECK = timedelta(hours=1)  # a held message looks again this often
+CREDENTIALS_RECHECK = timedelta(minutes=30)
+RETRY_KEY_WINDOW = timedelta(hours=24)  # LINE recognises a retry key this long
+RETRY_KEY_EXPIRED = (
+    "LINE may have received it, and after 24 hours it no longer recognises the retry "
+    "key, so it is not sent again"
+)
+QUOTA_HELD_REASON = f"{QUOTA_HELD}: this month's LINE messages are kept for more important ones"
 
 
 @dataclass
@@ -58,6 +93,25 @@ class _Skip(Exception):
         self.reason = reason
 
 
+class _Hold(Exception):
+    """The delivery cannot go now (its channel is held, or LINE's quota is kept for
+    more important messages); it waits, planned, until `until`."""
+
+    def __init__(self, reason: str, until: datetime) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.until = until
+
+
+@dataclass
+class _Cycle:
+    """What one dispatch cycle knows about its channels; shared by the lanes."""
+
+    now: datetime
+    holds: dict[ChannelName, Hold]
+    line_budget: LineBudget
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -65,11 +119,14 @@ class Dispatcher:
         settings: Settings,
         renderer: Renderer,
         transports: Mapping[ChannelName, Transport],
+        read_line_quota: Callable[[], LineQuota] | None = None,
     ) -> None:
         self.sessions = sessions
         self.settings = settings
         self.renderer = renderer
         self.transports = transports
+        self.read_line_quota = read_line_quota
+        self._quota_read_at: datetime | None = None
 
     def dispatch_due(
         self, now: datetime, should_stop: Callable[[], bool] = lambda: False
@@ -77,10 +134,11 @@ class Dispatcher:
         """Send everything due at `now` (to patients only inside the send window),
         `dispatch.concurrency` messages at a time so network waits overlap."""
         summary = DispatchSummary()
+        cycle = self.start_cycle(now)
 
         def send_until_done() -> None:
             while not should_stop():
-                outcome = self.handle_one(now)
+                outcome = self.handle_one(cycle)
                 if outcome is None:
                     return
                 summary.add(outcome)
@@ -94,43 +152,101 @@ class Dispatcher:
                     for lane in [pool.submit(send_until_done) for _ in range(lanes)]:
                         lane.result()
         finally:
-            # One transport may serve both channels (the preview): close it once.
-            for transport in {id(t): t for t in self.transports.values()}.values():
-                transport.close()
+            self.close_transports()
         return summary
 
-    def handle_one(self, now: datetime) -> str | None:
+    def close_transports(self) -> None:
+        # One transport may serve both channels (the preview): close it once.
+        for transport in {id(t): t for t in self.transports.values()}.values():
+            transport.close()
+
+    def start_cycle(self, now: datetime) -> _Cycle:
+        """Read the channels' holds and LINE's quota (asking LINE again when the last
+        reading is old) and share out this cycle's LINE messages."""
+        self._refresh_line_quota(now)
+        with transaction(self.sessions) as session:
+            holds = active_holds(session, now)
+            quota = line_quota(
+                session, now, self.settings.timezone, self.settings.config.line.monthly_quota
+            )
+        return _Cycle(now, holds, LineBudget(quota.left, dict(quota.planned)))
+
+    def _refresh_line_quota(self, now: datetime) -> None:
+        if self.read_line_quota is None:
+            return
+        last = self._quota_read_at
+        if last is not None and last <= now < last + QUOTA_REFRESH:
+            return
+        self._quota_read_at = now
+        try:
+            reading = self.read_line_quota()
+        except DeliveryError as e:
+            log.warning("LINE quota could not be read: %s", e.reason)
+            if e.failure is Failure.CHANNEL_UNAVAILABLE:
+                with transaction(self.sessions) as session:
+                    self._hold(session, None, ChannelName.LINE, e, now)
+            return
+        with transaction(self.sessions) as session:
+            record_quota_reading(session, reading.limit, reading.used, now)
+
+    def handle_one(self, cycle: _Cycle) -> str | None:
         """Claim, send and record one due delivery; None when nothing is due."""
-        delivery_id = self._claim(now)
-        if delivery_id is None:
+        claimed = self._claim(cycle.now)
+        if claimed is None:
             return None
+        delivery_id, resumed = claimed
+        return self.deliver(delivery_id, cycle, resumed=resumed)
+
+    def deliver(
+        self,
+        delivery_id: str,
+        cycle: _Cycle,
+        *,
+        resumed: bool = False,
+        channel: ChannelName | None = None,
+    ) -> str:
+        """Compose, send and record a claimed delivery (`channel` forces one)."""
+        now = cycle.now
         failure: DeliveryError | None = None
         with transaction(self.sessions) as session:
             delivery = session.get_one(Delivery, delivery_id)
+            if resumed and _retry_key_expired(delivery, now):
+                return self._finish(session, delivery, DeliveryState.FAILED, now, RETRY_KEY_EXPIRED)
             try:
-                message = self._compose(session, delivery, now)
+                message = self._compose(session, delivery, cycle, channel)
             except _Skip as skip:
                 return self._finish(session, delivery, DeliveryState.SKIPPED, now, skip.reason)
+            except _Hold as hold:
+                # Not an attempt: nothing was sent and nothing failed.
+                delivery.attempts -= 1
+                delivery.send_after = hold.until
+                return self._finish(
+                    session, delivery, DeliveryState.PLANNED, now, hold.reason, "held"
+                )
             except TemplateError as e:
                 # The practitioner can mend a template: retry like a passing failure
                 # rather than give up on the message at once.
                 log.error("template problem: %s", e)
                 failure = DeliveryError(str(e), Failure.TRANSIENT)
         if failure is not None:
-            return self._record_failure(delivery_id, failure, now)
+            return self._record_failure(delivery_id, failure, cycle)
         # The network call happens outside any transaction: the claim is committed,
         # and the outcome is recorded in a transaction of its own.
         try:
             receipt = self.transports[message.channel].send(message)
         except DeliveryError as e:
-            return self._record_failure(delivery_id, e, now)
+            if message.channel is ChannelName.LINE and e.failure is not Failure.UNCERTAIN:
+                cycle.line_budget.give_back(message.reason)
+            return self._record_failure(delivery_id, e, cycle)
         with transaction(self.sessions) as session:
             delivery = session.get_one(Delivery, delivery_id)
             delivery.provider_message_id = receipt.provider_message_id
             delivery.sent_at = now
             return self._finish(session, delivery, DeliveryState.SENT, now, None)
 
-    def _claim(self, now: datetime) -> str | None:
+    def _claim(self, now: datetime) -> tuple[str, bool] | None:
+        """The id of the delivery taken, and whether it was resumed from a worker
+        that stopped while sending it."""
         lease_expired = now - timedelta(seconds=self.settings.dispatch.lease_seconds)
         claimable = or_(
             and_(Delivery.state == DeliveryState.PLANNED, Delivery.send_after <= now),
@@ -163,21 +279,36 @@ class Dispatcher:
                     .values(
                         state=DeliveryState.SENDING,
                         claimed_at=now,
+                        first_attempt_at=func.coalesce(
+                            Delivery.first_attempt_at, literal(now, UTCDateTime())
+                        ),
                         attempts=Delivery.attempts + 1,
                         updated_at=now,
                     )
                 )
                 if taken.rowcount == 1:  # type: ignore[attr-defined]
-                    return str(candidate.id)
+                    return str(candidate.id), candidate.state is DeliveryState.SENDING
 
-    def _compose(self, session: Session, delivery: Delivery, now: datetime) -> OutgoingMessage:
+    def _compose(
+        self,
+        session: Session,
+        delivery: Delivery,
+        cycle: _Cycle,
+        forced: ChannelName | None = None,
+    ) -> OutgoingMessage:
+        now = cycle.now
         if delivery.patient_id is None:
-            return self._compose_digest(session, delivery, now)
+            return self._compose_digest(session, delivery, cycle)
         patient = session.get_one(Patient, delivery.patient_id)
         # Chosen again at sending: a contact may have been blocked since planning.
-        channel = choose_channel(patient.preferred_channel, contacts_of(patient))
-        if channel is None:
+        contacts = contacts_of(patient)
+        if forced is not None:
+            if not contacts.usable(forced):
+                raise _Skip(f"no usable {forced.value} contact")
+            contacts = Contacts(line=forced is ChannelName.LINE, email=forced is ChannelName.EMAIL)
+        if choose_channel(patient.preferred_channel, contacts) is None:
             raise _Skip(NO_USABLE_CONTACT)
+        channel = self._open_channel(patient.preferred_channel, contacts, delivery.reason, cycle)
         facts = load_facts(session, now, [patient.id])[0]
         upcoming = [
             a.starts_at
@@ -186,6 +317,11 @@ class Dispatcher:
         ]
         appointment = (
             session.get(Appointment, delivery.appointment_id) if delivery.appointment_id else None
+        )
+        unsubscribe = (
+            self._unsubscribe_url(patient.id, ConsentKind.REMINDERS)
+            if channel is ChannelName.EMAIL and delivery.reason.is_cadence
+            else None
         )
         context = message_context(
             reason=delivery.reason,
@@ -197,15 +333,36 @@ class Dispatcher:
             clinic=self.settings.clinic,
             now=now,
             tz=self.settings.timezone,
+            # The footer links a web page; a mailto: fallback only goes in the header.
+            unsubscribe_url=unsubscribe if unsubscribe and unsubscribe.startswith("http") else None,
         )
         delivery.channel = channel
         delivery.template = template_name(delivery.reason, channel)
         address = patient.line_user_id if channel is ChannelName.LINE else patient.email
         assert address is not None  # choose_channel only picks a present contact
-        return self._message(delivery, channel, address, context)
+        return self._message(delivery, channel, address, context, unsubscribe)
+
+    def _open_channel(
+        self, preferred: ChannelName, contacts: Contacts, reason: Reason, cycle: _Cycle
+    ) -> ChannelName:
+        """The first of the patient's usable channels, preferred first, that is not
+        held and, for LINE, fits in the month's quota; else the message waits."""
+        other = ChannelName.EMAIL if preferred is ChannelName.LINE else ChannelName.LINE
+        waits: list[_Hold] = []
+        for channel in (preferred, other):
+            if not contacts.usable(channel):
+                continue
+            hold = cycle.holds.get(channel)
+            if hold is not None:
+                waits.append(_held_by(hold, cycle.now))
+            elif channel is ChannelName.LINE and not cycle.line_budget.take(reason):
+                waits.append(_Hold(QUOTA_HELD_REASON, cycle.now + HOLD_RECHECK))
+            else:
+                return channel
+        raise waits[0]
 
     def _compose_digest(
-        self, session: Session, delivery: Delivery, now: datetime
+        self, session: Session, delivery: Delivery, cycle: _Cycle
     ) -> OutgoingMessage:
         channel = delivery.channel
         assert channel is not None  # digest rows are planned with their channel
@@ -213,11 +370,26 @@ class Dispatcher:
         address = digest.line_user_id if channel is ChannelName.LINE else digest.email
         if not address:
             raise _Skip(f"no digest {channel.value} address in the settings any more")
-        context = digest_context(build_digest(session, now, self.settings), self.settings)
-        return self._message(delivery, channel, address, context)
+        self._open_channel(channel, Contacts(line=True, email=True), delivery.reason, cycle)
+        context = digest_context(build_digest(session, cycle.now, self.settings), self.settings)
+        return self._message(delivery, channel, address, context, None)
+
+    def _unsubscribe_url(self, patient_id: int, kind: ConsentKind) -> str | None:
+        settings = self.settings
+        if settings.public_url and settings.secret_key:
+            return unsubscribe_url(settings.public_url, settings.secret_key, patient_id, kind.value)
+        if settings.clinic.email:
+            # Without Tayori's own address, a mail to the clinic is the way to stop.
+            return f"mailto:{settings.clinic.email}?subject={quote('配信停止')}"
+        return None
 
     def _message(
-        self, delivery: Delivery, channel: ChannelName, address: str, context: dict[str, Any]
+        self,
+        delivery: Delivery,
+        channel: ChannelName,
+        address: str,
+        context: dict[str, Any],
+        unsubscribe: str | None,
     ) -> OutgoingMessage:
         rendered = self.renderer.render(template_name(delivery.reason, channel), context)
         return OutgoingMessage(
@@ -227,20 +399,71 @@ class Dispatcher:
             to=address,
             text=rendered.text,
             subject=rendered.subject,
+            unsubscribe_url=unsubscribe,
         )
 
-    def _record_failure(self, delivery_id: str, error: DeliveryError, now: datetime) -> str:
+    def _record_failure(self, delivery_id: str, error: DeliveryError, cycle: _Cycle) -> str:
+        now = cycle.now
         with transaction(self.sessions) as session:
             delivery = session.get_one(Delivery, delivery_id)
+            channel = delivery.channel
+            failure = error.failure
+            if failure is Failure.CONTACT_UNUSABLE and delivery.patient_id is not None:
+                assert channel is not None
+                patient = session.get_one(Patient, delivery.patient_id)
+                _mark_unusable(patient, channel, error.reason, now)
+                # Straight back to planned: the next claim tries the other contact.
+                delivery.send_after = now
+                return self._finish(
+                    session, delivery, DeliveryState.PLANNED, now, error.reason, "rerouted"
+                )
+            if failure in (Failure.CHANNEL_UNAVAILABLE, Failure.QUOTA_EXHAUSTED):
+                assert channel is not None
+                cycle.holds[channel] = self._hold(session, delivery, channel, error, now)
+                delivery.attempts -= 1  # the channel failed, not the message
+                delivery.send_after = now
+                return self._finish(
+                    session, delivery, DeliveryState.PLANNED, now, error.reason, "held"
+                )
             next_try = (
-                None
-                if not error.retryable
-                else retry_at(delivery.id, delivery.attempts, now, self.settings.dispatch)
+                retry_at(delivery.id, delivery.attempts, now, self.settings.dispatch)
+                if error.retryable
+                else None
             )
+            if (
+                next_try is not None
+                and failure is Failure.UNCERTAIN
+                and channel is ChannelName.LINE
+                and next_try - (delivery.first_attempt_at or now) >= RETRY_KEY_WINDOW
+            ):
+                return self._finish(
+                    session,
+                    delivery,
+                    DeliveryState.FAILED,
+                    now,
+                    f"{error.reason}; {RETRY_KEY_EXPIRED}",
+                )
             if next_try is None:
                 return self._finish(session, delivery, DeliveryState.FAILED, now, error.reason)
             delivery.send_after = next_try
             return self._finish(session, delivery, DeliveryState.PLANNED, now, error.reason)
+
+    def _hold(
+        self,
+        session: Session,
+        delivery: Delivery | None,
+        channel: ChannelName,
+        error: DeliveryError,
+        now: datetime,
+    ) -> Hold:
+        if error.failure is Failure.QUOTA_EXHAUSTED:
+            cause, until = HoldCause.QUOTA, month_bounds(now, self.settings.timezone)[1]
+        else:
+            # Credentials are checked again now and then, and at every worker start.
+            cause, until = HoldCause.CREDENTIALS, now + CREDENTIALS_RECHECK
+        hold_channel(session, channel, cause, error.reason, now, until)
+        log.error("%s channel held until %s: %s", channel.value, until.isoformat(), error.reason)
+        return Hold(channel, cause, error.reason, now, until)
 
     def _finish(
         self,
@@ -249,11 +472,12 @@ class Dispatcher:
         state: DeliveryState,
         now: datetime,
         error: str | None,
+        outcome: str | None = None,
     ) -> str:
         delivery.state = state
         delivery.last_error = error
         delivery.updated_at = now
-        outcome = "retry" if state is DeliveryState.PLANNED else state.value
+        outcome = outcome or ("retry" if state is DeliveryState.PLANNED else state.value)
         # One line per delivery, and nothing that identifies the patient.
         log.info(
             "delivery %s %s via %s: %s%s",
@@ -264,6 +488,31 @@ class Dispatcher:
             f" ({error})" if error else "",
         )
         return outcome
+
+
+def _held_by(hold: Hold, now: datetime) -> _Hold:
+    until = now + HOLD_RECHECK if hold.until is None else min(hold.until, now + HOLD_RECHECK)
+    label = QUOTA_HELD if hold.cause is HoldCause.QUOTA else f"{hold.channel.value} channel held"
+    return _Hold(f"{label}: {hold.reason}", until)
+
+
+def _retry_key_expired(delivery: Delivery, now: datetime) -> bool:
+    """A LINE message left `sending` by a stopped worker may have been delivered;
+    after 24 hours LINE would not recognise the retry key and could send it twice."""
+    return (
+        delivery.channel is ChannelName.LINE
+        and delivery.first_attempt_at is not None
+        and now - delivery.first_attempt_at >= RETRY_KEY_WINDOW
+    )
+
+
+def _mark_unusable(patient: Patient, channel: ChannelName, reason: str, now: datetime) -> None:
+    note = f"{reason} (since {now:%Y-%m-%d})"
+    if channel is ChannelName.LINE:
+        patient.line_unusable_reason = note
+    else:
+        patient.email_unusable_reason = note
+    patient.updated_at = now
 
 
 def _same_claim(claimed_at: datetime | None) -> ColumnElement[bool]:

@@ -49,6 +49,13 @@ class DeliveryState(StrEnum):
     WITHDRAWN = "withdrawn"
 
 
+class HoldCause(StrEnum):
+    """Why a channel is not sending for now."""
+
+    QUOTA = "quota"  # LINE's monthly limit: until the month turns
+    CREDENTIALS = "credentials"  # refused token or login: until the settings change
+
+
 class ConsentKind(StrEnum):
     REMINDERS = "reminders"
     NEWSLETTER = "newsletter"

@@ -30,6 +30,7 @@ from scheduler.domain import (
     ChannelName,
     ConsentKind,
     DeliveryState,
+    HoldCause,
     Phase,
     Reason,
 )
@@ -183,6 +184,25 @@ class Delivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     provider_message_id: Mapped[str | None] = mapped_column(String(200))
     claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # LINE honours a retry key for 24 hours from here: an uncertain outcome is not
+    # retried after that.
+    first_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ChannelState(Base):
+    """A channel's condition, shared by every process: held (LINE's monthly quota
+    reached, credentials refused) and, for LINE, the last reading of the quota."""
+
+    __tablename__ = "channel_states"
+
+    channel: Mapped[ChannelName] = mapped_column(_enum(ChannelName), primary_key=True)
+    held_because: Mapped[HoldCause | None] = mapped_column(_enum(HoldCause))
+    held_reason: Mapped[str | None] = mapped_column(Text)
+    held_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    held_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    quota_limit: Mapped[int | None] = mapped_column(Integer)
+    quota_used: Mapped[int | None] = mapped_column(Integer)
+    quota_read_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -13,9 +13,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from scheduler.db import upsert_insert
 from scheduler.domain import (
     AppointmentStatus,
     ChannelName,
@@ -185,12 +185,10 @@ def _new_row(
 def _insert_new(session: Session, rows: list[dict[str, Any]]) -> int:
     if not rows:
         return 0
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     created = 0
     for start in range(0, len(rows), 500):
         statement = (
-            insert(Delivery)
+            upsert_insert(session, Delivery)
             .values(rows[start : start + 500])
             .on_conflict_do_nothing(index_elements=["idempotency_key"])
             .returning(Delivery.id)

@@ -8,8 +8,10 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from scheduler.channel_state import Hold, LineQuotaView, active_holds, line_quota
 from scheduler.domain import DeliveryState
 from scheduler.models import Delivery, Patient
+from scheduler.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -26,8 +28,10 @@ class DeliveryLine:
 @dataclass(frozen=True)
 class Status:
     counts: dict[str, int]
-    next_due: list[DeliveryLine]
+    next_due: list[DeliveryLine]  # `error` says why a held message waits
     failures: list[DeliveryLine]
+    holds: list[Hold]
+    line_quota: LineQuotaView
 
 
 def _lines(session: Session, query: object) -> list[DeliveryLine]:
@@ -46,7 +50,7 @@ def _lines(session: Session, query: object) -> list[DeliveryLine]:
     ]
 
 
-def status(session: Session, limit: int = 10) -> Status:
+def status(session: Session, now: datetime, settings: Settings, limit: int = 10) -> Status:
     counts = {state.value: 0 for state in DeliveryState}
     for state, count in session.execute(
         select(Delivery.state, func.count()).group_by(Delivery.state)
@@ -67,4 +71,6 @@ def status(session: Session, limit: int = 10) -> Status:
         .order_by(Delivery.updated_at.desc())
         .limit(limit),
     )
-    return Status(counts, next_due, failures)
+    quota = line_quota(session, now, settings.timezone, settings.config.line.monthly_quota)
+    holds = list(active_holds(session, now).values())
+    return Status(counts, next_due, failures, holds, quota)

@@ -11,6 +11,8 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.channels import Transport
+from scheduler.channels.email import SmtpTransport
+from scheduler.channels.line import LineTransport
 from scheduler.channels.preview import PreviewTransport
 from scheduler.db import make_engine, session_factory, transaction
 from scheduler.dispatcher import Dispatcher, DispatchSummary
@@ -31,21 +33,33 @@ class Runtime:
         self.engine.dispose()
 
 
-def transports_for(settings: Settings) -> dict[ChannelName, Transport]:
-    """The transport behind each channel. Until the LINE and SMTP channels arrive,
-    both write previews to the outbox directory."""
-    sender = f"{settings.clinic.name} <{settings.clinic.email or 'noreply@tayori.invalid'}>"
-    preview = PreviewTransport(settings.outbox_dir, sender)
-    return {ChannelName.LINE: preview, ChannelName.EMAIL: preview}
-
-
 def open_runtime(settings: Settings) -> Runtime:
+    """Each channel sends for real when its credentials are set; otherwise its
+    messages are written as previews under the outbox directory."""
     engine = make_engine(settings.database_url)
     sessions = session_factory(engine)
+    preview = PreviewTransport(settings.outbox_dir, _sender(settings))
+    transports: dict[ChannelName, Transport] = {
+        ChannelName.LINE: preview,
+        ChannelName.EMAIL: preview,
+    }
+    read_line_quota = None
+    if settings.line_api is not None:
+        line = LineTransport(settings.line_api, max_connections=settings.dispatch.concurrency)
+        transports[ChannelName.LINE] = line
+        read_line_quota = line.quota
+    if settings.smtp is not None:
+        transports[ChannelName.EMAIL] = SmtpTransport(settings.smtp)
     dispatcher = Dispatcher(
-        sessions, settings, Renderer(settings.messages_dir), transports_for(settings)
+        sessions, settings, Renderer(settings.messages_dir), transports, read_line_quota
     )
     return Runtime(settings, engine, sessions, dispatcher)
+
+
+def _sender(settings: Settings) -> str:
+    if settings.smtp is not None:
+        return settings.smtp.mail_from
+    return f"{settings.clinic.name} <{settings.clinic.email or 'noreply@tayori.invalid'}>"
 
 
 @dataclass(frozen=True)

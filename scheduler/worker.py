@@ -16,7 +16,10 @@ from types import FrameType
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from scheduler.channel_state import release_holds
 from scheduler.clock import Clock
+from scheduler.db import transaction
+from scheduler.domain import HoldCause
 from scheduler.runtime import Runtime, tick
 from scheduler.window import is_open, next_opening
 
@@ -70,6 +73,10 @@ class Worker:
         """Run until SIGTERM or SIGINT; the first cycle starts at once."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
+        with transaction(self.runtime.sessions) as session:
+            # The operator may have mended the credentials before this start.
+            if release_holds(session, HoldCause.CREDENTIALS):
+                log.info("channels held for refused credentials are tried again")
         scheduler = BackgroundScheduler(timezone=UTC)
         scheduler.add_job(
             self.run_once,

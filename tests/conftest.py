@@ -83,7 +83,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     with engine.begin() as connection:
         connection.execute(
             sa.text(
-                "TRUNCATE deliveries, consent_changes, appointments, patients "
+                "TRUNCATE deliveries, channel_states, consent_changes, appointments, patients "
                 "RESTART IDENTITY CASCADE"
             )
         )

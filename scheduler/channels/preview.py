@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 import os
-from email.message import EmailMessage
-from email.utils import formatdate
 from pathlib import Path
 
 from scheduler.channels import OutgoingMessage, Receipt
+from scheduler.channels.email import build_email
 from scheduler.domain import ChannelName
 
 
@@ -27,7 +26,9 @@ class PreviewTransport:
             data = content.encode("utf-8")
         else:
             path = self.outbox_dir / f"{message.delivery_id}.eml"
-            data = bytes(_email(message, self.sender))
+            # The mail SMTP would send, in 8bit rather than base64 so that it reads
+            # as text in an editor.
+            data = bytes(build_email(message, self.sender, transfer_encoding="8bit"))
         # Write then rename, so a crash never leaves half a message behind and a
         # resend of the same delivery replaces the file instead of adding one.
         partial = path.with_suffix(path.suffix + ".part")
@@ -45,17 +46,3 @@ def _line_push(message: OutgoingMessage) -> dict[str, object]:
         "headers": {"X-Line-Retry-Key": message.delivery_id},
         "body": {"to": message.to, "messages": [{"type": "text", "text": message.text}]},
     }
-
-
-def _email(message: OutgoingMessage, sender: str) -> EmailMessage:
-    mail = EmailMessage()
-    mail["From"] = sender
-    mail["To"] = message.to
-    mail["Subject"] = message.subject or ""
-    mail["Date"] = formatdate(localtime=False)
-    # Derived from the delivery id alone, so every retry carries the same Message-ID.
-    domain = sender.rpartition("@")[2].rstrip(">") or "tayori.invalid"
-    mail["Message-ID"] = f"<{message.delivery_id}@{domain}>"
-    # 8bit keeps the preview readable in a text editor.
-    mail.set_content(message.text, charset="utf-8", cte="8bit")
-    return mail

@@ -152,7 +152,8 @@ def test_plan_prints_a_table_without_json(
     import_clinic(tmp_path)
     capsys.readouterr()
     assert main(["plan", "--now", MONDAY_NOON]) == 0
-    header, *rows = output(capsys).splitlines()
+    table, quota = output(capsys).split("\n\n")
+    header, *rows = table.splitlines()
     assert header.split() == ["send", "at", "patient", "reason", "channel", "template"]
     assert [row.split() for row in rows] == [
         [
@@ -166,6 +167,7 @@ def test_plan_prints_a_table_without_json(
         ["2027-03-04", "10:00", "P1", "cadence_nudge", "line", "cadence_nudge/line.j2"],
         ["2027-03-06", "10:00", "P1", "cadence_follow_up", "line", "cadence_follow_up/line.j2"],
     ]
+    assert quota.startswith("2 of these by LINE. LINE quota this month: 0 used of 200")
 
 
 def test_plan_says_so_when_nothing_is_due(
@@ -255,7 +257,8 @@ def break_template(messages: Path, name: str) -> Path:
 
 def status_sections(capsys: pytest.CaptureFixture[str]) -> tuple[str, list[str], list[str]]:
     """The counts line, and the rows under "next due:" and "failures:" (split in cells)."""
-    counts, next_due, failures = output(capsys).rstrip("\n").split("\n\n")
+    summary, next_due, failures = output(capsys).rstrip("\n").split("\n\n")
+    counts = summary.splitlines()[0]
     next_due_title, *next_due_rows = next_due.splitlines()
     failures_title, *failure_rows = failures.splitlines()
     assert (next_due_title, failures_title) == ("next due:", "failures:")
@@ -279,7 +282,7 @@ def test_status_prints_counts_by_state_next_due_and_failures_with_reasons(
     counts, next_due, failures = status_sections(capsys)
     assert counts == "deliveries: 1 planned, 0 sending, 1 sent, 1 failed, 0 skipped, 0 withdrawn"
     assert [row.split() for row in next_due] == [
-        ["when", "patient", "reason", "channel", "delivery"],
+        ["when", "patient", "reason", "channel", "delivery", "note"],
         [
             "2027-03-06",
             "10:00",
@@ -296,9 +299,7 @@ def test_status_prints_counts_by_state_next_due_and_failures_with_reasons(
         "reason",
         "channel",
         "delivery",
-        "reason",
-        "for",
-        "failure",
+        "note",
     ]
     cells = failure.split(maxsplit=6)
     nudge = by_reason[Reason.CADENCE_NUDGE]
@@ -314,6 +315,17 @@ def test_status_of_an_empty_outbox(
         "deliveries: 0 planned, 0 sending, 0 sent, 0 failed, 0 skipped, 0 withdrawn",
         ["  (nothing planned)"],
         ["  (none)"],
+    )
+
+
+def test_status_shows_the_line_quota_of_the_month(
+    clinic_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["status", "--now", THURSDAY_10AM]) == 0
+    summary = output(capsys).split("\n\n")[0]
+    assert summary.splitlines()[1] == (
+        "LINE quota this month: 0 used of 200 (counted by Tayori; the limit is "
+        "[line] monthly_quota); 0 more planned, forecast 0"
     )
 
 

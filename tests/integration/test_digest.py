@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import email.policy
 from dataclasses import replace
 from datetime import datetime, timedelta
 from email import message_from_bytes
-from email.message import Message
+from email.message import EmailMessage
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -83,9 +84,9 @@ def test_cli_digest_prints_the_text_the_clinic_is_sent(
     printed = capsys.readouterr().out
     tick(runtime, DIGEST_TIME)
     mail = _digest_mails(runtime)[0]
-    body = mail.get_payload(decode=True)
-    assert isinstance(body, bytes)
-    assert body.decode("utf-8").strip() in printed
+    text = mail.get_body(preferencelist=("plain",))
+    assert text is not None
+    assert text.get_content().strip() in printed
     assert "急性期が42日を超えた方" in printed
     assert "LINEの今月の送信数" in printed
 
@@ -103,9 +104,11 @@ def _digests(sessions: sessionmaker[Session], day: str = "2026-11-25") -> list[D
         )
 
 
-def _digest_mails(runtime: Runtime) -> list[Message]:
+def _digest_mails(runtime: Runtime) -> list[EmailMessage]:
     return [
-        message_from_bytes((runtime.settings.outbox_dir / f"{d.id}.eml").read_bytes())
+        message_from_bytes(
+            (runtime.settings.outbox_dir / f"{d.id}.eml").read_bytes(), policy=email.policy.default
+        )
         for d in _digests(runtime.sessions)
     ]
 

@@ -6,85 +6,38 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email import message_from_bytes
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
 
-from scheduler.channels import DeliveryError, Failure, OutgoingMessage, Receipt, Transport
+from scheduler.channels import DeliveryError, Failure
 from scheduler.db import transaction
-from scheduler.dispatcher import Dispatcher
 from scheduler.domain import ChannelName, DeliveryState, Reason
 from scheduler.models import Delivery, Patient
 from scheduler.planner import plan
 from scheduler.runtime import Runtime, tick
 from scheduler.templates import Renderer
-from tests.integration.clinic import add_appointment, add_patient, visited
-
-JST = ZoneInfo("Asia/Tokyo")
-PLANNED_AT = datetime(2026, 11, 23, 9, 0, tzinfo=JST)
-NUDGE_TIME = datetime(2026, 11, 25, 10, 0, tzinfo=JST)
-
-
-@dataclass
-class RecordingTransport:
-    """Stands in for the provider at the channel boundary: records what arrives and
-    fails on demand."""
-
-    failures: list[DeliveryError] = field(default_factory=list)
-    received: list[OutgoingMessage] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def send(self, message: OutgoingMessage) -> Receipt:
-        with self.lock:
-            if self.failures:
-                raise self.failures.pop(0)
-            self.received.append(message)
-        return Receipt(provider_message_id=f"test-{len(self.received)}")
-
-    def close(self) -> None:
-        pass
-
-
-def _dispatcher(runtime: Runtime, transport: Transport) -> Dispatcher:
-    return Dispatcher(
-        runtime.sessions,
-        runtime.settings,
-        Renderer(runtime.settings.messages_dir),
-        {ChannelName.LINE: transport, ChannelName.EMAIL: transport},
-    )
-
-
-def _nudged_patients(runtime: Runtime, count: int = 1, **patient: object) -> None:
-    """Patients whose nudge falls due at NUDGE_TIME, planned into the outbox."""
-    with transaction(runtime.sessions) as session:
-        for n in range(1, count + 1):
-            add_patient(session, PLANNED_AT, f"P{n}", **patient)  # type: ignore[arg-type]
-            visited(session, PLANNED_AT, days_ago=1, external_id=f"P{n}")
-        plan(session, PLANNED_AT, runtime.settings.rules)
-
-
-def _deliveries(sessions: sessionmaker[Session], reason: Reason) -> list[Delivery]:
-    with sessions() as session:
-        return list(session.scalars(select(Delivery).where(Delivery.reason == reason)))
-
-
-def _nudge(runtime: Runtime) -> Delivery:
-    [nudge] = _deliveries(runtime.sessions, Reason.CADENCE_NUDGE)
-    return nudge
+from tests.integration.clinic import add_appointment, add_patient
+from tests.integration.dispatching import (
+    JST,
+    NUDGE_TIME,
+    PLANNED_AT,
+    RecordingTransport,
+    dispatcher_with,
+    nudged_patients,
+    the_nudge,
+)
 
 
 def test_line_message_is_written_to_the_outbox_named_after_its_delivery(
     runtime: Runtime,
 ) -> None:
-    _nudged_patients(runtime)
+    nudged_patients(runtime)
     tick(runtime, NUDGE_TIME)
-    nudge = _nudge(runtime)
+    nudge = the_nudge(runtime)
     document = json.loads((runtime.settings.outbox_dir / f"{nudge.id}.json").read_text("utf-8"))
     assert document["headers"]["X-Line-Retry-Key"] == nudge.id
     assert document["body"]["to"].startswith("U")
@@ -95,9 +48,9 @@ def test_line_message_is_written_to_the_outbox_named_after_its_delivery(
 def test_email_message_is_written_as_eml_with_a_message_id_from_its_delivery(
     runtime: Runtime,
 ) -> None:
-    _nudged_patients(runtime, line_user_id=None, email="hanako@example.jp")
+    nudged_patients(runtime, line_user_id=None, email="hanako@example.jp")
     tick(runtime, NUDGE_TIME)
-    nudge = _nudge(runtime)
+    nudge = the_nudge(runtime)
     mail = message_from_bytes((runtime.settings.outbox_dir / f"{nudge.id}.eml").read_bytes())
     assert mail["To"] == "hanako@example.jp"
     assert mail["Message-ID"].startswith(f"<{nudge.id}@")
@@ -105,7 +58,7 @@ def test_email_message_is_written_as_eml_with_a_message_id_from_its_delivery(
 
 
 def test_a_second_tick_at_the_same_moment_sends_nothing_again(runtime: Runtime) -> None:
-    _nudged_patients(runtime, count=3)
+    nudged_patients(runtime, count=3)
     first = tick(runtime, NUDGE_TIME)
     second = tick(runtime, NUDGE_TIME)
     assert first.dispatched.counts == {"sent": 3 + 1}  # three nudges, the clinic's digest
@@ -124,51 +77,51 @@ def test_a_second_tick_at_the_same_moment_sends_nothing_again(runtime: Runtime) 
 def test_overdue_messages_wait_for_the_send_window(
     runtime: Runtime, moment: datetime, sent: int
 ) -> None:
-    _nudged_patients(runtime)
+    nudged_patients(runtime)
     transport = RecordingTransport()
-    _dispatcher(runtime, transport).dispatch_due(moment)
+    dispatcher_with(runtime, transport).dispatch_due(moment)
     assert len(transport.received) == sent
 
 
 def test_transient_failure_is_retried_later_under_the_same_delivery_id(
     runtime: Runtime,
 ) -> None:
-    _nudged_patients(runtime)
+    nudged_patients(runtime)
     transport = RecordingTransport([DeliveryError("connection reset", Failure.TRANSIENT)])
-    dispatcher = _dispatcher(runtime, transport)
+    dispatcher = dispatcher_with(runtime, transport)
 
     dispatcher.dispatch_due(NUDGE_TIME)
-    waiting = _nudge(runtime)
+    waiting = the_nudge(runtime)
     dispatcher.dispatch_due(waiting.send_after)
 
     assert waiting.state is DeliveryState.PLANNED
     assert waiting.last_error == "connection reset"
     assert waiting.send_after > NUDGE_TIME
     assert [m.delivery_id for m in transport.received] == [waiting.id]
-    assert _nudge(runtime).state is DeliveryState.SENT
+    assert the_nudge(runtime).state is DeliveryState.SENT
 
 
 def test_permanent_failure_fails_the_delivery_with_its_reason(runtime: Runtime) -> None:
-    _nudged_patients(runtime)
+    nudged_patients(runtime)
     transport = RecordingTransport([DeliveryError("message rejected", Failure.PERMANENT)])
-    _dispatcher(runtime, transport).dispatch_due(NUDGE_TIME)
-    nudge = _nudge(runtime)
+    dispatcher_with(runtime, transport).dispatch_due(NUDGE_TIME)
+    nudge = the_nudge(runtime)
     assert nudge.state is DeliveryState.FAILED
     assert nudge.last_error == "message rejected"
 
 
 def test_delivery_fails_when_its_attempts_are_used_up(runtime: Runtime) -> None:
-    _nudged_patients(runtime)
+    nudged_patients(runtime)
     attempts = runtime.settings.dispatch.max_attempts
     transport = RecordingTransport(
         [DeliveryError("timeout", Failure.UNCERTAIN) for _ in range(attempts)]
     )
-    dispatcher = _dispatcher(runtime, transport)
+    dispatcher = dispatcher_with(runtime, transport)
     moment = NUDGE_TIME
     for _ in range(attempts):
         dispatcher.dispatch_due(moment)
-        moment = max(moment, _nudge(runtime).send_after)
-    nudge = _nudge(runtime)
+        moment = max(moment, the_nudge(runtime).send_after)
+    nudge = the_nudge(runtime)
     assert (nudge.state, nudge.attempts) == (DeliveryState.FAILED, attempts)
 
 
@@ -185,54 +138,54 @@ def _leave_sending(runtime: Runtime, claimed_at: datetime) -> None:
 def test_delivery_abandoned_while_sending_is_resent_after_its_lease(
     runtime: Runtime,
 ) -> None:
-    _nudged_patients(runtime)
-    nudge = _nudge(runtime)
+    nudged_patients(runtime)
+    nudge = the_nudge(runtime)
     lease = timedelta(seconds=runtime.settings.dispatch.lease_seconds)
     _leave_sending(runtime, NUDGE_TIME)
     transport = RecordingTransport()
-    dispatcher = _dispatcher(runtime, transport)
+    dispatcher = dispatcher_with(runtime, transport)
 
     dispatcher.dispatch_due(NUDGE_TIME + lease - timedelta(seconds=1))
     assert transport.received == []
     dispatcher.dispatch_due(NUDGE_TIME + lease + timedelta(seconds=1))
     assert [m.delivery_id for m in transport.received] == [nudge.id]
-    assert _nudge(runtime).state is DeliveryState.SENT
+    assert the_nudge(runtime).state is DeliveryState.SENT
 
 
 def test_contact_lost_after_planning_skips_the_delivery(runtime: Runtime) -> None:
-    _nudged_patients(runtime)
+    nudged_patients(runtime)
     with transaction(runtime.sessions) as session:
         patient = session.scalars(select(Patient)).one()
         patient.line_unusable_reason = "blocked"
     transport = RecordingTransport()
-    _dispatcher(runtime, transport).dispatch_due(NUDGE_TIME)
-    nudge = _nudge(runtime)
+    dispatcher_with(runtime, transport).dispatch_due(NUDGE_TIME)
+    nudge = the_nudge(runtime)
     assert nudge.state is DeliveryState.SKIPPED
     assert transport.received == []
 
 
 def test_delivery_falls_back_to_email_when_line_became_unusable(runtime: Runtime) -> None:
-    _nudged_patients(runtime, email="hanako@example.jp")
+    nudged_patients(runtime, email="hanako@example.jp")
     with transaction(runtime.sessions) as session:
         session.scalars(select(Patient)).one().line_unusable_reason = "blocked"
     transport = RecordingTransport()
-    _dispatcher(runtime, transport).dispatch_due(NUDGE_TIME)
+    dispatcher_with(runtime, transport).dispatch_due(NUDGE_TIME)
     assert [m.channel for m in transport.received] == [ChannelName.EMAIL]
-    assert _nudge(runtime).template == "cadence_nudge/email.j2"
+    assert the_nudge(runtime).template == "cadence_nudge/email.j2"
 
 
 def test_broken_template_keeps_the_delivery_for_a_retry(runtime: Runtime, tmp_path: Path) -> None:
     broken = tmp_path / "broken-messages" / "cadence_nudge"
     broken.mkdir(parents=True)
     (broken / "line.j2").write_text("{{ patient_name }\n", encoding="utf-8")
-    _nudged_patients(runtime)
+    nudged_patients(runtime)
     transport = RecordingTransport()
-    dispatcher = _dispatcher(runtime, transport)
+    dispatcher = dispatcher_with(runtime, transport)
     dispatcher.renderer = Renderer(tmp_path / "broken-messages")
 
     dispatcher.dispatch_due(NUDGE_TIME)
 
-    nudge = _nudge(runtime)
+    nudge = the_nudge(runtime)
     assert transport.received == []
     assert nudge.state is DeliveryState.PLANNED
     assert "cadence_nudge/line.j2:1" in (nudge.last_error or "")
@@ -243,7 +196,7 @@ def test_appointment_reminder_names_the_appointment_time(runtime: Runtime) -> No
         add_patient(session, PLANNED_AT)
         add_appointment(session, PLANNED_AT, datetime(2026, 11, 24, 15, 30, tzinfo=JST))
     transport = RecordingTransport()
-    dispatcher = _dispatcher(runtime, transport)
+    dispatcher = dispatcher_with(runtime, transport)
     evening = datetime(2026, 11, 23, 18, 0, tzinfo=JST)
     with transaction(runtime.sessions) as session:
         plan(session, PLANNED_AT, runtime.settings.rules)
@@ -254,9 +207,9 @@ def test_appointment_reminder_names_the_appointment_time(runtime: Runtime) -> No
 
 
 def test_parallel_dispatchers_send_each_delivery_exactly_once(runtime: Runtime) -> None:
-    _nudged_patients(runtime, count=30)
+    nudged_patients(runtime, count=30)
     transport = RecordingTransport()
-    dispatchers = [_dispatcher(runtime, transport) for _ in range(4)]
+    dispatchers = [dispatcher_with(runtime, transport) for _ in range(4)]
     threads = [threading.Thread(target=d.dispatch_due, args=(NUDGE_TIME,)) for d in dispatchers]
     for thread in threads:
         thread.start()
@@ -270,7 +223,7 @@ def test_parallel_dispatchers_send_each_delivery_exactly_once(runtime: Runtime) 
 def test_log_lines_name_no_patient_and_no_contact(
     runtime: Runtime, caplog: pytest.LogCaptureFixture
 ) -> None:
-    _nudged_patients(runtime, email="hanako@example.jp")
+    nudged_patients(runtime, email="hanako@example.jp")
     with caplog.at_level(logging.INFO):
         tick(runtime, NUDGE_TIME)
     text = caplog.text
