@@ -14,11 +14,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from scheduler.cadence import has_future_booking, is_lapsed, last_visit
+from scheduler.channel_state import line_quota
 from scheduler.context import REASON_LABELS, japanese_date
 from scheduler.domain import ChannelName, DeliveryState, Phase, Reason
 from scheduler.facts import cadence_in_force, load_facts
 from scheduler.models import CadenceChange, Delivery, Patient
 from scheduler.planner import dry_run
+from scheduler.quota import month_bounds
 from scheduler.settings import Settings
 from scheduler.window import at_local, local_date
 
@@ -40,7 +42,7 @@ class Digest:
     acute_for_review: list[PatientNote]
     line_used: int
     line_forecast: int
-    line_quota: int
+    line_quota: int | None  # None: the LINE plan has no monthly limit
 
 
 def _day_start(day: date, settings: Settings) -> datetime:
@@ -66,11 +68,7 @@ def build_digest(session: Session, now: datetime, settings: Settings) -> Digest:
         _day_start(today + timedelta(days=1), settings),
     )
     yesterday_start = _day_start(today - timedelta(days=1), settings)
-    next_month = (today.replace(day=1) + timedelta(days=32)).replace(day=1)
-    month_start, month_end = (
-        _day_start(today.replace(day=1), settings),
-        _day_start(next_month, settings),
-    )
+    month_end = month_bounds(now, tz)[1]
     patients = {p.id: p for p in session.scalars(select(Patient))}
 
     planned_today = Counter(Reason(m.reason) for m in dry_run(session, now, tomorrow_start, rules))
@@ -117,21 +115,14 @@ def build_digest(session: Session, now: datetime, settings: Settings) -> Digest:
         if days > settings.digest.review_after_days:
             acute_for_review.append(_note(patients[patient_id], f"急性期 {days}日目"))
 
-    line_used = len(
-        session.scalars(
-            select(Delivery.id).where(
-                Delivery.channel == ChannelName.LINE,
-                Delivery.state == DeliveryState.SENT,
-                Delivery.sent_at >= month_start,
-                Delivery.sent_at < month_end,
-            )
-        ).all()
-    )
+    # As `tayori status` counts it: LINE's last reading or our own count, whichever
+    # is larger. Ahead: what the rules will send by LINE until the month ends.
+    quota = line_quota(session, now, tz, settings.config.line.monthly_quota)
     line_ahead = sum(
         1 for m in dry_run(session, now, month_end, rules) if m.channel is ChannelName.LINE
     )
     if settings.digest.enabled and settings.digest.line_user_id:
-        line_ahead += (next_month - today).days  # the digest itself, once a day
+        line_ahead += (month_end.date() - today).days  # the digest itself, once a day
     return Digest(
         day=today,
         planned_today=dict(planned_today),
@@ -139,9 +130,9 @@ def build_digest(session: Session, now: datetime, settings: Settings) -> Digest:
         not_delivered_yesterday=not_delivered,
         newly_lapsed=newly_lapsed,
         acute_for_review=sorted(acute_for_review, key=lambda n: n.patient),
-        line_used=line_used,
-        line_forecast=line_used + line_ahead,
-        line_quota=settings.config.line.monthly_quota,
+        line_used=quota.used,
+        line_forecast=quota.used + line_ahead,
+        line_quota=quota.limit,
     )
 
 
@@ -183,8 +174,9 @@ def digest_context(digest: Digest, settings: Settings) -> dict[str, Any]:
         "line": {
             "used": digest.line_used,
             "forecast": digest.line_forecast,
-            "quota": digest.line_quota,
-            "over_quota": digest.line_forecast > digest.line_quota,
+            "quota": "上限なし" if digest.line_quota is None else digest.line_quota,
+            "over_quota": digest.line_quota is not None
+            and digest.line_forecast > digest.line_quota,
         },
         "clinic": {"name": settings.clinic.name},
     }

@@ -69,14 +69,17 @@ class Worker:
                 )
         self._window_was_open = open_now
 
-    def run(self) -> None:
-        """Run until SIGTERM or SIGINT; the first cycle starts at once."""
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._on_signal)
+    def start_up(self) -> None:
         with transaction(self.runtime.sessions) as session:
             # The operator may have mended the credentials before this start.
             if release_holds(session, HoldCause.CREDENTIALS):
                 log.info("channels held for refused credentials are tried again")
+
+    def run(self) -> None:
+        """Run until SIGTERM or SIGINT; the first cycle starts at once."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        self.start_up()
         scheduler = BackgroundScheduler(timezone=UTC)
         scheduler.add_job(
             self.run_once,

@@ -169,6 +169,17 @@ def line_message(text: str) -> Any:
     return _flex_message(flex)
 
 
+def push_request(message: OutgoingMessage) -> Any:
+    """The body of the push for one delivery (checked before anything is sent)."""
+    messages = [line_message(message.text)]
+    if len(messages) > MESSAGES_PER_PUSH:
+        raise DeliveryError(
+            f"LINE allows {MESSAGES_PER_PUSH} messages per push, got {len(messages)}",
+            Failure.PERMANENT,
+        )
+    return PushMessageRequest(to=message.to, messages=messages)
+
+
 def _flex_json(text: str) -> dict[str, Any] | None:
     stripped = text.strip()
     if not stripped.startswith("{"):
@@ -248,13 +259,7 @@ class LineTransport:
         self._api = MessagingApi(self._client)
 
     def send(self, message: OutgoingMessage) -> Receipt:
-        messages = [line_message(message.text)]
-        if len(messages) > MESSAGES_PER_PUSH:
-            raise DeliveryError(
-                f"LINE allows {MESSAGES_PER_PUSH} messages per push, got {len(messages)}",
-                Failure.PERMANENT,
-            )
-        request = PushMessageRequest(to=message.to, messages=messages)
+        request = push_request(message)
         answer = self._call(
             lambda: self._api.push_message_with_http_info(
                 request,

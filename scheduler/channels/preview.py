@@ -10,6 +10,7 @@ from pathlib import Path
 
 from scheduler.channels import OutgoingMessage, Receipt
 from scheduler.channels.email import build_email
+from scheduler.channels.line import push_request
 from scheduler.domain import ChannelName
 
 
@@ -41,8 +42,7 @@ class PreviewTransport:
 
 
 def _line_push(message: OutgoingMessage) -> dict[str, object]:
-    """The body of LINE's push request, with the header that makes retries safe."""
-    return {
-        "headers": {"X-Line-Retry-Key": message.delivery_id},
-        "body": {"to": message.to, "messages": [{"type": "text", "text": message.text}]},
-    }
+    """LINE's push request, with the header that makes retries safe: the body the
+    LINE channel would send, checked the same way (length, Flex)."""
+    body: dict[str, object] = push_request(message).to_dict()
+    return {"headers": {"X-Line-Retry-Key": message.delivery_id}, "body": body}

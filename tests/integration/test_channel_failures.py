@@ -8,8 +8,9 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
-from scheduler.channel_state import active_holds
+from scheduler.channel_state import active_holds, hold_channel
 from scheduler.channels import DeliveryError, Failure
+from scheduler.clock import FixedClock
 from scheduler.db import transaction
 from scheduler.dispatcher import RETRY_KEY_EXPIRED
 from scheduler.domain import ChannelName, DeliveryState, HoldCause, Reason
@@ -18,6 +19,7 @@ from scheduler.planner import plan
 from scheduler.report import status
 from scheduler.runtime import Runtime
 from scheduler.settings import Line
+from scheduler.worker import Worker
 from tests.integration.clinic import LINE_ID, add_appointment, add_patient, visited
 from tests.integration.dispatching import (
     JST,
@@ -87,6 +89,15 @@ def test_held_channel_is_shown_in_status(runtime: Runtime) -> None:
     with runtime.sessions() as session:
         report = status(session, NUDGE_TIME, runtime.settings)
     assert [h.reason for h in report.holds] == [BAD_TOKEN.reason]
+
+
+def test_worker_start_lifts_a_credentials_hold_but_not_a_quota_hold(runtime: Runtime) -> None:
+    with transaction(runtime.sessions) as session:
+        hold_channel(session, ChannelName.LINE, HoldCause.CREDENTIALS, "401", NUDGE_TIME, None)
+        hold_channel(session, ChannelName.EMAIL, HoldCause.QUOTA, "limit", NUDGE_TIME, None)
+    Worker(runtime, FixedClock(NUDGE_TIME)).start_up()
+    with runtime.sessions() as session:
+        assert list(active_holds(session, NUDGE_TIME)) == [ChannelName.EMAIL]
 
 
 def test_monthly_limit_holds_line_until_the_month_turns(runtime: Runtime) -> None:
