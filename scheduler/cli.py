@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from scheduler import db
 from scheduler.channel_state import LineQuotaView, line_quota
+from scheduler.channels.email import email_html
 from scheduler.clock import Clock, FixedClock, ShiftedClock, SystemClock, parse_moment
 from scheduler.demo import load_demo
 from scheduler.digest import build_digest, digest_context
@@ -33,7 +34,8 @@ from scheduler.importer import (
     save_appointments,
     save_patients,
 )
-from scheduler.manual import requeue, send_sample
+from scheduler.lint import lint_messages
+from scheduler.manual import preview_message, requeue, send_sample
 from scheduler.models import Delivery, Patient
 from scheduler.patients import PatientView, find_patient, record_cadence, view_patient
 from scheduler.planner import dry_run
@@ -136,6 +138,18 @@ def _parser() -> argparse.ArgumentParser:
         help="which message to send (default cadence_nudge)",
     )
     now_option(send_test, "render and record the message as of this moment")
+
+    command("lint", _lint, "check every template and tip; exit 1 with every problem")
+
+    preview = command("preview", _preview, "print what a patient would receive")
+    preview.add_argument("reason", choices=[r.value for r in Reason])
+    who = preview.add_mutually_exclusive_group()
+    who.add_argument("--patient", metavar="ID", help="a patient's external_id")
+    who.add_argument("--sample", action="store_true", help="a made-up patient (the default)")
+    preview.add_argument(
+        "--channel", choices=[c.value for c in ChannelName], default=ChannelName.LINE.value
+    )
+    now_option(preview, "compose the message as of this moment")
 
     retry = command("retry", _retry, "send a failed or skipped delivery again")
     retry.add_argument("delivery", help="the delivery id (see `tayori status`)")
@@ -322,6 +336,8 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
         report = status(session, now, settings)
     print("deliveries: " + ", ".join(f"{n} {state}" for state, n in report.counts.items()))
     print(_quota_line(report.line_quota, settings))
+    for problem in lint_messages(settings, now).problems:
+        print(f"template problem: {problem}")
     for hold in report.holds:
         until = f" until {_local(hold.until, settings)}" if hold.until else ""
         print(
@@ -380,6 +396,41 @@ def _send_test(args: argparse.Namespace, settings: Settings) -> int:
     )
     print(f"delivery {delivery_id}")
     return 0 if outcome == "sent" else 1
+
+
+def _lint(args: argparse.Namespace, settings: Settings) -> int:
+    report = lint_messages(settings, SystemClock().now())
+    for problem in report.problems:
+        print(problem)
+    if report.problems:
+        print(
+            f"tayori: {len(report.problems)} problem(s) in {settings.messages_dir}", file=sys.stderr
+        )
+        return 1
+    print(report.summary)
+    return 0
+
+
+def _preview(args: argparse.Namespace, settings: Settings) -> int:
+    now = _now(args, settings)
+    reason, channel = Reason(args.reason), ChannelName(args.channel)
+    if reason is Reason.DAILY_DIGEST:
+        raise CommandError("the digest goes to the clinic: see it with `tayori digest`")
+    with _opened(settings) as runtime:
+        try:
+            message = preview_message(runtime, reason, channel, now, args.patient)
+        except (LookupError, TemplateError) as e:
+            raise CommandError(str(e)) from None
+    if channel is ChannelName.LINE:
+        print(message.text)
+        return 0
+    page = (
+        settings.outbox_dir.parent / "preview" / f"{reason.value}-{args.patient or 'sample'}.html"
+    )
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text(email_html(message), encoding="utf-8")
+    print(f"件名: {message.subject}\n\n{message.text}\n\nHTML: {page}")
+    return 0
 
 
 def _retry(args: argparse.Namespace, settings: Settings) -> int:

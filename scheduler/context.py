@@ -3,7 +3,7 @@ template variables documented in messages/README.md."""
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -46,6 +46,8 @@ def message_context(
     now: datetime,
     tz: ZoneInfo,
     unsubscribe_url: str | None = None,
+    tip: str | None = None,
+    season: str | None = None,
 ) -> dict[str, Any]:
     return {
         "reason": reason.value,
@@ -70,4 +72,53 @@ def message_context(
         },
         # Where the patient stops these messages in one click (email only).
         "unsubscribe_url": unsubscribe_url,
+        "tip": tip,  # one self-care tip from messages/tips/, or None
+        "season": season,  # e.g. 冬, or 冬の土用
     }
+
+
+# Every name a patient message template may use (messages/README.md lists them).
+MESSAGE_VARIABLES = frozenset(
+    {
+        "reason",
+        "patient_name",
+        "phase",
+        "phase_label",
+        "last_visit",
+        "days_since_last_visit",
+        "next_visit",
+        "appointment",
+        "clinic",
+        "unsubscribe_url",
+        "tip",
+        "season",
+    }
+)
+SAMPLE_PATIENT = "山田 花子"
+SAMPLE_UNSUBSCRIBE_URL = "https://tayori.example/unsubscribe/sample"
+SAMPLE_TIP = "寝る前に、ゆっくり長く息を吐く呼吸を数回してみてください。"
+
+
+def sample_context(
+    reason: Reason, phase: Phase | None, clinic: Clinic, now: datetime, tz: ZoneInfo
+) -> dict[str, Any]:
+    """A made-up patient's message, for `tayori preview --sample` and `tayori lint`:
+    every variable has a value, as in the fullest real message."""
+    appointment = {
+        Reason.APPOINTMENT_REMINDER: now + timedelta(days=1),
+        Reason.NO_SHOW_FOLLOW_UP: now - timedelta(days=1),
+    }.get(reason)
+    return message_context(
+        reason=reason,
+        patient_name=SAMPLE_PATIENT,
+        phase=phase,
+        last_visit=now - timedelta(days=5),
+        next_visit=now + timedelta(days=1) if reason is Reason.APPOINTMENT_REMINDER else None,
+        appointment_at=appointment,
+        clinic=clinic,
+        now=now,
+        tz=tz,
+        unsubscribe_url=SAMPLE_UNSUBSCRIBE_URL if reason.is_cadence else None,
+        tip=SAMPLE_TIP,
+        season="冬",
+    )

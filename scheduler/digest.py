@@ -180,3 +180,19 @@ def digest_context(digest: Digest, settings: Settings) -> dict[str, Any]:
         },
         "clinic": {"name": settings.clinic.name},
     }
+
+
+def sample_digest(day: date) -> Digest:
+    """A made-up morning, with something in every section (for lint and preview)."""
+    note = PatientNote(patient="P001", name="山田 花子", detail="サンプル")
+    return Digest(
+        day=day,
+        planned_today={Reason.CADENCE_NUDGE: 3, Reason.APPOINTMENT_REMINDER: 2},
+        sent_yesterday={Reason.CADENCE_NUDGE: 4},
+        not_delivered_yesterday=[note],
+        newly_lapsed=[note],
+        acute_for_review=[note],
+        line_used=37,
+        line_forecast=120,
+        line_quota=200,
+    )

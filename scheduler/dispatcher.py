@@ -17,9 +17,11 @@ import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, and_, func, literal, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -43,6 +45,7 @@ from scheduler.domain import (
     Contacts,
     DeliveryState,
     HoldCause,
+    Phase,
     Reason,
 )
 from scheduler.facts import contacts_of, load_facts
@@ -50,10 +53,12 @@ from scheduler.models import Appointment, Delivery, Patient, UTCDateTime
 from scheduler.quota import QUOTA_HELD, LineBudget, month_bounds
 from scheduler.retry import retry_at
 from scheduler.routing import NO_USABLE_CONTACT, choose_channel
+from scheduler.seasons import SeasonalMoment, seasonal_dates
 from scheduler.settings import Settings
 from scheduler.templates import Renderer, TemplateError, template_name
+from scheduler.tips import Tip, TipLibrary, choose_tip, season_label, tip_seasons
 from scheduler.unsubscribe import unsubscribe_url
-from scheduler.window import is_open
+from scheduler.window import is_open, local_date
 
 if TYPE_CHECKING:
     from scheduler.channels.line import LineQuota
@@ -110,6 +115,7 @@ class _Cycle:
     now: datetime
     holds: dict[ChannelName, Hold]
     line_budget: LineBudget
+    tips: dict[str, Tip]
 
 
 class Dispatcher:
@@ -126,6 +132,7 @@ class Dispatcher:
         self.renderer = renderer
         self.transports = transports
         self.read_line_quota = read_line_quota
+        self.tips = TipLibrary(settings.messages_dir / "tips")
         self._quota_read_at: datetime | None = None
 
     def dispatch_due(
@@ -169,7 +176,8 @@ class Dispatcher:
             quota = line_quota(
                 session, now, self.settings.timezone, self.settings.config.line.monthly_quota
             )
-        return _Cycle(now, holds, LineBudget(quota.left, dict(quota.planned)))
+        budget = LineBudget(quota.left, dict(quota.planned))
+        return _Cycle(now, holds, budget, self.tips.current())
 
     def _refresh_line_quota(self, now: datetime) -> None:
         if self.read_line_quota is None:
@@ -243,6 +251,18 @@ class Dispatcher:
             delivery.provider_message_id = receipt.provider_message_id
             delivery.sent_at = now
             return self._finish(session, delivery, DeliveryState.SENT, now, None)
+
+    def preview(
+        self, session: Session, delivery: Delivery, channel: ChannelName, now: datetime
+    ) -> OutgoingMessage:
+        """The message `delivery` would be, by `channel`, composed as if sent at
+        `now` (holds and the LINE quota aside). Raises TemplateError, or LookupError
+        when the patient has no usable contact on that channel."""
+        cycle = _Cycle(now, {}, LineBudget(left=None), self.tips.current())
+        try:
+            return self._compose(session, delivery, cycle, channel)
+        except _Skip as skip:
+            raise LookupError(skip.reason) from None
 
     def _claim(self, now: datetime) -> tuple[str, bool] | None:
         """The id of the delivery taken, and whether it was resumed from a worker
@@ -323,6 +343,8 @@ class Dispatcher:
             if channel is ChannelName.EMAIL and delivery.reason.is_cadence
             else None
         )
+        tip, season = self._tip_for(session, delivery, facts.phase, cycle)
+        delivery.tip_id = tip.id if tip else None
         context = message_context(
             reason=delivery.reason,
             patient_name=patient.name,
@@ -335,12 +357,45 @@ class Dispatcher:
             tz=self.settings.timezone,
             # The footer links a web page; a mailto: fallback only goes in the header.
             unsubscribe_url=unsubscribe if unsubscribe and unsubscribe.startswith("http") else None,
+            tip=tip.text if tip else None,
+            season=season,
         )
         delivery.channel = channel
         delivery.template = template_name(delivery.reason, channel)
         address = patient.line_user_id if channel is ChannelName.LINE else patient.email
         assert address is not None  # choose_channel only picks a present contact
-        return self._message(delivery, channel, address, context, unsubscribe)
+        return self.render_message(delivery, channel, address, context, unsubscribe)
+
+    def _tip_for(
+        self, session: Session, delivery: Delivery, phase: Phase | None, cycle: _Cycle
+    ) -> tuple[Tip | None, str]:
+        """The self-care tip for this message, and the season in words. A retry
+        keeps the tip its first attempt chose."""
+        tz = self.settings.timezone
+        day = local_date(cycle.now, tz)
+        seasons = tip_seasons(day, _seasonal_dates(day.year, tz))
+        if delivery.tip_id in cycle.tips:
+            return cycle.tips[delivery.tip_id], season_label(seasons)
+        assert delivery.patient_id is not None
+        sent = session.execute(
+            select(Delivery.tip_id, func.max(Delivery.sent_at))
+            .where(
+                Delivery.patient_id == delivery.patient_id,
+                Delivery.tip_id.is_not(None),
+                Delivery.state == DeliveryState.SENT,
+            )
+            .group_by(Delivery.tip_id)
+        )
+        recent = {tip_id: local_date(at, tz) for tip_id, at in sent if tip_id and at}
+        tip = choose_tip(
+            cycle.tips,
+            patient_id=delivery.patient_id,
+            phase=phase,
+            seasons=seasons,
+            day=day,
+            recent=recent,
+        )
+        return tip, season_label(seasons)
 
     def _open_channel(
         self, preferred: ChannelName, contacts: Contacts, reason: Reason, cycle: _Cycle
@@ -372,7 +427,7 @@ class Dispatcher:
             raise _Skip(f"no digest {channel.value} address in the settings any more")
         self._open_channel(channel, Contacts(line=True, email=True), delivery.reason, cycle)
         context = digest_context(build_digest(session, cycle.now, self.settings), self.settings)
-        return self._message(delivery, channel, address, context, None)
+        return self.render_message(delivery, channel, address, context, None)
 
     def _unsubscribe_url(self, patient_id: int, kind: ConsentKind) -> str | None:
         settings = self.settings
@@ -383,7 +438,7 @@ class Dispatcher:
             return f"mailto:{settings.clinic.email}?subject={quote('配信停止')}"
         return None
 
-    def _message(
+    def render_message(
         self,
         delivery: Delivery,
         channel: ChannelName,
@@ -399,6 +454,7 @@ class Dispatcher:
             to=address,
             text=rendered.text,
             subject=rendered.subject,
+            html=rendered.html,
             unsubscribe_url=unsubscribe,
         )
 
@@ -488,6 +544,11 @@ class Dispatcher:
             f" ({error})" if error else "",
         )
         return outcome
+
+
+@lru_cache(maxsize=8)
+def _seasonal_dates(year: int, tz: ZoneInfo) -> dict[SeasonalMoment, date]:
+    return seasonal_dates(year, tz)
 
 
 def _held_by(hold: Hold, now: datetime) -> _Hold:

@@ -1,5 +1,6 @@
-"""What the practitioner or the operator does by hand: send one sample message now,
-or queue a failed message again. Both go through the outbox like every message."""
+"""What the practitioner or the operator does by hand: see a message as a patient
+would, send one sample now, or queue a failed message again. Each goes through the
+same composing and rendering as the worker's messages."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from scheduler.channels import OutgoingMessage
+from scheduler.context import sample_context
 from scheduler.db import transaction
-from scheduler.domain import AppointmentStatus, ChannelName, DeliveryState, Reason
-from scheduler.models import Appointment, Delivery, new_delivery_id
+from scheduler.domain import AppointmentStatus, ChannelName, DeliveryState, Phase, Reason
+from scheduler.models import Appointment, Delivery, Patient, new_delivery_id
 from scheduler.patients import find_patient
 from scheduler.runtime import Runtime
 from scheduler.templates import template_name
@@ -23,6 +26,31 @@ SAMPLE_APPOINTMENT = {
 }
 
 
+def preview_message(
+    runtime: Runtime,
+    reason: Reason,
+    channel: ChannelName,
+    now: datetime,
+    external_id: str | None = None,
+) -> OutgoingMessage:
+    """What a patient (or, without `external_id`, a made-up one) would receive."""
+    settings = runtime.settings
+    delivery = Delivery(id=f"preview-{new_delivery_id()}", reason=reason, channel=channel)
+    if external_id is None:
+        context = sample_context(reason, Phase.ACUTE, settings.clinic, now, settings.timezone)
+        return runtime.dispatcher.render_message(
+            delivery, channel, "(sample)", context, context["unsubscribe_url"]
+        )
+    with runtime.sessions() as session:
+        patient = _patient(session, external_id)
+        delivery.patient_id = patient.id
+        delivery.appointment_id = _appointment_for(session, patient.id, reason)
+        try:
+            return runtime.dispatcher.preview(session, delivery, channel, now)
+        finally:
+            session.rollback()  # a preview changes nothing
+
+
 def send_sample(
     runtime: Runtime, external_id: str, reason: Reason, channel: ChannelName, now: datetime
 ) -> tuple[str, str]:
@@ -30,23 +58,8 @@ def send_sample(
     and its outcome ("sent", "failed", "skipped"). Counts against LINE's quota."""
     delivery_id = new_delivery_id()
     with transaction(runtime.sessions) as session:
-        patient = find_patient(session, external_id)
-        if patient is None:
-            raise LookupError(f"no patient with external_id {external_id!r}")
-        appointment_id = None
-        if reason in SAMPLE_APPOINTMENT:
-            status = SAMPLE_APPOINTMENT[reason]
-            appointment_id = session.scalar(
-                select(Appointment.id)
-                .where(Appointment.patient_id == patient.id, Appointment.status == status)
-                .order_by(Appointment.starts_at.desc())
-                .limit(1)
-            )
-            if appointment_id is None:
-                raise LookupError(
-                    f"patient {external_id!r} has no {status.value} appointment for a "
-                    f"sample {reason.value}"
-                )
+        patient = _patient(session, external_id)
+        appointment_id = _appointment_for(session, patient.id, reason)
         # Already claimed, so no worker picks it up: it is sent here and now.
         session.add(
             Delivery(
@@ -78,6 +91,30 @@ def send_sample(
         delivery.state = DeliveryState.FAILED
         delivery.last_error = f"{delivery.last_error}; {SAMPLE_NOT_RETRIED}"
     return delivery_id, "failed"
+
+
+def _patient(session: Session, external_id: str) -> Patient:
+    patient = find_patient(session, external_id)
+    if patient is None:
+        raise LookupError(f"no patient with external_id {external_id!r}")
+    return patient
+
+
+def _appointment_for(session: Session, patient_id: int, reason: Reason) -> int | None:
+    """The appointment a reminder or no-show follow-up talks about: the patient's
+    latest one in that state."""
+    status = SAMPLE_APPOINTMENT.get(reason)
+    if status is None:
+        return None
+    appointment_id = session.scalar(
+        select(Appointment.id)
+        .where(Appointment.patient_id == patient_id, Appointment.status == status)
+        .order_by(Appointment.starts_at.desc())
+        .limit(1)
+    )
+    if appointment_id is None:
+        raise LookupError(f"the patient has no {status.value} appointment for a {reason.value}")
+    return appointment_id
 
 
 def requeue(session: Session, delivery_id: str, now: datetime) -> Delivery:

@@ -183,6 +183,7 @@ class Delivery(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     provider_message_id: Mapped[str | None] = mapped_column(String(200))
+    tip_id: Mapped[str | None] = mapped_column(String(100))  # messages/tips/<id>.md
     claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # LINE honours a retry key for 24 hours from here: an uncertain outcome is not
     # retried after that.

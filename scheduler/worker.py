@@ -20,6 +20,7 @@ from scheduler.channel_state import release_holds
 from scheduler.clock import Clock
 from scheduler.db import transaction
 from scheduler.domain import HoldCause
+from scheduler.lint import lint_messages
 from scheduler.runtime import Runtime, tick
 from scheduler.window import is_open, next_opening
 
@@ -70,6 +71,12 @@ class Worker:
         self._window_was_open = open_now
 
     def start_up(self) -> None:
+        """Check the templates and tips, and give held channels another chance."""
+        report = lint_messages(self.runtime.settings, self.clock.now())
+        for problem in report.problems:
+            log.error("template problem: %s", problem)
+        if not report.problems:
+            log.info("%s", report.summary)
         with transaction(self.runtime.sessions) as session:
             # The operator may have mended the credentials before this start.
             if release_holds(session, HoldCause.CREDENTIALS):

@@ -22,6 +22,9 @@ class OutgoingMessage:
     to: str
     text: str
     subject: str | None = None
+    # An email's HTML part when its template has an `html` block; else it is made
+    # from the text.
+    html: str | None = None
     # https link that stops these messages in one click (email, RFC 8058); None for
     # messages that need none (the clinic's own digest).
     unsubscribe_url: str | None = None

@@ -83,11 +83,19 @@ def build_email(
             mail["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     mail.set_content(message.text, charset="utf-8", cte=transfer_encoding)
     mail.add_alternative(
-        text_to_html(message.text), subtype="html", charset="utf-8", cte=transfer_encoding
+        email_html(message),
+        subtype="html",
+        charset="utf-8",
+        cte=transfer_encoding,
     )
     for part in mail.iter_parts():
         del part["MIME-Version"]  # add_alternative copies it into the part; it belongs on top
     return mail
+
+
+def email_html(message: OutgoingMessage) -> str:
+    """The HTML part: the template's `html` block, or the text made into HTML."""
+    return message.html or text_to_html(message.text)
 
 
 def message_id(delivery_id: str, sender: str) -> str:

@@ -1,0 +1,338 @@
+"""The practitioner's templates: sandboxed, strict, reloaded when edited, the last
+good version kept when an edit breaks one, and `tayori lint` and `tayori preview`
+as the practitioner's tools."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from scheduler.channels import DeliveryError, Failure
+from scheduler.cli import main
+from scheduler.context import sample_context
+from scheduler.db import transaction
+from scheduler.domain import ChannelName, Phase, Reason
+from scheduler.lint import PATIENT_REASONS, lint_messages
+from scheduler.planner import plan
+from scheduler.runtime import Runtime
+from scheduler.settings import Settings
+from scheduler.templates import Renderer, TemplateError, template_name
+from scheduler.tips import load_tips
+from tests.conftest import ROOT
+from tests.integration.clinic import add_patient, visited
+from tests.integration.dispatching import (
+    NUDGE_TIME,
+    PLANNED_AT,
+    RecordingTransport,
+    deliveries,
+    dispatcher_with,
+    nudged_patients,
+    the_nudge,
+)
+
+JST = ZoneInfo("Asia/Tokyo")
+NOW = datetime(2026, 11, 25, 10, 0, tzinfo=JST)
+PHASES: list[Phase | None] = [*Phase, None]
+
+
+@pytest.fixture
+def messages(tmp_path: Path) -> Path:
+    """A copy of the shipped messages that a test may edit."""
+    copy = tmp_path / "messages"
+    shutil.copytree(ROOT / "messages", copy)
+    return copy
+
+
+def _edit(path: Path, text: str) -> None:
+    """Save `path` as an editor would; its modification time moves on, so Jinja
+    notices even within the same clock tick."""
+    before = path.stat().st_mtime_ns if path.exists() else 0
+    path.write_text(text, encoding="utf-8")
+    os.utime(path, ns=(before + 10**9, before + 10**9))
+
+
+def _context(repo_settings: Settings, reason: Reason = Reason.CADENCE_NUDGE) -> dict[str, object]:
+    return sample_context(reason, Phase.ACUTE, repo_settings.clinic, NOW, JST)
+
+
+@pytest.mark.parametrize("phase", PHASES, ids=lambda p: p.value if p else "no-phase")
+@pytest.mark.parametrize("channel", list(ChannelName), ids=lambda c: c.value)
+@pytest.mark.parametrize("reason", PATIENT_REASONS, ids=lambda r: r.value)
+def test_every_shipped_template_renders_for_every_phase_and_channel(
+    repo_settings: Settings, reason: Reason, channel: ChannelName, phase: Phase | None
+) -> None:
+    context = sample_context(reason, phase, repo_settings.clinic, NOW, JST)
+    rendered = Renderer(ROOT / "messages").render(template_name(reason, channel), context)
+    assert "山田 花子様" in rendered.text
+    assert (rendered.subject is not None) == (channel is ChannelName.EMAIL)
+
+
+def test_shipped_messages_pass_lint(repo_settings: Settings) -> None:
+    report = lint_messages(repo_settings, NOW)
+    assert report.problems == []
+    assert report.templates >= 10 and report.tips >= 24
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "{{ ''.__class__.__mro__ }}",
+        "{{ cycler.__init__.__globals__ }}",
+        "{{ clinic.__class__.__init__ }}",
+        "{{ self.__init__.__globals__ }}",
+        "{{ range.__self__ }}",
+    ],
+)
+def test_a_template_cannot_reach_python_internals(
+    messages: Path, repo_settings: Settings, expression: str
+) -> None:
+    _edit(messages / "cadence_nudge" / "line.j2", f"{{{{ patient_name }}}}\n{expression}\n")
+    with pytest.raises(
+        TemplateError, match=r"cadence_nudge/line\.j2:2: .*(unsafe|undefined|has no attribute)"
+    ):
+        Renderer(messages).render("cadence_nudge/line.j2", _context(repo_settings))
+
+
+def test_an_edit_is_used_for_the_next_message(messages: Path, repo_settings: Settings) -> None:
+    renderer = Renderer(messages)
+    renderer.render("cadence_nudge/line.j2", _context(repo_settings))
+    _edit(messages / "cadence_nudge" / "line.j2", "{{ patient_name }}、寒くなりましたね。\n")
+    rendered = renderer.render("cadence_nudge/line.j2", _context(repo_settings))
+    assert rendered.text == "山田 花子様、寒くなりましたね。"
+
+
+@pytest.mark.parametrize(
+    ("name", "broken", "problem"),
+    [
+        pytest.param(
+            "cadence_nudge/line.j2", "{{ patient_name }\n", "line.j2:1", id="syntax-error"
+        ),
+        pytest.param(
+            "cadence_nudge/line.j2",
+            "{{ patient_name }}\n{{ no_such_name }}\n",
+            "line.j2:2: 'no_such_name' is undefined",
+            id="unknown-variable",
+        ),
+        pytest.param("cadence_nudge/line.j2", "\n", "renders an empty message", id="emptied"),
+        pytest.param("_booking.j2", "{% if %}\n", "_booking.j2:1", id="broken-include"),
+    ],
+)
+def test_a_broken_edit_keeps_the_last_good_version_and_says_where(
+    messages: Path, repo_settings: Settings, name: str, broken: str, problem: str
+) -> None:
+    renderer = Renderer(messages)
+    good = renderer.render("cadence_nudge/line.j2", _context(repo_settings))
+    _edit(messages / name, broken)
+    assert renderer.render("cadence_nudge/line.j2", _context(repo_settings)) == good
+    assert problem in " ".join(renderer.problems.values())
+
+
+def test_a_mended_template_is_used_again(messages: Path, repo_settings: Settings) -> None:
+    renderer = Renderer(messages)
+    renderer.render("cadence_nudge/line.j2", _context(repo_settings))
+    _edit(messages / "cadence_nudge" / "line.j2", "{{ patient_name }\n")
+    renderer.render("cadence_nudge/line.j2", _context(repo_settings))
+    _edit(messages / "cadence_nudge" / "line.j2", "{{ patient_name }}、直しました。\n")
+    rendered = renderer.render("cadence_nudge/line.j2", _context(repo_settings))
+    assert rendered.text == "山田 花子様、直しました。"
+    assert renderer.problems == {}
+
+
+def test_a_template_broken_before_it_ever_worked_is_an_error(
+    messages: Path, repo_settings: Settings
+) -> None:
+    _edit(messages / "cadence_nudge" / "line.j2", "{{ patient_name }\n")
+    with pytest.raises(TemplateError, match=r"cadence_nudge/line\.j2:1"):
+        Renderer(messages).render("cadence_nudge/line.j2", _context(repo_settings))
+
+
+def test_an_email_html_block_escapes_the_values(messages: Path, repo_settings: Settings) -> None:
+    _edit(
+        messages / "cadence_nudge" / "email.j2",
+        "{% block subject %}件名{% endblock %}\n"
+        "{% block body %}{{ patient_name }}{% endblock %}\n"
+        "{% block html %}<p>{{ patient_name }}</p>{% endblock %}\n",
+    )
+    context = {**_context(repo_settings), "patient_name": "<b>山田</b>様"}
+    rendered = Renderer(messages).render("cadence_nudge/email.j2", context)
+    assert rendered.text == "<b>山田</b>様"
+    assert rendered.html == "<p>&lt;b&gt;山田&lt;/b&gt;様</p>"
+
+
+# --- tayori lint ---------------------------------------------------------------------
+
+LONG_TEXT = "あ" * 5001
+FLEX_WITHOUT_ALT_TEXT = '{"type": "flex", "contents": {"type": "bubble"}}'
+EMAIL_WITHOUT_FOOTER = (
+    "{% block subject %}ご案内{% endblock %}\n{% block body %}{{ patient_name }}{% endblock %}\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "problem"),
+    [
+        pytest.param("cadence_nudge/line.j2", "{{ patient_name }\n", "line.j2:1: ", id="syntax"),
+        pytest.param(
+            "cadence_nudge/line.j2",
+            "{{ patient_name }}\n\n{{ shoe_size }}\n",
+            "cadence_nudge/line.j2:3: unknown variable 'shoe_size'",
+            id="unknown-variable",
+        ),
+        pytest.param(
+            "cadence_nudge/line.j2",
+            "{{ clinic.fax }}\n",
+            "'dict object' has no attribute 'fax'",
+            id="unknown-attribute",
+        ),
+        pytest.param(
+            "cadence_nudge/line.j2", LONG_TEXT, "LINE allows 5,000", id="line-text-too-long"
+        ),
+        pytest.param(
+            "cadence_nudge/line.j2", FLEX_WITHOUT_ALT_TEXT, "'altText'", id="flex-invalid"
+        ),
+        pytest.param(
+            "cadence_nudge/line.j2", '{"type": "flex", ', "not valid JSON", id="flex-not-json"
+        ),
+        pytest.param(
+            "no_show_follow_up/email.j2",
+            EMAIL_WITHOUT_FOOTER,
+            "no_show_follow_up/email.j2: no sender footer",
+            id="email-without-footer",
+        ),
+        pytest.param(
+            "cadence_follow_up/email.j2",
+            EMAIL_WITHOUT_FOOTER,
+            "cadence_follow_up/email.j2: no unsubscribe link",
+            id="email-without-unsubscribe-link",
+        ),
+    ],
+)
+def test_lint_finds_each_kind_of_problem(
+    messages: Path, repo_settings: Settings, name: str, content: str, problem: str
+) -> None:
+    _edit(messages / name, content)
+    settings = replace(repo_settings, messages_dir=messages)
+    assert any(problem in p for p in lint_messages(settings, NOW).problems)
+
+
+def test_lint_finds_a_message_without_a_template(messages: Path, repo_settings: Settings) -> None:
+    (messages / "appointment_reminder" / "line.j2").unlink()
+    problems = lint_messages(replace(repo_settings, messages_dir=messages), NOW).problems
+    assert problems == [
+        f"{messages}/appointment_reminder/line.j2: missing: the settings use this message"
+    ]
+
+
+def test_lint_lists_every_problem_at_once(messages: Path, repo_settings: Settings) -> None:
+    _edit(messages / "cadence_nudge" / "line.j2", "{{ patient_name }\n")
+    _edit(messages / "no_show_follow_up" / "line.j2", "{{ shoe_size }}\n")
+    problems = lint_messages(replace(repo_settings, messages_dir=messages), NOW).problems
+    assert any("cadence_nudge/line.j2:1" in p for p in problems)
+    assert any("no_show_follow_up/line.j2:1: unknown variable" in p for p in problems)
+
+
+def test_lint_command_exits_1_with_the_problems_and_0_when_clean(
+    clinic_env: dict[str, str],
+    messages: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("TAYORI_MESSAGES_DIR", str(messages))
+    assert main(["lint"]) == 0
+    assert capsys.readouterr().out.endswith("tips checked: no problems\n")
+    _edit(messages / "cadence_nudge" / "line.j2", "{{ patient_name }\n")
+    assert main(["lint"]) == 1
+    assert "cadence_nudge/line.j2:1" in capsys.readouterr().out
+
+
+# --- tayori preview ------------------------------------------------------------------
+
+
+def test_preview_prints_the_line_text_of_a_sample_patient(
+    clinic_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    now = NOW.isoformat()
+    assert main(["preview", "cadence_nudge", "--sample", "--channel", "line", "--now", now]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("山田 花子様、たより整体院です。")
+
+
+def test_preview_of_an_email_writes_its_html_and_prints_the_path(
+    clinic_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["preview", "appointment_reminder", "--channel", "email"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("件名: 【たより整体院】")
+    page = Path(printed.rsplit("HTML: ", 1)[1].strip())
+    assert "山田 花子様" in page.read_text(encoding="utf-8")
+
+
+# --- in the running worker -------------------------------------------------------------
+
+
+def test_a_broken_edit_while_the_worker_runs_keeps_the_old_text(
+    runtime: Runtime, messages: Path
+) -> None:
+    transport = RecordingTransport()
+    dispatcher = dispatcher_with(runtime, transport)
+    dispatcher.renderer = Renderer(messages)
+    nudged_patients(runtime, count=1)
+    dispatcher.dispatch_due(NUDGE_TIME)
+    _edit(messages / "cadence_nudge" / "line.j2", "{{ patient_name }\n")
+    with transaction(runtime.sessions) as session:
+        add_patient(session, PLANNED_AT, "P2", name="佐藤 健")
+        visited(session, PLANNED_AT, days_ago=1, external_id="P2")
+        plan(session, PLANNED_AT, runtime.settings.rules)
+    dispatcher.dispatch_due(NUDGE_TIME)
+
+    first, second = transport.received
+    assert second.text == first.text.replace("山田 花子", "佐藤 健").replace(
+        _tip_line(first.text), _tip_line(second.text)
+    )
+    assert "line.j2:1" in " ".join(dispatcher.renderer.problems.values())
+
+
+def _tip_line(text: str) -> str:
+    return text.split("セルフケア〉\n", 1)[1].split("\n", 1)[0]
+
+
+def test_each_message_carries_a_tip_recorded_with_its_delivery(runtime: Runtime) -> None:
+    transport = RecordingTransport()
+    nudged_patients(runtime)
+    dispatcher_with(runtime, transport).dispatch_due(NUDGE_TIME)
+    nudge = the_nudge(runtime)
+    tips = load_tips(ROOT / "messages" / "tips")
+    [message] = transport.received
+    assert nudge.tip_id in tips
+    assert tips[nudge.tip_id].text in message.text
+    assert "〈冬のセルフケア〉" in message.text  # 25 November: after 立冬
+
+
+def test_the_next_message_brings_another_tip(runtime: Runtime) -> None:
+    transport = RecordingTransport()
+    dispatcher = dispatcher_with(runtime, transport)
+    nudged_patients(runtime)
+    dispatcher.dispatch_due(NUDGE_TIME)
+    # No booking: the follow-up goes two days later.
+    dispatcher.dispatch_due(NUDGE_TIME + timedelta(days=2))
+    tip_ids = [d.tip_id for d in deliveries(runtime.sessions, Reason.CADENCE_NUDGE)] + [
+        d.tip_id for d in deliveries(runtime.sessions, Reason.CADENCE_FOLLOW_UP)
+    ]
+    assert len(transport.received) == 2
+    assert len(set(tip_ids)) == 2
+
+
+def test_a_retry_keeps_the_tip_of_its_first_attempt(runtime: Runtime) -> None:
+    transport = RecordingTransport([DeliveryError("connection reset", Failure.TRANSIENT)])
+    dispatcher = dispatcher_with(runtime, transport)
+    nudged_patients(runtime)
+    dispatcher.dispatch_due(NUDGE_TIME)
+    first_tip = the_nudge(runtime).tip_id
+    dispatcher.dispatch_due(the_nudge(runtime).send_after + timedelta(days=1))
+    assert the_nudge(runtime).tip_id == first_tip
