@@ -34,7 +34,7 @@ from scheduler.importer import (
     save_appointments,
     save_patients,
 )
-from scheduler.lint import lint_messages
+from scheduler.lint import PATIENT_REASONS, lint_messages
 from scheduler.manual import preview_message, requeue, send_sample
 from scheduler.models import Delivery, Patient
 from scheduler.patients import PatientView, find_patient, record_cadence, view_patient
@@ -133,7 +133,7 @@ def _parser() -> argparse.ArgumentParser:
     send_test.add_argument("--to", metavar="PATIENT", required=True, help="the external_id")
     send_test.add_argument(
         "--reason",
-        choices=[r.value for r in Reason if r is not Reason.DAILY_DIGEST],
+        choices=[r.value for r in PATIENT_REASONS],
         default=Reason.CADENCE_NUDGE.value,
         help="which message to send (default cadence_nudge)",
     )
@@ -142,7 +142,7 @@ def _parser() -> argparse.ArgumentParser:
     command("lint", _lint, "check every template and tip; exit 1 with every problem")
 
     preview = command("preview", _preview, "print what a patient would receive")
-    preview.add_argument("reason", choices=[r.value for r in Reason])
+    preview.add_argument("reason", choices=[r.value for r in PATIENT_REASONS])
     who = preview.add_mutually_exclusive_group()
     who.add_argument("--patient", metavar="ID", help="a patient's external_id")
     who.add_argument("--sample", action="store_true", help="a made-up patient (the default)")
@@ -414,8 +414,6 @@ def _lint(args: argparse.Namespace, settings: Settings) -> int:
 def _preview(args: argparse.Namespace, settings: Settings) -> int:
     now = _now(args, settings)
     reason, channel = Reason(args.reason), ChannelName(args.channel)
-    if reason is Reason.DAILY_DIGEST:
-        raise CommandError("the digest goes to the clinic: see it with `tayori digest`")
     with _opened(settings) as runtime:
         try:
             message = preview_message(runtime, reason, channel, now, args.patient)

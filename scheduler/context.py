@@ -20,6 +20,7 @@ REASON_LABELS = {
     Reason.CADENCE_FOLLOW_UP: "おすすめの再送",
     Reason.APPOINTMENT_REMINDER: "予約前日のお知らせ",
     Reason.NO_SHOW_FOLLOW_UP: "ご来院がなかった方へのご連絡",
+    Reason.NEWSLETTER: "季節のお便り",
     Reason.DAILY_DIGEST: "毎朝のまとめ",
 }
 WEEKDAYS = "月火水木金土日"

@@ -33,6 +33,7 @@ class Reason(StrEnum):
     CADENCE_FOLLOW_UP = "cadence_follow_up"
     APPOINTMENT_REMINDER = "appointment_reminder"
     NO_SHOW_FOLLOW_UP = "no_show_follow_up"
+    NEWSLETTER = "newsletter"  # a seasonal campaign's message (config/campaigns.toml)
     DAILY_DIGEST = "daily_digest"  # to the practitioner, never to a patient
 
     @property

@@ -24,7 +24,8 @@ from scheduler.settings import Settings
 from scheduler.templates import TEMPLATE_GLOBALS, Renderer, TemplateError, template_name
 from scheduler.tips import TipError, load_tips
 
-PATIENT_REASONS = tuple(r for r in Reason if r is not Reason.DAILY_DIGEST)
+# Reasons with a template of their own (a newsletter uses its campaign's).
+PATIENT_REASONS = tuple(r for r in Reason if r not in (Reason.NEWSLETTER, Reason.DAILY_DIGEST))
 DIGEST_DIRECTORY = f"{Reason.DAILY_DIGEST.value}/"
 
 

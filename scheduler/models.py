@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
     Boolean,
+    Date,
     DateTime,
     Dialect,
     ForeignKey,
@@ -184,6 +185,9 @@ class Delivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     provider_message_id: Mapped[str | None] = mapped_column(String(200))
     tip_id: Mapped[str | None] = mapped_column(String(100))  # messages/tips/<id>.md
+    # Newsletters only: the campaign (config/campaigns.toml) and its occurrence's day.
+    campaign_id: Mapped[str | None] = mapped_column(String(64))
+    campaign_day: Mapped[date | None] = mapped_column(Date)
     claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # LINE honours a retry key for 24 hours from here: an uncertain outcome is not
     # retried after that.

@@ -15,13 +15,14 @@ from zoneinfo import ZoneInfo
 
 from scheduler.domain import Reason
 
-# Most important first. Newsletters (a later issue) go after the cadence messages;
-# the practitioner's own digest is last, since the clinic can read it by email.
+# Most important first; the practitioner's own digest is last, since the clinic
+# can read it by email.
 PRIORITY: tuple[Reason, ...] = (
     Reason.APPOINTMENT_REMINDER,
     Reason.NO_SHOW_FOLLOW_UP,
     Reason.CADENCE_NUDGE,
     Reason.CADENCE_FOLLOW_UP,
+    Reason.NEWSLETTER,
     Reason.DAILY_DIGEST,
 )
 QUOTA_HELD = "LINE quota"
