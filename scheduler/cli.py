@@ -23,6 +23,7 @@ from scheduler import db
 from scheduler.channel_state import LineQuotaView, line_quota
 from scheduler.channels.email import email_html
 from scheduler.clock import Clock, FixedClock, ShiftedClock, SystemClock, parse_moment
+from scheduler.closures import WEEKDAYS, closure_spans
 from scheduler.demo import load_demo
 from scheduler.digest import build_digest, digest_context
 from scheduler.domain import ChannelName, Phase, Reason
@@ -41,6 +42,7 @@ from scheduler.patients import PatientView, find_patient, record_cadence, view_p
 from scheduler.planner import dry_run
 from scheduler.report import DeliveryLine, status
 from scheduler.runtime import Runtime, open_runtime, tick
+from scheduler.seasons import FIRST_YEAR, JAPANESE, LAST_YEAR, seasonal_dates
 from scheduler.settings import ConfigError, Settings, load_settings
 from scheduler.templates import Renderer, TemplateError, template_name
 from scheduler.worker import Worker
@@ -138,6 +140,10 @@ def _parser() -> argparse.ArgumentParser:
         help="which message to send (default cadence_nudge)",
     )
     now_option(send_test, "render and record the message as of this moment")
+
+    seasons = command("seasons", _seasons, "the year's seasonal dates and the clinic's closures")
+    seasons.add_argument("year", type=_year)
+    seasons.add_argument("--json", action="store_true", help="print a JSON object")
 
     command("lint", _lint, "check every template and tip; exit 1 with every problem")
 
@@ -396,6 +402,41 @@ def _send_test(args: argparse.Namespace, settings: Settings) -> int:
     )
     print(f"delivery {delivery_id}")
     return 0 if outcome == "sent" else 1
+
+
+def _seasons(args: argparse.Namespace, settings: Settings) -> int:
+    dates = seasonal_dates(args.year, settings.timezone)
+    closures = settings.config.closures
+    spans = closure_spans(args.year, closures)
+    weekly = [WEEKDAYS[day] for day in sorted(closures.weekly)]
+    if args.json:
+        document: dict[str, object] = {
+            moment.value: day.isoformat() for moment, day in dates.items()
+        }
+        document["closures"] = [
+            {"name": s.name, "first": s.first.isoformat(), "last": s.last.isoformat()}
+            for s in spans
+        ]
+        document["closed_weekdays"] = weekly
+        print(json.dumps(document, ensure_ascii=False, indent=2))
+        return 0
+    rows = [[day.isoformat(), JAPANESE[moment], moment.value] for moment, day in dates.items()]
+    print(_table(["date", "moment", "key"], rows))
+    print("\nclosed:")
+    closed = [
+        [s.first.isoformat(), s.last.isoformat() if s.last != s.first else "", s.name]
+        for s in spans
+    ]
+    print(_table(["from", "to", "why"], closed) if closed else "  (no closures)")
+    if weekly:
+        print(f"and every {', '.join(weekly)} (定休日)")
+    return 0
+
+
+def _year(text: str) -> int:
+    if not text.isdigit() or not FIRST_YEAR <= int(text) <= LAST_YEAR:
+        raise argparse.ArgumentTypeError(f"expected a year {FIRST_YEAR}-{LAST_YEAR}, got {text!r}")
+    return int(text)
 
 
 def _lint(args: argparse.Namespace, settings: Settings) -> int:

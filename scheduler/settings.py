@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from scheduler.closures import Closures, parse_closures
 from scheduler.domain import Phase
 
 DEFAULT_DATABASE_URL = "sqlite:///var/tayori.db"
@@ -124,6 +125,7 @@ class ConfigFile:
     dispatch: Dispatch = field(default_factory=Dispatch)
     digest: Digest = field(default_factory=Digest)
     line: Line = field(default_factory=Line)
+    closures: Closures = field(default_factory=Closures)
 
 
 @dataclass(frozen=True)
@@ -364,12 +366,13 @@ def parse_config(values: Mapping[str, Any], source: str) -> ConfigFile:
     line_t = top.table("line")
     line = Line(monthly_quota=line_t.integer("monthly_quota", Line.monthly_quota, 0, 10**7))
     line_t.done()
+    closures = parse_closures(top.raw_table("closures"), source)
     top.done()
 
     rules = Rules(
         timezone=timezone, window=window, cadence=cadence, reminder=reminder, no_show=no_show
     )
-    return ConfigFile(clinic, rules, dispatch, digest, line)
+    return ConfigFile(clinic, rules, dispatch, digest, line, closures)
 
 
 _HHMM = re.compile(r"^([01]\d|2[0-4]):([0-5]\d)$")
@@ -407,6 +410,13 @@ class _Table:
         if not isinstance(value, dict):
             raise self._error(key, "a table", value)
         return _Table(value, self._source, f"{self._name(key)}.")
+
+    def raw_table(self, key: str) -> Mapping[str, Any]:
+        """A sub-table for a parser of its own (it checks its keys itself)."""
+        value = self._get(key)
+        if value is not None and not isinstance(value, dict):
+            raise self._error(key, "a table", value)
+        return value or {}
 
     def text(self, key: str, default: str) -> str:
         value = self._get(key)

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from scheduler.cli import main
 from scheduler.domain import ChannelName, DeliveryState, Reason
 from scheduler.models import Appointment, Delivery, Patient
+from scheduler.settings import Settings
 from tests.conftest import ROOT, install_clinic_env
 from tests.integration.csv_files import (
     LINE_ID,
@@ -509,3 +510,29 @@ def test_python_m_scheduler_refuses_a_bad_file_with_exit_code_1(
     ]
     assert result.stdout == ""
     assert count(sessions, Patient) == 0
+
+
+# --- seasons -------------------------------------------------------------------------
+
+
+def test_seasons_json_gives_the_years_seasonal_dates_and_closures(
+    repo_settings: Settings, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TAYORI_CONFIG", str(repo_settings.config_path))
+    assert main(["seasons", "2026", "--json"]) == 0
+    document = json.loads(output(capsys))
+    assert {k: document[k] for k in ("risshun", "doyo_summer", "ritto")} == {
+        "risshun": "2026-02-04",
+        "doyo_summer": "2026-07-20",
+        "ritto": "2026-11-07",
+    }
+    assert {"name": "年末年始", "first": "2026-12-29", "last": "2027-01-03"} in document["closures"]
+    assert {"name": "祝日（勤労感謝の日）", "first": "2026-11-23", "last": "2026-11-23"} in (
+        document["closures"]
+    )
+
+
+def test_seasons_refuses_a_year_it_cannot_compute(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["seasons", "1850"])
+    assert "expected a year 1900-2100" in capsys.readouterr().err
