@@ -7,7 +7,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from scheduler.domain import Phase, Reason
+from scheduler.domain import ConsentKind, Phase, Reason
 from scheduler.settings import Clinic
 
 PHASE_LABELS = {
@@ -95,6 +95,23 @@ MESSAGE_VARIABLES = frozenset(
         "season",
     }
 )
+# Messages a patient can stop with one click (List-Unsubscribe), and the consent
+# that click withdraws.
+STOPPABLE = {
+    Reason.CADENCE_NUDGE: ConsentKind.REMINDERS,
+    Reason.CADENCE_FOLLOW_UP: ConsentKind.REMINDERS,
+    Reason.NEWSLETTER: ConsentKind.NEWSLETTER,
+}
+SAMPLE_CAMPAIGN = {
+    "moment": "冬の土用の入り",
+    "moment_date": "1月17日（土）",
+    "closure": {
+        "name": "年末年始",
+        "first": "12月29日（火）",
+        "last": "1月3日（日）",
+        "reopens": "1月4日（月）",
+    },
+}
 SAMPLE_PATIENT = "山田 花子"
 SAMPLE_UNSUBSCRIBE_URL = "https://tayori.example/unsubscribe/sample"
 SAMPLE_TIP = "寝る前に、ゆっくり長く息を吐く呼吸を数回してみてください。"
@@ -119,7 +136,7 @@ def sample_context(
         clinic=clinic,
         now=now,
         tz=tz,
-        unsubscribe_url=SAMPLE_UNSUBSCRIBE_URL if reason.is_cadence else None,
+        unsubscribe_url=SAMPLE_UNSUBSCRIBE_URL if reason in STOPPABLE else None,
         tip=SAMPLE_TIP,
         season="冬",
     )

@@ -27,6 +27,7 @@ from sqlalchemy import ColumnElement, and_, func, literal, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.cadence import last_visit
+from scheduler.campaigns import Campaign
 from scheduler.channel_state import (
     Hold,
     active_holds,
@@ -35,7 +36,7 @@ from scheduler.channel_state import (
     record_quota_reading,
 )
 from scheduler.channels import DeliveryError, Failure, OutgoingMessage, Transport
-from scheduler.context import message_context
+from scheduler.context import STOPPABLE, message_context
 from scheduler.db import transaction
 from scheduler.digest import build_digest, digest_context
 from scheduler.domain import (
@@ -50,12 +51,13 @@ from scheduler.domain import (
 )
 from scheduler.facts import contacts_of, load_facts
 from scheduler.models import Appointment, Delivery, Patient, UTCDateTime
+from scheduler.newsletters import campaign_context
 from scheduler.quota import QUOTA_HELD, LineBudget, month_bounds
 from scheduler.retry import retry_at
 from scheduler.routing import NO_USABLE_CONTACT, choose_channel
 from scheduler.seasons import SeasonalMoment, seasonal_dates
 from scheduler.settings import Settings
-from scheduler.templates import Renderer, TemplateError, template_name
+from scheduler.templates import Renderer, TemplateError, template_in
 from scheduler.tips import Tip, TipLibrary, choose_tip, season_label, tip_seasons
 from scheduler.unsubscribe import unsubscribe_url
 from scheduler.window import is_open, local_date
@@ -320,6 +322,7 @@ class Dispatcher:
         if delivery.patient_id is None:
             return self._compose_digest(session, delivery, cycle)
         patient = session.get_one(Patient, delivery.patient_id)
+        campaign = self._campaign_of(delivery)
         # Chosen again at sending: a contact may have been blocked since planning.
         contacts = contacts_of(patient)
         if forced is not None:
@@ -339,8 +342,8 @@ class Dispatcher:
             session.get(Appointment, delivery.appointment_id) if delivery.appointment_id else None
         )
         unsubscribe = (
-            self._unsubscribe_url(patient.id, ConsentKind.REMINDERS)
-            if channel is ChannelName.EMAIL and delivery.reason.is_cadence
+            self._unsubscribe_url(patient.id, STOPPABLE[delivery.reason])
+            if channel is ChannelName.EMAIL and delivery.reason in STOPPABLE
             else None
         )
         tip, season = self._tip_for(session, delivery, facts.phase, cycle)
@@ -360,11 +363,27 @@ class Dispatcher:
             tip=tip.text if tip else None,
             season=season,
         )
+        if campaign is not None:
+            assert delivery.campaign_day is not None
+            context |= campaign_context(campaign, delivery.campaign_day, self.settings)
         delivery.channel = channel
-        delivery.template = template_name(delivery.reason, channel)
+        delivery.template = template_in(self._folder(delivery), channel)
         address = patient.line_user_id if channel is ChannelName.LINE else patient.email
         assert address is not None  # choose_channel only picks a present contact
         return self.render_message(delivery, channel, address, context, unsubscribe)
+
+    def _campaign_of(self, delivery: Delivery) -> Campaign | None:
+        if delivery.campaign_id is None:
+            return None
+        for campaign in self.settings.campaigns:
+            if campaign.id == delivery.campaign_id:
+                return campaign
+        raise _Skip(f"campaign {delivery.campaign_id!r} is no longer in the campaigns file")
+
+    def _folder(self, delivery: Delivery) -> str:
+        """The folder in messages/ with this delivery's templates."""
+        campaign = self._campaign_of(delivery)
+        return campaign.template if campaign is not None else delivery.reason.value
 
     def _tip_for(
         self, session: Session, delivery: Delivery, phase: Phase | None, cycle: _Cycle
@@ -446,7 +465,7 @@ class Dispatcher:
         context: dict[str, Any],
         unsubscribe: str | None,
     ) -> OutgoingMessage:
-        rendered = self.renderer.render(template_name(delivery.reason, channel), context)
+        rendered = self.renderer.render(template_in(self._folder(delivery), channel), context)
         return OutgoingMessage(
             delivery_id=delivery.id,
             channel=channel,

@@ -6,7 +6,7 @@ Nothing here touches the database, the network or the clock.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 
 
@@ -121,6 +121,16 @@ class Due:
     send_at: datetime  # aware, UTC, inside the send window
     appointment_id: int | None = None
     may_create: bool = True
+    # A newsletter's campaign (config/campaigns.toml), the day of its occurrence,
+    # and the folder of its templates in messages/.
+    campaign_id: str | None = None
+    campaign_day: date | None = None
+    template_folder: str | None = None
+
+    @property
+    def folder(self) -> str:
+        """The folder in messages/ whose templates this message uses."""
+        return self.template_folder or self.reason.value
 
     @property
     def key(self) -> str:

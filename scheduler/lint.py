@@ -15,18 +15,30 @@ import jinja2
 from jinja2 import meta, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
+from scheduler.campaigns import CAMPAIGN_VARIABLES
 from scheduler.channels import DeliveryError
 from scheduler.channels.line import line_message
-from scheduler.context import MESSAGE_VARIABLES, SAMPLE_UNSUBSCRIBE_URL, sample_context
+from scheduler.context import (
+    MESSAGE_VARIABLES,
+    SAMPLE_CAMPAIGN,
+    SAMPLE_UNSUBSCRIBE_URL,
+    STOPPABLE,
+    sample_context,
+)
 from scheduler.digest import digest_context, sample_digest
 from scheduler.domain import ChannelName, Phase, Reason
 from scheduler.settings import Settings
-from scheduler.templates import TEMPLATE_GLOBALS, Renderer, TemplateError, template_name
+from scheduler.templates import (
+    TEMPLATE_GLOBALS,
+    Renderer,
+    TemplateError,
+    template_in,
+    template_name,
+)
 from scheduler.tips import TipError, load_tips
 
 # Reasons with a template of their own (a newsletter uses its campaign's).
 PATIENT_REASONS = tuple(r for r in Reason if r not in (Reason.NEWSLETTER, Reason.DAILY_DIGEST))
-DIGEST_DIRECTORY = f"{Reason.DAILY_DIGEST.value}/"
 
 
 @dataclass(frozen=True)
@@ -62,6 +74,12 @@ def lint_messages(settings: Settings, now: datetime) -> LintReport:
 
 def _required_templates(settings: Settings) -> list[str]:
     names = [template_name(r, c) for r in PATIENT_REASONS for c in ChannelName]
+    names += [
+        template_in(campaign.template, channel)
+        for campaign in settings.campaigns
+        if campaign.enabled
+        for channel in ChannelName
+    ]
     digest = settings.digest
     if digest.enabled:
         names += [
@@ -85,7 +103,13 @@ def _source_problems(directory: Path, path: Path) -> list[str]:
         return [f"{path}: not UTF-8 text: save the file as UTF-8"]
     except jinja2.TemplateSyntaxError as e:
         return [f"{path}:{e.lineno}: {e.message}"]
-    allowed = _digest_variables() if name.startswith(DIGEST_DIRECTORY) else MESSAGE_VARIABLES
+    folder = name.split("/")[0]
+    if folder == Reason.DAILY_DIGEST.value:
+        allowed = _digest_variables()
+    elif folder in {r.value for r in Reason} or folder.startswith("_"):
+        allowed = MESSAGE_VARIABLES
+    else:  # a campaign's folder
+        allowed = MESSAGE_VARIABLES | CAMPAIGN_VARIABLES
     allowed |= set(TEMPLATE_GLOBALS)
     lines = {n.name: n.lineno for n in reversed(list(tree.find_all(nodes.Name)))}
     return [
@@ -101,7 +125,8 @@ def _digest_variables() -> frozenset[str]:
 
 def _render_problems(renderer: Renderer, name: str, settings: Settings, now: datetime) -> list[str]:
     path = settings.messages_dir / name
-    reason, channel = Reason(name.split("/")[0]), ChannelName(name.split("/")[1][:-3])
+    folder, channel = name.split("/")[0], ChannelName(name.split("/")[1][:-3])
+    reason = Reason(folder) if folder in {r.value for r in Reason} else Reason.NEWSLETTER
     if reason is Reason.DAILY_DIGEST:
         contexts = [digest_context(sample_digest(now.date()), settings)]
     else:
@@ -110,6 +135,8 @@ def _render_problems(renderer: Renderer, name: str, settings: Settings, now: dat
             sample_context(reason, phase, settings.clinic, now, settings.timezone)
             for phase in phases
         ]
+        if reason is Reason.NEWSLETTER:
+            contexts = [c | SAMPLE_CAMPAIGN | {"campaign": folder} for c in contexts]
     problems: list[str] = []
     for context in contexts:
         try:
@@ -138,7 +165,7 @@ def _footer_problems(path: Path, text: str, reason: Reason, settings: Settings) 
             f"{path}: no sender footer (clinic name, address, contact): "
             'keep {% include "_footer.j2" %}'
         )
-    if reason.is_cadence and SAMPLE_UNSUBSCRIBE_URL not in text:
+    if reason in STOPPABLE and SAMPLE_UNSUBSCRIBE_URL not in text:
         problems.append(
             f"{path}: no unsubscribe link: the footer must show {{{{ unsubscribe_url }}}}"
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -26,10 +26,11 @@ from scheduler.domain import (
 )
 from scheduler.facts import load_facts
 from scheduler.models import Delivery, Patient, new_delivery_id
+from scheduler.newsletters import newsletters_due
 from scheduler.routing import choose_channel
 from scheduler.rules import messages_due
 from scheduler.settings import Rules, Settings
-from scheduler.templates import template_name
+from scheduler.templates import template_in
 from scheduler.window import at_local, local_date, next_opening
 
 WITHDRAWN_NOT_DUE = (
@@ -71,10 +72,16 @@ def _existing(session: Session, keys: Sequence[str]) -> dict[str, Delivery]:
     return found
 
 
-def plan(session: Session, now: datetime, rules: Rules) -> PlanResult:
-    """Bring the outbox in line with the rules at `now`."""
+def plan(
+    session: Session, now: datetime, rules: Rules, settings: Settings | None = None
+) -> PlanResult:
+    """Bring the outbox in line with the rules at `now` (and, given the settings,
+    with the seasonal campaigns)."""
     facts = {f.id: f for f in load_facts(session, now)}
     due = _all_due(facts.values(), now, rules)
+    if settings is not None:
+        for newsletter in newsletters_due(session, facts.values(), due.values(), now, settings):
+            due[newsletter.key] = newsletter
     existing = _existing(session, list(due))
 
     stale_ids = [
@@ -107,19 +114,17 @@ def plan(session: Session, now: datetime, rules: Rules) -> PlanResult:
         channel = choose_channel(patient.preferred_channel, patient.contacts)
         row = existing.get(key)
         if row is None:
-            new_rows.append(
-                _new_row(
-                    key=key,
-                    reason=message.reason,
-                    channel=channel,
-                    send_at=message.send_at,
-                    now=now,
-                    patient_id=message.patient_id,
-                    appointment_id=message.appointment_id,
-                )
-            )
+            new_rows.append(_row_for(message, key, channel, now))
         elif row.state in REVIVABLE and channel is not None:
             revived += _revive(session, row.id, message, channel, now)
+        elif (
+            message.reason is Reason.NEWSLETTER
+            and row.state is DeliveryState.PLANNED
+            and row.send_after != message.send_at
+        ):
+            # Only a newsletter moves once planned: it is deferred to keep a
+            # patient's day to one message.
+            _move(session, row.id, message.send_at, now)
     created = _insert_new(session, new_rows)
     return PlanResult(created=created, revived=revived, withdrawn=withdrawn)
 
@@ -153,6 +158,21 @@ def plan_digest(session: Session, now: datetime, settings: Settings) -> int:
     return _insert_new(session, rows)
 
 
+def _row_for(message: Due, key: str, channel: ChannelName | None, now: datetime) -> dict[str, Any]:
+    return _new_row(
+        key=key,
+        reason=message.reason,
+        channel=channel,
+        send_at=message.send_at,
+        now=now,
+        patient_id=message.patient_id,
+        appointment_id=message.appointment_id,
+        campaign_id=message.campaign_id,
+        campaign_day=message.campaign_day,
+        folder=message.folder,
+    )
+
+
 def _new_row(
     *,
     key: str,
@@ -162,6 +182,9 @@ def _new_row(
     now: datetime,
     patient_id: int | None = None,
     appointment_id: int | None = None,
+    campaign_id: str | None = None,
+    campaign_day: date | None = None,
+    folder: str | None = None,
 ) -> dict[str, Any]:
     """A planned outbox row. A patient's channel is chosen again when it is sent; a
     row without one then becomes `skipped` if the patient still has no contact."""
@@ -172,7 +195,9 @@ def _new_row(
         "appointment_id": appointment_id,
         "reason": reason,
         "channel": channel,
-        "template": template_name(reason, channel) if channel else None,
+        "campaign_id": campaign_id,
+        "campaign_day": campaign_day,
+        "template": template_in(folder or reason.value, channel) if channel else None,
         "send_after": send_at,
         "state": DeliveryState.PLANNED,
         "attempts": 0,
@@ -208,13 +233,21 @@ def _revive(
         .values(
             state=DeliveryState.PLANNED,
             channel=channel,
-            template=template_name(message.reason, channel),
+            template=template_in(message.folder, channel),
             send_after=message.send_at,
             last_error=None,
             updated_at=now,
         )
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _move(session: Session, row_id: str, send_at: datetime, now: datetime) -> None:
+    session.execute(
+        update(Delivery)
+        .where(Delivery.id == row_id, Delivery.state == DeliveryState.PLANNED)
+        .values(send_after=send_at, updated_at=now)
+    )
 
 
 def _set_state(
@@ -277,7 +310,7 @@ def dry_run(session: Session, now: datetime, until: datetime, rules: Rules) -> l
                 reason=message.reason.value,
                 channel=channel,
                 send_at=send_at,
-                template=template_name(message.reason, channel),
+                template=template_in(message.folder, channel),
             )
         )
     return sorted(expected, key=lambda m: (m.send_at, m.patient, m.reason))

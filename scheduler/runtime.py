@@ -73,7 +73,7 @@ def tick(
 ) -> TickResult:
     """One cycle of the worker: bring the outbox up to date, then send what is due."""
     with transaction(runtime.sessions) as session:
-        planned = plan(session, now, runtime.settings.rules)
+        planned = plan(session, now, runtime.settings.rules, runtime.settings)
         digests = plan_digest(session, now, runtime.settings)
     planned = replace(planned, created=planned.created + digests)
     dispatched = runtime.dispatcher.dispatch_due(now, should_stop)

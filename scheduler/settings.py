@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy.engine import make_url
@@ -22,6 +22,9 @@ from sqlalchemy.exc import ArgumentError
 
 from scheduler.closures import Closures, parse_closures
 from scheduler.domain import Phase
+
+if TYPE_CHECKING:
+    from scheduler.campaigns import Campaign
 
 DEFAULT_DATABASE_URL = "sqlite:///var/tayori.db"
 DEFAULT_CONFIG_PATH = "config/tayori.toml"
@@ -167,6 +170,8 @@ class Settings:
     # signs those links.
     public_url: str = ""
     secret_key: str = field(default="", repr=False)
+    # Seasonal newsletters (config/campaigns.toml).
+    campaigns: tuple[Campaign, ...] = ()
 
     @property
     def timezone(self) -> ZoneInfo:
@@ -210,7 +215,21 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         line_api=_line_api(env),
         public_url=_url(env, "TAYORI_PUBLIC_URL", "").rstrip("/"),
         secret_key=env.get("TAYORI_SECRET_KEY", ""),
+        campaigns=_campaigns(env, config_path),
     )
+
+
+def _campaigns(env: Mapping[str, str], config_path: Path) -> tuple[Campaign, ...]:
+    """The campaigns file: TAYORI_CAMPAIGNS, else campaigns.toml beside the settings
+    file; without either there are no newsletters."""
+    # Imported here: the campaigns parser builds on this module's table reader.
+    from scheduler.campaigns import parse_campaigns
+
+    named = env.get("TAYORI_CAMPAIGNS")
+    path = Path(named) if named else config_path.parent / "campaigns.toml"
+    if not named and not path.exists():
+        return ()
+    return parse_campaigns(_read_toml(path, "TAYORI_CAMPAIGNS"), str(path))
 
 
 def _url(env: Mapping[str, str], name: str, default: str) -> str:
@@ -278,14 +297,12 @@ def normalise_database_url(url: str) -> str:
     )
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def _read_toml(path: Path, variable: str = "TAYORI_CONFIG") -> dict[str, Any]:
     try:
         with path.open("rb") as f:
             return tomllib.load(f)
     except FileNotFoundError:
-        raise ConfigError(
-            f"{path}: file not found (set TAYORI_CONFIG to the clinic's settings file)"
-        ) from None
+        raise ConfigError(f"{path}: file not found (check {variable})") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
 

@@ -36,7 +36,13 @@ TEMPLATE_GLOBALS = ("range", "dict", "namespace")
 
 
 def template_name(reason: Reason, channel: ChannelName) -> str:
-    return f"{reason.value}/{channel.value}.j2"
+    return template_in(reason.value, channel)
+
+
+def template_in(folder: str, channel: ChannelName) -> str:
+    """The template of one channel in a folder of messages/ (a reason's, or a
+    campaign's)."""
+    return f"{folder}/{channel.value}.j2"
 
 
 class TemplateError(Exception):

@@ -1,0 +1,197 @@
+"""Seasonal newsletters into the outbox: the campaigns' rules (scheduler/campaigns.py)
+applied to the clinic's patients, as `Due` messages the planner inserts like any other.
+
+An occurrence's audience and pacing are fixed when it is first planned (when its
+moment comes): everyone gets a moment then, spread so the clinic's booking line is
+never flooded. Later cycles only keep, withdraw or defer those rows: a patient who
+books meanwhile drops out of a campaign that excludes booked patients, and a
+newsletter that would land on the same day as a cadence message or another
+newsletter moves to the patient's next open day.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from scheduler.campaigns import Campaign, Occurrence, audience, live_occurrences, occurrences, pace
+from scheduler.closures import ClosureSpan, closure_spans, is_closed, period_start, reopens_on
+from scheduler.context import japanese_date
+from scheduler.domain import DeliveryState, Due, PatientFacts, Reason
+from scheduler.models import Delivery
+from scheduler.seasons import JAPANESE
+from scheduler.settings import Settings
+from scheduler.window import local_date
+
+# Messages of which a patient gets at most one a day, and the states that count.
+_ONE_A_DAY = (Reason.NEWSLETTER, Reason.CADENCE_NUDGE, Reason.CADENCE_FOLLOW_UP)
+_TAKEN = (DeliveryState.PLANNED, DeliveryState.SENDING, DeliveryState.SENT)
+
+
+def newsletters_due(
+    session: Session,
+    facts: Iterable[PatientFacts],
+    others_due: Iterable[Due],
+    now: datetime,
+    settings: Settings,
+) -> list[Due]:
+    """The newsletters of every campaign occurrence being sent at `now`."""
+    tz, closures = settings.timezone, settings.config.closures
+
+    def closed(day: date) -> bool:
+        return is_closed(day, closures)
+
+    def closure_start(name: str, year: int) -> date | None:
+        return period_start(name, year, closures)
+
+    live = live_occurrences(settings.campaigns, now, tz, closure_start, closed)
+    if not live:
+        return []
+    patients = list(facts)
+    busy = _busy_days(session, others_due, settings)
+    due: list[Due] = []
+    for campaign, occurrence in live:
+        rows = _rows_of(session, occurrence)
+        members = audience(campaign, occurrence, patients, tz)
+        if rows:
+            # Planned before: keep who was in it, at their moments.
+            moments = {
+                patient_id: row.send_after
+                for patient_id, row in rows.items()
+                if patient_id in members
+            }
+        else:
+            moments = pace(
+                members,
+                occurrence,
+                campaign.pacing,
+                settings.rules.window,
+                tz,
+                closed,
+                not_before=now,
+            )
+        for patient_id, moment in sorted(moments.items()):
+            row = rows.get(patient_id)
+            send_at = _free_day(moment, busy[patient_id], row, closed, tz)
+            busy[patient_id].append((local_date(send_at, tz), row.id if row else None))
+            due.append(_due(campaign, occurrence, patient_id, send_at))
+    return due
+
+
+def _due(campaign: Campaign, occurrence: Occurrence, patient_id: int, send_at: datetime) -> Due:
+    return Due(
+        patient_id=patient_id,
+        reason=Reason.NEWSLETTER,
+        occurrence=f"{campaign.id}:{occurrence.day.isoformat()}",
+        send_at=send_at,
+        campaign_id=campaign.id,
+        campaign_day=occurrence.day,
+        template_folder=campaign.template,
+    )
+
+
+def _rows_of(session: Session, occurrence: Occurrence) -> dict[int, Delivery]:
+    rows = session.scalars(
+        select(Delivery).where(
+            Delivery.reason == Reason.NEWSLETTER,
+            Delivery.campaign_id == occurrence.campaign_id,
+            Delivery.campaign_day == occurrence.day,
+        )
+    )
+    return {row.patient_id: row for row in rows if row.patient_id is not None}
+
+
+# A patient's days already taken: (clinic-local day, the outbox row or None for a
+# message not yet in the outbox).
+_Busy = defaultdict[int, list[tuple[date, str | None]]]
+
+
+def _busy_days(session: Session, others_due: Iterable[Due], settings: Settings) -> _Busy:
+    """Each patient's days that already have a cadence message or a newsletter."""
+    tz = settings.timezone
+    busy: _Busy = defaultdict(list)
+    for message in others_due:
+        if message.reason.is_cadence and message.may_create:
+            busy[message.patient_id].append((local_date(message.send_at, tz), None))
+    for row_id, patient_id, send_after in session.execute(
+        select(Delivery.id, Delivery.patient_id, Delivery.send_after).where(
+            Delivery.reason.in_(_ONE_A_DAY), Delivery.state.in_(_TAKEN)
+        )
+    ):
+        if patient_id is not None:
+            busy[patient_id].append((local_date(send_after, tz), row_id))
+    return busy
+
+
+def _free_day(
+    moment: datetime,
+    busy: list[tuple[date, str | None]],
+    row: Delivery | None,
+    closed: Callable[[date], bool],
+    tz: ZoneInfo,
+) -> datetime:
+    """`moment`, or the same time on the patient's next open day without another
+    cadence message or newsletter. A row already sent or being sent stays put."""
+    if row is not None and row.state is not DeliveryState.PLANNED:
+        return row.send_after
+    own = row.id if row is not None else None
+    while True:
+        day = local_date(moment, tz)
+        taken = any(other == day and row_id != own for other, row_id in busy)
+        if not taken and not closed(day):
+            return moment
+        moment += timedelta(days=1)
+
+
+# How far after a newsletter's day a closure is worth announcing in it.
+CLOSURE_NOTICE_DAYS = 60
+
+
+def campaign_context(campaign: Campaign, day: date, settings: Settings) -> dict[str, Any]:
+    """The campaign's own template variables for its occurrence on `day`: the
+    seasonal moment it marks, and the next closure (dates and reopening)."""
+    tz, closures = settings.timezone, settings.config.closures
+
+    def closure_start(name: str, year: int) -> date | None:
+        return period_start(name, year, closures)
+
+    occurrence = next(
+        (o for o in occurrences(campaign, day.year, tz, closure_start) if o.day == day), None
+    )
+    anchor = occurrence.anchor if occurrence else None
+    moment = occurrence.moment if occurrence else None
+
+    def announced(span: ClosureSpan) -> bool:
+        if occurrence is not None and occurrence.closure:
+            return span.name == occurrence.closure and span.first == anchor
+        return day <= span.first <= day + timedelta(days=CLOSURE_NOTICE_DAYS)
+
+    periods = {period.name for period in closures.periods}
+    spans = [
+        span
+        for year in (day.year, day.year + 1)
+        for span in closure_spans(year, closures)
+        if span.name in periods and announced(span)
+    ]
+    closure = min(spans, key=lambda span: span.first, default=None)
+    return {
+        "campaign": campaign.id,
+        "moment": JAPANESE[moment] if moment else None,
+        "moment_date": japanese_date(occurrence.anchor)
+        if occurrence and occurrence.anchor
+        else None,
+        "closure": {
+            "name": closure.name,
+            "first": japanese_date(closure.first),
+            "last": japanese_date(closure.last),
+            "reopens": japanese_date(reopens_on(closure.last + timedelta(days=1), closures)),
+        }
+        if closure
+        else None,
+    }
