@@ -9,7 +9,7 @@ import sys
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
@@ -38,6 +38,7 @@ from scheduler.importer import (
 from scheduler.lint import PATIENT_REASONS, lint_messages
 from scheduler.manual import preview_message, requeue, send_sample
 from scheduler.models import Delivery, Patient
+from scheduler.newsletters import CampaignForecast, forecast_campaigns
 from scheduler.patients import PatientView, find_patient, record_cadence, view_patient
 from scheduler.planner import dry_run
 from scheduler.report import DeliveryLine, status
@@ -144,6 +145,13 @@ def _parser() -> argparse.ArgumentParser:
     seasons = command("seasons", _seasons, "the year's seasonal dates and the clinic's closures")
     seasons.add_argument("year", type=_year)
     seasons.add_argument("--json", action="store_true", help="print a JSON object")
+
+    campaigns = command(
+        "campaigns", _campaigns, "coming newsletters: audience, channels, LINE quota"
+    )
+    campaigns.add_argument("--year", type=_year, help="that year (default: the next 12 months)")
+    campaigns.add_argument("--json", action="store_true", help="print a JSON array")
+    now_option(campaigns, "count the audience as of this moment")
 
     command("lint", _lint, "check every template and tip; exit 1 with every problem")
 
@@ -283,7 +291,8 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
 def _plan(args: argparse.Namespace, settings: Settings) -> int:
     now = _now(args, settings)
     with _opened(settings) as runtime, runtime.sessions() as session:
-        messages = dry_run(session, now, now + timedelta(days=args.days), settings.rules)
+        until = now + timedelta(days=args.days)
+        messages = dry_run(session, now, until, settings.rules, settings)
         quota = line_quota(session, now, settings.timezone, settings.config.line.monthly_quota)
     tz = settings.timezone
     if args.json:
@@ -430,6 +439,69 @@ def _seasons(args: argparse.Namespace, settings: Settings) -> int:
     print(_table(["from", "to", "why"], closed) if closed else "  (no closures)")
     if weekly:
         print(f"and every {', '.join(weekly)} (定休日)")
+    return 0
+
+
+def _campaigns(args: argparse.Namespace, settings: Settings) -> int:
+    now = _now(args, settings)
+    today = now.astimezone(settings.timezone).date()
+    first, last = (
+        (date(args.year, 1, 1), date(args.year, 12, 31))
+        if args.year
+        else (today, today + timedelta(days=365))
+    )
+    with _opened(settings) as runtime, runtime.sessions() as session:
+        forecasts = forecast_campaigns(session, settings, first, last, now)
+        quota = line_quota(session, now, settings.timezone, settings.config.line.monthly_quota)
+    month = (today.year, today.month)
+
+    def line_left(day: date) -> int | None:
+        """LINE messages the month of `day` has room for, as far as known now."""
+        return quota.left if (day.year, day.month) == month else quota.limit
+
+    def over(forecast: CampaignForecast) -> int:
+        left = line_left(forecast.occurrence.day)
+        return 0 if left is None else max(forecast.by_line - left, 0)
+
+    if args.json:
+        document = [
+            {
+                "campaign": f.campaign.id,
+                "day": f.occurrence.day.isoformat(),
+                "starts_at": f.occurrence.starts_at.astimezone(settings.timezone).isoformat(),
+                "audience": f.audience,
+                "line": f.by_line,
+                "email": f.by_email,
+                "line_left_that_month": line_left(f.occurrence.day),
+                "line_over_quota": over(f),
+            }
+            for f in forecasts
+        ]
+        print(json.dumps(document, ensure_ascii=False, indent=2))
+        return 0
+    if not forecasts:
+        print(f"no campaign occurrences from {first} to {last}")
+        return 0
+
+    def quota_note(forecast: CampaignForecast) -> str:
+        left = line_left(forecast.occurrence.day)
+        if left is None:
+            return "no limit"
+        excess = over(forecast)
+        return f"{left} left" + (f", {excess} over: by email or later" if excess else "")
+
+    rows = [
+        [
+            f.occurrence.day.isoformat(),
+            f.campaign.id,
+            str(f.audience),
+            str(f.by_line),
+            str(f.by_email),
+            quota_note(f),
+        ]
+        for f in forecasts
+    ]
+    print(_table(["day", "campaign", "audience", "LINE", "email", "LINE quota"], rows))
     return 0
 
 

@@ -71,7 +71,9 @@ def build_digest(session: Session, now: datetime, settings: Settings) -> Digest:
     month_end = month_bounds(now, tz)[1]
     patients = {p.id: p for p in session.scalars(select(Patient))}
 
-    planned_today = Counter(Reason(m.reason) for m in dry_run(session, now, tomorrow_start, rules))
+    planned_today = Counter(
+        Reason(m.reason) for m in dry_run(session, now, tomorrow_start, rules, settings)
+    )
     yesterday = list(
         session.scalars(
             select(Delivery).where(
@@ -119,7 +121,9 @@ def build_digest(session: Session, now: datetime, settings: Settings) -> Digest:
     # is larger. Ahead: what the rules will send by LINE until the month ends.
     quota = line_quota(session, now, tz, settings.config.line.monthly_quota)
     line_ahead = sum(
-        1 for m in dry_run(session, now, month_end, rules) if m.channel is ChannelName.LINE
+        1
+        for m in dry_run(session, now, month_end, rules, settings)
+        if m.channel is ChannelName.LINE
     )
     if settings.digest.enabled and settings.digest.line_user_id:
         line_ahead += (month_end.date() - today).days  # the digest itself, once a day

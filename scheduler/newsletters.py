@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -20,11 +21,21 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from scheduler.campaigns import Campaign, Occurrence, audience, live_occurrences, occurrences, pace
+from scheduler.campaigns import (
+    Campaign,
+    Occurrence,
+    audience,
+    live_occurrences,
+    occurrences,
+    occurrences_between,
+    pace,
+)
 from scheduler.closures import ClosureSpan, closure_spans, is_closed, period_start, reopens_on
 from scheduler.context import japanese_date
-from scheduler.domain import DeliveryState, Due, PatientFacts, Reason
+from scheduler.domain import ChannelName, DeliveryState, Due, PatientFacts, Reason
+from scheduler.facts import load_facts
 from scheduler.models import Delivery
+from scheduler.routing import choose_channel
 from scheduler.seasons import JAPANESE
 from scheduler.settings import Settings
 from scheduler.window import local_date
@@ -54,7 +65,7 @@ def newsletters_due(
     if not live:
         return []
     patients = list(facts)
-    busy = _busy_days(session, others_due, settings)
+    busy = _busy_days(session, others_due, now, settings)
     due: list[Due] = []
     for campaign, occurrence in live:
         rows = _rows_of(session, occurrence)
@@ -78,10 +89,51 @@ def newsletters_due(
             )
         for patient_id, moment in sorted(moments.items()):
             row = rows.get(patient_id)
-            send_at = _free_day(moment, busy[patient_id], row, closed, tz)
-            busy[patient_id].append((local_date(send_at, tz), row.id if row else None))
+            key = _due(campaign, occurrence, patient_id, moment).key
+            send_at = _free_day(moment, key, busy[patient_id], row, closed, tz)
+            busy[patient_id].append((local_date(send_at, tz), key))
             due.append(_due(campaign, occurrence, patient_id, send_at))
     return due
+
+
+def expected_newsletters(
+    session: Session,
+    facts: Iterable[PatientFacts],
+    now: datetime,
+    until: datetime,
+    settings: Settings,
+) -> list[Due]:
+    """For the dry run: the newsletters of the occurrences from today to `until`, at
+    the moments planned already or that their pacing would give (a newsletter that
+    would meet a cadence message on the same day moves a day later, which this
+    does not foresee)."""
+    tz, closures = settings.timezone, settings.config.closures
+
+    def closure_start(name: str, year: int) -> date | None:
+        return period_start(name, year, closures)
+
+    def closed(day: date) -> bool:
+        return is_closed(day, closures)
+
+    patients = list(facts)
+    campaigns = {campaign.id: campaign for campaign in settings.campaigns}
+    first, last = local_date(now, tz), local_date(until, tz)
+    expected: list[Due] = []
+    for occurrence in occurrences_between(campaigns.values(), first, last, tz, closure_start):
+        campaign = campaigns[occurrence.campaign_id]
+        members = audience(campaign, occurrence, patients, tz)
+        rows = _rows_of(session, occurrence)
+        if rows:
+            moments = {i: rows[i].send_after for i in members if i in rows}
+        else:
+            window = settings.rules.window
+            moments = pace(members, occurrence, campaign.pacing, window, tz, closed, not_before=now)
+        expected += [
+            _due(campaign, occurrence, patient_id, moment)
+            for patient_id, moment in moments.items()
+            if moment <= until
+        ]
+    return expected
 
 
 def _due(campaign: Campaign, occurrence: Occurrence, patient_id: int, send_at: datetime) -> Due:
@@ -107,31 +159,36 @@ def _rows_of(session: Session, occurrence: Occurrence) -> dict[int, Delivery]:
     return {row.patient_id: row for row in rows if row.patient_id is not None}
 
 
-# A patient's days already taken: (clinic-local day, the outbox row or None for a
-# message not yet in the outbox).
-_Busy = defaultdict[int, list[tuple[date, str | None]]]
+# A patient's days already taken: (clinic-local day, the message's idempotency key).
+_Busy = defaultdict[int, list[tuple[date, str]]]
 
 
-def _busy_days(session: Session, others_due: Iterable[Due], settings: Settings) -> _Busy:
-    """Each patient's days that already have a cadence message or a newsletter."""
+def _busy_days(
+    session: Session, others_due: Iterable[Due], now: datetime, settings: Settings
+) -> _Busy:
+    """Each patient's days from today on that already have a cadence message or a
+    newsletter."""
     tz = settings.timezone
     busy: _Busy = defaultdict(list)
     for message in others_due:
         if message.reason.is_cadence and message.may_create:
-            busy[message.patient_id].append((local_date(message.send_at, tz), None))
-    for row_id, patient_id, send_after in session.execute(
-        select(Delivery.id, Delivery.patient_id, Delivery.send_after).where(
-            Delivery.reason.in_(_ONE_A_DAY), Delivery.state.in_(_TAKEN)
+            busy[message.patient_id].append((local_date(message.send_at, tz), message.key))
+    for key, patient_id, send_after in session.execute(
+        select(Delivery.idempotency_key, Delivery.patient_id, Delivery.send_after).where(
+            Delivery.reason.in_(_ONE_A_DAY),
+            Delivery.state.in_(_TAKEN),
+            Delivery.send_after >= now - timedelta(days=1),
         )
     ):
         if patient_id is not None:
-            busy[patient_id].append((local_date(send_after, tz), row_id))
+            busy[patient_id].append((local_date(send_after, tz), key))
     return busy
 
 
 def _free_day(
     moment: datetime,
-    busy: list[tuple[date, str | None]],
+    key: str,
+    busy: list[tuple[date, str]],
     row: Delivery | None,
     closed: Callable[[date], bool],
     tz: ZoneInfo,
@@ -140,10 +197,9 @@ def _free_day(
     cadence message or newsletter. A row already sent or being sent stays put."""
     if row is not None and row.state is not DeliveryState.PLANNED:
         return row.send_after
-    own = row.id if row is not None else None
     while True:
         day = local_date(moment, tz)
-        taken = any(other == day and row_id != own for other, row_id in busy)
+        taken = any(other == day and other_key != key for other, other_key in busy)
         if not taken and not closed(day):
             return moment
         moment += timedelta(days=1)
@@ -195,3 +251,47 @@ def campaign_context(campaign: Campaign, day: date, settings: Settings) -> dict[
         if closure
         else None,
     }
+
+
+@dataclass(frozen=True)
+class CampaignForecast:
+    """One coming occurrence, sized with the clinic's patients as they are now."""
+
+    campaign: Campaign
+    occurrence: Occurrence
+    by_line: int
+    by_email: int
+
+    @property
+    def audience(self) -> int:
+        return self.by_line + self.by_email
+
+
+def forecast_campaigns(
+    session: Session, settings: Settings, first: date, last: date, now: datetime
+) -> list[CampaignForecast]:
+    """The occurrences from `first` to `last`, with their audience and channel split
+    as the patients' facts, consent and contacts stand at `now`."""
+    tz, closures = settings.timezone, settings.config.closures
+
+    def closure_start(name: str, year: int) -> date | None:
+        return period_start(name, year, closures)
+
+    campaigns = {campaign.id: campaign for campaign in settings.campaigns}
+    patients = {facts.id: facts for facts in load_facts(session, now)}
+    forecasts = []
+    for occurrence in occurrences_between(campaigns.values(), first, last, tz, closure_start):
+        campaign = campaigns[occurrence.campaign_id]
+        channels = [
+            choose_channel(patients[i].preferred_channel, patients[i].contacts)
+            for i in audience(campaign, occurrence, patients.values(), tz)
+        ]
+        forecasts.append(
+            CampaignForecast(
+                campaign,
+                occurrence,
+                by_line=channels.count(ChannelName.LINE),
+                by_email=channels.count(ChannelName.EMAIL),
+            )
+        )
+    return forecasts

@@ -26,7 +26,7 @@ from scheduler.domain import (
 )
 from scheduler.facts import load_facts
 from scheduler.models import Delivery, Patient, new_delivery_id
-from scheduler.newsletters import newsletters_due
+from scheduler.newsletters import expected_newsletters, newsletters_due
 from scheduler.routing import choose_channel
 from scheduler.rules import messages_due
 from scheduler.settings import Rules, Settings
@@ -277,7 +277,13 @@ def _moments_facts_change(facts: PatientFacts, now: datetime, until: datetime) -
     return [now, *sorted(passing)]
 
 
-def dry_run(session: Session, now: datetime, until: datetime, rules: Rules) -> list[PlannedMessage]:
+def dry_run(
+    session: Session,
+    now: datetime,
+    until: datetime,
+    rules: Rules,
+    settings: Settings | None = None,
+) -> list[PlannedMessage]:
     """What would be sent between `now` and `until` if no new facts arrive. Writes nothing.
 
     The rules are evaluated at `now` and again whenever time alone changes a
@@ -295,6 +301,9 @@ def dry_run(session: Session, now: datetime, until: datetime, rules: Rules) -> l
         for moment in _moments_facts_change(patient, now, until):
             for message in messages_due(patient, moment, rules):
                 first_seen.setdefault(message.key, (moment, message))
+    if settings is not None:
+        for newsletter in expected_newsletters(session, facts, now, until, settings):
+            first_seen.setdefault(newsletter.key, (now, newsletter))
     existing = _existing(session, list(first_seen))
     channels = {p.id: choose_channel(p.preferred_channel, p.contacts) for p in facts}
 
