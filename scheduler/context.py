@@ -49,6 +49,7 @@ def message_context(
     unsubscribe_url: str | None = None,
     tip: str | None = None,
     season: str | None = None,
+    reopens: date | None = None,
 ) -> dict[str, Any]:
     return {
         "reason": reason.value,
@@ -75,6 +76,8 @@ def message_context(
         "unsubscribe_url": unsubscribe_url,
         "tip": tip,  # one self-care tip from messages/tips/, or None
         "season": season,  # e.g. 冬, or 冬の土用
+        # When the clinic is closed on the day the message goes: the day it reopens.
+        "reopens": japanese_date(reopens) if reopens else None,
     }
 
 
@@ -93,6 +96,7 @@ MESSAGE_VARIABLES = frozenset(
         "unsubscribe_url",
         "tip",
         "season",
+        "reopens",
     }
 )
 # Messages a patient can stop with one click (List-Unsubscribe), and the consent

@@ -36,6 +36,7 @@ from scheduler.channel_state import (
     record_quota_reading,
 )
 from scheduler.channels import DeliveryError, Failure, OutgoingMessage, Transport
+from scheduler.closures import reopens_on
 from scheduler.context import STOPPABLE, message_context
 from scheduler.db import transaction
 from scheduler.digest import build_digest, digest_context
@@ -362,6 +363,7 @@ class Dispatcher:
             unsubscribe_url=unsubscribe if unsubscribe and unsubscribe.startswith("http") else None,
             tip=tip.text if tip else None,
             season=season,
+            reopens=self._reopens(now),
         )
         if campaign is not None:
             assert delivery.campaign_day is not None
@@ -371,6 +373,12 @@ class Dispatcher:
         address = patient.line_user_id if channel is ChannelName.LINE else patient.email
         assert address is not None  # choose_channel only picks a present contact
         return self.render_message(delivery, channel, address, context, unsubscribe)
+
+    def _reopens(self, now: datetime) -> date | None:
+        """The day the clinic reopens, when it is closed on the day of sending."""
+        today = local_date(now, self.settings.timezone)
+        reopens = reopens_on(today, self.settings.config.closures)
+        return reopens if reopens != today else None
 
     def _campaign_of(self, delivery: Delivery) -> Campaign | None:
         if delivery.campaign_id is None:

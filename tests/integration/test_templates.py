@@ -19,6 +19,7 @@ from scheduler.context import sample_context
 from scheduler.db import transaction
 from scheduler.domain import ChannelName, Phase, Reason
 from scheduler.lint import PATIENT_REASONS, lint_messages
+from scheduler.models import Delivery
 from scheduler.planner import plan
 from scheduler.runtime import Runtime
 from scheduler.settings import Settings
@@ -336,3 +337,15 @@ def test_a_retry_keeps_the_tip_of_its_first_attempt(runtime: Runtime) -> None:
     first_tip = the_nudge(runtime).tip_id
     dispatcher.dispatch_due(the_nudge(runtime).send_after + timedelta(days=1))
     assert the_nudge(runtime).tip_id == first_tip
+
+
+def test_a_message_sent_on_a_closed_day_says_when_the_clinic_reopens(runtime: Runtime) -> None:
+    transport = RecordingTransport()
+    nudged_patients(runtime)
+    holiday = datetime(2026, 11, 23, 10, 0, tzinfo=JST)  # 勤労感謝の日
+    with transaction(runtime.sessions) as session:
+        nudge = session.get_one(Delivery, the_nudge(runtime).id)
+        nudge.send_after = holiday
+    dispatcher_with(runtime, transport).dispatch_due(holiday)
+    [message] = transport.received
+    assert "11月24日（火）から診療いたします" in message.text
