@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, and_, func, literal, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.cadence import last_visit
@@ -51,7 +51,7 @@ from scheduler.domain import (
     Reason,
 )
 from scheduler.facts import contacts_of, load_facts
-from scheduler.models import Appointment, Delivery, Patient, UTCDateTime
+from scheduler.models import Appointment, Delivery, Patient
 from scheduler.newsletters import campaign_context
 from scheduler.quota import QUOTA_HELD, LineBudget, month_bounds
 from scheduler.retry import retry_at
@@ -71,6 +71,7 @@ log = logging.getLogger(__name__)
 QUOTA_REFRESH = timedelta(minutes=10)  # how often LINE is asked for the month's usage
 HOLD_RECHECK = timedelta(hours=1)  # a held message looks again this often
 CREDENTIALS_RECHECK = timedelta(minutes=30)
+TEMPLATE_RECHECK = timedelta(minutes=10)  # a message whose template is broken tries again
 RETRY_KEY_WINDOW = timedelta(hours=24)  # LINE recognises a retry key this long
 RETRY_KEY_EXPIRED = (
     "LINE may have received it, and after 24 hours it no longer recognises the retry "
@@ -205,24 +206,24 @@ class Dispatcher:
         claimed = self._claim(cycle.now)
         if claimed is None:
             return None
-        delivery_id, resumed = claimed
-        return self.deliver(delivery_id, cycle, resumed=resumed)
+        delivery_id, resumed_from = claimed
+        return self.deliver(delivery_id, cycle, resumed_from=resumed_from)
 
     def deliver(
         self,
         delivery_id: str,
         cycle: _Cycle,
         *,
-        resumed: bool = False,
+        resumed_from: datetime | None = None,
         channel: ChannelName | None = None,
     ) -> str:
         """Compose, send and record a claimed delivery (`channel` forces one)."""
         now = cycle.now
-        failure: DeliveryError | None = None
         with transaction(self.sessions) as session:
             delivery = session.get_one(Delivery, delivery_id)
-            if resumed and _retry_key_expired(delivery, now):
-                return self._finish(session, delivery, DeliveryState.FAILED, now, RETRY_KEY_EXPIRED)
+            if resumed_from is not None and delivery.channel is ChannelName.LINE:
+                # The stopped worker may have pushed it: as uncertain as a timeout.
+                delivery.line_uncertain_since = delivery.line_uncertain_since or resumed_from
             try:
                 message = self._compose(session, delivery, cycle, channel)
             except _Skip as skip:
@@ -235,12 +236,15 @@ class Dispatcher:
                     session, delivery, DeliveryState.PLANNED, now, hold.reason, "held"
                 )
             except TemplateError as e:
-                # The practitioner can mend a template: retry like a passing failure
-                # rather than give up on the message at once.
+                # The practitioner can mend the template: the message waits for that
+                # (shown by `tayori status` and `tayori lint`) without using up its
+                # attempts, and is never sent broken.
                 log.error("template problem: %s", e)
-                failure = DeliveryError(str(e), Failure.TRANSIENT)
-        if failure is not None:
-            return self._record_failure(delivery_id, failure, cycle)
+                delivery.attempts -= 1
+                delivery.send_after = now + TEMPLATE_RECHECK
+                return self._finish(session, delivery, DeliveryState.PLANNED, now, str(e), "held")
+            if message.channel is ChannelName.LINE and _retry_key_expired(delivery, now):
+                return self._finish(session, delivery, DeliveryState.FAILED, now, RETRY_KEY_EXPIRED)
         # The network call happens outside any transaction: the claim is committed,
         # and the outcome is recorded in a transaction of its own.
         try:
@@ -267,9 +271,9 @@ class Dispatcher:
         except _Skip as skip:
             raise LookupError(skip.reason) from None
 
-    def _claim(self, now: datetime) -> tuple[str, bool] | None:
-        """The id of the delivery taken, and whether it was resumed from a worker
-        that stopped while sending it."""
+    def _claim(self, now: datetime) -> tuple[str, datetime | None] | None:
+        """The id of the delivery taken and, when it was resumed from a worker that
+        stopped while sending it, when that worker had claimed it."""
         lease_expired = now - timedelta(seconds=self.settings.dispatch.lease_seconds)
         claimable = or_(
             and_(Delivery.state == DeliveryState.PLANNED, Delivery.send_after <= now),
@@ -302,15 +306,13 @@ class Dispatcher:
                     .values(
                         state=DeliveryState.SENDING,
                         claimed_at=now,
-                        first_attempt_at=func.coalesce(
-                            Delivery.first_attempt_at, literal(now, UTCDateTime())
-                        ),
                         attempts=Delivery.attempts + 1,
                         updated_at=now,
                     )
                 )
                 if taken.rowcount == 1:  # type: ignore[attr-defined]
-                    return str(candidate.id), candidate.state is DeliveryState.SENDING
+                    resumed = candidate.state is DeliveryState.SENDING
+                    return str(candidate.id), candidate.claimed_at if resumed else None
 
     def _compose(
         self,
@@ -452,7 +454,9 @@ class Dispatcher:
         address = digest.line_user_id if channel is ChannelName.LINE else digest.email
         if not address:
             raise _Skip(f"no digest {channel.value} address in the settings any more")
-        self._open_channel(channel, Contacts(line=True, email=True), delivery.reason, cycle)
+        # Its channel is fixed: held, it waits (the other address has its own row).
+        only = Contacts(line=channel is ChannelName.LINE, email=channel is ChannelName.EMAIL)
+        self._open_channel(channel, only, delivery.reason, cycle)
         context = digest_context(build_digest(session, cycle.now, self.settings), self.settings)
         return self.render_message(delivery, channel, address, context, None)
 
@@ -508,17 +512,15 @@ class Dispatcher:
                 return self._finish(
                     session, delivery, DeliveryState.PLANNED, now, error.reason, "held"
                 )
+            if failure is Failure.UNCERTAIN and channel is ChannelName.LINE:
+                delivery.line_uncertain_since = delivery.line_uncertain_since or now
             next_try = (
                 retry_at(delivery.id, delivery.attempts, now, self.settings.dispatch)
                 if error.retryable
                 else None
             )
-            if (
-                next_try is not None
-                and failure is Failure.UNCERTAIN
-                and channel is ChannelName.LINE
-                and next_try - (delivery.first_attempt_at or now) >= RETRY_KEY_WINDOW
-            ):
+            since = delivery.line_uncertain_since
+            if next_try is not None and since and next_try - since >= RETRY_KEY_WINDOW:
                 return self._finish(
                     session,
                     delivery,
@@ -585,13 +587,10 @@ def _held_by(hold: Hold, now: datetime) -> _Hold:
 
 
 def _retry_key_expired(delivery: Delivery, now: datetime) -> bool:
-    """A LINE message left `sending` by a stopped worker may have been delivered;
-    after 24 hours LINE would not recognise the retry key and could send it twice."""
-    return (
-        delivery.channel is ChannelName.LINE
-        and delivery.first_attempt_at is not None
-        and now - delivery.first_attempt_at >= RETRY_KEY_WINDOW
-    )
+    """A LINE push whose outcome was uncertain may have been delivered; 24 hours on,
+    LINE would not recognise the retry key and could deliver it twice."""
+    since = delivery.line_uncertain_since
+    return since is not None and now - since >= RETRY_KEY_WINDOW
 
 
 def _mark_unusable(patient: Patient, channel: ChannelName, reason: str, now: datetime) -> None:

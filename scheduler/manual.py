@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from scheduler.channels import OutgoingMessage
 from scheduler.context import sample_context
 from scheduler.db import transaction
+from scheduler.dispatcher import RETRY_KEY_WINDOW
 from scheduler.domain import AppointmentStatus, ChannelName, DeliveryState, Phase, Reason
 from scheduler.models import Appointment, Delivery, Patient, new_delivery_id
 from scheduler.patients import find_patient
@@ -74,7 +75,6 @@ def send_sample(
                 state=DeliveryState.SENDING,
                 attempts=1,
                 claimed_at=now,
-                first_attempt_at=now,
                 created_at=now,
                 updated_at=now,
             )
@@ -119,7 +119,9 @@ def _appointment_for(session: Session, patient_id: int, reason: Reason) -> int |
 
 def requeue(session: Session, delivery_id: str, now: datetime) -> Delivery:
     """Put a failed or skipped delivery back in the outbox, due now, with fresh
-    attempts. It keeps its id, so LINE and mail clients still recognise it."""
+    attempts. It keeps its id, so LINE (for 24 hours) and mail clients still
+    recognise it. A message the rules no longer want (its appointment passed, its
+    campaign ended) is withdrawn again by the next cycle."""
     delivery = session.get(Delivery, delivery_id)
     if delivery is None:
         raise LookupError(f"no delivery {delivery_id!r}")
@@ -128,10 +130,15 @@ def requeue(session: Session, delivery_id: str, now: datetime) -> Delivery:
             f"delivery {delivery_id} is {delivery.state.value}: only failed or skipped "
             "deliveries can be queued again"
         )
+    if delivery.line_uncertain_since and now - delivery.line_uncertain_since >= RETRY_KEY_WINDOW:
+        raise LookupError(
+            f"delivery {delivery_id} may have reached the patient by LINE already, and "
+            "LINE no longer recognises its retry key: it is not queued again (send a new "
+            "message with `tayori send-test` if one is needed)"
+        )
     delivery.state = DeliveryState.PLANNED
     delivery.send_after = now
     delivery.attempts = 0
-    delivery.first_attempt_at = None
     delivery.last_error = f"queued again by hand; before: {delivery.last_error or '-'}"
     delivery.updated_at = now
     return delivery

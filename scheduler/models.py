@@ -189,9 +189,10 @@ class Delivery(Base):
     campaign_id: Mapped[str | None] = mapped_column(String(64))
     campaign_day: Mapped[date | None] = mapped_column(Date)
     claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    # LINE honours a retry key for 24 hours from here: an uncertain outcome is not
-    # retried after that.
-    first_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When a LINE push of this delivery first had an uncertain outcome (a timeout,
+    # a 5xx, a worker stopped while sending): LINE recognises the retry key for 24
+    # hours from then, so it is not pushed again after that.
+    line_uncertain_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -79,12 +79,12 @@ class _LastGoodLoader(jinja2.FileSystemLoader):
         key = (id(environment), name)
         try:
             template = super().load(environment, name, globals)
-        except jinja2.TemplateSyntaxError as e:
+        except (jinja2.TemplateSyntaxError, jinja2.TemplateNotFound, UnicodeDecodeError) as e:
             with self._lock:
                 kept = self.last_good.get(key)
             if kept is None:
                 raise
-            self.report(name, f"{e.filename or name}:{e.lineno}: {e.message}")
+            self.report(name, _load_problem(e, name))
             return kept
         with self._lock:
             self.last_good[key] = template
@@ -128,6 +128,14 @@ class Renderer:
         return dict(self._loader.problems)
 
     def render(self, name: str, context: Mapping[str, Any]) -> Rendered:
+        try:
+            return self._render_or_fall_back(name, context)
+        except UnicodeDecodeError:
+            raise TemplateError(
+                f"{self.messages_dir / name}: not UTF-8 text: save it as UTF-8"
+            ) from None
+
+    def _render_or_fall_back(self, name: str, context: Mapping[str, Any]) -> Rendered:
         try:
             current = self._templates(name)
             try:
@@ -180,6 +188,14 @@ class Renderer:
 
 
 _Pair = tuple[jinja2.Template, jinja2.Template | None]
+
+
+def _load_problem(error: Exception, name: str) -> str:
+    if isinstance(error, jinja2.TemplateSyntaxError):
+        return f"{error.filename or name}:{error.lineno}: {error.message}"
+    if isinstance(error, UnicodeDecodeError):
+        return f"{name}: not UTF-8 text: save the file as UTF-8"
+    return f"{name}: the file is missing"
 
 
 def _describe(error: Exception, path: Path) -> str:

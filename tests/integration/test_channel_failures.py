@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
-from scheduler.channel_state import active_holds, hold_channel
+from scheduler.channel_state import active_holds, hold_channel, release_holds
 from scheduler.channels import DeliveryError, Failure
 from scheduler.clock import FixedClock
 from scheduler.db import transaction
@@ -125,6 +125,32 @@ def test_uncertain_line_outcome_is_not_retried_once_the_retry_key_expires(
     assert RETRY_KEY_EXPIRED in (nudge.last_error or "")
 
 
+def test_an_uncertain_line_push_is_not_retried_after_a_day_of_downtime(
+    runtime: Runtime,
+) -> None:
+    nudged_patients(runtime)
+    transport = RecordingTransport([TIMEOUT])
+    dispatcher = dispatcher_with(runtime, transport)
+    dispatcher.dispatch_due(NUDGE_TIME)
+    # The retry was due a minute later; the worker came back a day and an hour on.
+    dispatcher.dispatch_due(NUDGE_TIME + timedelta(hours=25))
+    assert transport.received == []
+    assert the_nudge(runtime).last_error == RETRY_KEY_EXPIRED
+
+
+def test_a_long_hold_before_the_first_push_does_not_use_up_the_retry_window(
+    runtime: Runtime,
+) -> None:
+    nudged_patients(runtime)
+    _dispatch_with_line_refusing(runtime, BAD_TOKEN)  # held: nothing pushed
+    with transaction(runtime.sessions) as session:
+        release_holds(session, HoldCause.CREDENTIALS)
+    later = NUDGE_TIME + timedelta(hours=25)
+    dispatcher_with(runtime, RecordingTransport([TIMEOUT])).dispatch_due(later)
+    nudge = the_nudge(runtime)
+    assert (nudge.state, nudge.line_uncertain_since) == (DeliveryState.PLANNED, later)
+
+
 def test_line_message_left_sending_for_a_day_is_not_sent_again(runtime: Runtime) -> None:
     nudged_patients(runtime)
     with transaction(runtime.sessions) as session:
@@ -132,7 +158,7 @@ def test_line_message_left_sending_for_a_day_is_not_sent_again(runtime: Runtime)
             select(Delivery).where(Delivery.reason == Reason.CADENCE_NUDGE)
         ).one()
         nudge.state, nudge.channel = DeliveryState.SENDING, ChannelName.LINE
-        nudge.claimed_at = nudge.first_attempt_at = NUDGE_TIME
+        nudge.claimed_at = NUDGE_TIME
     transport = RecordingTransport()
     dispatcher_with(runtime, transport).dispatch_due(NUDGE_TIME + timedelta(hours=24))
     assert transport.received == []

@@ -266,19 +266,24 @@ def status_sections(capsys: pytest.CaptureFixture[str]) -> tuple[str, list[str],
     return counts, next_due_rows, failure_rows
 
 
+def too_long_for_line(messages: Path, name: str) -> None:
+    """A LINE template that renders over LINE's 5,000 characters: it can never go."""
+    (messages / name).write_text("{{ patient_name }}" + "あ" * 5000 + "\n", encoding="utf-8")
+
+
 def test_status_prints_counts_by_state_next_due_and_failures_with_reasons(
     one_attempt_env: Path,
     sessions: sessionmaker[Session],
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    template = break_template(one_attempt_env, "cadence_nudge/line.j2")
+    too_long_for_line(one_attempt_env, "cadence_nudge/line.j2")
     import_clinic(tmp_path)
     assert main(["tick", "--now", THURSDAY_10AM]) == 0  # the nudge fails, the digest goes
     by_reason = {d.reason: d for d in deliveries(sessions)}
     capsys.readouterr()
 
-    assert main(["status"]) == 0
+    assert main(["status", "--now", THURSDAY_10AM]) == 0
 
     counts, next_due, failures = status_sections(capsys)
     assert counts == "deliveries: 1 planned, 0 sending, 1 sent, 1 failed, 0 skipped, 0 withdrawn"
@@ -294,18 +299,11 @@ def test_status_prints_counts_by_state_next_due_and_failures_with_reasons(
         ],
     ]
     header, failure = failures
-    assert header.split() == [
-        "when",
-        "patient",
-        "reason",
-        "channel",
-        "delivery",
-        "note",
-    ]
+    assert header.split() == ["when", "patient", "reason", "channel", "delivery", "note"]
     cells = failure.split(maxsplit=6)
     nudge = by_reason[Reason.CADENCE_NUDGE]
     assert cells[:6] == ["2027-03-04", "10:00", "P1", "cadence_nudge", "line", nudge.id]
-    assert cells[6] == f"{template}:1: 'no_such_name' is undefined"
+    assert cells[6] == "LINE text is 5,006 UTF-16 units; LINE allows 5,000"
 
 
 def test_status_of_an_empty_outbox(
@@ -330,28 +328,30 @@ def test_status_shows_the_line_quota_of_the_month(
     )
 
 
-def test_status_lists_a_failed_digest_with_its_reason(
+def test_status_shows_a_message_waiting_for_its_broken_template(
     one_attempt_env: Path,
     sessions: sessionmaker[Session],
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """The practitioner's own digest has no patient; its failure is listed all the same."""
+    """A broken template never sends a broken message: the message waits, without
+    using up its attempts, and status says which file and line to mend."""
     template = break_template(one_attempt_env, "daily_digest/email.j2")
     import_clinic(tmp_path)
     assert main(["tick", "--now", THURSDAY_10AM]) == 0
     [digest] = [d for d in deliveries(sessions) if d.reason is Reason.DAILY_DIGEST]
-    assert digest.state is DeliveryState.FAILED
+    assert (digest.state, digest.attempts) == (DeliveryState.PLANNED, 0)
     capsys.readouterr()
 
-    assert main(["status"]) == 0
+    assert main(["status", "--now", THURSDAY_10AM]) == 0
 
-    counts, _, failures = status_sections(capsys)
-    assert "1 failed" in counts
-    _, failure = failures
-    cells = failure.split(maxsplit=6)
-    assert cells[:6] == ["2027-03-04", "10:00", "-", "daily_digest", "email", digest.id]
-    assert cells[6] == f"{template}: missing block(s): subject, body"
+    printed = output(capsys)
+    assert f"template problem: {template}: missing" in printed
+    waiting = [row for row in printed.splitlines() if digest.id in row]
+    assert waiting == [
+        f"2027-03-04 10:10  -        daily_digest       email    {digest.id}  "
+        f"{template}: missing block(s): subject, body"
+    ]
 
 
 # --- demo --------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""channel holds and first attempt
+"""channel holds and uncertain LINE pushes
 
 Revision ID: 0003
 Revises: 0002
@@ -6,7 +6,8 @@ Create Date: 2026-11-25
 
 A channel can be held (LINE's monthly quota reached, credentials refused) and the
 last reading of LINE's quota is kept, so every process sees the same picture.
-A delivery remembers its first attempt: LINE honours a retry key for 24 hours only.
+A delivery remembers when a LINE push of it first had an uncertain outcome: LINE
+honours a retry key for 24 hours only.
 """
 
 from collections.abc import Sequence
@@ -34,12 +35,10 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("channel", name=op.f("pk_channel_states")),
     )
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("first_attempt_at", sa.DateTime(), nullable=True))
-    # Rows that were already tried count from their latest claim.
-    op.execute("UPDATE deliveries SET first_attempt_at = claimed_at WHERE attempts > 0")
+        batch_op.add_column(sa.Column("line_uncertain_since", sa.DateTime(), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
-        batch_op.drop_column("first_attempt_at")
+        batch_op.drop_column("line_uncertain_since")
     op.drop_table("channel_states")
