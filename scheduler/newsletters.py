@@ -30,7 +30,14 @@ from scheduler.campaigns import (
     occurrences_between,
     pace,
 )
-from scheduler.closures import ClosureSpan, closure_spans, is_closed, period_start, reopens_on
+from scheduler.closures import (
+    Closures,
+    ClosureSpan,
+    closure_spans,
+    is_closed,
+    period_start,
+    reopens_on,
+)
 from scheduler.context import japanese_date
 from scheduler.domain import ChannelName, DeliveryState, Due, PatientFacts, Reason
 from scheduler.facts import load_facts
@@ -45,6 +52,19 @@ _ONE_A_DAY = (Reason.NEWSLETTER, Reason.CADENCE_NUDGE, Reason.CADENCE_FOLLOW_UP)
 _TAKEN = (DeliveryState.PLANNED, DeliveryState.SENDING, DeliveryState.SENT)
 
 
+@dataclass(frozen=True)
+class _Calendar:
+    """The clinic's closures as the campaign rules ask for them."""
+
+    closures: Closures
+
+    def closure_start(self, name: str, year: int) -> date | None:
+        return period_start(name, year, self.closures)
+
+    def closed(self, day: date) -> bool:
+        return is_closed(day, self.closures)
+
+
 def newsletters_due(
     session: Session,
     facts: Iterable[PatientFacts],
@@ -52,16 +72,12 @@ def newsletters_due(
     now: datetime,
     settings: Settings,
 ) -> list[Due]:
-    """The newsletters of every campaign occurrence being sent at `now`."""
-    tz, closures = settings.timezone, settings.config.closures
-
-    def closed(day: date) -> bool:
-        return is_closed(day, closures)
-
-    def closure_start(name: str, year: int) -> date | None:
-        return period_start(name, year, closures)
-
-    live = live_occurrences(settings.campaigns, now, tz, closure_start, closed)
+    """The newsletters of every campaign occurrence being sent at `now`: those whose
+    time has come, and those whose planned newsletters are still waiting (moved to
+    a later day, or beyond the spread when the audience outgrew the hourly cap)."""
+    tz, calendar = settings.timezone, _Calendar(settings.config.closures)
+    live = live_occurrences(settings.campaigns, now, tz, calendar.closure_start, calendar.closed)
+    live += [pair for pair in _waiting_in_outbox(session, settings) if pair not in live]
     if not live:
         return []
     patients = list(facts)
@@ -69,28 +85,12 @@ def newsletters_due(
     due: list[Due] = []
     for campaign, occurrence in live:
         rows = _rows_of(session, occurrence)
-        members = audience(campaign, occurrence, patients, tz)
-        if rows:
-            # Planned before: keep who was in it, at their moments.
-            moments = {
-                patient_id: row.send_after
-                for patient_id, row in rows.items()
-                if patient_id in members
-            }
-        else:
-            moments = pace(
-                members,
-                occurrence,
-                campaign.pacing,
-                settings.rules.window,
-                tz,
-                closed,
-                not_before=now,
-            )
-        for patient_id, moment in sorted(moments.items()):
+        for patient_id, moment in sorted(
+            _moments(rows, campaign, occurrence, patients, now, settings).items()
+        ):
             row = rows.get(patient_id)
             key = _due(campaign, occurrence, patient_id, moment).key
-            send_at = _free_day(moment, key, busy[patient_id], row, closed, tz)
+            send_at = _free_day(moment, key, busy[patient_id], row, calendar.closed, tz)
             busy[patient_id].append((local_date(send_at, tz), key))
             due.append(_due(campaign, occurrence, patient_id, send_at))
     return due
@@ -103,37 +103,72 @@ def expected_newsletters(
     until: datetime,
     settings: Settings,
 ) -> list[Due]:
-    """For the dry run: the newsletters of the occurrences from today to `until`, at
-    the moments planned already or that their pacing would give (a newsletter that
-    would meet a cadence message on the same day moves a day later, which this
-    does not foresee)."""
-    tz, closures = settings.timezone, settings.config.closures
-
-    def closure_start(name: str, year: int) -> date | None:
-        return period_start(name, year, closures)
-
-    def closed(day: date) -> bool:
-        return is_closed(day, closures)
-
-    patients = list(facts)
+    """For the dry run: the newsletters from now to `until`, at the moments planned
+    already or that their pacing would give (a newsletter that would meet a cadence
+    message on the same day moves a day later, which this does not foresee)."""
+    tz, calendar = settings.timezone, _Calendar(settings.config.closures)
     campaigns = {campaign.id: campaign for campaign in settings.campaigns}
-    first, last = local_date(now, tz), local_date(until, tz)
+    coming = [
+        (campaigns[o.campaign_id], o)
+        for o in occurrences_between(
+            campaigns.values(),
+            local_date(now, tz),
+            local_date(until, tz),
+            tz,
+            calendar.closure_start,
+        )
+    ]
+    started = live_occurrences(settings.campaigns, now, tz, calendar.closure_start, calendar.closed)
+    waiting = _waiting_in_outbox(session, settings)
+    patients = list(facts)
     expected: list[Due] = []
-    for occurrence in occurrences_between(campaigns.values(), first, last, tz, closure_start):
-        campaign = campaigns[occurrence.campaign_id]
-        members = audience(campaign, occurrence, patients, tz)
+    for campaign, occurrence in dict.fromkeys([*waiting, *started, *coming]):
         rows = _rows_of(session, occurrence)
-        if rows:
-            moments = {i: rows[i].send_after for i in members if i in rows}
-        else:
-            window = settings.rules.window
-            moments = pace(members, occurrence, campaign.pacing, window, tz, closed, not_before=now)
+        moments = _moments(rows, campaign, occurrence, patients, now, settings)
         expected += [
             _due(campaign, occurrence, patient_id, moment)
             for patient_id, moment in moments.items()
             if moment <= until
         ]
     return expected
+
+
+def _moments(
+    rows: dict[int, Delivery],
+    campaign: Campaign,
+    occurrence: Occurrence,
+    patients: list[PatientFacts],
+    now: datetime,
+    settings: Settings,
+) -> dict[int, datetime]:
+    """Each recipient's moment: once an occurrence is planned, its recipients (still
+    in its audience) keep theirs; before, its pacing gives them from `now` on."""
+    tz = settings.timezone
+    members = audience(campaign, occurrence, patients, tz)
+    if rows:
+        return {i: rows[i].send_after for i in members if i in rows}
+    calendar = _Calendar(settings.config.closures)
+    window = settings.rules.window
+    return pace(members, occurrence, campaign.pacing, window, tz, calendar.closed, not_before=now)
+
+
+def _waiting_in_outbox(session: Session, settings: Settings) -> list[tuple[Campaign, Occurrence]]:
+    """Occurrences with newsletters still planned in the outbox."""
+    tz, calendar = settings.timezone, _Calendar(settings.config.closures)
+    campaigns = {campaign.id: campaign for campaign in settings.campaigns}
+    pairs = []
+    for campaign_id, day in session.execute(
+        select(Delivery.campaign_id, Delivery.campaign_day)
+        .where(Delivery.reason == Reason.NEWSLETTER, Delivery.state == DeliveryState.PLANNED)
+        .distinct()
+    ):
+        campaign = campaigns.get(campaign_id or "")
+        if campaign is None or day is None:
+            continue  # its campaign left the file: the dispatcher skips its rows
+        for occurrence in occurrences(campaign, day.year, tz, calendar.closure_start):
+            if occurrence.day == day:
+                pairs.append((campaign, occurrence))
+    return pairs
 
 
 def _due(campaign: Campaign, occurrence: Occurrence, patient_id: int, send_at: datetime) -> Due:
@@ -213,12 +248,10 @@ def campaign_context(campaign: Campaign, day: date, settings: Settings) -> dict[
     """The campaign's own template variables for its occurrence on `day`: the
     seasonal moment it marks, and the next closure (dates and reopening)."""
     tz, closures = settings.timezone, settings.config.closures
-
-    def closure_start(name: str, year: int) -> date | None:
-        return period_start(name, year, closures)
-
+    calendar = _Calendar(closures)
     occurrence = next(
-        (o for o in occurrences(campaign, day.year, tz, closure_start) if o.day == day), None
+        (o for o in occurrences(campaign, day.year, tz, calendar.closure_start) if o.day == day),
+        None,
     )
     anchor = occurrence.anchor if occurrence else None
     moment = occurrence.moment if occurrence else None
@@ -272,14 +305,11 @@ def forecast_campaigns(
 ) -> list[CampaignForecast]:
     """The occurrences from `first` to `last`, with their audience and channel split
     as the patients' facts, consent and contacts stand at `now`."""
-    tz, closures = settings.timezone, settings.config.closures
-
-    def closure_start(name: str, year: int) -> date | None:
-        return period_start(name, year, closures)
-
+    tz, calendar = settings.timezone, _Calendar(settings.config.closures)
     campaigns = {campaign.id: campaign for campaign in settings.campaigns}
     patients = {facts.id: facts for facts in load_facts(session, now)}
     forecasts = []
+    closure_start = calendar.closure_start
     for occurrence in occurrences_between(campaigns.values(), first, last, tz, closure_start):
         campaign = campaigns[occurrence.campaign_id]
         channels = [

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import replace
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import select
 
+from scheduler.campaigns import Pacing
 from scheduler.cli import main
 from scheduler.db import transaction
 from scheduler.domain import AppointmentStatus, DeliveryState, Reason
@@ -159,10 +161,8 @@ def test_season_change_message_names_the_doyo(runtime: Runtime) -> None:
 
 
 def test_a_newsletter_email_stops_newsletters_in_one_click(runtime: Runtime) -> None:
-    settings = runtime.settings.__class__(
-        **{**runtime.settings.__dict__, "public_url": "https://t.example", "secret_key": SECRET_KEY}
-    )
-    runtime = Runtime(settings, runtime.engine, runtime.sessions, runtime.dispatcher)
+    settings = replace(runtime.settings, public_url="https://t.example", secret_key=SECRET_KEY)
+    runtime = replace(runtime, settings=settings)
     _readers(runtime, 1, line_user_id=None, email="reader@example.jp")
     _plan(runtime, YEAR_END)
     transport = RecordingTransport()
@@ -223,3 +223,30 @@ def test_plan_shows_the_coming_newsletters(
     newsletters = [m for m in json.loads(capsys.readouterr().out) if m["reason"] == "newsletter"]
     assert [m["template"] for m in newsletters] == ["year_end/line.j2"] * 2
     assert all(m["send_at"] >= YEAR_END.isoformat() for m in newsletters)
+
+
+def test_newsletters_beyond_the_spread_are_still_sent_not_withdrawn(runtime: Runtime) -> None:
+    """At 2 an hour, one day's window holds 20: the rest go on the next open days,
+    and those rows wait there after the occurrence's own spread has ended."""
+    slow = tuple(
+        replace(c, pacing=Pacing(spread_days=1, per_hour=2)) for c in runtime.settings.campaigns
+    )
+    runtime = replace(runtime, settings=replace(runtime.settings, campaigns=slow))
+    _readers(runtime, 30)
+    _plan(runtime, DOYO_WINTER)
+    last = max(r.send_after for r in _newsletters(runtime))
+    _plan(runtime, last - timedelta(minutes=1))
+    assert last.astimezone(JST).date() > DOYO_WINTER.date()
+    assert {r.state for r in _newsletters(runtime)} == {DeliveryState.PLANNED}
+
+
+def test_plan_shows_newsletters_of_a_campaign_under_way(
+    runtime: Runtime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _readers(runtime, 5)
+    _plan(runtime, YEAR_END)
+    day_two = (YEAR_END + timedelta(days=1)).replace(hour=8)
+    assert main(["plan", "--now", day_two.isoformat(), "--days", "7", "--json"]) == 0
+    newsletters = [m for m in json.loads(capsys.readouterr().out) if m["reason"] == "newsletter"]
+    assert len(newsletters) == len([r for r in _newsletters(runtime) if r.send_after >= day_two])
+    assert newsletters
