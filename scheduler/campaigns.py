@@ -27,7 +27,6 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from functools import lru_cache
 from itertools import chain
 from typing import Any, overload
 from zoneinfo import ZoneInfo
@@ -311,12 +310,6 @@ def _audience(table: _Reader) -> Audience:
 # --- When a campaign occurs ----------------------------------------------------------
 
 
-@lru_cache(maxsize=256)
-def _moment_day(moment: SeasonalMoment, year: int, tz: ZoneInfo) -> date:
-    # The planner asks every minute; the sun's position takes a few milliseconds.
-    return date_of(moment, year, tz)
-
-
 def occurrences(
     campaign: Campaign, year: int, tz: ZoneInfo, closure_start: ClosureStart
 ) -> list[Occurrence]:
@@ -344,7 +337,7 @@ def occurrences(
     if isinstance(trigger, SeasonTrigger):
         for y in anchor_years:
             for moment in trigger.moments:
-                anchor = _moment_day(moment, y, tz)
+                anchor = date_of(moment, y, tz)
                 add(anchor + timedelta(days=trigger.offset_days), moment=moment, anchor=anchor)
     elif isinstance(trigger, DateTrigger):
         # 02-29 occurs in leap years only.
@@ -479,8 +472,8 @@ def pace(
     of them — across every sending day, not bunched into the first hours — so the
     bookings they prompt spread out too. When the cap leaves too few slots, every slot
     is used and the rest go on the following open days, filling them hour by hour:
-    the cap is a promise, the spread a target (the planner warns when the last moment
-    falls after `sending_days(...)[-1]`).
+    the cap is a promise, the spread a target (`tayori campaigns` shows the audience
+    to size them by).
 
     The order is a stable hash of (campaign, day, patient), not the id, so the same
     patients are not always first or last; the result depends only on the arguments.

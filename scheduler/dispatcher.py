@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -56,7 +55,7 @@ from scheduler.newsletters import campaign_context
 from scheduler.quota import QUOTA_HELD, LineBudget, month_bounds
 from scheduler.retry import retry_at
 from scheduler.routing import NO_USABLE_CONTACT, choose_channel
-from scheduler.seasons import SeasonalMoment, seasonal_dates
+from scheduler.seasons import seasonal_dates
 from scheduler.settings import Settings
 from scheduler.templates import Renderer, TemplateError, template_in
 from scheduler.tips import Tip, TipLibrary, choose_tip, season_label, tip_seasons
@@ -146,9 +145,13 @@ class Dispatcher:
         `dispatch.concurrency` messages at a time so network waits overlap."""
         summary = DispatchSummary()
         cycle = self.start_cycle(now)
+        # Every claim of a cycle carries its `now`: a row claimed late in a very long
+        # cycle would look abandoned to another worker. Claiming stops after half a
+        # lease, and the next cycle goes on.
+        stop_claiming = time.monotonic() + self.settings.dispatch.lease_seconds / 2
 
         def send_until_done() -> None:
-            while not should_stop():
+            while not should_stop() and time.monotonic() < stop_claiming:
                 outcome = self.handle_one(cycle)
                 if outcome is None:
                     return
@@ -402,7 +405,7 @@ class Dispatcher:
         keeps the tip its first attempt chose."""
         tz = self.settings.timezone
         day = local_date(cycle.now, tz)
-        seasons = tip_seasons(day, _seasonal_dates(day.year, tz))
+        seasons = tip_seasons(day, seasonal_dates(day.year, tz))
         if delivery.tip_id in cycle.tips:
             return cycle.tips[delivery.tip_id], season_label(seasons)
         assert delivery.patient_id is not None
@@ -573,11 +576,6 @@ class Dispatcher:
             f" ({error})" if error else "",
         )
         return outcome
-
-
-@lru_cache(maxsize=8)
-def _seasonal_dates(year: int, tz: ZoneInfo) -> dict[SeasonalMoment, date]:
-    return seasonal_dates(year, tz)
 
 
 def _held_by(hold: Hold, now: datetime) -> _Hold:

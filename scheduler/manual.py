@@ -13,7 +13,15 @@ from scheduler.channels import OutgoingMessage
 from scheduler.context import sample_context
 from scheduler.db import transaction
 from scheduler.dispatcher import RETRY_KEY_WINDOW
-from scheduler.domain import AppointmentStatus, ChannelName, DeliveryState, Phase, Reason
+from scheduler.domain import (
+    AppointmentStatus,
+    ChannelName,
+    ConsentKind,
+    DeliveryState,
+    Phase,
+    Reason,
+)
+from scheduler.facts import current_consent
 from scheduler.models import Appointment, Delivery, Patient, new_delivery_id
 from scheduler.patients import find_patient
 from scheduler.runtime import Runtime
@@ -60,6 +68,12 @@ def send_sample(
     delivery_id = new_delivery_id()
     with transaction(runtime.sessions) as session:
         patient = _patient(session, external_id)
+        consent = current_consent(session, [patient.id]).get(patient.id, {})
+        if not consent.get(ConsentKind.REMINDERS):
+            raise LookupError(
+                f"patient {external_id!r} has not agreed to receive reminders: "
+                "use a record with your own contact for samples"
+            )
         appointment_id = _appointment_for(session, patient.id, reason)
         # Already claimed, so no worker picks it up: it is sent here and now.
         session.add(

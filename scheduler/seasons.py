@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from enum import StrEnum
+from functools import lru_cache
 
 FIRST_YEAR = 1900
 LAST_YEAR = 2100
@@ -290,6 +291,7 @@ def sun_longitude(moment: datetime) -> float:
     return (geometric + _nutation_in_longitude(t) + aberration) % 360.0
 
 
+@lru_cache(maxsize=4096)
 def moment_of(moment: SeasonalMoment, year: int) -> datetime:
     """The instant (aware, UTC, to the second) of `moment` in calendar year `year`."""
     _check_year(year)

@@ -41,8 +41,9 @@ from scheduler.settings import LineApi
 # message LINE would refuse fails with a reason a practitioner can act on.
 TEXT_LIMIT = 5000  # characters of one text message, counted in UTF-16 code units
 MESSAGES_PER_PUSH = 5  # message objects in one push request
-# The only 429 that is not a rate limit; LINE sends no Retry-After with it.
-MONTHLY_LIMIT = "You have reached your monthly limit."
+# The only 429 that is not a rate limit ("You have reached your monthly limit."),
+# recognised by its words; LINE sends no Retry-After with it.
+MONTHLY_LIMIT_WORDS = "monthly limit"
 # LINE's answer for a user id it does not know (its FAQ: also an id issued by another
 # provider). A user who *blocked* the account gets a 200: LINE tells us only through
 # the webhook's unfollow event.
@@ -91,7 +92,7 @@ def classify(status: int, body: str | bytes | None) -> Failure | None:
     if status == 429:
         # Only the monthly limit is worth holding the channel for; any other 429 is a
         # rate limit, and nothing was accepted.
-        monthly = "monthly limit" in error.message.lower()
+        monthly = MONTHLY_LIMIT_WORDS in error.message.lower()
         return Failure.QUOTA_EXHAUSTED if monthly else Failure.TRANSIENT
     if status >= 500:
         return Failure.UNCERTAIN  # LINE may have accepted it before failing
@@ -171,13 +172,8 @@ def line_message(text: str) -> Any:
 
 def push_request(message: OutgoingMessage) -> Any:
     """The body of the push for one delivery (checked before anything is sent)."""
-    messages = [line_message(message.text)]
-    if len(messages) > MESSAGES_PER_PUSH:
-        raise DeliveryError(
-            f"LINE allows {MESSAGES_PER_PUSH} messages per push, got {len(messages)}",
-            Failure.PERMANENT,
-        )
-    return PushMessageRequest(to=message.to, messages=messages)
+    # One message object per push (LINE allows MESSAGES_PER_PUSH).
+    return PushMessageRequest(to=message.to, messages=[line_message(message.text)])
 
 
 def _flex_json(text: str) -> dict[str, Any] | None:

@@ -190,3 +190,12 @@ def test_retry_refuses_a_delivery_that_has_not_failed(
     nudge = the_nudge(live)
     assert main(["retry", nudge.id]) == 1
     assert "only failed or skipped deliveries" in capsys.readouterr().err
+
+
+def test_send_test_refuses_a_patient_without_reminder_consent(
+    live: Runtime, line_api: LineApiServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    nudged_patients(live, reminders=False)
+    assert main(["send-test", "--channel", "line", "--to", "P1"]) == 1
+    assert "has not agreed to receive reminders" in capsys.readouterr().err
+    assert line_api.accepted == {}
