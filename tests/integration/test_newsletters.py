@@ -250,3 +250,27 @@ def test_plan_shows_newsletters_of_a_campaign_under_way(
     newsletters = [m for m in json.loads(capsys.readouterr().out) if m["reason"] == "newsletter"]
     assert len(newsletters) == len([r for r in _newsletters(runtime) if r.send_after >= day_two])
     assert newsletters
+
+
+def test_every_newsletter_is_sent_by_the_end_of_the_spread_within_the_cap(
+    runtime: Runtime,
+) -> None:
+    _readers(runtime, 60)
+    transport = RecordingTransport()
+    dispatcher = dispatcher_with(runtime, transport)
+    sent_per_hour: Counter[datetime] = Counter()
+    # The worker's cycles through the send windows of the spread, every half hour:
+    # any 60 minutes of the pacing grid hold at most the cap.
+    cycles = [
+        (DOYO_WINTER + timedelta(days=day)).replace(hour=hour, minute=minute)
+        for day in range(3)
+        for hour in range(9, 20)
+        for minute in (0, 30)
+    ]
+    for moment in cycles:
+        _plan(runtime, moment)
+        before = len(transport.received)
+        dispatcher.dispatch_due(moment)
+        sent_per_hour[moment.replace(minute=0)] += len(transport.received) - before
+    assert {r.state for r in _newsletters(runtime)} == {DeliveryState.SENT}
+    assert max(sent_per_hour.values()) <= 30
