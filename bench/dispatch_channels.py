@@ -27,6 +27,8 @@ import argparse
 import cProfile
 import math
 import multiprocessing
+import os
+import platform
 import pstats
 import sys
 import tempfile
@@ -48,7 +50,7 @@ from sqlalchemy.engine import make_url
 
 from scheduler import db
 from scheduler.domain import ChannelName, DeliveryState
-from scheduler.models import ChannelState, Delivery, Patient
+from scheduler.models import CadenceChange, ChannelState, Delivery, Patient
 from scheduler.planner import plan
 from scheduler.runtime import open_runtime
 from scheduler.settings import Settings, load_settings
@@ -62,15 +64,34 @@ MESSAGES_PER_PATIENT = 0.6  # due at NOW per synthetic patient is about 0.72; ke
 # The loopback servers ------------------------------------------------------------
 
 
-def _line_server(latency: float) -> Any:
-    from tests.servers.line_api import LineApiServer
+def _line_server(latency: float, nagle: bool) -> Any:
+    from tests.servers import line_api
 
+    # The server writes an answer's headers and its body in two sends; with Nagle's
+    # algorithm on (the socket default), the body waits for the client's delayed ACK
+    # of the headers, about 40 ms on Linux, on top of the latency asked for.
+    line_api._Handler.disable_nagle_algorithm = not nagle
+    # socketserver's listen backlog is 5: more lanes than that connecting at once
+    # overflow it and some connections are reset, which LINE's servers do not do.
+    line_api._Server.request_queue_size = 1024
     # No monthly limit: the quota must not hold any message back.
-    return LineApiServer(access_token=TOKEN, monthly_limit=None, latency_seconds=latency)
+    server = line_api.LineApiServer(access_token=TOKEN, monthly_limit=None, latency_seconds=latency)
+    # Count push requests: a repeat is answered 409 and kept nowhere else.
+    push, server.pushes = server._push, 0
+
+    def counted(headers: dict[str, str], body: bytes) -> Any:
+        with server._lock:
+            server.pushes += 1
+        return push(headers, body)
+
+    server._push = counted
+    return server
 
 
-def _smtp_server(latency: float) -> Any:
+def _smtp_server(latency: float, nagle: bool) -> Any:
     from tests.servers.smtp import SmtpServer
+
+    # asyncio sets TCP_NODELAY on its sockets already; `nagle` does not apply.
 
     return SmtpServer(latency_seconds=latency)
 
@@ -82,11 +103,10 @@ def _address(channel: str, server: Any) -> str:
 def _delivered(channel: str, server: Any) -> list[str]:
     """The delivery id of every message the server took in, repeats included."""
     if channel == "line":
-        # Keyed by retry key: a repeat would have been answered 409, so count requests
-        # too (two GETs read the quota).
+        # Keyed by retry key; a push that was not accepted (a repeat answered 409, an
+        # error) counts as an extra.
         accepted = list(server.accepted)
-        repeats = server.requests - 2 - len(accepted)
-        return accepted + ["<repeat>"] * max(repeats, 0)
+        return accepted + ["<not accepted>"] * (server.pushes - len(accepted))
     parser = BytesHeaderParser()
     ids = []
     for received in server.received:
@@ -95,25 +115,28 @@ def _delivered(channel: str, server: Any) -> list[str]:
     return ids
 
 
-def _serve(channel: str, latency: float, pipe: Connection) -> None:
-    """The child process: run the server, answer "delivered" until "stop"."""
-    with (_line_server if channel == "line" else _smtp_server)(latency) as server:
+def _serve(channel: str, latency: float, nagle: bool, pipe: Connection) -> None:
+    """The child process: run the server and answer "cpu" and "delivered" until "stop"."""
+    with (_line_server if channel == "line" else _smtp_server)(latency, nagle) as server:
         pipe.send(_address(channel, server))
         while (command := pipe.recv()) != "stop":
-            assert command == "delivered"
-            pipe.send(_delivered(channel, server))
+            if command == "cpu":
+                pipe.send(time.process_time())
+            else:
+                assert command == "delivered"
+                pipe.send(_delivered(channel, server))
 
 
 class Server:
     """A loopback server in a child process (or a thread of this one)."""
 
-    def __init__(self, channel: str, latency: float, mode: str) -> None:
+    def __init__(self, channel: str, latency: float, mode: str, nagle: bool) -> None:
         self.channel = channel
         self._process: Any = None
         self._local: Any = None
         if mode == "thread":
             factory = _line_server if channel == "line" else _smtp_server
-            self._local = factory(latency).start()
+            self._local = factory(latency, nagle).start()
             self.address = _address(channel, self._local)
             return
         # spawn, not fork: the child must not inherit this process's threads or
@@ -121,10 +144,21 @@ class Server:
         context = multiprocessing.get_context("spawn")
         self._pipe, child = context.Pipe()
         self._process = context.Process(
-            target=_serve, args=(channel, latency, child), name=f"{channel}-server", daemon=True
+            target=_serve,
+            args=(channel, latency, nagle, child),
+            name=f"{channel}-server",
+            daemon=True,
         )
         self._process.start()
         self.address = self._pipe.recv()
+
+    def cpu_seconds(self) -> float | None:
+        """The server process's CPU time so far; None when it shares this process."""
+        if self._local is not None:
+            return None
+        self._pipe.send("cpu")
+        seconds: float = self._pipe.recv()
+        return seconds
 
     def delivered(self) -> list[str]:
         if self._local is not None:
@@ -147,8 +181,14 @@ class Server:
 def prepare_clinic(url: str, channel: str, messages: int, seed: int) -> None:
     """A clinic with at least `messages` deliveries due at NOW, all for `channel`."""
     patients = math.ceil(messages / MESSAGES_PER_PATIENT)
-    build_clinic(url, patients, seed)
     engine = db.make_engine(url)
+    db.upgrade(engine)
+    with db.transaction(db.session_factory(engine)) as session:
+        # build_clinic empties the tables it fills, but not these two, which refer
+        # to patients: a database used before would refuse its DELETE.
+        for table in (CadenceChange, ChannelState):
+            session.execute(delete(table))
+    build_clinic(url, patients, seed)
     with db.transaction(db.session_factory(engine)) as session:
         if channel == "line":  # everyone has a LINE id; everyone prefers it
             session.execute(update(Patient).values(preferred_channel=ChannelName.LINE))
@@ -222,13 +262,24 @@ def bench_settings(
 class Measurement:
     messages: int
     seconds: float
-    cpu_seconds: float  # this process (the dispatcher) only
-    outcomes: dict[str, int]
+    cpu_seconds: float  # the dispatching process(es)
+    server_cpu_seconds: float | None  # the server's process; None when it is this one
+    machine_busy: float | None  # cores busy on the whole machine (every process)
     problems: list[str]
 
     @property
     def rate(self) -> float:
         return self.messages / self.seconds
+
+
+def _busy_jiffies() -> tuple[int, int] | None:
+    """(busy, all) clock ticks of every CPU since boot, from /proc/stat (Linux)."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + fields[4]  # idle, iowait
+    return sum(fields) - idle, sum(fields)
 
 
 @contextmanager
@@ -262,30 +313,96 @@ def profiled(path: str | None) -> Iterator[None]:
         stats.dump_stats(path)
 
 
-def measure(
-    settings: Settings, server: Server, expected: set[str], profile: str | None
-) -> Measurement:
+def _dispatch_worker(settings: Settings, go: Any, pipe: Connection) -> None:
+    """One more worker process (`--workers`): waits for `go`, then dispatches."""
     runtime = open_runtime(settings)
-    try:
-        wall, cpu = time.perf_counter(), time.process_time()
-        with profiled(profile):
-            summary = runtime.dispatcher.dispatch_due(NOW)
-        seconds, cpu_seconds = time.perf_counter() - wall, time.process_time() - cpu
-        with db.transaction(runtime.sessions) as session:
-            sent = session.scalar(select(func.count()).where(Delivery.state == DeliveryState.SENT))
-    finally:
-        runtime.close()
+    pipe.send("ready")
+    go.wait()
+    cpu = time.process_time()
+    summary = runtime.dispatcher.dispatch_due(NOW)
+    pipe.send((time.monotonic(), time.process_time() - cpu, summary.counts))
+    runtime.close()
+
+
+def dispatch(
+    settings: Settings, workers: int, profile: str | None
+) -> tuple[float, float, Counter[str]]:
+    """Run `dispatch_due` in `workers` processes at once (this one when 1): wall
+    seconds until the last one finished, their CPU seconds, and the outcomes."""
+    if workers == 1:
+        runtime = open_runtime(settings)
+        try:
+            wall, cpu = time.monotonic(), time.process_time()
+            with profiled(profile):
+                summary = runtime.dispatcher.dispatch_due(NOW)
+            return time.monotonic() - wall, time.process_time() - cpu, Counter(summary.counts)
+        finally:
+            runtime.close()
+    context = multiprocessing.get_context("spawn")
+    go = context.Event()
+    pipes, processes = [], []
+    for n in range(workers):
+        pipe, child = context.Pipe()
+        process = context.Process(
+            target=_dispatch_worker, args=(settings, go, child), name=f"worker-{n}", daemon=True
+        )
+        process.start()
+        pipes.append(pipe)
+        processes.append(process)
+    for pipe in pipes:
+        assert pipe.recv() == "ready"
+    started = time.monotonic()
+    go.set()
+    results = [pipe.recv() for pipe in pipes]
+    for process in processes:
+        process.join(10)
+    outcomes: Counter[str] = Counter()
+    for _, _, counts in results:
+        outcomes.update(counts)
+    ended = max(finished for finished, _, _ in results)
+    return ended - started, sum(cpu for _, cpu, _ in results), outcomes
+
+
+def measure(
+    settings: Settings, server: Server, expected: set[str], workers: int, profile: str | None
+) -> Measurement:
+    server_cpu, machine = server.cpu_seconds(), _busy_jiffies()
+    seconds, cpu_seconds, outcomes = dispatch(settings, workers, profile)
+    server_after, machine_after = server.cpu_seconds(), _busy_jiffies()
+    busy = None
+    if machine is not None and machine_after is not None:
+        cores = multiprocessing.cpu_count()
+        busy = cores * (machine_after[0] - machine[0]) / max(machine_after[1] - machine[1], 1)
+    engine = db.make_engine(settings.database_url)
+    with db.transaction(db.session_factory(engine)) as session:
+        sent = session.scalar(select(func.count()).where(Delivery.state == DeliveryState.SENT))
+        errors = Counter(
+            session.scalars(
+                select(Delivery.last_error).where(
+                    Delivery.id.in_(list(expected)), Delivery.state != DeliveryState.SENT
+                )
+            )
+        )
+    engine.dispose()
     problems = []
-    if summary.counts != {"sent": len(expected)}:
-        problems.append(f"outcomes {summary.counts}")
+    if outcomes != {"sent": len(expected)}:
+        problems.append(f"outcomes {dict(outcomes)}")
     if sent != len(expected):
         problems.append(f"{sent} rows sent")
+        problems.extend(f"{n} × {error}" for error, n in errors.most_common(3))
     delivered = Counter(server.delivered())
     if set(delivered) != expected or any(n != 1 for n in delivered.values()):
         missing = len(expected - set(delivered))
         extra = sum(delivered.values()) - (len(expected) - missing)
         problems.append(f"server: {missing} missing, {extra} extra or repeated")
-    return Measurement(len(expected), seconds, cpu_seconds, summary.counts, problems)
+    return Measurement(
+        len(expected),
+        seconds,
+        cpu_seconds,
+        None if server_cpu is None or server_after is None else server_after - server_cpu,
+        busy,
+        problems,
+    )
 
 
 def main() -> None:
@@ -306,12 +423,33 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="measurements per value")
     parser.add_argument("--database-url", help="default: a SQLite file in a temporary directory")
     parser.add_argument("--server", choices=("process", "thread"), default="process")
+    parser.add_argument(
+        "--server-nagle",
+        action="store_true",
+        help="leave Nagle's algorithm on in the LINE server, as tests/servers/line_api.py "
+        "does (adds about 40 ms to every request)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="dispatching processes at once, each with --concurrency lanes (as several "
+        "`tayori run`); 1: this process",
+    )
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--profile", metavar="FILE", help="write cProfile statistics (all lanes)")
+    parser.add_argument(
+        "--profile", metavar="FILE", help="write cProfile statistics of every lane (--workers 1)"
+    )
     args = parser.parse_args()
     concurrency = [int(value) for value in args.concurrency.split(",")]
     latency_ms = args.latency_ms if args.latency_ms is not None else 50.0 * (args.channel == "line")
     sys.path.insert(0, str(ROOT))  # tests.servers, here and in the server's process
+    load = f"{os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "?"
+    print(
+        f"# {multiprocessing.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"load average {load} at start",
+        flush=True,
+    )
     failed = False
     with tempfile.TemporaryDirectory() as scratch:
         url = args.database_url or f"sqlite:///{scratch}/bench.db"
@@ -320,24 +458,36 @@ def main() -> None:
         for lanes in concurrency:
             for _ in range(args.repeat):
                 # A fresh server each time: the same delivery ids would be repeats.
-                server = Server(args.channel, latency_ms / 1000, args.server)
+                server = Server(args.channel, latency_ms / 1000, args.server, args.server_nagle)
                 try:
                     settings = bench_settings(url, args.channel, server.address, lanes, scratch)
                     expected = fresh_outbox(settings, args.messages)
-                    result = measure(settings, server, expected, args.profile)
+                    result = measure(settings, server, expected, args.workers, args.profile)
                 finally:
                     server.close()
-                verdict = "; ".join(result.problems) or "each received exactly once"
                 failed = failed or bool(result.problems)
-                print(
-                    f"{args.channel} {database} server={args.server} latency={latency_ms:g}ms "
-                    f"concurrency={lanes}: {result.messages} messages in {result.seconds:.2f} s "
-                    f"= {result.rate:.0f}/s (cpu {result.cpu_seconds:.2f} s, "
-                    f"{1000 * result.cpu_seconds / result.messages:.2f} ms/message); {verdict}",
-                    flush=True,
-                )
+                print(describe(args, database, latency_ms, lanes, result), flush=True)
     if failed:
         raise SystemExit(1)
+
+
+def describe(
+    args: argparse.Namespace, database: str, latency_ms: float, lanes: int, result: Measurement
+) -> str:
+    setup = (
+        f"{args.channel} {database} server={args.server} latency={latency_ms:g}ms "
+        f"workers={args.workers} concurrency={lanes}"
+    )
+    cpu = f"dispatcher cpu {1000 * result.cpu_seconds / result.messages:.2f} ms/message"
+    if result.server_cpu_seconds is not None:
+        cpu += f", server cpu {1000 * result.server_cpu_seconds / result.messages:.2f} ms/message"
+    if result.machine_busy is not None:
+        cpu += f", machine {result.machine_busy:.2f} cores busy"
+    verdict = "; ".join(result.problems) or "each received exactly once"
+    return (
+        f"{setup}: {result.messages} messages in {result.seconds:.2f} s "
+        f"= {result.rate:.0f}/s ({cpu}); {verdict}"
+    )
 
 
 if __name__ == "__main__":
