@@ -243,6 +243,8 @@ class Dispatcher:
                 # (shown by `tayori status` and `tayori lint`) without using up its
                 # attempts, and is never sent broken.
                 log.error("template problem: %s", e)
+                if delivery.channel is ChannelName.LINE:
+                    cycle.line_budget.give_back(delivery.reason)  # taken, not used
                 delivery.attempts -= 1
                 delivery.send_after = now + TEMPLATE_RECHECK
                 return self._finish(session, delivery, DeliveryState.PLANNED, now, str(e), "held")

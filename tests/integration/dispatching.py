@@ -34,10 +34,12 @@ class RecordingTransport:
     failures: list[DeliveryError] = field(default_factory=list)  # the next sends, any channel
     refused: dict[ChannelName, DeliveryError] = field(default_factory=dict)  # every send
     received: list[OutgoingMessage] = field(default_factory=list)
+    tries: int = 0  # every call, refused or not
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def send(self, message: OutgoingMessage) -> Receipt:
         with self.lock:
+            self.tries += 1
             if message.channel in self.refused:
                 raise self.refused[message.channel]
             if self.failures:

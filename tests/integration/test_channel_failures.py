@@ -15,7 +15,7 @@ from scheduler.db import transaction
 from scheduler.dispatcher import RETRY_KEY_EXPIRED
 from scheduler.domain import ChannelName, DeliveryState, HoldCause, Reason
 from scheduler.models import Delivery, Patient
-from scheduler.planner import plan
+from scheduler.planner import plan, plan_digest
 from scheduler.report import status
 from scheduler.runtime import Runtime
 from scheduler.settings import Line
@@ -218,3 +218,19 @@ def test_patient_line_id_is_kept_when_marked_unusable(runtime: Runtime) -> None:
     nudged_patients(runtime)
     _dispatch_with_line_refusing(runtime, BLOCKED)
     assert _patient(runtime).line_user_id == LINE_ID
+
+
+def test_the_digest_waits_while_its_channel_is_held(runtime: Runtime) -> None:
+    """The clinic's digest has one channel per row: held, it waits; it does not
+    try the held channel again and again within the cycle."""
+    with transaction(runtime.sessions) as session:
+        plan_digest(session, NUDGE_TIME, runtime.settings)
+    refused = DeliveryError(
+        "535 check SMTP_USERNAME and SMTP_PASSWORD", Failure.CHANNEL_UNAVAILABLE
+    )
+    transport = RecordingTransport(refused={ChannelName.EMAIL: refused})
+    dispatcher_with(runtime, transport).dispatch_due(NUDGE_TIME)
+    [digest] = deliveries(runtime.sessions, Reason.DAILY_DIGEST)
+    assert (digest.state, digest.attempts) == (DeliveryState.PLANNED, 0)
+    assert digest.send_after > NUDGE_TIME
+    assert transport.tries == 1
