@@ -44,7 +44,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from plan_and_dispatch import NOW, build_clinic
+from plan_and_dispatch import NOW, TABLES, build_clinic
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.engine import make_url
 
@@ -58,41 +58,22 @@ from scheduler.settings import Settings, load_settings
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-channel-access-token"
 MAIL_FROM = "たより整体院 <info@clinic.example>"
-TABLES = ("deliveries", "patients", "appointments", "consent_changes", "cadence_changes")
 MESSAGES_PER_PATIENT = 0.6  # due at NOW per synthetic patient is about 0.72; keep a margin
 
 
 # The loopback servers ------------------------------------------------------------
 
 
-def _line_server(latency: float, nagle: bool) -> Any:
-    from tests.servers import line_api
+def _line_server(latency: float) -> Any:
+    from tests.servers.line_api import LineApiServer
 
-    # The server writes an answer's headers and its body in two sends; with Nagle's
-    # algorithm on (the socket default), the body waits for the client's delayed ACK
-    # of the headers, about 40 ms on Linux, on top of the latency asked for.
-    line_api._Handler.disable_nagle_algorithm = not nagle
-    # socketserver's listen backlog is 5: more lanes than that connecting at once
-    # overflow it and some connections are reset, which LINE's servers do not do.
-    line_api._Server.request_queue_size = 1024
     # No monthly limit: the quota must not hold any message back.
-    server = line_api.LineApiServer(access_token=TOKEN, monthly_limit=None, latency_seconds=latency)
-    # Count push requests: a repeat is answered 409 and kept nowhere else.
-    push, server.pushes = server._push, 0
-
-    def counted(headers: dict[str, str], body: bytes) -> Any:
-        with server._lock:
-            server.pushes += 1
-        return push(headers, body)
-
-    server._push = counted
-    return server
+    return LineApiServer(access_token=TOKEN, monthly_limit=None, latency_seconds=latency)
 
 
-def _smtp_server(latency: float, nagle: bool) -> Any:
+def _smtp_server(latency: float) -> Any:
     from tests.servers.smtp import SmtpServer
 
-    # asyncio sets TCP_NODELAY on its sockets already: `nagle` does not apply.
     return SmtpServer(latency_seconds=latency)
 
 
@@ -115,9 +96,9 @@ def _delivered(channel: str, server: Any) -> list[str]:
     return ids
 
 
-def _serve(channel: str, latency: float, nagle: bool, pipe: Connection) -> None:
+def _serve(channel: str, latency: float, pipe: Connection) -> None:
     """The child process: run the server and answer "cpu" and "delivered" until "stop"."""
-    with (_line_server if channel == "line" else _smtp_server)(latency, nagle) as server:
+    with (_line_server if channel == "line" else _smtp_server)(latency) as server:
         pipe.send(_address(channel, server))
         while (command := pipe.recv()) != "stop":
             if command == "cpu":
@@ -130,13 +111,13 @@ def _serve(channel: str, latency: float, nagle: bool, pipe: Connection) -> None:
 class Server:
     """A loopback server in a child process (or a thread of this one)."""
 
-    def __init__(self, channel: str, latency: float, mode: str, nagle: bool) -> None:
+    def __init__(self, channel: str, latency: float, mode: str) -> None:
         self.channel = channel
         self._process: Any = None
         self._local: Any = None
         if mode == "thread":
             factory = _line_server if channel == "line" else _smtp_server
-            self._local = factory(latency, nagle).start()
+            self._local = factory(latency).start()
             self.address = _address(channel, self._local)
             return
         # spawn, not fork: the child must not inherit this process's threads or
@@ -145,7 +126,7 @@ class Server:
         self._pipe, child = context.Pipe()
         self._process = context.Process(
             target=_serve,
-            args=(channel, latency, nagle, child),
+            args=(channel, latency, child),
             name=f"{channel}-server",
             daemon=True,
         )
@@ -433,12 +414,6 @@ def main() -> None:
     parser.add_argument("--database-url", help="default: a SQLite file in a temporary directory")
     parser.add_argument("--server", choices=("process", "thread"), default="process")
     parser.add_argument(
-        "--server-nagle",
-        action="store_true",
-        help="leave Nagle's algorithm on in the LINE server, as tests/servers/line_api.py "
-        "does (adds about 40 ms to every request)",
-    )
-    parser.add_argument(
         "--workers",
         type=int,
         default=1,
@@ -467,7 +442,7 @@ def main() -> None:
         for lanes in concurrency:
             for _ in range(args.repeat):
                 # A fresh server each time: the same delivery ids would be repeats.
-                server = Server(args.channel, latency_ms / 1000, args.server, args.server_nagle)
+                server = Server(args.channel, latency_ms / 1000, args.server)
                 try:
                     settings = bench_settings(url, args.channel, server.address, lanes, scratch)
                     expected = fresh_outbox(settings, args.messages)

@@ -34,6 +34,15 @@ from scheduler.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 11, 25, 10, 30, tzinfo=ZoneInfo("Asia/Tokyo"))
+# Every table a synthetic clinic fills, in an order that deletes them cleanly.
+TABLES = (
+    "deliveries",
+    "consent_changes",
+    "cadence_changes",
+    "appointments",
+    "channel_states",
+    "patients",
+)
 
 
 def build_clinic(database_url: str, patients: int, seed: int) -> None:
@@ -43,7 +52,7 @@ def build_clinic(database_url: str, patients: int, seed: int) -> None:
     sessions = db.session_factory(engine)
     phases = list(Phase)
     with db.transaction(sessions) as session:  # start from an empty clinic
-        for table in ("deliveries", "consent_changes", "appointments", "patients"):
+        for table in TABLES:
             session.execute(text(f"DELETE FROM {table}"))
     with db.transaction(sessions) as session:
         rows = [

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import Protocol, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
 from scheduler.domain import (
@@ -15,6 +16,7 @@ from scheduler.domain import (
     ConsentKind,
     Contacts,
     PatientFacts,
+    Phase,
 )
 from scheduler.models import Appointment, CadenceChange, ConsentChange, Patient
 
@@ -30,16 +32,27 @@ def current_consent(
     session: Session, patient_ids: Iterable[int] | None = None
 ) -> dict[int, dict[ConsentKind, bool]]:
     """Each patient's consent now: the latest change of each kind (absent = not given)."""
-    query = select(ConsentChange).order_by(ConsentChange.id)
+    query = select(ConsentChange.patient_id, ConsentChange.kind, ConsentChange.granted).order_by(
+        ConsentChange.id
+    )
     if patient_ids is not None:
         query = query.where(ConsentChange.patient_id.in_(list(patient_ids)))
     consent: dict[int, dict[ConsentKind, bool]] = defaultdict(dict)
-    for change in session.scalars(query):
-        consent[change.patient_id][change.kind] = change.granted
+    for patient_id, kind, granted in session.execute(query):
+        consent[patient_id][kind] = granted
     return consent
 
 
-def cadence_in_force(history: Sequence[CadenceChange], now: datetime) -> CadenceChange | None:
+class _Dated(Protocol):
+    @property
+    def changed_at(self) -> datetime: ...
+
+
+Change = TypeVar("Change", bound=_Dated)
+_HistoryRow = Row[int, int, Phase | None, int | None, int | None, datetime]
+
+
+def cadence_in_force(history: Sequence[Change], now: datetime) -> Change | None:
     """The latest change made up to `now` (history in the order it was written);
     before the first one, the starting point itself."""
     in_force = [c for c in history if c.changed_at <= now]
@@ -49,24 +62,34 @@ def cadence_in_force(history: Sequence[CadenceChange], now: datetime) -> Cadence
 
 
 def load_facts(
-    session: Session, now: datetime, patient_ids: Iterable[int] | None = None
+    session: Session, now: datetime, patients: Iterable[Patient] | None = None
 ) -> list[PatientFacts]:
-    """Every patient's facts as they stand at `now`."""
-    patient_query = select(Patient).order_by(Patient.id)
-    appointment_query = select(Appointment).order_by(Appointment.starts_at)
-    history_query = select(CadenceChange).order_by(CadenceChange.id)
-    ids = None if patient_ids is None else list(patient_ids)
+    """The facts of `patients` (by default every patient) as they stand at `now`."""
+    # Plain rows rather than ORM objects for the rest: the planner reads every
+    # patient's history each tick, and the dispatcher a batch's.
+    rows = list(
+        session.scalars(select(Patient).order_by(Patient.id)) if patients is None else patients
+    )
+    ids = None if patients is None else [patient.id for patient in rows]
+    appointment_query = select(
+        Appointment.patient_id, Appointment.id, Appointment.starts_at, Appointment.status
+    ).order_by(Appointment.starts_at)
+    history_query = select(
+        CadenceChange.patient_id,
+        CadenceChange.id,
+        CadenceChange.phase,
+        CadenceChange.nudge_after_days,
+        CadenceChange.follow_up_days,
+        CadenceChange.changed_at,
+    ).order_by(CadenceChange.id)
     if ids is not None:
-        patient_query = patient_query.where(Patient.id.in_(ids))
         appointment_query = appointment_query.where(Appointment.patient_id.in_(ids))
         history_query = history_query.where(CadenceChange.patient_id.in_(ids))
     appointments: dict[int, list[AppointmentFact]] = defaultdict(list)
-    for appointment in session.scalars(appointment_query):
-        appointments[appointment.patient_id].append(
-            AppointmentFact(appointment.id, appointment.starts_at, appointment.status)
-        )
-    histories: dict[int, list[CadenceChange]] = defaultdict(list)
-    for change in session.scalars(history_query):
+    for patient_id, appointment_id, starts_at, status in session.execute(appointment_query):
+        appointments[patient_id].append(AppointmentFact(appointment_id, starts_at, status))
+    histories: dict[int, list[_HistoryRow]] = defaultdict(list)
+    for change in session.execute(history_query):
         histories[change.patient_id].append(change)
     consent = current_consent(session, ids)
 
@@ -97,4 +120,4 @@ def load_facts(
             ),
         )
 
-    return [facts(patient) for patient in session.scalars(patient_query)]
+    return [facts(patient) for patient in rows]

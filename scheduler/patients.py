@@ -70,7 +70,7 @@ class PatientView:
 
 
 def view_patient(session: Session, patient: Patient, now: datetime, rules: Rules) -> PatientView:
-    [facts] = load_facts(session, now, [patient.id])
+    [facts] = load_facts(session, now, [patient])
     deliveries = list(
         session.scalars(
             select(Delivery)

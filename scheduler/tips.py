@@ -363,30 +363,31 @@ def choose_tip(
     fewer than ROTATION_DAYS days before `day` (or, oddly, after it) is not chosen
     again; one sent exactly ROTATION_DAYS ago may be. Among the tips that suit the
     patient's phase and the day's seasons, never-sent tips come first, then the
-    least recently sent; ties are broken by a hash of (patient, tip, day), so
+    least recently sent; among those tied, a hash of (patient, day) picks one, so
     patients messaged on the same day get different tips and the same inputs always
     give the same tip, in any process. None when every suitable tip is inside the
     window: the message then goes without a tip rather than repeating one.
     """
-    candidates = [
+    suitable = [
         tip
         for tip in tips.values()
         if tip.suits(phase, seasons)
         and (tip.id not in recent or (day - recent[tip.id]).days >= ROTATION_DAYS)
     ]
-    if not candidates:
+    if not suitable:
         return None
-    return min(
-        candidates,
-        key=lambda tip: (recent.get(tip.id, date.min), _spread(patient_id, tip.id, day), tip.id),
+    oldest = min(recent.get(tip.id, date.min) for tip in suitable)
+    tied = sorted(
+        (tip for tip in suitable if recent.get(tip.id, date.min) == oldest), key=lambda t: t.id
     )
+    return tied[_spread(patient_id, day) % len(tied)]
 
 
-def _spread(patient_id: int, tip_id: str, day: date) -> bytes:
+def _spread(patient_id: int, day: date) -> int:
     # hashlib, not hash(): Python salts str hashes per process, and the choice must
     # be the same in every worker and after every restart.
-    key = f"{patient_id}\x1f{tip_id}\x1f{day.isoformat()}".encode()
-    return hashlib.sha256(key).digest()
+    key = f"{patient_id}\x1f{day.isoformat()}".encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:8], "big")
 
 
 SEASON_LABELS = {

@@ -17,7 +17,7 @@ from scheduler.channels import DeliveryError, Failure
 from scheduler.cli import main
 from scheduler.context import sample_context
 from scheduler.db import transaction
-from scheduler.domain import ChannelName, Phase, Reason
+from scheduler.domain import ChannelName, DeliveryState, Phase, Reason
 from scheduler.lint import PATIENT_REASONS, lint_messages
 from scheduler.models import Delivery
 from scheduler.planner import plan
@@ -297,6 +297,31 @@ def test_a_broken_edit_while_the_worker_runs_keeps_the_old_text(
         _tip_line(first.text), _tip_line(second.text)
     )
     assert "line.j2:1" in " ".join(dispatcher.renderer.problems.values())
+
+
+def test_a_fault_while_composing_one_message_holds_it_and_the_others_go(
+    runtime: Runtime, messages: Path
+) -> None:
+    """Not a template error Jinja reports, but an exception out of the template:
+    composing a batch goes on without that one message, which waits to be tried again."""
+    transport = RecordingTransport()
+    dispatcher = dispatcher_with(runtime, transport)
+    dispatcher.renderer = Renderer(messages)
+    template = messages / "cadence_nudge" / "line.j2"
+    fault = '{% if patient_name == "佐藤 健様" %}{{ 1 // 0 }}{% endif %}'
+    _edit(template, fault + template.read_text(encoding="utf-8"))
+    with transaction(runtime.sessions) as session:
+        add_patient(session, PLANNED_AT, "P0", name="佐藤 健")
+        visited(session, PLANNED_AT, days_ago=1, external_id="P0")
+    nudged_patients(runtime, count=3)
+
+    dispatcher.dispatch_due(NUDGE_TIME)
+
+    assert len(transport.received) == 3
+    [waiting] = [d for d in deliveries(runtime.sessions, Reason.CADENCE_NUDGE) if not d.sent_at]
+    assert (waiting.state, waiting.attempts) == (DeliveryState.PLANNED, 0)
+    assert waiting.send_after > NUDGE_TIME
+    assert "ZeroDivisionError" in (waiting.last_error or "")
 
 
 def _tip_line(text: str) -> str:

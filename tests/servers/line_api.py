@@ -121,6 +121,7 @@ class LineApiServer:
         self._blocked: set[str] = set()
         self._delivered = 0
         self._requests = 0
+        self._pushes = 0
         self._schema_errors: list[str] = []
         self._ids = count(470_000_000_000_000_001)
         self._validate = push_request_validator()
@@ -209,6 +210,12 @@ class LineApiServer:
             return self._requests
 
     @property
+    def pushes(self) -> int:
+        """Push requests that reached the server, repeats and refusals included."""
+        with self._lock:
+            return self._pushes
+
+    @property
     def usage(self) -> int:
         """Messages counted this month: delivered pushes plus `usage_offset`."""
         with self._lock:
@@ -226,6 +233,7 @@ class LineApiServer:
         """The answer to one request; None means: close the connection unanswered."""
         with self._lock:
             self._requests += 1
+            self._pushes += path == PUSH
             script = self._scripts.popleft() if path == PUSH and self._scripts else None
         self._sleep(self.latency_seconds)
         if headers.get("authorization") != f"Bearer {self.access_token}":
@@ -364,12 +372,18 @@ def line_api_fixture(**options: Any) -> Callable[[], Iterator[LineApiServer]]:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default backlog of 5 resets connections when a dispatcher's
+    # lanes connect at once; LINE's servers do not.
+    request_queue_size = 128
     block_on_close = False  # a handler still hanging must not hold up stop()
     api: LineApiServer
 
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, like LINE, so clients reuse connections
+    # An answer's headers and body go out in two writes: with Nagle's algorithm the
+    # body would wait for the client's delayed ACK, about 40 ms that LINE never adds.
+    disable_nagle_algorithm = True
     server: _Server
 
     def do_GET(self) -> None:

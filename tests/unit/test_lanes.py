@@ -1,0 +1,131 @@
+"""Lanes: work handed in is done by a fixed number of threads; the loop that hands it
+in can wait for work to finish, and a fault stops the lanes without hanging them."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from scheduler.lanes import GroupCommit, Lanes
+
+
+def test_every_piece_of_work_is_done_once() -> None:
+    done: list[int] = []
+    lock = threading.Lock()
+
+    def do(n: int) -> None:
+        with lock:
+            done.append(n)
+
+    with Lanes(4, do) as lanes:
+        for n in range(100):
+            lanes.put(n)
+    assert sorted(done) == list(range(100))
+
+
+def test_no_more_lanes_than_asked_work_at_once() -> None:
+    busy = 0
+    most = 0
+    lock = threading.Lock()
+    release = threading.Event()
+
+    def do(_: int) -> None:
+        nonlocal busy, most
+        with lock:
+            busy += 1
+            most = max(most, busy)
+        release.wait()
+        with lock:
+            busy -= 1
+
+    with Lanes(3, do) as lanes:
+        for n in range(3):
+            lanes.put(n)
+        release.set()
+        for n in range(20):
+            lanes.put(n)
+    assert most <= 3
+
+
+def test_waiting_with_nothing_in_flight_returns_at_once() -> None:
+    with Lanes(2, lambda _: None) as lanes:
+        assert lanes.wait_for_more(lanes.finished) is False
+
+
+def test_waiting_returns_once_work_in_flight_finishes() -> None:
+    release = threading.Event()
+    with Lanes(2, lambda _: release.wait()) as lanes:
+        seen = lanes.finished
+        lanes.put(1)
+        release.set()
+        assert lanes.wait_for_more(seen) is True
+        assert lanes.finished == seen + 1
+
+
+def test_a_fault_in_one_piece_stops_the_work_and_is_raised_at_the_end() -> None:
+    done: list[int] = []
+
+    def do(n: int) -> None:
+        if n == 0:
+            raise RuntimeError("broken")
+        done.append(n)
+
+    with pytest.raises(RuntimeError, match="broken"), Lanes(1, do) as lanes:
+        for n in range(5):
+            lanes.put(n)
+        assert lanes.wait_for_more(0)
+        assert lanes.error is not None
+    assert done == []
+
+
+# --- group commit -------------------------------------------------------------------
+
+
+def test_an_item_is_written_before_add_returns() -> None:
+    written: list[list[int]] = []
+    GroupCommit(written.append).add(1)
+    assert written == [[1]]
+
+
+def test_items_reported_during_a_write_are_written_together_next() -> None:
+    written: list[list[int]] = []
+    first_write = threading.Event()
+    release = threading.Event()
+
+    def write(items: list[int]) -> None:
+        if not written:
+            first_write.set()
+            release.wait()
+        written.append(items)
+
+    group = GroupCommit(write)
+    adders = [threading.Thread(target=group.add, args=(n,)) for n in range(4)]
+    adders[0].start()
+    first_write.wait()
+    for adder in adders[1:]:
+        adder.start()
+    while group.waiting < 3:  # the three others have reported and wait for the writer
+        threading.Event().wait(0.001)
+    release.set()
+    for adder in adders:
+        adder.join()
+    assert written[0] == [0]
+    assert sorted(written[1]) == [1, 2, 3]
+    assert len(written) == 2
+
+
+def test_a_failed_write_raises_and_the_next_writer_writes_its_items() -> None:
+    written: list[list[int]] = []
+    failures = [RuntimeError("database gone")]
+
+    def write(items: list[int]) -> None:
+        if failures:
+            raise failures.pop()
+        written.append(items)
+
+    group = GroupCommit(write)
+    with pytest.raises(RuntimeError):
+        group.add(1)
+    group.add(2)
+    assert written == [[1, 2]]
