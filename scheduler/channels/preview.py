@@ -29,7 +29,7 @@ class PreviewTransport:
             path = self.outbox_dir / f"{message.delivery_id}.eml"
             # The mail SMTP would send, in 8bit rather than base64 so that it reads
             # as text in an editor.
-            data = bytes(build_email(message, self.sender, transfer_encoding="8bit"))
+            data = build_email(message, self.sender, transfer_encoding="8bit", linesep="\n")
         # Write then rename, so a crash never leaves half a message behind and a
         # resend of the same delivery replaces the file instead of adding one.
         partial = path.with_suffix(path.suffix + ".part")

@@ -3,6 +3,7 @@ how connections are reused, and what each kind of refusal tells the dispatcher."
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Iterator
 from email import message_from_bytes, policy
@@ -51,6 +52,13 @@ def outgoing(
         subject=subject,
         unsubscribe_url=unsubscribe_url,
     )
+
+
+def built(message: OutgoingMessage) -> EmailMessage:
+    """The mail build_email makes, read back as a mail client would."""
+    mail = message_from_bytes(build_email(message, "info@clinic.example"), policy=policy.default)
+    assert isinstance(mail, EmailMessage)
+    return mail
 
 
 def parts(mail: EmailMessage) -> dict[str, str]:
@@ -116,6 +124,19 @@ def test_a_long_unsubscribe_link_arrives_intact(
     url = "https://tayori.example.jp/unsubscribe/" + "x" * 150
     transport.send(outgoing(unsubscribe_url=url))
     assert smtp_server.received[0].message["List-Unsubscribe"] == f"<{url}>"
+    assert f"\r\nList-Unsubscribe: <{url}>\r\n".encode() in smtp_server.received[0].data
+
+
+def test_a_long_subject_goes_as_encoded_words_no_longer_than_rfc_2047_allows(
+    smtp_server: SmtpServer, transport: SmtpTransport
+) -> None:
+    subject = "【たより整体院】" + "そろそろメンテナンスの時期です。" * 3
+    transport.send(outgoing(subject=subject))
+    [received] = smtp_server.received
+    assert received.message["Subject"] == subject
+    words = re.findall(rb"=\?utf-8\?b\?[^?]*\?=", received.data)
+    assert len(words) > 1
+    assert all(len(word) <= 75 for word in words)
 
 
 def test_without_an_unsubscribe_link_there_are_no_unsubscribe_headers(
@@ -128,9 +149,7 @@ def test_without_an_unsubscribe_link_there_are_no_unsubscribe_headers(
 
 
 def test_a_mailto_unsubscribe_link_promises_no_one_click_post() -> None:
-    mail = build_email(
-        outgoing(unsubscribe_url="mailto:stop@clinic.example"), "info@clinic.example"
-    )
+    mail = built(outgoing(unsubscribe_url="mailto:stop@clinic.example"))
     assert mail["List-Unsubscribe"] == "<mailto:stop@clinic.example>"
     assert "List-Unsubscribe-Post" not in mail
 
@@ -152,7 +171,7 @@ def test_the_html_part_escapes_markup_and_links_urls(
 
 def test_the_html_part_keeps_paragraphs_and_line_breaks() -> None:
     text = "山田 花子様\n\n\n\u3000前回から12日です。\nお待ちしています。\n"
-    html = parts(build_email(outgoing(text=text), "info@clinic.example"))["text/html"]
+    html = parts(built(outgoing(text=text)))["text/html"]
     assert "<p>山田 花子様</p>\n<p>\u3000前回から12日です。<br>\nお待ちしています。</p>" in html
 
 
