@@ -422,7 +422,9 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
-        "--profile", metavar="FILE", help="write cProfile statistics of every lane (--workers 1)"
+        "--profile",
+        metavar="FILE",
+        help="write cProfile statistics of the claiming loop and the lanes (--workers 1)",
     )
     args = parser.parse_args()
     concurrency = [int(value) for value in args.concurrency.split(",")]

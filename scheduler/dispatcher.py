@@ -1,7 +1,8 @@
 """The dispatcher: claims due deliveries, renders them, sends them through a
 channel and records the outcome, each step committed: a batch is claimed and
-composed in one transaction, then each message is sent and its outcome recorded
-in one of its own.
+composed in one transaction, then each message is sent outside any transaction
+and its outcome recorded before its lane goes on (the lanes that finish together
+share that transaction).
 
 A delivery moves planned → sending → sent | failed | skipped. A worker that dies
 while `sending` leaves a row whose lease runs out; the next worker takes it again
@@ -19,7 +20,8 @@ import threading
 import time
 import traceback
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -81,8 +83,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Deliveries claimed and composed per transaction. Larger batches spread the cost of
-# a transaction and of reading the patients' facts over more messages (bench/README.md);
-# a batch is sent within seconds, far inside the lease.
+# a transaction and of reading the patients' facts over more messages (bench/README.md).
 CLAIM_BATCH = 128
 QUOTA_REFRESH = timedelta(minutes=10)  # how often LINE is asked for the month's usage
 HOLD_RECHECK = timedelta(hours=1)  # a held message looks again this often
@@ -135,7 +136,7 @@ class _Known:
 
     patients: dict[int, Patient]
     facts: dict[int, PatientFacts]
-    recent_tips: dict[int, dict[str, date]]  # tip id → the day it was last sent
+    recent_tips: defaultdict[int, dict[str, date]]  # tip id → the day it was last sent
 
 
 @dataclass
@@ -188,21 +189,28 @@ class Dispatcher:
         network waits overlap and the database sees few, short transactions."""
         summary = DispatchSummary()
         cycle = self.start_cycle(now)
-        # Every claim of a cycle carries its `now`: a row claimed late in a very long
-        # cycle would look abandoned to another worker. Claiming stops after half a
-        # lease, and the next cycle goes on.
-        stop_claiming = time.monotonic() + self.settings.dispatch.lease_seconds / 2
+        # Every claim of a cycle carries its `now`, and another worker takes a row
+        # again once its lease runs out: nothing is claimed or sent after half a
+        # lease. What is still waiting then (or when the worker is stopping, or a
+        # lane failed) goes back to `planned` unsent, for the next cycle.
+        stop_at = time.monotonic() + self.settings.dispatch.lease_seconds / 2
+
+        def stopping() -> bool:
+            return should_stop() or time.monotonic() >= stop_at or lanes.error is not None
 
         def send(message: OutgoingMessage) -> None:
-            summary.add(self._send_and_record(message, cycle))
+            if stopping():
+                summary.add(self._release(message, cycle))
+            else:
+                summary.add(self._send_and_record(message, cycle))
 
         try:
             with Lanes(self.settings.dispatch.concurrency, send, name="dispatch") as lanes:
-                while (
-                    not should_stop() and time.monotonic() < stop_claiming and lanes.error is None
-                ):
+                while not stopping():
                     seen = lanes.finished
                     messages = self._claim_batch(cycle, CLAIM_BATCH, summary)
+                    # None: nothing was due; [] : all that was claimed was recorded
+                    # already (skipped or held), so look again.
                     if messages is None:
                         # A message in flight may come back planned (rerouted to the
                         # patient's other contact): look again as each one lands.
@@ -364,11 +372,11 @@ class Dispatcher:
         """The facts of these patients, and which tips each was sent when: read for
         a whole batch at once."""
         if not patient_ids:
-            return _Known({}, {}, {})
+            return _Known({}, {}, defaultdict(dict))
         ids = sorted(patient_ids)
         patients = {p.id: p for p in session.scalars(select(Patient).where(Patient.id.in_(ids)))}
         facts = {f.id: f for f in load_facts(session, now, patients.values())}
-        recent_tips: dict[int, dict[str, date]] = defaultdict(dict)
+        recent_tips: defaultdict[int, dict[str, date]] = defaultdict(dict)
         sent = session.execute(
             select(Delivery.patient_id, Delivery.tip_id, func.max(Delivery.sent_at))
             .where(
@@ -423,17 +431,39 @@ class Dispatcher:
             log.error("delivery %s could not be composed: %s\n%s", delivery.id, _kind(e), where)
             return self._wait_for_repair(session, delivery, cycle, COMPOSE_FAILED % _kind(e))
         if message.channel is ChannelName.LINE and _retry_key_expired(delivery, now):
+            cycle.line_budget.give_back(delivery.reason)  # taken, not used
             return self._finish(session, delivery, DeliveryState.FAILED, now, RETRY_KEY_EXPIRED)
         return message
 
     def _wait_for_repair(
         self, session: Session, delivery: Delivery, cycle: _Cycle, error: str
     ) -> str:
-        if delivery.channel is ChannelName.LINE:
-            cycle.line_budget.give_back(delivery.reason)  # taken, not used
         delivery.attempts -= 1
         delivery.send_after = cycle.now + TEMPLATE_RECHECK
         return self._finish(session, delivery, DeliveryState.PLANNED, cycle.now, error, "held")
+
+    def _release(self, message: OutgoingMessage, cycle: _Cycle) -> str:
+        """Give back a claimed message that was not sent: planned again at once, its
+        attempt not counted. Only while the claim is still this cycle's."""
+        if message.channel is ChannelName.LINE:
+            cycle.line_budget.give_back(message.reason)
+        with transaction(self.sessions) as session:
+            session.execute(
+                update(Delivery)
+                .where(
+                    Delivery.id == message.delivery_id,
+                    Delivery.state == DeliveryState.SENDING,
+                    Delivery.claimed_at == cycle.now,
+                )
+                .values(
+                    state=DeliveryState.PLANNED,
+                    attempts=Delivery.attempts - 1,
+                    updated_at=cycle.now,
+                ),
+                execution_options={"synchronize_session": False},
+            )
+        _log_outcome(message.delivery_id, message.reason, message.channel, "released", None)
+        return "released"
 
     def _send_and_record(self, message: OutgoingMessage, cycle: _Cycle) -> str:
         # The network call happens outside any transaction: the claim is committed,
@@ -470,44 +500,49 @@ class Dispatcher:
         if choose_channel(patient.preferred_channel, contacts) is None:
             raise _Skip(NO_USABLE_CONTACT)
         channel = self._open_channel(patient.preferred_channel, contacts, delivery.reason, cycle)
-        facts = known.facts[patient.id]
-        upcoming = [
-            a.starts_at
-            for a in facts.appointments
-            if a.status is AppointmentStatus.BOOKED and a.starts_at > now
-        ]
-        appointment = next((a for a in facts.appointments if a.id == delivery.appointment_id), None)
-        unsubscribe = (
-            self._unsubscribe_url(patient.id, STOPPABLE[delivery.reason])
-            if channel is ChannelName.EMAIL and delivery.reason in STOPPABLE
-            else None
-        )
-        tip, season = self._tip_for(delivery, facts.phase, cycle, known)
-        delivery.tip_id = tip.id if tip else None
-        context = message_context(
-            reason=delivery.reason,
-            patient_name=patient.name,
-            phase=facts.phase,
-            last_visit=last_visit(facts, now),
-            next_visit=min(upcoming, default=None),
-            appointment_at=appointment.starts_at if appointment else None,
-            clinic=self.settings.clinic,
-            now=now,
-            tz=self.settings.timezone,
-            # The footer links a web page; a mailto: fallback only goes in the header.
-            unsubscribe_url=unsubscribe if unsubscribe and unsubscribe.startswith("http") else None,
-            tip=tip.text if tip else None,
-            season=season,
-            reopens=cycle.reopens,
-        )
-        if campaign is not None:
-            assert delivery.campaign_day is not None
-            context |= campaign_context(campaign, delivery.campaign_day, self.settings)
-        delivery.channel = channel
-        delivery.template = template_in(self._folder(delivery), channel)
-        address = patient.line_user_id if channel is ChannelName.LINE else patient.email
-        assert address is not None  # choose_channel only picks a present contact
-        return self.render_message(delivery, channel, address, context, unsubscribe)
+        with _budget_returned_on_error(cycle, channel, delivery.reason):
+            facts = known.facts[patient.id]
+            upcoming = [
+                a.starts_at
+                for a in facts.appointments
+                if a.status is AppointmentStatus.BOOKED and a.starts_at > now
+            ]
+            appointment = next(
+                (a for a in facts.appointments if a.id == delivery.appointment_id), None
+            )
+            unsubscribe = (
+                self._unsubscribe_url(patient.id, STOPPABLE[delivery.reason])
+                if channel is ChannelName.EMAIL and delivery.reason in STOPPABLE
+                else None
+            )
+            tip, season = self._tip_for(delivery, facts.phase, cycle, known)
+            delivery.tip_id = tip.id if tip else None
+            context = message_context(
+                reason=delivery.reason,
+                patient_name=patient.name,
+                phase=facts.phase,
+                last_visit=last_visit(facts, now),
+                next_visit=min(upcoming, default=None),
+                appointment_at=appointment.starts_at if appointment else None,
+                clinic=self.settings.clinic,
+                now=now,
+                tz=self.settings.timezone,
+                # The footer links a web page; a mailto: fallback only goes in the header.
+                unsubscribe_url=unsubscribe
+                if unsubscribe and unsubscribe.startswith("http")
+                else None,
+                tip=tip.text if tip else None,
+                season=season,
+                reopens=cycle.reopens,
+            )
+            if campaign is not None:
+                assert delivery.campaign_day is not None
+                context |= campaign_context(campaign, delivery.campaign_day, self.settings)
+            delivery.channel = channel
+            delivery.template = template_in(self._folder(delivery), channel)
+            address = patient.line_user_id if channel is ChannelName.LINE else patient.email
+            assert address is not None  # choose_channel only picks a present contact
+            return self.render_message(delivery, channel, address, context, unsubscribe)
 
     def _campaign_of(self, delivery: Delivery) -> Campaign | None:
         if delivery.campaign_id is None:
@@ -539,6 +574,8 @@ class Dispatcher:
             day=cycle.day,
             recent=known.recent_tips.get(delivery.patient_id, {}),
         )
+        if tip is not None:  # a second message to the patient in this batch gets another
+            known.recent_tips[delivery.patient_id][tip.id] = cycle.day
         return tip, season
 
     def _open_channel(
@@ -572,8 +609,9 @@ class Dispatcher:
         # Its channel is fixed: held, it waits (the other address has its own row).
         only = Contacts(line=channel is ChannelName.LINE, email=channel is ChannelName.EMAIL)
         self._open_channel(channel, only, delivery.reason, cycle)
-        context = digest_context(build_digest(session, cycle.now, self.settings), self.settings)
-        return self.render_message(delivery, channel, address, context, None)
+        with _budget_returned_on_error(cycle, channel, delivery.reason):
+            context = digest_context(build_digest(session, cycle.now, self.settings), self.settings)
+            return self.render_message(delivery, channel, address, context, None)
 
     def _unsubscribe_url(self, patient_id: int, kind: ConsentKind) -> str | None:
         settings = self.settings
@@ -737,6 +775,20 @@ _RECORD_SENT = (
         updated_at=bindparam("now", type_=UTCDateTime()),
     )
 )
+
+
+@contextmanager
+def _budget_returned_on_error(
+    cycle: _Cycle, channel: ChannelName, reason: Reason
+) -> Iterator[None]:
+    """The LINE message taken from the cycle's budget for a message that then
+    cannot be composed goes back to it."""
+    try:
+        yield
+    except BaseException:
+        if channel is ChannelName.LINE:
+            cycle.line_budget.give_back(reason)
+        raise
 
 
 def _held_by(hold: Hold, now: datetime) -> _Hold:

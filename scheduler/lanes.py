@@ -15,6 +15,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Generic, TypeVar
 
@@ -76,10 +77,9 @@ class Lanes(Generic[Work]):
     def _run(self) -> None:
         while (work := self._queue.get()) is not None:
             try:
-                # After a failure the remaining work is only drained: what it left
-                # half done is found again by the next cycle.
-                if self.error is None:
-                    self._do(work)
+                # Every piece is handed to `do`, after a failure too: `do` sees
+                # `error` and can put its work back rather than leave it half done.
+                self._do(work)
             except BaseException as e:
                 log.exception("a lane stopped on an unexpected error")
                 self.error = self.error or e
@@ -92,13 +92,14 @@ class Lanes(Generic[Work]):
 
 class GroupCommit(Generic[Work]):
     """Writes what the lanes report in as few transactions as the load allows, and
-    never leaves a report only in memory: `add` returns once its item is written,
-    by its own lane or by the lane that was writing when it arrived (one writer at
-    a time; whoever writes next takes everything waiting)."""
+    never lets a lane go on before its report is written: `add` returns once its
+    item is written, by its own lane or by the lane that was writing when it
+    arrived (one writer at a time; whoever writes next takes everything waiting),
+    and raises if the write that took it failed."""
 
     def __init__(self, write: Callable[[list[Work]], None]) -> None:
         self._write = write
-        self._waiting: list[Work] = []
+        self._waiting: list[_Ticket[Work]] = []
         self._waiting_lock = threading.Lock()
         self._writing = threading.Lock()
 
@@ -109,17 +110,27 @@ class GroupCommit(Generic[Work]):
             return len(self._waiting)
 
     def add(self, item: Work) -> None:
+        ticket = _Ticket(item)
         with self._waiting_lock:
-            self._waiting.append(item)
+            self._waiting.append(ticket)
         with self._writing:
-            # Here `item` is either written already or still waiting: write what waits.
-            with self._waiting_lock:
-                group, self._waiting = self._waiting, []
-            if not group:
-                return
-            try:
-                self._write(group)
-            except BaseException:
-                with self._waiting_lock:  # for the next writer; this lane reports the error
-                    self._waiting = group + self._waiting
-                raise
+            if not ticket.done:
+                with self._waiting_lock:
+                    group, self._waiting = self._waiting, []
+                try:
+                    self._write([waiting.item for waiting in group])
+                except BaseException as e:
+                    for waiting in group:
+                        waiting.done, waiting.error = True, e
+                    raise
+                for waiting in group:
+                    waiting.done = True
+        if ticket.error is not None:
+            raise ticket.error
+
+
+@dataclass
+class _Ticket(Generic[Work]):
+    item: Work
+    done: bool = False
+    error: BaseException | None = None

@@ -2,7 +2,8 @@
 
 APScheduler only keeps this process's timers (in memory); the outbox in the
 database is the shared state, so several workers can run side by side.
-SIGTERM and SIGINT set a flag: the message in flight is finished, then we exit.
+SIGTERM and SIGINT set a flag: the messages in flight are finished, those claimed
+but not yet sent go back to the outbox, then we exit.
 """
 
 from __future__ import annotations

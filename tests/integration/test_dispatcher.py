@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from scheduler.channels import DeliveryError, Failure
+from scheduler.channels import DeliveryError, Failure, OutgoingMessage, Receipt
 from scheduler.db import transaction
 from scheduler.domain import ChannelName, DeliveryState, Reason
 from scheduler.models import Delivery, Patient
@@ -26,6 +26,7 @@ from tests.integration.dispatching import (
     NUDGE_TIME,
     PLANNED_AT,
     RecordingTransport,
+    deliveries,
     dispatcher_with,
     nudged_patients,
     the_nudge,
@@ -150,6 +151,61 @@ def test_delivery_abandoned_while_sending_is_resent_after_its_lease(
     dispatcher.dispatch_due(NUDGE_TIME + lease + timedelta(seconds=1))
     assert [m.delivery_id for m in transport.received] == [nudge.id]
     assert the_nudge(runtime).state is DeliveryState.SENT
+
+
+def _states(runtime: Runtime) -> dict[DeliveryState, int]:
+    counts: dict[DeliveryState, int] = {}
+    for nudge in deliveries(runtime.sessions, Reason.CADENCE_NUDGE):
+        counts[nudge.state] = counts.get(nudge.state, 0) + 1
+    return counts
+
+
+def test_a_worker_asked_to_stop_puts_back_what_it_claimed_but_did_not_send(
+    runtime: Runtime,
+) -> None:
+    nudged_patients(runtime, count=20)
+    transport = RecordingTransport()
+    dispatcher = dispatcher_with(runtime, transport)
+
+    dispatcher.dispatch_due(NUDGE_TIME, should_stop=lambda: bool(transport.received))
+
+    sent = len(transport.received)
+    assert 1 <= sent <= runtime.settings.dispatch.concurrency
+    assert _states(runtime) == {DeliveryState.SENT: sent, DeliveryState.PLANNED: 20 - sent}
+    put_back = [d for d in deliveries(runtime.sessions, Reason.CADENCE_NUDGE) if not d.sent_at]
+    assert {d.attempts for d in put_back} == {0}
+    dispatcher.dispatch_due(NUDGE_TIME)
+    assert len(transport.received) == 20
+
+
+class _FaultyTransport(RecordingTransport):
+    """A provider client with a bug: its first send raises what no channel expects."""
+
+    def send(self, message: OutgoingMessage) -> Receipt:
+        with self.lock:
+            first = self.tries == 0
+        if first:
+            self.tries += 1
+            raise ValueError("a bug in the channel")
+        return super().send(message)
+
+
+def test_an_unexpected_fault_in_a_lane_puts_back_the_messages_not_yet_sent(
+    runtime: Runtime,
+) -> None:
+    nudged_patients(runtime, count=20)
+    transport = _FaultyTransport()
+
+    with pytest.raises(ValueError, match="a bug in the channel"):
+        dispatcher_with(runtime, transport).dispatch_due(NUDGE_TIME)
+
+    sent = len(transport.received)
+    # The message whose send raised may have gone: it waits for its lease.
+    assert _states(runtime) == {
+        DeliveryState.SENDING: 1,
+        DeliveryState.SENT: sent,
+        DeliveryState.PLANNED: 19 - sent,
+    }
 
 
 def test_contact_lost_after_planning_skips_the_delivery(runtime: Runtime) -> None:
