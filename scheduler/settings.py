@@ -13,6 +13,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import time
+from email.utils import parseaddr
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -252,10 +253,15 @@ def _smtp(env: Mapping[str, str]) -> Smtp | None:
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise ConfigError(f"SMTP_PORT: expected a port number, got {port_text!r}")
     mail_from = env.get("MAIL_FROM", "")
-    if not EMAIL_ADDRESS.search(mail_from.rpartition("<")[2].rstrip(">")):
+    name, address = parseaddr(mail_from)
+    written_name = mail_from.rpartition("<")[0].strip().strip('"')
+    if not (EMAIL_ADDRESS.search(address) and address.isascii()) or name != written_name:
+        # parseaddr is how the mail is built: what it cannot read back as written
+        # (a name with , : or ; unquoted) would go out mangled or not at all.
         raise ConfigError(
             "MAIL_FROM: expected the sender's address, such as "
-            f"'たより整体院 <info@clinic.example>', got {mail_from!r}"
+            "'たより整体院 <info@clinic.example>' (a name with , : ; or @ in double "
+            f"quotes), got {mail_from!r}"
         )
     return Smtp(
         host=host,

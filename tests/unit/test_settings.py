@@ -126,3 +126,35 @@ def test_unsupported_database_is_refused_naming_the_variable() -> None:
 def test_log_level_is_checked() -> None:
     with pytest.raises(ConfigError, match="TAYORI_LOG_LEVEL"):
         load_settings({"TAYORI_CONFIG": str(SHIPPED), "TAYORI_LOG_LEVEL": "LOUD"})
+
+
+@pytest.mark.parametrize(
+    "mail_from",
+    [
+        pytest.param("たより整体院 <info@clinic.example>", id="name-and-address"),
+        pytest.param("info@clinic.example", id="address-only"),
+        pytest.param('"佐藤整体院, 本院" <info@clinic.example>', id="quoted-name-with-comma"),
+    ],
+)
+def test_a_sender_the_mail_can_carry_is_accepted(mail_from: str) -> None:
+    settings = load_settings(
+        {"TAYORI_CONFIG": str(SHIPPED), "SMTP_HOST": "mail.example", "MAIL_FROM": mail_from}
+    )
+    assert settings.smtp is not None
+    assert settings.smtp.mail_from == mail_from
+
+
+@pytest.mark.parametrize(
+    "mail_from",
+    [
+        pytest.param("佐藤整体院, 本院 <info@clinic.example>", id="unquoted-comma"),
+        pytest.param("Sato: Clinic <info@clinic.example>", id="unquoted-colon"),
+        pytest.param("たより整体院 <受付@clinic.example>", id="non-ascii-address"),
+        pytest.param("", id="missing"),
+    ],
+)
+def test_a_sender_the_mail_would_mangle_is_refused_naming_the_variable(mail_from: str) -> None:
+    with pytest.raises(ConfigError, match="MAIL_FROM: expected the sender's address"):
+        load_settings(
+            {"TAYORI_CONFIG": str(SHIPPED), "SMTP_HOST": "mail.example", "MAIL_FROM": mail_from}
+        )
