@@ -95,6 +95,10 @@ RETRY_KEY_EXPIRED = (
     "key, so it is not sent again"
 )
 COMPOSE_FAILED = "could not be composed (%s): see the worker's log; tried again shortly"
+# Outcomes that leave a message planned and due at once, for the same cycle to try
+# again: by the patient's other contact, or by the other channel.
+REROUTED = "rerouted"
+HELD = "held"
 QUOTA_HELD_REASON = f"{QUOTA_HELD}: this month's LINE messages are kept for more important ones"
 
 
@@ -141,7 +145,7 @@ class _Known:
 
 @dataclass
 class _Cycle:
-    """What one dispatch cycle knows about its channels; shared by the lanes."""
+    """What one dispatch cycle knows: its channels (shared by the lanes) and its day."""
 
     now: datetime
     holds: dict[ChannelName, Hold]
@@ -150,15 +154,6 @@ class _Cycle:
     day: date  # the clinic's date at `now`
     seasons: frozenset[TipSeason]  # the day's seasons, for choosing tips
     reopens: date | None  # when the clinic reopens, if it is closed on `day`
-    _suitable: dict[Phase | None, dict[str, Tip]] = field(default_factory=dict)
-
-    def tips_for(self, phase: Phase | None) -> dict[str, Tip]:
-        """The day's tips that suit `phase`: sorted out once per cycle, not per message."""
-        if phase not in self._suitable:
-            self._suitable[phase] = {
-                tip.id: tip for tip in self.tips.values() if tip.suits(phase, self.seasons)
-            }
-        return self._suitable[phase]
 
 
 class Dispatcher:
@@ -198,22 +193,26 @@ class Dispatcher:
         def stopping() -> bool:
             return should_stop() or time.monotonic() >= stop_at or lanes.error is not None
 
-        def send(message: OutgoingMessage) -> None:
+        def send(message: OutgoingMessage) -> bool:
+            """Send and record `message`; True when it is back in the outbox, due now."""
             if stopping():
                 summary.add(self._release(message, cycle))
-            else:
-                summary.add(self._send_and_record(message, cycle))
+                return False
+            outcome = self._send_and_record(message, cycle)
+            summary.add(outcome)
+            return outcome in (REROUTED, HELD)
 
         try:
             with Lanes(self.settings.dispatch.concurrency, send, name="dispatch") as lanes:
                 while not stopping():
-                    seen = lanes.finished
+                    seen = lanes.made_more
                     messages = self._claim_batch(cycle, CLAIM_BATCH, summary)
                     # None: nothing was due; [] : all that was claimed was recorded
                     # already (skipped or held), so look again.
                     if messages is None:
                         # A message in flight may come back planned (rerouted to the
-                        # patient's other contact): look again as each one lands.
+                        # patient's other contact, or its channel held): look again
+                        # when one does, until none is in flight.
                         if lanes.wait_for_more(seen):
                             continue
                         break
@@ -415,7 +414,7 @@ class Dispatcher:
             # Not an attempt: nothing was sent and nothing failed.
             delivery.attempts -= 1
             delivery.send_after = hold.until
-            return self._finish(session, delivery, DeliveryState.PLANNED, now, hold.reason, "held")
+            return self._finish(session, delivery, DeliveryState.PLANNED, now, hold.reason, HELD)
         except TemplateError as e:
             # The practitioner can mend the template: the message waits for that
             # (shown by `tayori status` and `tayori lint`) without using up its
@@ -440,7 +439,7 @@ class Dispatcher:
     ) -> str:
         delivery.attempts -= 1
         delivery.send_after = cycle.now + TEMPLATE_RECHECK
-        return self._finish(session, delivery, DeliveryState.PLANNED, cycle.now, error, "held")
+        return self._finish(session, delivery, DeliveryState.PLANNED, cycle.now, error, HELD)
 
     def _release(self, message: OutgoingMessage, cycle: _Cycle) -> str:
         """Give back a claimed message that was not sent: planned again at once, its
@@ -567,7 +566,7 @@ class Dispatcher:
             return cycle.tips[delivery.tip_id], season
         assert delivery.patient_id is not None
         tip = choose_tip(
-            cycle.tips_for(phase),
+            cycle.tips,
             patient_id=delivery.patient_id,
             phase=phase,
             seasons=cycle.seasons,
@@ -672,7 +671,7 @@ class Dispatcher:
                 # Straight back to planned: the next claim tries the other contact.
                 delivery.send_after = now
                 return self._finish(
-                    session, delivery, DeliveryState.PLANNED, now, error.reason, "rerouted"
+                    session, delivery, DeliveryState.PLANNED, now, error.reason, REROUTED
                 )
             if failure in (Failure.CHANNEL_UNAVAILABLE, Failure.QUOTA_EXHAUSTED):
                 assert channel is not None
@@ -680,7 +679,7 @@ class Dispatcher:
                 delivery.attempts -= 1  # the channel failed, not the message
                 delivery.send_after = now
                 return self._finish(
-                    session, delivery, DeliveryState.PLANNED, now, error.reason, "held"
+                    session, delivery, DeliveryState.PLANNED, now, error.reason, HELD
                 )
             if failure is Failure.UNCERTAIN and channel is ChannelName.LINE:
                 delivery.line_uncertain_since = delivery.line_uncertain_since or now

@@ -3,10 +3,10 @@ so that the network waits of several messages overlap while one loop claims and
 composes the next ones.
 
 The loop hands work in with `put` (which waits while every lane is busy and the
-queue is full) and can ask to be woken when a piece of work finishes: a message
-that comes back to `planned` (rerouted to another contact, or held) may be
-claimable again. `GroupCommit` lets the lanes record their outcomes in shared
-transactions.
+queue is full) and can ask to be woken when a piece of work made more work: `do`
+returns True for that (a message that comes back to `planned`, rerouted to another
+contact or held, may be claimable again). `GroupCommit` lets the lanes record
+their outcomes in shared transactions.
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ Work = TypeVar("Work")
 
 
 class Lanes(Generic[Work]):
-    def __init__(self, count: int, do: Callable[[Work], None], name: str = "lane") -> None:
+    def __init__(self, count: int, do: Callable[[Work], bool], name: str = "lane") -> None:
         self._do = do
         self._queue: queue.Queue[Work | None] = queue.Queue(maxsize=count)
         self._changed = threading.Condition()
         self._in_flight = 0
-        self._finished = 0
+        self._made_more = 0
         self.error: BaseException | None = None
         self._threads = [
             threading.Thread(target=self._run, name=f"{name}-{n}", daemon=True)
@@ -61,32 +61,33 @@ class Lanes(Generic[Work]):
         self._queue.put(work)
 
     @property
-    def finished(self) -> int:
-        """How many pieces of work have finished so far."""
+    def made_more(self) -> int:
+        """How many pieces of work so far made more work (`do` returned True)."""
         with self._changed:
-            return self._finished
+            return self._made_more
 
     def wait_for_more(self, seen: int) -> bool:
-        """Wait until work finishes beyond the first `seen`; False at once when
-        nothing is in flight and nothing finished since."""
+        """Wait until more than `seen` pieces of work made more work (True) or
+        nothing is in flight any more (False, unless one did meanwhile)."""
         with self._changed:
-            while self._finished == seen and self._in_flight > 0:
+            while self._made_more == seen and self._in_flight > 0:
                 self._changed.wait()
-            return self._finished != seen
+            return self._made_more != seen
 
     def _run(self) -> None:
         while (work := self._queue.get()) is not None:
+            made_more = False
             try:
                 # Every piece is handed to `do`, after a failure too: `do` sees
                 # `error` and can put its work back rather than leave it half done.
-                self._do(work)
+                made_more = self._do(work)
             except BaseException as e:
                 log.exception("a lane stopped on an unexpected error")
                 self.error = self.error or e
             finally:
                 with self._changed:
                     self._in_flight -= 1
-                    self._finished += 1
+                    self._made_more += made_more
                     self._changed.notify_all()
 
 

@@ -201,11 +201,12 @@ def test_an_unexpected_fault_in_a_lane_puts_back_the_messages_not_yet_sent(
 
     sent = len(transport.received)
     # The message whose send raised may have gone: it waits for its lease.
-    assert _states(runtime) == {
+    expected = {
         DeliveryState.SENDING: 1,
         DeliveryState.SENT: sent,
         DeliveryState.PLANNED: 19 - sent,
     }
+    assert _states(runtime) == {state: n for state, n in expected.items() if n}
 
 
 def test_contact_lost_after_planning_skips_the_delivery(runtime: Runtime) -> None:

@@ -1,5 +1,6 @@
 """Lanes: work handed in is done by a fixed number of threads; the loop that hands it
-in can wait for work to finish, and a fault stops the lanes without hanging them."""
+in can wait for work that made more work, and a fault is reported without hanging
+the lanes. GroupCommit: outcomes written together, none left unwritten."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ def test_every_piece_of_work_is_done_once() -> None:
     done: list[int] = []
     lock = threading.Lock()
 
-    def do(n: int) -> None:
+    def do(n: int) -> bool:
         with lock:
             done.append(n)
+        return False
 
     with Lanes(4, do) as lanes:
         for n in range(100):
@@ -30,7 +32,7 @@ def test_no_more_lanes_than_asked_work_at_once() -> None:
     lock = threading.Lock()
     release = threading.Event()
 
-    def do(_: int) -> None:
+    def do(_: int) -> bool:
         nonlocal busy, most
         with lock:
             busy += 1
@@ -38,6 +40,7 @@ def test_no_more_lanes_than_asked_work_at_once() -> None:
         release.wait()
         with lock:
             busy -= 1
+        return False
 
     with Lanes(3, do) as lanes:
         for n in range(3):
@@ -49,28 +52,39 @@ def test_no_more_lanes_than_asked_work_at_once() -> None:
 
 
 def test_waiting_with_nothing_in_flight_returns_at_once() -> None:
-    with Lanes(2, lambda _: None) as lanes:
-        assert lanes.wait_for_more(lanes.finished) is False
+    with Lanes(2, lambda _: True) as lanes:
+        assert lanes.wait_for_more(lanes.made_more) is False
 
 
-def test_waiting_returns_once_work_in_flight_finishes() -> None:
+def test_waiting_returns_once_work_in_flight_makes_more_work() -> None:
     release = threading.Event()
     with Lanes(2, lambda _: release.wait()) as lanes:
-        seen = lanes.finished
+        seen = lanes.made_more
         lanes.put(1)
         release.set()
         assert lanes.wait_for_more(seen) is True
-        assert lanes.finished == seen + 1
+        assert lanes.made_more == seen + 1
+
+
+def test_waiting_ends_without_more_work_once_nothing_is_in_flight() -> None:
+    release = threading.Event()
+    with Lanes(2, lambda _: not release.wait()) as lanes:
+        seen = lanes.made_more
+        lanes.put(1)
+        lanes.put(2)
+        release.set()
+        assert lanes.wait_for_more(seen) is False
 
 
 def test_a_fault_is_raised_at_the_end_and_the_rest_still_reaches_the_work() -> None:
     seen: list[tuple[int, bool]] = []
     lanes: Lanes[int]
 
-    def do(n: int) -> None:
+    def do(n: int) -> bool:
         seen.append((n, lanes.error is not None))
         if n == 0:
             raise RuntimeError("broken")
+        return False
 
     with pytest.raises(RuntimeError, match="broken"), Lanes(1, do) as lanes:
         for n in range(3):
