@@ -50,7 +50,7 @@ from sqlalchemy.engine import make_url
 
 from scheduler import db
 from scheduler.domain import ChannelName, DeliveryState
-from scheduler.models import CadenceChange, ChannelState, Delivery, Patient
+from scheduler.models import ChannelState, Delivery, Patient
 from scheduler.planner import plan
 from scheduler.runtime import open_runtime
 from scheduler.settings import Settings, load_settings
@@ -163,13 +163,7 @@ def prepare_clinic(url: str, channel: str, messages: int, seed: int) -> None:
     """A clinic with at least `messages` deliveries due at NOW, all for `channel`."""
     patients = math.ceil(messages / MESSAGES_PER_PATIENT)
     engine = db.make_engine(url)
-    db.upgrade(engine)
-    with db.transaction(db.session_factory(engine)) as session:
-        # build_clinic empties the tables it fills, but not these two, which refer
-        # to patients: a database used before would refuse its DELETE.
-        for table in (CadenceChange, ChannelState):
-            session.execute(delete(table))
-    build_clinic(url, patients, seed)
+    build_clinic(url, patients, seed)  # migrates, and empties every table it fills
     with db.transaction(db.session_factory(engine)) as session:
         if channel == "line":  # everyone has a LINE id; everyone prefers it
             session.execute(update(Patient).values(preferred_channel=ChannelName.LINE))

@@ -48,11 +48,11 @@ class _Dated(Protocol):
     def changed_at(self) -> datetime: ...
 
 
-Change = TypeVar("Change", bound=_Dated)
+_Change = TypeVar("_Change", bound=_Dated)
 _HistoryRow = Row[int, int, Phase | None, int | None, int | None, datetime]
 
 
-def cadence_in_force(history: Sequence[Change], now: datetime) -> Change | None:
+def cadence_in_force(history: Sequence[_Change], now: datetime) -> _Change | None:
     """The latest change made up to `now` (history in the order it was written);
     before the first one, the starting point itself."""
     in_force = [c for c in history if c.changed_at <= now]

@@ -82,7 +82,7 @@ class Lanes(Generic[Work]):
                 # `error` and can put its work back rather than leave it half done.
                 made_more = self._do(work)
             except BaseException as e:
-                log.exception("a lane stopped on an unexpected error")
+                log.exception("work in a lane failed unexpectedly; the cycle stops")
                 self.error = self.error or e
             finally:
                 with self._changed:

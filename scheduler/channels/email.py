@@ -40,11 +40,6 @@ log = logging.getLogger(__name__)
 REPLY_QUOTE_MAX = 200
 
 
-# The email package's compat32 API: several times cheaper per mail than the
-# EmailMessage API, which parses every header it is given again.
-_WIRE = compat32
-
-
 class _Verbatim:
     """A header value the generator writes out as it is, folded (or not) by us."""
 
@@ -71,6 +66,8 @@ def build_email(
 
     base64 passes every SMTP server unchanged; the preview asks for 8bit and "\n"
     so that the file on disk reads as text. `date` defaults to the moment of building."""
+    # The email package's compat32 API: several times cheaper per mail than the
+    # EmailMessage API, which parses every header it is given again.
     mail = MIMEMultipart("alternative")
     name, address = parseaddr(sender)
     mail["From"] = _verbatim(
@@ -98,7 +95,7 @@ def build_email(
             mail["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     mail.attach(_text_part(message.text, "plain", transfer_encoding))
     mail.attach(_text_part(email_html(message), "html", transfer_encoding))
-    return mail.as_bytes(policy=_WIRE.clone(linesep=linesep))
+    return mail.as_bytes(policy=compat32.clone(linesep=linesep))
 
 
 def _encoded_words(text: str, name: str, linesep: str) -> str:
