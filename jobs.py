@@ -5,7 +5,7 @@ Which job runs when is declared in scheduler/worker.py (APScheduler, in memory).
 
 import sys
 
-from scheduler.cli import main
+from scheduler.commands import main
 
 if __name__ == "__main__":
     raise SystemExit(main(["run", *sys.argv[1:]]))

@@ -48,12 +48,12 @@ from plan_and_dispatch import NOW, TABLES, build_clinic
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.engine import make_url
 
-from scheduler import db
-from scheduler.domain import ChannelName, DeliveryState
-from scheduler.models import ChannelState, Delivery, Patient
-from scheduler.planner import plan
+from scheduler.core.domain import ChannelName, DeliveryState
+from scheduler.outbox.planner import plan
 from scheduler.runtime import open_runtime
 from scheduler.settings import Settings, load_settings
+from scheduler.store import db
+from scheduler.store.models import ChannelState, Delivery, Patient
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-channel-access-token"

@@ -25,12 +25,12 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import text
 
-from scheduler import db
-from scheduler.domain import AppointmentStatus, ChannelName, Phase
-from scheduler.importer import AppointmentRow, PatientRow, save_appointments, save_patients
-from scheduler.planner import plan
+from scheduler.core.domain import AppointmentStatus, ChannelName, Phase
+from scheduler.outbox.planner import plan
 from scheduler.runtime import open_runtime
 from scheduler.settings import load_settings
+from scheduler.store import db
+from scheduler.store.importer import AppointmentRow, PatientRow, save_appointments, save_patients
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 11, 25, 10, 30, tzinfo=ZoneInfo("Asia/Tokyo"))

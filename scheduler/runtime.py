@@ -1,43 +1,63 @@
-"""Wiring: build the engine, renderer, channels and dispatcher from settings, and
-the worker's one cycle, `tick`."""
+"""Wiring: the engine, renderer, channels and dispatcher, built from the settings."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from datetime import datetime
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.channels import Transport
-from scheduler.channels.email import SmtpTransport
-from scheduler.channels.line import LineTransport
-from scheduler.channels.preview import PreviewTransport
-from scheduler.db import make_engine, session_factory, transaction
-from scheduler.dispatcher import Dispatcher, DispatchSummary
-from scheduler.domain import ChannelName
-from scheduler.planner import PlanResult, plan, plan_digest
+from scheduler.core.domain import ChannelName
 from scheduler.settings import Settings
-from scheduler.templates import Renderer
+from scheduler.store.db import make_engine, session_factory
+
+if TYPE_CHECKING:
+    from scheduler.channels.line import LineQuota
+    from scheduler.outbox.dispatcher import Dispatcher
 
 
 @dataclass
 class Runtime:
+    """What a command or the worker works with: the database, and the dispatcher
+    with its channels (built on first use: most commands send nothing)."""
+
     settings: Settings
     engine: Engine
     sessions: sessionmaker[Session]
-    dispatcher: Dispatcher
+
+    @cached_property
+    def dispatcher(self) -> Dispatcher:
+        from scheduler.messages.templates import Renderer
+        from scheduler.outbox.dispatcher import Dispatcher
+
+        return Dispatcher(
+            self.sessions,
+            self.settings,
+            Renderer(self.settings.messages_dir),
+            *_channels(self.settings),
+        )
 
     def close(self) -> None:
         self.engine.dispose()
 
 
 def open_runtime(settings: Settings) -> Runtime:
-    """Each channel sends for real when its credentials are set; otherwise its
-    messages are written as previews under the outbox directory."""
     engine = make_engine(settings.database_url)
-    sessions = session_factory(engine)
+    return Runtime(settings, engine, session_factory(engine))
+
+
+def _channels(
+    settings: Settings,
+) -> tuple[dict[ChannelName, Transport], Callable[[], LineQuota] | None]:
+    """Each channel sends for real when its credentials are set; otherwise its
+    messages are written as previews under the outbox directory. The channels'
+    libraries (the LINE SDK takes a second to import) are loaded only here."""
+    from scheduler.channels.preview import PreviewTransport
+
     preview = PreviewTransport(settings.outbox_dir, _sender(settings))
     transports: dict[ChannelName, Transport] = {
         ChannelName.LINE: preview,
@@ -45,36 +65,19 @@ def open_runtime(settings: Settings) -> Runtime:
     }
     read_line_quota = None
     if settings.line_api is not None:
+        from scheduler.channels.line import LineTransport
+
         line = LineTransport(settings.line_api, max_connections=settings.dispatch.concurrency)
         transports[ChannelName.LINE] = line
         read_line_quota = line.quota
     if settings.smtp is not None:
+        from scheduler.channels.email import SmtpTransport
+
         transports[ChannelName.EMAIL] = SmtpTransport(settings.smtp)
-    dispatcher = Dispatcher(
-        sessions, settings, Renderer(settings.messages_dir), transports, read_line_quota
-    )
-    return Runtime(settings, engine, sessions, dispatcher)
+    return transports, read_line_quota
 
 
 def _sender(settings: Settings) -> str:
     if settings.smtp is not None:
         return settings.smtp.mail_from
     return f"{settings.clinic.name} <{settings.clinic.email or 'noreply@tayori.invalid'}>"
-
-
-@dataclass(frozen=True)
-class TickResult:
-    planned: PlanResult
-    dispatched: DispatchSummary
-
-
-def tick(
-    runtime: Runtime, now: datetime, should_stop: Callable[[], bool] = lambda: False
-) -> TickResult:
-    """One cycle of the worker: bring the outbox up to date, then send what is due."""
-    with transaction(runtime.sessions) as session:
-        planned = plan(session, now, runtime.settings.rules, runtime.settings)
-        digests = plan_digest(session, now, runtime.settings)
-    planned = replace(planned, created=planned.created + digests)
-    dispatched = runtime.dispatcher.dispatch_due(now, should_stop)
-    return TickResult(planned, dispatched)

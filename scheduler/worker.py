@@ -1,4 +1,5 @@
-"""The long-running worker: APScheduler fires `tick` every minute in this process.
+"""The worker: `tick` is one cycle (plan into the outbox, then send what is due),
+and APScheduler fires it every minute in this process.
 
 APScheduler only keeps this process's timers (in memory); the outbox in the
 database is the shared state, so several workers can run side by side.
@@ -11,23 +12,45 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from types import FrameType
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from scheduler.channel_state import release_holds
 from scheduler.clock import Clock
-from scheduler.db import transaction
-from scheduler.domain import HoldCause
-from scheduler.lint import lint_messages
-from scheduler.runtime import Runtime, tick
-from scheduler.window import is_open, next_opening
+from scheduler.core.domain import HoldCause
+from scheduler.core.window import is_open, next_opening
+from scheduler.messages.lint import lint_messages
+from scheduler.outbox.dispatcher import DispatchSummary
+from scheduler.outbox.planner import PlanResult, plan, plan_digest
+from scheduler.runtime import Runtime
+from scheduler.store.channel_state import release_holds
+from scheduler.store.db import transaction
 
 log = logging.getLogger(__name__)
 
 TICK_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class TickResult:
+    planned: PlanResult
+    dispatched: DispatchSummary
+
+
+def tick(
+    runtime: Runtime, now: datetime, should_stop: Callable[[], bool] = lambda: False
+) -> TickResult:
+    """One cycle of the worker: bring the outbox up to date, then send what is due."""
+    with transaction(runtime.sessions) as session:
+        planned = plan(session, now, runtime.settings.rules, runtime.settings)
+        digests = plan_digest(session, now, runtime.settings)
+    planned = replace(planned, created=planned.created + digests)
+    dispatched = runtime.dispatcher.dispatch_due(now, should_stop)
+    return TickResult(planned, dispatched)
 
 
 class Worker:

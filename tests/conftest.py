@@ -18,9 +18,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from scheduler import db
 from scheduler.runtime import Runtime, open_runtime
 from scheduler.settings import Settings, load_settings
+from scheduler.store import db
 
 ROOT = Path(__file__).resolve().parent.parent
 ON_CI = os.environ.get("CI", "").lower() == "true"

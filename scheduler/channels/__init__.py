@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-from scheduler.domain import ChannelName, Reason
+from scheduler.core.domain import ChannelName, Reason
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 from scheduler.channels import OutgoingMessage, Receipt
 from scheduler.channels.email import build_email
 from scheduler.channels.line import push_request
-from scheduler.domain import ChannelName
+from scheduler.core.domain import ChannelName
 
 
 class PreviewTransport:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from scheduler.domain import AppointmentStatus, ChannelName, Phase
-from scheduler.importer import AppointmentRow, PatientRow, save_appointments, save_patients
-from scheduler.models import Patient
+from scheduler.core.domain import AppointmentStatus, ChannelName, Phase
+from scheduler.store.importer import AppointmentRow, PatientRow, save_appointments, save_patients
+from scheduler.store.models import Patient
 
 LINE_ID = "U" + "0123456789abcdef" * 2
 

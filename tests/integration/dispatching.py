@@ -12,13 +12,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.channels import DeliveryError, OutgoingMessage, Receipt, Transport
-from scheduler.db import transaction
-from scheduler.dispatcher import Dispatcher
-from scheduler.domain import ChannelName, Reason
-from scheduler.models import Delivery
-from scheduler.planner import plan
+from scheduler.core.domain import ChannelName, Reason
+from scheduler.messages.templates import Renderer
+from scheduler.outbox.dispatcher import Dispatcher
+from scheduler.outbox.planner import plan
 from scheduler.runtime import Runtime
-from scheduler.templates import Renderer
+from scheduler.store.db import transaction
+from scheduler.store.models import Delivery
 from tests.integration.clinic import add_patient, visited
 
 JST = ZoneInfo("Asia/Tokyo")

@@ -8,17 +8,17 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
-from scheduler.channel_state import active_holds, hold_channel, release_holds
 from scheduler.channels import DeliveryError, Failure
 from scheduler.clock import FixedClock
-from scheduler.db import transaction
-from scheduler.dispatcher import RETRY_KEY_EXPIRED
-from scheduler.domain import ChannelName, DeliveryState, HoldCause, Reason
-from scheduler.models import Delivery, Patient
-from scheduler.planner import plan, plan_digest
-from scheduler.report import status
+from scheduler.core.config import Line
+from scheduler.core.domain import ChannelName, DeliveryState, HoldCause, Reason
+from scheduler.outbox.dispatcher import RETRY_KEY_EXPIRED
+from scheduler.outbox.planner import plan, plan_digest
+from scheduler.outbox.report import status
 from scheduler.runtime import Runtime
-from scheduler.settings import Line
+from scheduler.store.channel_state import active_holds, hold_channel, release_holds
+from scheduler.store.db import transaction
+from scheduler.store.models import Delivery, Patient
 from scheduler.worker import Worker
 from tests.integration.clinic import LINE_ID, add_appointment, add_patient, visited
 from tests.integration.dispatching import (

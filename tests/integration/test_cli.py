@@ -19,10 +19,10 @@ import sqlalchemy as sa
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from scheduler.cli import main
-from scheduler.domain import ChannelName, DeliveryState, Reason
-from scheduler.models import Appointment, Delivery, Patient
+from scheduler.commands import main
+from scheduler.core.domain import ChannelName, DeliveryState, Reason
 from scheduler.settings import Settings
+from scheduler.store.models import Appointment, Delivery, Patient
 from tests.conftest import ROOT, install_clinic_env
 from tests.integration.csv_files import (
     LINE_ID,

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from scheduler.db import transaction
-from scheduler.domain import AppointmentStatus, ChannelName, DeliveryState, Phase
-from scheduler.importer import AppointmentRow, PatientRow, save_appointments, save_patients
-from scheduler.models import Delivery
+from scheduler.core.domain import AppointmentStatus, ChannelName, DeliveryState, Phase
 from scheduler.runtime import Runtime
+from scheduler.store.db import transaction
+from scheduler.store.importer import AppointmentRow, PatientRow, save_appointments, save_patients
+from scheduler.store.models import Delivery
 from tests.conftest import ROOT
 from tests.integration.channel_env import install_channel_env, open_channel_runtime
 from tests.integration.dispatching import NUDGE_TIME, PLANNED_AT

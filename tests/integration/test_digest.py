@@ -13,13 +13,14 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from scheduler.cli import main
-from scheduler.db import transaction
-from scheduler.digest import build_digest
-from scheduler.domain import AppointmentStatus, ChannelName, DeliveryState, Phase, Reason
-from scheduler.models import Delivery
-from scheduler.runtime import Runtime, tick
+from scheduler.commands import main
+from scheduler.core.domain import AppointmentStatus, ChannelName, DeliveryState, Phase, Reason
+from scheduler.messages.digest import build_digest
+from scheduler.runtime import Runtime
 from scheduler.settings import Settings
+from scheduler.store.db import transaction
+from scheduler.store.models import Delivery
+from scheduler.worker import tick
 from tests.integration.clinic import add_appointment, add_patient, visited
 
 JST = ZoneInfo("Asia/Tokyo")

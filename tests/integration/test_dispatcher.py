@@ -14,12 +14,13 @@ import pytest
 from sqlalchemy import select
 
 from scheduler.channels import DeliveryError, Failure, OutgoingMessage, Receipt
-from scheduler.db import transaction
-from scheduler.domain import ChannelName, DeliveryState, Reason
-from scheduler.models import Delivery, Patient
-from scheduler.planner import plan
-from scheduler.runtime import Runtime, tick
-from scheduler.templates import Renderer
+from scheduler.core.domain import ChannelName, DeliveryState, Reason
+from scheduler.messages.templates import Renderer
+from scheduler.outbox.planner import plan
+from scheduler.runtime import Runtime
+from scheduler.store.db import transaction
+from scheduler.store.models import Delivery, Patient
+from scheduler.worker import tick
 from tests.integration.clinic import add_appointment, add_patient
 from tests.integration.dispatching import (
     JST,

@@ -15,7 +15,7 @@ import pytest
 from scheduler.channels import DeliveryError, Failure, OutgoingMessage
 from scheduler.channels.email import SmtpTransport, build_email
 from scheduler.channels.preview import PreviewTransport
-from scheduler.domain import ChannelName, Reason
+from scheduler.core.domain import ChannelName, Reason
 from tests.servers.smtp import Certificate, SmtpServer, make_certificate, smtp_server_fixture
 
 PATIENT = "hanako.yamada@example.jp"

@@ -12,9 +12,9 @@ import sqlalchemy as sa
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from scheduler.cli import main
-from scheduler.domain import AppointmentStatus, ChannelName, ConsentKind, Phase
-from scheduler.models import Appointment, CadenceChange, ConsentChange, Patient
+from scheduler.commands import main
+from scheduler.core.domain import AppointmentStatus, ChannelName, ConsentKind, Phase
+from scheduler.store.models import Appointment, CadenceChange, ConsentChange, Patient
 from tests.integration.csv_files import (
     LINE_ID,
     PATIENTS_HEADER,

@@ -25,7 +25,7 @@ from scheduler.channels.line import (
     network_failure,
     text_units,
 )
-from scheduler.domain import ChannelName, Reason
+from scheduler.core.domain import ChannelName, Reason
 from scheduler.settings import LineApi
 from tests.servers.line_api import LineApiServer
 

@@ -12,14 +12,14 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select
 
-from scheduler.campaigns import Pacing
-from scheduler.cli import main
-from scheduler.db import transaction
-from scheduler.domain import AppointmentStatus, DeliveryState, Reason
-from scheduler.models import Delivery, Patient
-from scheduler.planner import plan
+from scheduler.commands import main
+from scheduler.core.campaigns import Pacing
+from scheduler.core.domain import AppointmentStatus, DeliveryState, Reason
+from scheduler.core.unsubscribe import read_unsubscribe_token
+from scheduler.outbox.planner import plan
 from scheduler.runtime import Runtime, open_runtime
-from scheduler.unsubscribe import read_unsubscribe_token
+from scheduler.store.db import transaction
+from scheduler.store.models import Delivery, Patient
 from tests.integration.channel_env import SECRET_KEY
 from tests.integration.clinic import add_appointment, add_patient, visited
 from tests.integration.dispatching import RecordingTransport, dispatcher_with

@@ -10,12 +10,12 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from scheduler.cli import main
-from scheduler.db import transaction
-from scheduler.domain import DeliveryState, Phase, Reason
-from scheduler.models import CadenceChange, Delivery, Patient
-from scheduler.planner import plan
+from scheduler.commands import main
+from scheduler.core.domain import DeliveryState, Phase, Reason
+from scheduler.outbox.planner import plan
 from scheduler.settings import Settings
+from scheduler.store.db import transaction
+from scheduler.store.models import CadenceChange, Delivery, Patient
 from tests.integration.clinic import add_patient, visited
 
 JST = ZoneInfo("Asia/Tokyo")

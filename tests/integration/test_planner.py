@@ -9,12 +9,12 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from scheduler.db import transaction
-from scheduler.domain import AppointmentStatus, ChannelName, DeliveryState, Phase, Reason
-from scheduler.models import Delivery
-from scheduler.planner import dry_run, plan
+from scheduler.core.domain import AppointmentStatus, ChannelName, DeliveryState, Phase, Reason
+from scheduler.outbox.planner import dry_run, plan
 from scheduler.runtime import Runtime
 from scheduler.settings import Settings
+from scheduler.store.db import transaction
+from scheduler.store.models import Delivery
 from tests.integration.clinic import add_appointment, add_patient, visited
 
 JST = ZoneInfo("Asia/Tokyo")

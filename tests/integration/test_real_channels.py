@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from scheduler.cli import main
-from scheduler.domain import ChannelName, DeliveryState, Reason
-from scheduler.models import Delivery, Patient
-from scheduler.report import status
-from scheduler.runtime import Runtime, tick
-from scheduler.unsubscribe import read_unsubscribe_token
+from scheduler.commands import main
+from scheduler.core.domain import ChannelName, DeliveryState, Reason
+from scheduler.core.unsubscribe import read_unsubscribe_token
+from scheduler.outbox.report import status
+from scheduler.runtime import Runtime
+from scheduler.store.models import Delivery, Patient
+from scheduler.worker import tick
 from tests.integration.channel_env import SECRET_KEY, install_channel_env, open_channel_runtime
 from tests.integration.clinic import LINE_ID
 from tests.integration.dispatching import NUDGE_TIME, nudged_patients, the_nudge
@@ -71,7 +72,8 @@ def test_email_nudge_carries_a_signed_one_click_unsubscribe_link(
     [mail] = _patient_mail(smtp_server)
     link = mail["List-Unsubscribe"].strip("<>")
     assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-    patient = live.sessions().scalars(select(Patient)).one()
+    with live.sessions() as session:
+        patient = session.scalars(select(Patient)).one()
     token = link.rsplit("/", 1)[1]
     assert read_unsubscribe_token(SECRET_KEY, token) == (patient.id, "reminders")
     text = mail.get_body(preferencelist=("plain",))
@@ -87,7 +89,8 @@ def test_unknown_line_user_is_marked_and_mailed_instead(
     assert line_api.accepted == {}
     assert len(_patient_mail(smtp_server)) == 1
     assert the_nudge(live).channel is ChannelName.EMAIL
-    patient = live.sessions().scalars(select(Patient)).one()
+    with live.sessions() as session:
+        patient = session.scalars(select(Patient)).one()
     assert patient.line_unusable_reason is not None
 
 

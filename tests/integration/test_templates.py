@@ -14,17 +14,17 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from scheduler.channels import DeliveryError, Failure
-from scheduler.cli import main
-from scheduler.context import sample_context
-from scheduler.db import transaction
-from scheduler.domain import ChannelName, DeliveryState, Phase, Reason
-from scheduler.lint import PATIENT_REASONS, lint_messages
-from scheduler.models import Delivery
-from scheduler.planner import plan
+from scheduler.commands import main
+from scheduler.core.domain import PATIENT_REASONS, ChannelName, DeliveryState, Phase, Reason
+from scheduler.messages.context import sample_context
+from scheduler.messages.lint import lint_messages
+from scheduler.messages.templates import Renderer, TemplateError, template_name
+from scheduler.messages.tips import load_tips
+from scheduler.outbox.planner import plan
 from scheduler.runtime import Runtime
 from scheduler.settings import Settings
-from scheduler.templates import Renderer, TemplateError, template_name
-from scheduler.tips import load_tips
+from scheduler.store.db import transaction
+from scheduler.store.models import Delivery
 from tests.conftest import ROOT
 from tests.integration.clinic import add_patient, visited
 from tests.integration.dispatching import (

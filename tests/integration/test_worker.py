@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.cli import main
+from scheduler.commands import main
 from tests.conftest import ROOT
 
 START = "2026-11-25T10:30:00+09:00"

@@ -12,8 +12,9 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from scheduler.domain import Due, Reason
-from scheduler.settings import Rules, parse_config
+from scheduler.core.config import Rules
+from scheduler.core.domain import Due, Reason
+from scheduler.settings import parse_config
 
 BERLIN = ZoneInfo("Europe/Berlin")
 SOURCE = "clinic.toml"

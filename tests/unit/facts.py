@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from itertools import count
 from zoneinfo import ZoneInfo
 
-from scheduler.domain import (
+from scheduler.core.domain import (
     AppointmentFact,
     AppointmentStatus,
     CadenceChangeFact,

@@ -8,9 +8,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from scheduler.appointments import appointment_reminders, no_show_follow_ups
-from scheduler.domain import AppointmentFact, AppointmentStatus, Due
-from scheduler.settings import Rules
+from scheduler.core.appointments import appointment_reminders, no_show_follow_ups
+from scheduler.core.config import Rules
+from scheduler.core.domain import AppointmentFact, AppointmentStatus, Due
 from tests.unit.clinic_time import BERLIN, clinic_rules, local
 from tests.unit.facts import JST, appointment, jst, patient
 

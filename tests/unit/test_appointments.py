@@ -6,9 +6,9 @@ from datetime import datetime
 
 import pytest
 
-from scheduler.appointments import appointment_reminders, no_show_follow_ups
-from scheduler.domain import AppointmentStatus, Reason
-from scheduler.settings import Rules
+from scheduler.core.appointments import appointment_reminders, no_show_follow_ups
+from scheduler.core.config import Rules
+from scheduler.core.domain import AppointmentStatus, Reason
 from tests.unit.facts import JST, appointment, jst, patient
 
 RULES = Rules()

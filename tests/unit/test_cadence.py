@@ -6,9 +6,9 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from scheduler.cadence import cadence_messages, last_visit
-from scheduler.domain import AppointmentStatus, Phase, Reason
-from scheduler.settings import Rules
+from scheduler.core.cadence import cadence_messages, last_visit
+from scheduler.core.config import Rules
+from scheduler.core.domain import AppointmentStatus, Phase, Reason
 from tests.unit.facts import JST, appointment, jst, patient
 
 RULES = Rules()

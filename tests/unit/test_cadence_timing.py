@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from scheduler.cadence import cadence_messages
-from scheduler.domain import AppointmentFact, AppointmentStatus, Phase, Reason
-from scheduler.settings import Rules
+from scheduler.core.cadence import cadence_messages
+from scheduler.core.config import Rules
+from scheduler.core.domain import AppointmentFact, AppointmentStatus, Phase, Reason
 from tests.unit.clinic_time import BERLIN, clinic_rules, local, send_times
 from tests.unit.facts import JST, appointment, jst, patient
 

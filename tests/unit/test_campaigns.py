@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from scheduler.campaigns import (
+from scheduler.core.campaigns import (
     Audience,
     Campaign,
     ClosureTrigger,
@@ -27,12 +27,12 @@ from scheduler.campaigns import (
     occurrences,
     occurrences_between,
     pace,
-    parse_campaigns,
     sending_days,
 )
-from scheduler.domain import AppointmentFact, AppointmentStatus, PatientFacts, Phase
-from scheduler.seasons import SeasonalMoment, date_of, seasonal_dates
-from scheduler.settings import ConfigError, SendWindow
+from scheduler.core.config import ConfigError, SendWindow
+from scheduler.core.domain import AppointmentFact, AppointmentStatus, PatientFacts, Phase
+from scheduler.core.seasons import SeasonalMoment, date_of, seasonal_dates
+from scheduler.settings.campaigns import parse_campaigns
 from tests.unit.facts import JST, appointment, patient
 
 SHIPPED = Path(__file__).resolve().parents[2] / "config" / "campaigns.toml"

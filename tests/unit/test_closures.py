@@ -8,18 +8,18 @@ from typing import Any
 
 import pytest
 
-from scheduler.closures import (
+from scheduler.core.closures import (
     ClosurePeriod,
     Closures,
     ClosureSpan,
     closure_reason,
     closure_spans,
     is_closed,
-    parse_closures,
     period_start,
     reopens_on,
 )
-from scheduler.settings import ConfigError
+from scheduler.core.config import ConfigError
+from scheduler.settings.closures import parse_closures
 
 YEAR_END = Closures()  # the default: 年末年始 12-29 → 01-03 and public holidays
 SUNDAYS = Closures(weekly=frozenset({6}))

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from scheduler.lanes import GroupCommit, Lanes
+from scheduler.outbox.lanes import GroupCommit, Lanes
 
 
 def test_every_piece_of_work_is_done_once() -> None:

@@ -7,9 +7,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from scheduler.cadence import cadence_messages, effective_cadence
-from scheduler.domain import CadenceChangeFact, PatientFacts, Phase, Reason
-from scheduler.settings import Rules
+from scheduler.core.cadence import cadence_messages, effective_cadence
+from scheduler.core.config import Rules
+from scheduler.core.domain import CadenceChangeFact, PatientFacts, Phase, Reason
 from tests.unit import facts
 
 JST = ZoneInfo("Asia/Tokyo")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from scheduler.retry import MAX_DELAY, retry_at
-from scheduler.settings import Dispatch
+from scheduler.core.config import Dispatch
+from scheduler.core.retry import MAX_DELAY, retry_at
 
 NOW = datetime(2026, 11, 25, 1, 0, tzinfo=UTC)
 POLICY = Dispatch(max_attempts=5, retry_after_seconds=60)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from scheduler.domain import ChannelName, Contacts
-from scheduler.routing import choose_channel
+from scheduler.core.domain import ChannelName, Contacts
+from scheduler.core.routing import choose_channel
 
 LINE, EMAIL = ChannelName.LINE, ChannelName.EMAIL
 

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from scheduler.seasons import (
+from scheduler.core.seasons import (
     DOYO_BEFORE,
     JAPANESE,
     LONGITUDE,

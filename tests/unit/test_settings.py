@@ -8,14 +8,9 @@ from typing import Any
 
 import pytest
 
-from scheduler.domain import Phase
-from scheduler.settings import (
-    ConfigError,
-    ConfigFile,
-    load_settings,
-    normalise_database_url,
-    parse_config,
-)
+from scheduler.core.config import ConfigError
+from scheduler.core.domain import Phase
+from scheduler.settings import ConfigFile, load_settings, normalise_database_url, parse_config
 
 SHIPPED = Path(__file__).resolve().parents[2] / "config" / "tayori.toml"
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.domain import Phase
-from scheduler.tips import (
+from scheduler.core.domain import Phase
+from scheduler.messages.tips import (
     ROTATION_DAYS,
     Tip,
     TipError,
@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 LIBRARY = ROOT / "messages" / "tips"
 TIPS = load_tips(LIBRARY)
 
-# Written by hand so these tests do not depend on how scheduler.seasons computes them.
+# Written by hand so these tests do not depend on how scheduler.core.seasons computes them.
 SEASONAL_2025 = {
     "doyo_winter": date(2025, 1, 17),
     "risshun": date(2025, 2, 3),
@@ -133,7 +133,7 @@ def test_the_choice_is_the_same_in_every_process() -> None:
     # Python salts str hashes per process; the choice must not depend on that salt.
     code = (
         "from datetime import date; from pathlib import Path; import json;"
-        "from scheduler.domain import Phase; from scheduler.tips import *;"
+        "from scheduler.core.domain import Phase; from scheduler.messages.tips import *;"
         "tips = load_tips(Path('messages/tips'));"
         "print(json.dumps([choose_tip(tips, patient_id=p, phase=Phase.ACUTE,"
         " seasons=frozenset({TipSeason.SUMMER}), day=date(2026, 7, 1), recent={}).id"
@@ -349,7 +349,7 @@ def test_tip_seasons_at_the_boundaries(day: date, seasons: set[TipSeason]) -> No
 
 
 class Moment(StrEnum):
-    """Stands in for scheduler.seasons.SeasonalMoment, whose dates callers pass."""
+    """Stands in for scheduler.core.seasons.SeasonalMoment, whose dates callers pass."""
 
     RISSHUN = "risshun"
     RIKKA = "rikka"

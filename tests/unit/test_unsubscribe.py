@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from scheduler.unsubscribe import (
+from scheduler.core.unsubscribe import (
     InvalidToken,
     read_unsubscribe_token,
     unsubscribe_token,

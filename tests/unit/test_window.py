@@ -7,8 +7,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from scheduler.settings import SendWindow
-from scheduler.window import at_local, is_open, local_date, next_opening
+from scheduler.core.config import SendWindow
+from scheduler.core.window import at_local, is_open, local_date, next_opening
 from tests.unit.facts import JST, jst
 
 WINDOW = SendWindow()  # 09:00–20:00

@@ -1,0 +1,199 @@
+"""The `tayori` command (also `python -m scheduler`).
+
+This module holds the command line itself, every command with its options; what a
+command does lives in the module of its group (`facts`, `outbox`, `worker`,
+`messages`, `seasonal`, `database`), imported only when that command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from scheduler.core.domain import PATIENT_REASONS, ChannelName, Phase, Reason
+from scheduler.core.seasons import FIRST_YEAR, LAST_YEAR
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    # Imported after the arguments are read: `--help` and a mistyped option need none.
+    from dotenv import load_dotenv
+
+    from scheduler.commands.common import CommandError
+    from scheduler.settings import ConfigError, Settings, load_settings
+    from scheduler.store.importer import ImportRejected
+
+    load_dotenv(Path(".env"))
+    try:
+        settings = load_settings()
+        logging.basicConfig(
+            level=settings.log_level,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
+        for chatty in ("alembic", "apscheduler"):
+            logging.getLogger(chatty).setLevel(logging.WARNING)
+        module, _, function = args.command.partition(":")
+        command: Callable[[argparse.Namespace, Settings], int] = getattr(
+            importlib.import_module(f"scheduler.commands.{module}"), function
+        )
+        return command(args, settings)
+    except ConfigError as e:
+        print(f"tayori: configuration: {e}", file=sys.stderr)
+        return 2
+    except CommandError as e:
+        print(f"tayori: {e}", file=sys.stderr)
+        return 1
+    except ImportRejected as e:
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        print(f"tayori: nothing imported ({len(e.problems)} problem(s))", file=sys.stderr)
+        return 1
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tayori",
+        description="Visit-cadence reminders for small clinics. Settings: .env and "
+        "config/tayori.toml (see README.md).",
+    )
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    def command(name: str, handler: str, help: str) -> argparse.ArgumentParser:
+        """A command whose `handler` is `module:function` in this package, imported
+        only when the command runs (so `tayori --help` starts at once)."""
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.set_defaults(command=handler)
+        return sub
+
+    def now_option(sub: argparse.ArgumentParser, what: str) -> None:
+        sub.add_argument(
+            "--now",
+            metavar="ISO",
+            help=f"{what} (ISO 8601; without an offset it is clinic time); default: the real time",
+        )
+
+    database = command("db", "database:upgrade", "manage the database")
+    database_commands = database.add_subparsers(required=True, metavar="ACTION")
+    database_commands.add_parser("upgrade", help="apply the migrations (creates the database)")
+
+    importing = command("import", "facts:import_csv", "import patients or appointments from CSV")
+    importing.add_argument("kind", choices=["patients", "appointments"])
+    importing.add_argument("file", type=Path)
+    now_option(importing, "record the import (consent and phase history) at this moment")
+
+    planning = command("plan", "outbox:plan", "show what would be sent, without sending or writing")
+    now_option(planning, "plan as of this moment")
+    planning.add_argument("--days", type=positive_int, default=7, help="look ahead (default 7)")
+    planning.add_argument("--json", action="store_true", help="print a JSON array")
+
+    ticking = command(
+        "tick", "worker:tick_once", "run one worker cycle: plan, then send what is due"
+    )
+    now_option(ticking, "run the cycle as of this moment")
+
+    running = command("run", "worker:run", "start the worker (a cycle every minute) until stopped")
+    now_option(running, "start the worker's clock at this moment")
+
+    status_command = command(
+        "status",
+        "outbox:status",
+        "deliveries by state, channels, LINE quota, next due and failures",
+    )
+    now_option(status_command, "report as of this moment")
+
+    send_test = command(
+        "send-test", "outbox:send_test", "send one sample message to a patient now, for a check"
+    )
+    send_test.add_argument("--channel", choices=[c.value for c in ChannelName], required=True)
+    send_test.add_argument("--to", metavar="PATIENT", required=True, help="the external_id")
+    send_test.add_argument(
+        "--reason",
+        choices=[r.value for r in PATIENT_REASONS],
+        default=Reason.CADENCE_NUDGE.value,
+        help="which message to send (default cadence_nudge)",
+    )
+    now_option(send_test, "render and record the message as of this moment")
+
+    seasons = command(
+        "seasons", "seasonal:seasons", "the year's seasonal dates and the clinic's closures"
+    )
+    seasons.add_argument("year", type=_year)
+    seasons.add_argument("--json", action="store_true", help="print a JSON object")
+
+    campaigns = command(
+        "campaigns", "seasonal:campaigns", "coming newsletters: audience, channels, LINE quota"
+    )
+    campaigns.add_argument("--year", type=_year, help="that year (default: the next 12 months)")
+    campaigns.add_argument("--json", action="store_true", help="print a JSON array")
+    now_option(campaigns, "count the audience as of this moment")
+
+    command("lint", "messages:lint", "check every template and tip; exit 1 with every problem")
+
+    preview = command("preview", "messages:preview", "print what a patient would receive")
+    preview.add_argument("reason", choices=[r.value for r in PATIENT_REASONS])
+    who = preview.add_mutually_exclusive_group()
+    who.add_argument("--patient", metavar="ID", help="a patient's external_id")
+    who.add_argument("--sample", action="store_true", help="a made-up patient (the default)")
+    preview.add_argument(
+        "--channel", choices=[c.value for c in ChannelName], default=ChannelName.LINE.value
+    )
+    now_option(preview, "compose the message as of this moment")
+
+    retry = command("retry", "outbox:retry", "send a failed or skipped delivery again")
+    retry.add_argument("delivery", help="the delivery id (see `tayori status`)")
+    now_option(retry, "queue it as of this moment")
+
+    digest = command("digest", "messages:digest", "print the practitioner's daily digest")
+    now_option(digest, "the digest as of this moment")
+
+    patient = command("patient", "facts:patient", "show or change one patient")
+    patient_actions = patient.add_subparsers(dest="action", required=True, metavar="ACTION")
+    show = patient_actions.add_parser("show", help="facts, cadence, consent and messages")
+    show.add_argument("external_id")
+    show.add_argument("--contacts", action="store_true", help="also print email and LINE id")
+    now_option(show, "show the patient as of this moment")
+    change = patient_actions.add_parser("set", help="change phase or the patient's own cadence")
+    change.add_argument("external_id")
+    change.add_argument("--phase", choices=[p.value for p in Phase])
+    for option in ("--nudge-after-days", "--follow-up-days"):
+        change.add_argument(
+            option,
+            type=_cadence_days,
+            metavar="N|default",
+            help="whole days 1-90, or 'default' for the phase default",
+        )
+    now_option(change, "record the change at this moment")
+
+    demo = command("demo", "facts:demo", "load the demo clinic from config/demo/")
+    demo.add_argument("action", choices=["load"])
+    demo.add_argument("--if-empty", action="store_true", help="only if there are no patients")
+    now_option(demo, "date the demo visits relative to this moment")
+    return parser
+
+
+USE_DEFAULT = "default"
+
+
+def _cadence_days(text: str) -> int | str:
+    if text == USE_DEFAULT:
+        return USE_DEFAULT
+    if not text.isdigit() or not 1 <= int(text) <= 90:
+        raise argparse.ArgumentTypeError(f"expected 1 to 90 or 'default', got {text!r}")
+    return int(text)
+
+
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {text!r}")
+    return int(text)
+
+
+def _year(text: str) -> int:
+    if not text.isdigit() or not FIRST_YEAR <= int(text) <= LAST_YEAR:
+        raise argparse.ArgumentTypeError(f"expected a year {FIRST_YEAR}-{LAST_YEAR}, got {text!r}")
+    return int(text)

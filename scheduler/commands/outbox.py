@@ -1,0 +1,120 @@
+"""The outbox: `tayori plan`, `status`, `send-test` and `retry`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import timedelta
+
+from scheduler.commands.common import CommandError, command_now, local, opened, quota_line, table
+from scheduler.core.domain import ChannelName, Reason
+from scheduler.outbox.manual import requeue, send_sample
+from scheduler.outbox.planner import dry_run
+from scheduler.outbox.report import DeliveryLine
+from scheduler.outbox.report import status as outbox_status
+from scheduler.settings import Settings
+from scheduler.store import db
+from scheduler.store.channel_state import line_quota
+from scheduler.store.models import Delivery
+
+
+def plan(args: argparse.Namespace, settings: Settings) -> int:
+    now = command_now(args, settings)
+    with opened(settings) as runtime, runtime.sessions() as session:
+        until = now + timedelta(days=args.days)
+        messages = dry_run(session, now, until, settings.rules, settings)
+        quota = line_quota(session, now, settings.timezone, settings.config.line.monthly_quota)
+    tz = settings.timezone
+    if args.json:
+        document = [
+            {
+                "patient": m.patient,
+                "reason": m.reason,
+                "channel": m.channel.value,
+                "send_at": m.send_at.astimezone(tz).isoformat(),
+                "template": m.template,
+            }
+            for m in messages
+        ]
+        print(json.dumps(document, ensure_ascii=False, indent=2))
+        return 0
+    if not messages:
+        print(f"nothing to send in the next {args.days} day(s)")
+        return 0
+    print(
+        table(
+            ["send at", "patient", "reason", "channel", "template"],
+            [
+                [local(m.send_at, settings), m.patient, m.reason, m.channel.value, m.template]
+                for m in messages
+            ],
+        )
+    )
+    by_line = sum(m.channel is ChannelName.LINE for m in messages)
+    print(f"\n{by_line} of these by LINE. {quota_line(quota, settings)}")
+    return 0
+
+
+def status(args: argparse.Namespace, settings: Settings) -> int:
+    now = command_now(args, settings)
+    with opened(settings) as runtime, runtime.sessions() as session:
+        report = outbox_status(session, now, settings)
+    print("deliveries: " + ", ".join(f"{n} {state}" for state, n in report.counts.items()))
+    print(quota_line(report.line_quota, settings))
+    # Here, not at the top: lint checks LINE messages with the LINE SDK, whose import
+    # would slow down every command of this module.
+    from scheduler.messages.lint import lint_messages
+
+    for problem in lint_messages(settings, now).problems:
+        print(f"template problem: {problem}")
+    for hold in report.holds:
+        until = f" until {local(hold.until, settings)}" if hold.until else ""
+        print(
+            f"{hold.channel.value} held since {local(hold.since, settings)}{until}: {hold.reason}"
+        )
+
+    def lines(items: list[DeliveryLine], with_error: bool) -> str:
+        headers = ["when", "patient", "reason", "channel", "delivery"]
+        rows = [
+            [local(d.at, settings), d.patient, d.reason, d.channel, d.id]
+            + ([d.error or ""] if with_error else [])
+            for d in items
+        ]
+        return table(headers + (["note"] if with_error else []), rows)
+
+    print("\nnext due:")
+    print(lines(report.next_due, True) if report.next_due else "  (nothing planned)")
+    print("\nfailures:")
+    print(lines(report.failures, True) if report.failures else "  (none)")
+    return 0
+
+
+def send_test(args: argparse.Namespace, settings: Settings) -> int:
+    now = command_now(args, settings)
+    channel = ChannelName(args.channel)
+    with opened(settings) as runtime:
+        try:
+            delivery_id, outcome = send_sample(runtime, args.to, Reason(args.reason), channel, now)
+        except LookupError as e:
+            raise CommandError(str(e)) from None
+        with runtime.sessions() as session:
+            delivery = session.get_one(Delivery, delivery_id)
+            error = delivery.last_error
+    print(
+        f"{args.reason} to {args.to} by {channel.value}: {outcome}"
+        + (f" ({error})" if error else "")
+    )
+    print(f"delivery {delivery_id}")
+    return 0 if outcome == "sent" else 1
+
+
+def retry(args: argparse.Namespace, settings: Settings) -> int:
+    now = command_now(args, settings)
+    with opened(settings) as runtime, db.transaction(runtime.sessions) as session:
+        try:
+            delivery = requeue(session, args.delivery, now)
+        except LookupError as e:
+            raise CommandError(str(e)) from None
+        when = local(delivery.send_after, settings)
+    print(f"delivery {args.delivery} queued again: it goes with the next cycle ({when})")
+    return 0

@@ -1,0 +1,30 @@
+"""The worker: `tayori tick` (one cycle) and `tayori run`."""
+
+from __future__ import annotations
+
+import argparse
+
+from scheduler.clock import Clock, ShiftedClock, SystemClock
+from scheduler.commands.common import command_now, fixed_clock, migrated_runtime, opened
+from scheduler.settings import Settings
+from scheduler.worker import Worker, tick
+
+
+def tick_once(args: argparse.Namespace, settings: Settings) -> int:
+    now = command_now(args, settings)
+    with opened(settings) as runtime:
+        result = tick(runtime, now)
+    planned, sent = result.planned, result.dispatched
+    outcomes = ", ".join(f"{n} {k}" for k, n in sorted(sent.counts.items())) or "nothing due"
+    print(
+        f"planned {planned.created} new, {planned.revived} revived, "
+        f"{planned.withdrawn} withdrawn; dispatched: {outcomes}"
+    )
+    return 0
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    fixed = fixed_clock(args, settings)
+    clock: Clock = ShiftedClock(fixed.now()) if fixed else SystemClock()
+    Worker(migrated_runtime(settings), clock).run()
+    return 0

@@ -1,0 +1,327 @@
+"""Seasonal newsletters into the outbox: the campaigns' rules (scheduler/campaigns.py)
+applied to the clinic's patients, as `Due` messages the planner inserts like any other.
+
+An occurrence's audience and pacing are fixed when it is first planned (when its
+moment comes): everyone gets a moment then, spread so the clinic's booking line is
+never flooded. Later cycles only keep, withdraw or defer those rows: a patient who
+books meanwhile drops out of a campaign that excludes booked patients, and a
+newsletter that would land on the same day as a cadence message or another
+newsletter moves to the patient's next open day.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from scheduler.core.campaigns import (
+    Campaign,
+    Occurrence,
+    audience,
+    live_occurrences,
+    occurrences,
+    occurrences_between,
+    pace,
+)
+from scheduler.core.closures import (
+    Closures,
+    ClosureSpan,
+    closure_spans,
+    is_closed,
+    period_start,
+    reopens_on,
+)
+from scheduler.core.domain import ChannelName, DeliveryState, Due, PatientFacts, Reason
+from scheduler.core.routing import choose_channel
+from scheduler.core.seasons import JAPANESE
+from scheduler.core.window import local_date
+from scheduler.messages.context import japanese_date
+from scheduler.settings import Settings
+from scheduler.store.facts import load_facts
+from scheduler.store.models import Delivery
+
+# Messages of which a patient gets at most one a day, and the states that count.
+_ONE_A_DAY = (Reason.NEWSLETTER, Reason.CADENCE_NUDGE, Reason.CADENCE_FOLLOW_UP)
+_TAKEN = (DeliveryState.PLANNED, DeliveryState.SENDING, DeliveryState.SENT)
+
+
+@dataclass(frozen=True)
+class _Calendar:
+    """The clinic's closures as the campaign rules ask for them."""
+
+    closures: Closures
+
+    def closure_start(self, name: str, year: int) -> date | None:
+        return period_start(name, year, self.closures)
+
+    def closed(self, day: date) -> bool:
+        return is_closed(day, self.closures)
+
+
+def newsletters_due(
+    session: Session,
+    facts: Iterable[PatientFacts],
+    others_due: Iterable[Due],
+    now: datetime,
+    settings: Settings,
+) -> list[Due]:
+    """The newsletters of every campaign occurrence being sent at `now`: those whose
+    time has come, and those whose planned newsletters are still waiting (moved to
+    a later day, or beyond the spread when the audience outgrew the hourly cap)."""
+    tz, calendar = settings.timezone, _Calendar(settings.config.closures)
+    live = live_occurrences(settings.campaigns, now, tz, calendar.closure_start, calendar.closed)
+    live += [pair for pair in _waiting_in_outbox(session, settings) if pair not in live]
+    if not live:
+        return []
+    patients = list(facts)
+    busy = _busy_days(session, others_due, now, settings)
+    due: list[Due] = []
+    for campaign, occurrence in live:
+        rows = _rows_of(session, occurrence)
+        for patient_id, moment in sorted(
+            _moments(rows, campaign, occurrence, patients, now, settings).items()
+        ):
+            row = rows.get(patient_id)
+            key = _due(campaign, occurrence, patient_id, moment).key
+            send_at = _free_day(moment, key, busy[patient_id], row, calendar.closed, tz)
+            busy[patient_id].append((local_date(send_at, tz), key))
+            due.append(_due(campaign, occurrence, patient_id, send_at))
+    return due
+
+
+def expected_newsletters(
+    session: Session,
+    facts: Iterable[PatientFacts],
+    now: datetime,
+    until: datetime,
+    settings: Settings,
+) -> list[Due]:
+    """For the dry run: the newsletters from now to `until`, at the moments planned
+    already or that their pacing would give (a newsletter that would meet a cadence
+    message on the same day moves a day later, which this does not foresee)."""
+    tz, calendar = settings.timezone, _Calendar(settings.config.closures)
+    campaigns = {campaign.id: campaign for campaign in settings.campaigns}
+    coming = [
+        (campaigns[o.campaign_id], o)
+        for o in occurrences_between(
+            campaigns.values(),
+            local_date(now, tz),
+            local_date(until, tz),
+            tz,
+            calendar.closure_start,
+        )
+    ]
+    started = live_occurrences(settings.campaigns, now, tz, calendar.closure_start, calendar.closed)
+    waiting = _waiting_in_outbox(session, settings)
+    patients = list(facts)
+    expected: list[Due] = []
+    for campaign, occurrence in dict.fromkeys([*waiting, *started, *coming]):
+        rows = _rows_of(session, occurrence)
+        moments = _moments(rows, campaign, occurrence, patients, now, settings)
+        expected += [
+            _due(campaign, occurrence, patient_id, moment)
+            for patient_id, moment in moments.items()
+            if moment <= until
+        ]
+    return expected
+
+
+def _moments(
+    rows: dict[int, Delivery],
+    campaign: Campaign,
+    occurrence: Occurrence,
+    patients: list[PatientFacts],
+    now: datetime,
+    settings: Settings,
+) -> dict[int, datetime]:
+    """Each recipient's moment: once an occurrence is planned, its recipients (still
+    in its audience) keep theirs; before, its pacing gives them from `now` on."""
+    tz = settings.timezone
+    members = audience(campaign, occurrence, patients, tz)
+    if rows:
+        return {i: rows[i].send_after for i in members if i in rows}
+    calendar = _Calendar(settings.config.closures)
+    window = settings.rules.window
+    return pace(members, occurrence, campaign.pacing, window, tz, calendar.closed, not_before=now)
+
+
+def _waiting_in_outbox(session: Session, settings: Settings) -> list[tuple[Campaign, Occurrence]]:
+    """Occurrences with newsletters still planned in the outbox."""
+    tz, calendar = settings.timezone, _Calendar(settings.config.closures)
+    campaigns = {campaign.id: campaign for campaign in settings.campaigns}
+    pairs = []
+    for campaign_id, day in session.execute(
+        select(Delivery.campaign_id, Delivery.campaign_day)
+        .where(Delivery.reason == Reason.NEWSLETTER, Delivery.state == DeliveryState.PLANNED)
+        .distinct()
+    ):
+        campaign = campaigns.get(campaign_id or "")
+        if campaign is None or day is None:
+            continue  # its campaign left the file: the dispatcher skips its rows
+        for occurrence in occurrences(campaign, day.year, tz, calendar.closure_start):
+            if occurrence.day == day:
+                pairs.append((campaign, occurrence))
+    return pairs
+
+
+def _due(campaign: Campaign, occurrence: Occurrence, patient_id: int, send_at: datetime) -> Due:
+    return Due(
+        patient_id=patient_id,
+        reason=Reason.NEWSLETTER,
+        occurrence=f"{campaign.id}:{occurrence.day.isoformat()}",
+        send_at=send_at,
+        campaign_id=campaign.id,
+        campaign_day=occurrence.day,
+        template_folder=campaign.template,
+    )
+
+
+def _rows_of(session: Session, occurrence: Occurrence) -> dict[int, Delivery]:
+    rows = session.scalars(
+        select(Delivery).where(
+            Delivery.reason == Reason.NEWSLETTER,
+            Delivery.campaign_id == occurrence.campaign_id,
+            Delivery.campaign_day == occurrence.day,
+        )
+    )
+    return {row.patient_id: row for row in rows if row.patient_id is not None}
+
+
+# A patient's days already taken: (clinic-local day, the message's idempotency key).
+_Busy = defaultdict[int, list[tuple[date, str]]]
+
+
+def _busy_days(
+    session: Session, others_due: Iterable[Due], now: datetime, settings: Settings
+) -> _Busy:
+    """Each patient's days from today on that already have a cadence message or a
+    newsletter."""
+    tz = settings.timezone
+    busy: _Busy = defaultdict(list)
+    for message in others_due:
+        if message.reason.is_cadence and message.may_create:
+            busy[message.patient_id].append((local_date(message.send_at, tz), message.key))
+    for key, patient_id, send_after in session.execute(
+        select(Delivery.idempotency_key, Delivery.patient_id, Delivery.send_after).where(
+            Delivery.reason.in_(_ONE_A_DAY),
+            Delivery.state.in_(_TAKEN),
+            Delivery.send_after >= now - timedelta(days=1),
+        )
+    ):
+        if patient_id is not None:
+            busy[patient_id].append((local_date(send_after, tz), key))
+    return busy
+
+
+def _free_day(
+    moment: datetime,
+    key: str,
+    busy: list[tuple[date, str]],
+    row: Delivery | None,
+    closed: Callable[[date], bool],
+    tz: ZoneInfo,
+) -> datetime:
+    """`moment`, or the same time on the patient's next open day without another
+    cadence message or newsletter. A row already sent or being sent stays put."""
+    if row is not None and row.state is not DeliveryState.PLANNED:
+        return row.send_after
+    while True:
+        day = local_date(moment, tz)
+        taken = any(other == day and other_key != key for other, other_key in busy)
+        if not taken and not closed(day):
+            return moment
+        moment += timedelta(days=1)
+
+
+# How far after a newsletter's day a closure is worth announcing in it.
+CLOSURE_NOTICE_DAYS = 60
+
+
+def campaign_context(campaign: Campaign, day: date, settings: Settings) -> dict[str, Any]:
+    """The campaign's own template variables for its occurrence on `day`: the
+    seasonal moment it marks, and the next closure (dates and reopening)."""
+    tz, closures = settings.timezone, settings.config.closures
+    calendar = _Calendar(closures)
+    occurrence = next(
+        (o for o in occurrences(campaign, day.year, tz, calendar.closure_start) if o.day == day),
+        None,
+    )
+    anchor = occurrence.anchor if occurrence else None
+    moment = occurrence.moment if occurrence else None
+
+    def announced(span: ClosureSpan) -> bool:
+        if occurrence is not None and occurrence.closure:
+            return span.name == occurrence.closure and span.first == anchor
+        return day <= span.first <= day + timedelta(days=CLOSURE_NOTICE_DAYS)
+
+    periods = {period.name for period in closures.periods}
+    spans = [
+        span
+        for year in (day.year, day.year + 1)
+        for span in closure_spans(year, closures)
+        if span.name in periods and announced(span)
+    ]
+    closure = min(spans, key=lambda span: span.first, default=None)
+    return {
+        "campaign": campaign.id,
+        "moment": JAPANESE[moment] if moment else None,
+        "moment_date": japanese_date(occurrence.anchor)
+        if occurrence and occurrence.anchor
+        else None,
+        "closure": {
+            "name": closure.name,
+            "first": japanese_date(closure.first),
+            "last": japanese_date(closure.last),
+            "reopens": japanese_date(reopens_on(closure.last + timedelta(days=1), closures)),
+        }
+        if closure
+        else None,
+    }
+
+
+@dataclass(frozen=True)
+class CampaignForecast:
+    """One coming occurrence, sized with the clinic's patients as they are now."""
+
+    campaign: Campaign
+    occurrence: Occurrence
+    by_line: int
+    by_email: int
+
+    @property
+    def audience(self) -> int:
+        return self.by_line + self.by_email
+
+
+def forecast_campaigns(
+    session: Session, settings: Settings, first: date, last: date, now: datetime
+) -> list[CampaignForecast]:
+    """The occurrences from `first` to `last`, with their audience and channel split
+    as the patients' facts, consent and contacts stand at `now`."""
+    tz, calendar = settings.timezone, _Calendar(settings.config.closures)
+    campaigns = {campaign.id: campaign for campaign in settings.campaigns}
+    patients = {facts.id: facts for facts in load_facts(session, now)}
+    forecasts = []
+    closure_start = calendar.closure_start
+    for occurrence in occurrences_between(campaigns.values(), first, last, tz, closure_start):
+        campaign = campaigns[occurrence.campaign_id]
+        channels = [
+            choose_channel(patients[i].preferred_channel, patients[i].contacts)
+            for i in audience(campaign, occurrence, patients.values(), tz)
+        ]
+        forecasts.append(
+            CampaignForecast(
+                campaign,
+                occurrence,
+                by_line=channels.count(ChannelName.LINE),
+                by_email=channels.count(ChannelName.EMAIL),
+            )
+        )
+    return forecasts

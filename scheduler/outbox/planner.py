@@ -1,0 +1,337 @@
+"""The planner: turns what the rules say is due into outbox rows.
+
+Planning is safe to repeat and to run in several processes at once: a row's
+idempotency key is unique, new rows are inserted with ON CONFLICT DO NOTHING, and
+every state change is a conditional UPDATE that only touches rows still `planned`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from scheduler.core.config import Rules
+from scheduler.core.domain import (
+    AppointmentStatus,
+    ChannelName,
+    DeliveryState,
+    Due,
+    PatientFacts,
+    Reason,
+)
+from scheduler.core.routing import choose_channel
+from scheduler.core.rules import messages_due
+from scheduler.core.window import at_local, local_date, next_opening
+from scheduler.messages.templates import template_in
+from scheduler.outbox.newsletters import expected_newsletters, newsletters_due
+from scheduler.settings import Settings
+from scheduler.store.db import upsert_insert
+from scheduler.store.facts import load_facts
+from scheduler.store.models import Delivery, Patient, new_delivery_id
+
+WITHDRAWN_NOT_DUE = (
+    "no longer due (a visit, a booking, a cancellation, or a change of consent, phase or cadence)"
+)
+# States a message may come back from when it is due again: a booking that was made
+# and then cancelled, or a contact that was added after a skip.
+REVIVABLE = (DeliveryState.WITHDRAWN, DeliveryState.SKIPPED)
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    created: int
+    revived: int
+    withdrawn: int
+
+
+@dataclass(frozen=True)
+class PlannedMessage:
+    """One message the dry run expects to send."""
+
+    patient: str  # external_id
+    reason: str
+    channel: ChannelName
+    send_at: datetime
+    template: str
+
+
+def _all_due(facts: Iterable[PatientFacts], now: datetime, rules: Rules) -> dict[str, Due]:
+    return {due.key: due for patient in facts for due in messages_due(patient, now, rules)}
+
+
+def _existing(session: Session, keys: Sequence[str]) -> dict[str, Delivery]:
+    found: dict[str, Delivery] = {}
+    for start in range(0, len(keys), 500):  # keep IN lists well under driver limits
+        chunk = keys[start : start + 500]
+        for row in session.scalars(select(Delivery).where(Delivery.idempotency_key.in_(chunk))):
+            found[row.idempotency_key] = row
+    return found
+
+
+def plan(
+    session: Session, now: datetime, rules: Rules, settings: Settings | None = None
+) -> PlanResult:
+    """Bring the outbox in line with the rules at `now` (and, given the settings,
+    with the seasonal campaigns)."""
+    facts = {f.id: f for f in load_facts(session, now)}
+    due = _all_due(facts.values(), now, rules)
+    if settings is not None:
+        for newsletter in newsletters_due(session, facts.values(), due.values(), now, settings):
+            due[newsletter.key] = newsletter
+    existing = _existing(session, list(due))
+
+    stale_ids = [
+        row.id
+        for row in session.scalars(
+            select(Delivery).where(
+                Delivery.state == DeliveryState.PLANNED,
+                Delivery.patient_id.is_not(None),  # the digest is planned on its own
+            )
+        )
+        if row.idempotency_key not in due
+    ]
+    withdrawn = 0
+    if stale_ids:
+        withdrawn = _set_state(
+            session,
+            stale_ids,
+            DeliveryState.WITHDRAWN,
+            now,
+            WITHDRAWN_NOT_DUE,
+            only_from=(DeliveryState.PLANNED,),
+        )
+
+    new_rows: list[dict[str, Any]] = []
+    revived = 0
+    for key, message in due.items():
+        if not message.may_create:
+            continue
+        patient = facts[message.patient_id]
+        channel = choose_channel(patient.preferred_channel, patient.contacts)
+        row = existing.get(key)
+        if row is None:
+            new_rows.append(_row_for(message, key, channel, now))
+        elif row.state in REVIVABLE and channel is not None:
+            revived += _revive(session, row.id, message, channel, now)
+        elif (
+            message.reason is Reason.NEWSLETTER
+            and row.state is DeliveryState.PLANNED
+            and row.send_after != message.send_at
+        ):
+            # Only a newsletter moves once planned: it is deferred to keep a
+            # patient's day to one message.
+            _move(session, row.id, message.send_at, now)
+    created = _insert_new(session, new_rows)
+    return PlanResult(created=created, revived=revived, withdrawn=withdrawn)
+
+
+def plan_digest(session: Session, now: datetime, settings: Settings) -> int:
+    """Put today's digest in the outbox once its time has come: one row a day per
+    configured address, whatever the number of workers or cycles."""
+    digest = settings.digest
+    today = local_date(now, settings.timezone)
+    send_at = at_local(today, digest.send_at, settings.timezone)
+    if not digest.enabled or now < send_at:
+        return 0
+    channels = [
+        channel
+        for channel, address in (
+            (ChannelName.EMAIL, digest.email),
+            (ChannelName.LINE, digest.line_user_id),
+        )
+        if address
+    ]
+    rows = [
+        _new_row(
+            key=f"{Reason.DAILY_DIGEST}:{today.isoformat()}:{channel}",
+            reason=Reason.DAILY_DIGEST,
+            channel=channel,
+            send_at=send_at,
+            now=now,
+        )
+        for channel in channels
+    ]
+    return _insert_new(session, rows)
+
+
+def _row_for(message: Due, key: str, channel: ChannelName | None, now: datetime) -> dict[str, Any]:
+    return _new_row(
+        key=key,
+        reason=message.reason,
+        channel=channel,
+        send_at=message.send_at,
+        now=now,
+        patient_id=message.patient_id,
+        appointment_id=message.appointment_id,
+        campaign_id=message.campaign_id,
+        campaign_day=message.campaign_day,
+        folder=message.folder,
+    )
+
+
+def _new_row(
+    *,
+    key: str,
+    reason: Reason,
+    channel: ChannelName | None,
+    send_at: datetime,
+    now: datetime,
+    patient_id: int | None = None,
+    appointment_id: int | None = None,
+    campaign_id: str | None = None,
+    campaign_day: date | None = None,
+    folder: str | None = None,
+) -> dict[str, Any]:
+    """A planned outbox row. A patient's channel is chosen again when it is sent; a
+    row without one then becomes `skipped` if the patient still has no contact."""
+    return {
+        "id": new_delivery_id(),
+        "idempotency_key": key,
+        "patient_id": patient_id,
+        "appointment_id": appointment_id,
+        "reason": reason,
+        "channel": channel,
+        "campaign_id": campaign_id,
+        "campaign_day": campaign_day,
+        "template": template_in(folder or reason.value, channel) if channel else None,
+        "send_after": send_at,
+        "state": DeliveryState.PLANNED,
+        "attempts": 0,
+        "last_error": None,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _insert_new(session: Session, rows: list[dict[str, Any]]) -> int:
+    if not rows:
+        return 0
+    created = 0
+    for start in range(0, len(rows), 500):
+        statement = (
+            upsert_insert(session, Delivery)
+            .values(rows[start : start + 500])
+            .on_conflict_do_nothing(index_elements=["idempotency_key"])
+            .returning(Delivery.id)
+        )
+        # Count what RETURNING gives back: rowcount is not reliable for multi-row
+        # inserts on every driver.
+        created += len(session.execute(statement).all())
+    return created
+
+
+def _revive(
+    session: Session, row_id: str, message: Due, channel: ChannelName, now: datetime
+) -> int:
+    result = session.execute(
+        update(Delivery)
+        .where(Delivery.id == row_id, Delivery.state.in_(REVIVABLE))
+        .values(
+            state=DeliveryState.PLANNED,
+            channel=channel,
+            template=template_in(message.folder, channel),
+            send_after=message.send_at,
+            last_error=None,
+            updated_at=now,
+        )
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _move(session: Session, row_id: str, send_at: datetime, now: datetime) -> None:
+    session.execute(
+        update(Delivery)
+        .where(Delivery.id == row_id, Delivery.state == DeliveryState.PLANNED)
+        .values(send_after=send_at, updated_at=now)
+    )
+
+
+def _set_state(
+    session: Session,
+    ids: list[str],
+    state: DeliveryState,
+    now: datetime,
+    reason: str,
+    only_from: tuple[DeliveryState, ...],
+) -> int:
+    result = session.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(ids), Delivery.state.in_(only_from))
+        .values(state=state, last_error=reason, updated_at=now)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _moments_facts_change(facts: PatientFacts, now: datetime, until: datetime) -> list[datetime]:
+    """When a patient's facts change by time alone: `now`, and just after each booked
+    appointment in the horizon (from then on it counts as a visit)."""
+    passing = [
+        a.starts_at + timedelta(seconds=1)
+        for a in facts.appointments
+        if a.status is AppointmentStatus.BOOKED and now < a.starts_at <= until
+    ]
+    return [now, *sorted(passing)]
+
+
+def dry_run(
+    session: Session,
+    now: datetime,
+    until: datetime,
+    rules: Rules,
+    settings: Settings | None = None,
+) -> list[PlannedMessage]:
+    """What would be sent between `now` and `until` if no new facts arrive. Writes nothing.
+
+    The rules are evaluated at `now` and again whenever time alone changes a
+    patient's facts (a booked appointment passes and starts a new episode), as the
+    worker's own cycles would.
+    """
+    facts = load_facts(session, now)
+    external_ids = {
+        patient_id: external_id
+        for patient_id, external_id in session.execute(select(Patient.id, Patient.external_id))
+    }
+    # The first moment each message appears is when the worker would plan it.
+    first_seen: dict[str, tuple[datetime, Due]] = {}
+    for patient in facts:
+        for moment in _moments_facts_change(patient, now, until):
+            for message in messages_due(patient, moment, rules):
+                first_seen.setdefault(message.key, (moment, message))
+    if settings is not None:
+        for newsletter in expected_newsletters(session, facts, now, until, settings):
+            first_seen.setdefault(newsletter.key, (now, newsletter))
+    existing = _existing(session, list(first_seen))
+    channels = {p.id: choose_channel(p.preferred_channel, p.contacts) for p in facts}
+
+    expected = []
+    for key, (moment, message) in first_seen.items():
+        channel = channels[message.patient_id]
+        send_at = _expected_send_at(message, existing.get(key), moment, rules)
+        if channel is None or send_at is None or send_at > until:
+            continue  # no contact (it would be skipped), already done, or too far ahead
+        expected.append(
+            PlannedMessage(
+                patient=external_ids[message.patient_id],
+                reason=message.reason.value,
+                channel=channel,
+                send_at=send_at,
+                template=template_in(message.folder, channel),
+            )
+        )
+    return sorted(expected, key=lambda m: (m.send_at, m.patient, m.reason))
+
+
+def _expected_send_at(
+    message: Due, row: Delivery | None, moment: datetime, rules: Rules
+) -> datetime | None:
+    """When the worker would send this message, or None if it would not."""
+    if row is not None and row.state is DeliveryState.PLANNED:
+        return next_opening(max(row.send_after, moment), rules.window, rules.timezone)
+    if row is not None and row.state not in REVIVABLE:
+        return None  # already sent, being sent, or failed
+    return message.send_at if message.may_create else None

@@ -1,0 +1,210 @@
+"""All settings in one place: environment (`.env`) for secrets and paths, and the
+clinic's own rules in `config/tayori.toml`.
+
+Parsing is strict: a wrong value stops start-up with a message that names the key
+and what was expected, rather than being guessed at.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from scheduler.core.campaigns import Campaign
+from scheduler.core.config import Clinic, ConfigError, Digest, Dispatch, Rules
+from scheduler.core.domain import EMAIL_ADDRESS
+from scheduler.settings.campaigns import parse_campaigns
+from scheduler.settings.config_file import ConfigFile, parse_config
+
+__all__ = ["ConfigError", "ConfigFile", "LineApi", "Settings", "Smtp", "load_settings"]
+
+DEFAULT_DATABASE_URL = "sqlite:///var/tayori.db"
+DEFAULT_CONFIG_PATH = "config/tayori.toml"
+
+
+@dataclass(frozen=True)
+class Smtp:
+    """An SMTP server to send email through (SMTP_* and MAIL_FROM)."""
+
+    host: str
+    port: int
+    security: str  # "starttls", "ssl" or "none"
+    mail_from: str
+    username: str = ""
+    password: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
+class LineApi:
+    """The LINE Messaging API (LINE_* variables)."""
+
+    access_token: str = field(repr=False)
+    channel_secret: str = field(default="", repr=False)
+    base_url: str = "https://api.line.me"
+
+
+SMTP_PORTS = {"starttls": 587, "ssl": 465, "none": 25}
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    config_path: Path = Path(DEFAULT_CONFIG_PATH)
+    messages_dir: Path = Path("messages")
+    outbox_dir: Path = Path("var/outbox")
+    log_level: str = "INFO"
+    config: ConfigFile = field(default_factory=ConfigFile)
+    # Real channels; None means that channel's messages go to the preview outbox.
+    smtp: Smtp | None = None
+    line_api: LineApi | None = None
+    # Where patients reach Tayori (one-click unsubscribe links), and the key that
+    # signs those links.
+    public_url: str = ""
+    secret_key: str = field(default="", repr=False)
+    # Seasonal newsletters (config/campaigns.toml).
+    campaigns: tuple[Campaign, ...] = ()
+
+    @property
+    def timezone(self) -> ZoneInfo:
+        return self.rules.timezone
+
+    @property
+    def clinic(self) -> Clinic:
+        return self.config.clinic
+
+    @property
+    def rules(self) -> Rules:
+        return self.config.rules
+
+    @property
+    def dispatch(self) -> Dispatch:
+        return self.config.dispatch
+
+    @property
+    def digest(self) -> Digest:
+        return self.config.digest
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read settings from the environment and the TOML file it points to."""
+    env = os.environ if env is None else env
+    config_path = Path(env.get("TAYORI_CONFIG") or DEFAULT_CONFIG_PATH)
+    config = parse_config(_read_toml(config_path), source=str(config_path))
+    log_level = (env.get("TAYORI_LOG_LEVEL") or "INFO").upper()
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(
+            f"TAYORI_LOG_LEVEL: expected DEBUG, INFO, WARNING or ERROR, got {log_level!r}"
+        )
+    return Settings(
+        database_url=normalise_database_url(env.get("DATABASE_URL") or DEFAULT_DATABASE_URL),
+        config_path=config_path,
+        messages_dir=Path(env.get("TAYORI_MESSAGES_DIR") or "messages"),
+        outbox_dir=Path(env.get("TAYORI_OUTBOX_DIR") or "var/outbox"),
+        log_level=log_level,
+        config=config,
+        smtp=_smtp(env),
+        line_api=_line_api(env),
+        public_url=_url(env, "TAYORI_PUBLIC_URL", "").rstrip("/"),
+        secret_key=env.get("TAYORI_SECRET_KEY", ""),
+        campaigns=_campaigns(env, config_path),
+    )
+
+
+def _campaigns(env: Mapping[str, str], config_path: Path) -> tuple[Campaign, ...]:
+    """The campaigns file: TAYORI_CAMPAIGNS, else campaigns.toml beside the settings
+    file; without either there are no newsletters."""
+    named = env.get("TAYORI_CAMPAIGNS")
+    path = Path(named) if named else config_path.parent / "campaigns.toml"
+    if not named and not path.exists():
+        return ()
+    return parse_campaigns(_read_toml(path, "TAYORI_CAMPAIGNS"), str(path))
+
+
+def _url(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name) or default
+    if value and not re.match(r"^https?://[^\s/]+", value):
+        raise ConfigError(
+            f"{name}: expected an http(s) URL such as https://example.jp, got {value!r}"
+        )
+    return value
+
+
+def _smtp(env: Mapping[str, str]) -> Smtp | None:
+    host = env.get("SMTP_HOST")
+    if not host:
+        return None
+    security = (env.get("SMTP_SECURITY") or "starttls").lower()
+    if security not in SMTP_PORTS:
+        raise ConfigError(f"SMTP_SECURITY: expected starttls, ssl or none, got {security!r}")
+    port_text = env.get("SMTP_PORT") or str(SMTP_PORTS[security])
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(f"SMTP_PORT: expected a port number, got {port_text!r}")
+    mail_from = env.get("MAIL_FROM", "")
+    name, address = parseaddr(mail_from)
+    written_name = mail_from.rpartition("<")[0].strip().strip('"')
+    if not (EMAIL_ADDRESS.search(address) and address.isascii()) or name != written_name:
+        # parseaddr is how the mail is built: what it cannot read back as written
+        # (a name with , : or ; unquoted) would go out mangled or not at all.
+        raise ConfigError(
+            "MAIL_FROM: expected the sender's address, such as "
+            "'たより整体院 <info@clinic.example>' (a name with , : ; or @ in double "
+            f"quotes), got {mail_from!r}"
+        )
+    return Smtp(
+        host=host,
+        port=int(port_text),
+        security=security,
+        mail_from=mail_from,
+        username=env.get("SMTP_USERNAME", ""),
+        password=env.get("SMTP_PASSWORD", ""),
+    )
+
+
+def _line_api(env: Mapping[str, str]) -> LineApi | None:
+    token = env.get("LINE_CHANNEL_ACCESS_TOKEN")
+    if not token:
+        return None
+    return LineApi(
+        access_token=token,
+        channel_secret=env.get("LINE_CHANNEL_SECRET", ""),
+        base_url=_url(env, "LINE_API_BASE_URL", "https://api.line.me").rstrip("/"),
+    )
+
+
+def normalise_database_url(url: str) -> str:
+    """Accept SQLite and PostgreSQL URLs; PostgreSQL always goes through psycopg 3."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(
+            f"DATABASE_URL: expected a URL such as {DEFAULT_DATABASE_URL} or "
+            "postgresql+psycopg://user@host/db, got a value that is not a URL"
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend in ("postgres", "postgresql"):
+        return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    if backend == "sqlite":
+        return url
+    raise ConfigError(
+        f"DATABASE_URL: expected a sqlite:/// or postgresql+psycopg:// URL, got a {backend} URL"
+    )
+
+
+def _read_toml(path: Path, variable: str = "TAYORI_CONFIG") -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found (check {variable})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None

@@ -1,0 +1,123 @@
+"""Reading patients' facts out of the database into the plain values the rules use."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Protocol, TypeVar
+
+from sqlalchemy import Row, select
+from sqlalchemy.orm import Session
+
+from scheduler.core.domain import (
+    AppointmentFact,
+    CadenceChangeFact,
+    ConsentKind,
+    Contacts,
+    PatientFacts,
+    Phase,
+)
+from scheduler.store.models import Appointment, CadenceChange, ConsentChange, Patient
+
+
+def contacts_of(patient: Patient) -> Contacts:
+    return Contacts(
+        line=bool(patient.line_user_id) and patient.line_unusable_reason is None,
+        email=bool(patient.email) and patient.email_unusable_reason is None,
+    )
+
+
+def current_consent(
+    session: Session, patient_ids: Iterable[int] | None = None
+) -> dict[int, dict[ConsentKind, bool]]:
+    """Each patient's consent now: the latest change of each kind (absent = not given)."""
+    query = select(ConsentChange.patient_id, ConsentChange.kind, ConsentChange.granted).order_by(
+        ConsentChange.id
+    )
+    if patient_ids is not None:
+        query = query.where(ConsentChange.patient_id.in_(list(patient_ids)))
+    consent: dict[int, dict[ConsentKind, bool]] = defaultdict(dict)
+    for patient_id, kind, granted in session.execute(query):
+        consent[patient_id][kind] = granted
+    return consent
+
+
+class _Dated(Protocol):
+    @property
+    def changed_at(self) -> datetime: ...
+
+
+_Change = TypeVar("_Change", bound=_Dated)
+_HistoryRow = Row[int, int, Phase | None, int | None, int | None, datetime]
+
+
+def cadence_in_force(history: Sequence[_Change], now: datetime) -> _Change | None:
+    """The latest change made up to `now` (history in the order it was written);
+    before the first one, the starting point itself."""
+    in_force = [c for c in history if c.changed_at <= now]
+    if in_force:
+        return in_force[-1]
+    return history[0] if history else None
+
+
+def load_facts(
+    session: Session, now: datetime, patients: Iterable[Patient] | None = None
+) -> list[PatientFacts]:
+    """The facts of `patients` (by default every patient) as they stand at `now`."""
+    # Plain rows rather than ORM objects for the rest: the planner reads every
+    # patient's history each tick, and the dispatcher a batch's.
+    rows = list(
+        session.scalars(select(Patient).order_by(Patient.id)) if patients is None else patients
+    )
+    ids = None if patients is None else [patient.id for patient in rows]
+    appointment_query = select(
+        Appointment.patient_id, Appointment.id, Appointment.starts_at, Appointment.status
+    ).order_by(Appointment.starts_at)
+    history_query = select(
+        CadenceChange.patient_id,
+        CadenceChange.id,
+        CadenceChange.phase,
+        CadenceChange.nudge_after_days,
+        CadenceChange.follow_up_days,
+        CadenceChange.changed_at,
+    ).order_by(CadenceChange.id)
+    if ids is not None:
+        appointment_query = appointment_query.where(Appointment.patient_id.in_(ids))
+        history_query = history_query.where(CadenceChange.patient_id.in_(ids))
+    appointments: dict[int, list[AppointmentFact]] = defaultdict(list)
+    for patient_id, appointment_id, starts_at, status in session.execute(appointment_query):
+        appointments[patient_id].append(AppointmentFact(appointment_id, starts_at, status))
+    histories: dict[int, list[_HistoryRow]] = defaultdict(list)
+    for change in session.execute(history_query):
+        histories[change.patient_id].append(change)
+    consent = current_consent(session, ids)
+
+    def facts(patient: Patient) -> PatientFacts:
+        history = histories[patient.id]
+        in_force = cadence_in_force(history, now)
+        # Without a history (never expected after migration 0002), the row is the truth.
+        phase, nudge, follow_up = (
+            (in_force.phase, in_force.nudge_after_days, in_force.follow_up_days)
+            if in_force
+            else (patient.phase, patient.nudge_after_days, patient.follow_up_days)
+        )
+        is_change = in_force is not None and in_force is not history[0]
+        return PatientFacts(
+            id=patient.id,
+            phase=phase,
+            reminders_opt_in=consent[patient.id].get(ConsentKind.REMINDERS, False),
+            newsletter_opt_in=consent[patient.id].get(ConsentKind.NEWSLETTER, False),
+            preferred_channel=patient.preferred_channel,
+            contacts=contacts_of(patient),
+            appointments=tuple(appointments[patient.id]),
+            nudge_after_days=nudge,
+            follow_up_days=follow_up,
+            cadence_change=(
+                CadenceChangeFact(in_force.id, in_force.changed_at)
+                if in_force is not None and is_change
+                else None
+            ),
+        )
+
+    return [facts(patient) for patient in rows]

@@ -1,0 +1,214 @@
+"""The database tables (SQLAlchemy 2.x typed models). Every time is stored in UTC."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Date,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy import (
+    Enum as SAEnum,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from scheduler.core.domain import (
+    AppointmentStatus,
+    ChannelName,
+    ConsentKind,
+    DeliveryState,
+    HoldCause,
+    Phase,
+    Reason,
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware datetimes in Python, naive UTC in the database (the same on SQLite and
+    PostgreSQL), so comparisons never depend on the server's time zone."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC)
+
+
+def _enum(enum: type[StrEnum]) -> SAEnum:
+    """Stored as its plain value in a VARCHAR, read back as the enum member."""
+    return SAEnum(
+        enum,
+        native_enum=False,
+        create_constraint=False,
+        length=16 if enum is not Reason else 32,
+        values_callable=lambda members: [m.value for m in members],
+    )
+
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Patient(Base):
+    __tablename__ = "patients"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    external_id: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    phase: Mapped[Phase | None] = mapped_column(_enum(Phase))
+    email: Mapped[str | None] = mapped_column(String(320))
+    line_user_id: Mapped[str | None] = mapped_column(String(64))
+    preferred_channel: Mapped[ChannelName] = mapped_column(_enum(ChannelName))
+    # The patient's own rhythm; None means the phase default from config.
+    nudge_after_days: Mapped[int | None] = mapped_column(Integer)
+    follow_up_days: Mapped[int | None] = mapped_column(Integer)
+    # Set when a channel reports the contact cannot receive (blocked, bounced,
+    # unsubscribed); the contact itself is kept so the patient can be asked.
+    line_unusable_reason: Mapped[str | None] = mapped_column(Text)
+    email_unusable_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    appointments: Mapped[list[Appointment]] = relationship(back_populates="patient")
+    consent_changes: Mapped[list[ConsentChange]] = relationship(
+        back_populates="patient", order_by="ConsentChange.id"
+    )
+    cadence_changes: Mapped[list[CadenceChange]] = relationship(
+        back_populates="patient", order_by="CadenceChange.id"
+    )
+
+
+class Appointment(Base):
+    __tablename__ = "appointments"
+    __table_args__ = (UniqueConstraint("patient_id", "starts_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[AppointmentStatus] = mapped_column(_enum(AppointmentStatus))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    patient: Mapped[Patient] = relationship(back_populates="appointments")
+
+
+class ConsentChange(Base):
+    """Append-only: a patient's current consent is the latest change of each kind."""
+
+    __tablename__ = "consent_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    kind: Mapped[ConsentKind] = mapped_column(_enum(ConsentKind))
+    granted: Mapped[bool] = mapped_column(Boolean)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    source: Mapped[str] = mapped_column(String(32))
+
+    patient: Mapped[Patient] = relationship(back_populates="consent_changes")
+
+
+class CadenceChange(Base):
+    """Append-only: the patient's phase and own cadence from `changed_at` on.
+
+    The first row is the patient's starting point; every later row is a change
+    (by import, the CLI, later the web page), which starts a new cadence episode.
+    """
+
+    __tablename__ = "cadence_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    phase: Mapped[Phase | None] = mapped_column(_enum(Phase))
+    nudge_after_days: Mapped[int | None] = mapped_column(Integer)
+    follow_up_days: Mapped[int | None] = mapped_column(Integer)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    source: Mapped[str] = mapped_column(String(32))
+
+    patient: Mapped[Patient] = relationship(back_populates="cadence_changes")
+
+
+def new_delivery_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Delivery(Base):
+    """The outbox. A row exists before any network call; its id is the LINE retry
+    key and the email Message-ID, so a resend after a crash is recognised."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (Index("ix_deliveries_state_send_after", "state", "send_after"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_delivery_id)
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    # None for messages to the clinic itself (the daily digest).
+    patient_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id"), index=True)
+    appointment_id: Mapped[int | None] = mapped_column(ForeignKey("appointments.id"))
+    reason: Mapped[Reason] = mapped_column(_enum(Reason))
+    channel: Mapped[ChannelName | None] = mapped_column(_enum(ChannelName))
+    template: Mapped[str | None] = mapped_column(String(200))
+    send_after: Mapped[datetime] = mapped_column(UTCDateTime)
+    state: Mapped[DeliveryState] = mapped_column(_enum(DeliveryState))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    provider_message_id: Mapped[str | None] = mapped_column(String(200))
+    tip_id: Mapped[str | None] = mapped_column(String(100))  # messages/tips/<id>.md
+    # Newsletters only: the campaign (config/campaigns.toml) and its occurrence's day.
+    campaign_id: Mapped[str | None] = mapped_column(String(64))
+    campaign_day: Mapped[date | None] = mapped_column(Date)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When a LINE push of this delivery first had an uncertain outcome (a timeout,
+    # a 5xx, a worker stopped while sending): LINE recognises the retry key for 24
+    # hours from then, so it is not pushed again after that.
+    line_uncertain_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ChannelState(Base):
+    """A channel's condition, shared by every process: held (LINE's monthly quota
+    reached, credentials refused) and, for LINE, the last reading of the quota."""
+
+    __tablename__ = "channel_states"
+
+    channel: Mapped[ChannelName] = mapped_column(_enum(ChannelName), primary_key=True)
+    held_because: Mapped[HoldCause | None] = mapped_column(_enum(HoldCause))
+    held_reason: Mapped[str | None] = mapped_column(Text)
+    held_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    held_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    quota_limit: Mapped[int | None] = mapped_column(Integer)
+    quota_used: Mapped[int | None] = mapped_column(Integer)
+    quota_read_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
