@@ -83,8 +83,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     with engine.begin() as connection:
         connection.execute(
             sa.text(
-                "TRUNCATE deliveries, channel_states, consent_changes, appointments, patients "
-                "RESTART IDENTITY CASCADE"
+                "TRUNCATE deliveries, channel_states, line_quota_months, consent_changes, "
+                "appointments, patients RESTART IDENTITY CASCADE"
             )
         )
     engine.dispose()

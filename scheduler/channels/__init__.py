@@ -8,10 +8,13 @@ in one place and decides that there.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
+from datetime import datetime
 from typing import Protocol
 
 from scheduler.core.domain import ChannelName, Reason
+from scheduler.core.failure_policy import Failure
+
+__all__ = ["DeliveryError", "Failure", "OutgoingMessage", "Receipt", "Transport"]
 
 
 @dataclass(frozen=True)
@@ -21,6 +24,9 @@ class OutgoingMessage:
     reason: Reason
     to: str
     text: str
+    # When the message was composed, on the worker's clock (the cycle's `now`, which
+    # `--now` and tests pin): the mail's Date header.
+    date: datetime
     subject: str | None = None
     # An email's HTML part when its template has an `html` block; else it is made
     # from the text.
@@ -35,26 +41,11 @@ class Receipt:
     provider_message_id: str | None = None
 
 
-class Failure(StrEnum):
-    TRANSIENT = "transient"  # nothing was accepted: try again later
-    # The provider may have accepted it (timeout, 5xx): try again with the same
-    # delivery id, and only while the provider still recognises that id.
-    UNCERTAIN = "uncertain"
-    CONTACT_UNUSABLE = "contact_unusable"  # this address cannot receive: mark it
-    CHANNEL_UNAVAILABLE = "channel_unavailable"  # credentials refused: stop the channel
-    QUOTA_EXHAUSTED = "quota_exhausted"  # LINE's monthly limit is reached
-    PERMANENT = "permanent"  # this message can never go as it is
-
-
 class DeliveryError(Exception):
     def __init__(self, reason: str, failure: Failure = Failure.TRANSIENT) -> None:
         super().__init__(reason)
         self.reason = reason
         self.failure = failure
-
-    @property
-    def retryable(self) -> bool:
-        return self.failure in (Failure.TRANSIENT, Failure.UNCERTAIN)
 
 
 class Transport(Protocol):

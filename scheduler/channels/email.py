@@ -21,7 +21,7 @@ import socket
 import ssl
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
 from email.charset import Charset
 from email.header import Header
 from email.mime.multipart import MIMEMultipart
@@ -57,7 +57,6 @@ def build_email(
     message: OutgoingMessage,
     sender: str,
     *,
-    date: datetime | None = None,
     transfer_encoding: Literal["base64", "8bit"] = "base64",
     linesep: str = "\r\n",
 ) -> bytes:
@@ -65,7 +64,7 @@ def build_email(
     name), as it goes on the wire: multipart/alternative, text and HTML, UTF-8.
 
     base64 passes every SMTP server unchanged; the preview asks for 8bit and "\n"
-    so that the file on disk reads as text. `date` defaults to the moment of building."""
+    so that the file on disk reads as text."""
     # The email package's compat32 API: several times cheaper per mail than the
     # EmailMessage API, which parses every header it is given again.
     mail = MIMEMultipart("alternative")
@@ -80,7 +79,7 @@ def build_email(
     mail["Subject"] = _verbatim(
         subject if subject.isascii() else _encoded_words(subject, "Subject", linesep)
     )
-    mail["Date"] = format_datetime(date or datetime.now(UTC))
+    mail["Date"] = format_datetime(message.date.astimezone(UTC))
     # Derived from the delivery id alone, so every retry carries the same Message-ID
     # and a resend after a crash is recognisable as the same mail.
     mail["Message-ID"] = message_id(message.delivery_id, sender)
@@ -442,12 +441,14 @@ class SmtpTransport:
         if isinstance(error, ssl.SSLCertVerificationError):
             return DeliveryError(
                 f"the certificate of the SMTP server {server} was not accepted: "
-                f"{error.verify_message} — check SMTP_HOST (the name the certificate is for)"
+                f"{error.verify_message} — check SMTP_HOST (the name the certificate is for)",
+                Failure.UNREACHABLE,
             )
         if isinstance(error, ssl.SSLError):
             return DeliveryError(
                 f"TLS with the SMTP server {server} failed: {error} — "
-                "check SMTP_SECURITY and SMTP_PORT"
+                "check SMTP_SECURITY and SMTP_PORT",
+                Failure.UNREACHABLE,
             )
         if (
             stage is _Stage.LOGIN
@@ -459,7 +460,12 @@ class SmtpTransport:
                 f"SMTP login failed: {error} — {credentials}", Failure.CHANNEL_UNAVAILABLE
             )
         if stage is _Stage.CONNECT:
-            return DeliveryError(f"cannot reach the SMTP server {server}: {error}")
+            # No connection: nothing can go by email until the server answers again.
+            return DeliveryError(
+                f"cannot reach the SMTP server {server}: {error} — "
+                "check SMTP_HOST and SMTP_PORT, and that the server is running",
+                Failure.UNREACHABLE,
+            )
         return DeliveryError(
             f"connection to the SMTP server lost at {stage.value}: {self._quote(str(error), to)}"
         )

@@ -145,8 +145,8 @@ def network_failure(error: BaseException) -> Failure:
         return Failure.UNCERTAIN  # sent, then no (complete) answer
     if isinstance(error, NewConnectionError | ConnectTimeoutError):
         # Refused, unreachable, DNS (NameResolutionError is a NewConnectionError):
-        # no connection, so no request.
-        return Failure.TRANSIENT
+        # no connection, so no request, and none for any other message either.
+        return Failure.UNREACHABLE
     return Failure.UNCERTAIN
 
 
@@ -305,7 +305,7 @@ class LineTransport:
                 # The SDK's wrapping of a TLS failure, which happens in the handshake,
                 # before any request byte.
                 raise DeliveryError(
-                    self._redact(f"LINE TLS failure: {_short(e.reason)}"), Failure.TRANSIENT
+                    self._redact(f"LINE TLS failure: {_short(e.reason)}"), Failure.UNREACHABLE
                 ) from None
             failure = classify(status, e.body)
             if failure is None:
@@ -333,7 +333,10 @@ class LineTransport:
                 f"connection to LINE lost before its answer: {_short(error)} "
                 "(it may have accepted the message; retried with the same retry key)"
             )
-        return f"could not connect to LINE: {_short(error)} (nothing was sent)"
+        return (
+            f"could not connect to LINE: {_short(error)} (nothing was sent; "
+            "check LINE_API_BASE_URL and the network)"
+        )
 
     def _redact(self, reason: str) -> str:
         # The token never belongs in a reason (they are stored and logged), even if

@@ -14,10 +14,10 @@ from typing import TypeVar
 from sqlalchemy.engine import make_url
 
 from scheduler.clock import FixedClock, SystemClock, parse_moment
+from scheduler.outbox.budget import LineQuotaView
 from scheduler.runtime import Runtime, open_runtime
 from scheduler.settings import Settings
 from scheduler.store import db
-from scheduler.store.channel_state import LineQuotaView
 
 T = TypeVar("T")
 PROGRESS_MIN_ROWS = 500

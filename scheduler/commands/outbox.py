@@ -8,13 +8,13 @@ from datetime import timedelta
 
 from scheduler.commands.common import CommandError, command_now, local, opened, quota_line, table
 from scheduler.core.domain import ChannelName, Reason
+from scheduler.outbox.budget import line_quota
 from scheduler.outbox.manual import requeue, send_sample
 from scheduler.outbox.planner import dry_run
 from scheduler.outbox.report import DeliveryLine
 from scheduler.outbox.report import status as outbox_status
 from scheduler.settings import Settings
 from scheduler.store import db
-from scheduler.store.channel_state import line_quota
 from scheduler.store.models import Delivery
 
 
@@ -112,7 +112,7 @@ def retry(args: argparse.Namespace, settings: Settings) -> int:
     now = command_now(args, settings)
     with opened(settings) as runtime, db.transaction(runtime.sessions) as session:
         try:
-            delivery = requeue(session, args.delivery, now)
+            delivery = requeue(session, args.delivery, now, db.DatabaseClock().read(session))
         except LookupError as e:
             raise CommandError(str(e)) from None
         when = local(delivery.send_after, settings)

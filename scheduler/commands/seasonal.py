@@ -9,9 +9,9 @@ from datetime import date, timedelta
 from scheduler.commands.common import command_now, opened, table
 from scheduler.core.closures import WEEKDAYS, closure_spans
 from scheduler.core.seasons import JAPANESE, seasonal_dates
+from scheduler.outbox.budget import line_quota
 from scheduler.outbox.newsletters import CampaignForecast, forecast_campaigns
 from scheduler.settings import Settings
-from scheduler.store.channel_state import line_quota
 
 
 def seasons(args: argparse.Namespace, settings: Settings) -> int:

@@ -9,10 +9,23 @@ import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
+from typing import TypeVar
 
 # How contacts are written (the CSV import and the settings check them).
 LINE_USER_ID = re.compile(r"^U[0-9a-f]{32}$")
 EMAIL_ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+_Member = TypeVar("_Member", bound=StrEnum)
+
+
+def member(enum: type[_Member], value: object) -> _Member | None:
+    """`value` as a member of `enum`, or None when this version does not know it
+    (a row written by a newer version, say, before a downgrade)."""
+    try:
+        return enum(str(value))
+    except ValueError:
+        return None
 
 
 class Phase(StrEnum):
@@ -65,6 +78,7 @@ class HoldCause(StrEnum):
 
     QUOTA = "quota"  # LINE's monthly limit: until the month turns
     CREDENTIALS = "credentials"  # refused token or login: until the settings change
+    UNREACHABLE = "unreachable"  # no connection to the server: tried again with backoff
 
 
 class ConsentKind(StrEnum):

@@ -1,15 +1,14 @@
 """Sharing LINE's monthly quota between messages (pure).
 
-When what is planned for the rest of the month would not fit in what is left,
-the more important messages get LINE first; the rest go by email where the patient
-allows it, or wait.
+When what waits for LINE this month would not fit in what is left, the more important
+messages get LINE first; the rest go by email where the patient allows it, or wait.
+The month's budget itself is a row every worker reserves from (scheduler.outbox.budget);
+this module only says how many of the messages asking may have one.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime, time
 from zoneinfo import ZoneInfo
 
@@ -36,44 +35,35 @@ def month_bounds(now: datetime, tz: ZoneInfo) -> tuple[datetime, datetime]:
     return start, datetime.combine(start.date().replace(year=year, month=month), time(), tz)
 
 
+def month_of(now: datetime, tz: ZoneInfo) -> str:
+    """The clinic-local month of `now`, as the budget names it: "2026-11"."""
+    return f"{now.astimezone(tz):%Y-%m}"
+
+
 def remaining(limit: int | None, used: int) -> int | None:
     """Messages left this month; None when the plan has no limit."""
     return None if limit is None else max(limit - used, 0)
 
 
-def share(left: int, planned: Mapping[Reason, int], reason: Reason) -> int:
-    """How many LINE messages `reason` may still send this month: what is left once
-    every more important message planned for the rest of the month has had its turn."""
-    ahead = PRIORITY[: PRIORITY.index(reason)]
-    return max(left - sum(planned.get(other, 0) for other in ahead), 0)
+def grant(
+    left: int | None, waiting: Mapping[Reason, int], wanted: Mapping[Reason, int]
+) -> dict[Reason, int]:
+    """How many of the `wanted` LINE messages (by reason) may have a place now.
 
-
-@dataclass
-class LineBudget:
-    """What one dispatch cycle may send by LINE; shared by the dispatch lanes.
-
-    `left` is None when the plan has no monthly limit. `planned` counts the LINE
-    messages still planned for the rest of the month, by reason.
+    `left` is what the month still has (None: no limit); `waiting` counts every LINE
+    message of the month that has no place yet, the wanted ones included. Most
+    important first, a reason gets what is left once every more important message
+    still waiting has had its turn, so a busy month keeps its reminders' places even
+    when the newsletters ask first.
     """
-
-    left: int | None
-    planned: dict[Reason, int] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def take(self, reason: Reason) -> bool:
-        """Reserve one message for `reason`; False when it does not fit."""
-        with self._lock:
-            if self.left is None:
-                return True
-            if share(self.left, self.planned, reason) <= 0:
-                return False
-            self.left -= 1
-            self.planned[reason] = max(self.planned.get(reason, 0) - 1, 0)
-            return True
-
-    def give_back(self, reason: Reason) -> None:
-        """Return a reservation whose message did not go by LINE after all."""
-        with self._lock:
-            if self.left is not None:
-                self.left += 1
-                self.planned[reason] = self.planned.get(reason, 0) + 1
+    if left is None:
+        return {reason: count for reason, count in wanted.items() if count}
+    granted: dict[Reason, int] = {}
+    for position, reason in enumerate(PRIORITY):
+        want = wanted.get(reason, 0)
+        if not want:
+            continue
+        ahead = sum(waiting.get(other, 0) - granted.get(other, 0) for other in PRIORITY[:position])
+        granted[reason] = min(want, max(left - ahead, 0))
+        left -= granted[reason]
+    return granted

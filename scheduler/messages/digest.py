@@ -18,9 +18,9 @@ from scheduler.core.domain import ChannelName, DeliveryState, Phase, Reason
 from scheduler.core.quota import month_bounds
 from scheduler.core.window import at_local, local_date
 from scheduler.messages.context import REASON_LABELS, japanese_date
+from scheduler.outbox.budget import line_quota
 from scheduler.outbox.planner import dry_run
 from scheduler.settings import Settings
-from scheduler.store.channel_state import line_quota
 from scheduler.store.facts import cadence_in_force, load_facts
 from scheduler.store.models import CadenceChange, Delivery, Patient
 

@@ -140,7 +140,7 @@ class Renderer:
             current = self._templates(name)
             try:
                 rendered = self._render(name, current, context)
-            except (jinja2.TemplateError, TemplateError, TypeError, ValueError) as e:
+            except Exception as e:  # whatever a template raises is the template's problem
                 with self._lock:
                     previous = self._rendered_with.get(name)
                 if previous is None or previous == current:
@@ -158,7 +158,7 @@ class Renderer:
             raise
         except jinja2.TemplateNotFound as e:
             raise TemplateError(f"{self.messages_dir / str(e.name)}: template not found") from None
-        except (jinja2.TemplateError, TypeError, ValueError) as e:
+        except Exception as e:
             # The sandbox's SecurityError is a TemplateError too.
             raise TemplateError(_describe(e, self.messages_dir / name)) from None
 

@@ -22,6 +22,7 @@ from typing import Generic, TypeVar
 log = logging.getLogger(__name__)
 
 Work = TypeVar("Work")
+Result = TypeVar("Result")
 
 
 class Lanes(Generic[Work]):
@@ -91,16 +92,16 @@ class Lanes(Generic[Work]):
                     self._changed.notify_all()
 
 
-class GroupCommit(Generic[Work]):
+class GroupCommit(Generic[Work, Result]):
     """Writes what the lanes report in as few transactions as the load allows, and
     never lets a lane go on before its report is written: `add` returns once its
     item is written, by its own lane or by the lane that was writing when it
     arrived (one writer at a time; whoever writes next takes everything waiting),
-    and raises if the write that took it failed."""
+    with what the write said of that item, and raises if the write failed."""
 
-    def __init__(self, write: Callable[[list[Work]], None]) -> None:
+    def __init__(self, write: Callable[[list[Work]], list[Result]]) -> None:
         self._write = write
-        self._waiting: list[_Ticket[Work]] = []
+        self._waiting: list[_Ticket[Work, Result]] = []
         self._waiting_lock = threading.Lock()
         self._writing = threading.Lock()
 
@@ -110,8 +111,8 @@ class GroupCommit(Generic[Work]):
         with self._waiting_lock:
             return len(self._waiting)
 
-    def add(self, item: Work) -> None:
-        ticket = _Ticket(item)
+    def add(self, item: Work) -> Result:
+        ticket: _Ticket[Work, Result] = _Ticket(item)
         with self._waiting_lock:
             self._waiting.append(ticket)
         with self._writing:
@@ -119,19 +120,22 @@ class GroupCommit(Generic[Work]):
                 with self._waiting_lock:
                     group, self._waiting = self._waiting, []
                 try:
-                    self._write([waiting.item for waiting in group])
+                    results = self._write([waiting.item for waiting in group])
                 except BaseException as e:
                     for waiting in group:
                         waiting.done, waiting.error = True, e
                     raise
-                for waiting in group:
-                    waiting.done = True
+                for waiting, result in zip(group, results, strict=True):
+                    waiting.done, waiting.result = True, result
         if ticket.error is not None:
             raise ticket.error
+        assert ticket.done
+        return ticket.result  # type: ignore[return-value]
 
 
 @dataclass
-class _Ticket(Generic[Work]):
+class _Ticket(Generic[Work, Result]):
     item: Work
     done: bool = False
+    result: Result | None = None
     error: BaseException | None = None

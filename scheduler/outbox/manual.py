@@ -4,6 +4,7 @@ same composing and rendering as the worker's messages."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
 from sqlalchemy import select
@@ -14,20 +15,20 @@ from scheduler.core.domain import (
     AppointmentStatus,
     ChannelName,
     ConsentKind,
-    DeliveryState,
     Phase,
     Reason,
 )
+from scheduler.core.failure_policy import retry_key_expired
 from scheduler.messages.context import sample_context
 from scheduler.messages.templates import template_name
-from scheduler.outbox.dispatcher import RETRY_KEY_WINDOW
+from scheduler.outbox import transitions
+from scheduler.outbox.transitions import Claim, Claimed
 from scheduler.runtime import Runtime
-from scheduler.store.db import transaction
+from scheduler.store.db import reading, transaction
 from scheduler.store.facts import current_consent
 from scheduler.store.models import Appointment, Delivery, Patient, new_delivery_id
 from scheduler.store.patients import find_patient
 
-SAMPLE_NOT_RETRIED = "a sample is not retried: fix the cause and send it again"
 # The appointment a sample reminder or no-show follow-up talks about.
 SAMPLE_APPOINTMENT = {
     Reason.APPOINTMENT_REMINDER: AppointmentStatus.BOOKED,
@@ -44,20 +45,18 @@ def preview_message(
 ) -> OutgoingMessage:
     """What a patient (or, without `external_id`, a made-up one) would receive."""
     settings = runtime.settings
-    delivery = Delivery(id=f"preview-{new_delivery_id()}", reason=reason, channel=channel)
+    dispatcher = runtime.dispatcher
     if external_id is None:
         context = sample_context(reason, Phase.ACUTE, settings.clinic, now, settings.timezone)
-        return runtime.dispatcher.render_message(
-            delivery, channel, "(sample)", context, context["unsubscribe_url"]
+        claimed = _unsaved(f"preview-{new_delivery_id()}", reason, None, None)
+        return dispatcher.composer.render(
+            claimed, channel, "(sample)", context, context["unsubscribe_url"], now
         )
-    with runtime.sessions() as session:
+    with reading(runtime.sessions) as session:
         patient = _patient(session, external_id)
-        delivery.patient_id = patient.id
-        delivery.appointment_id = _appointment_for(session, patient.id, reason)
-        try:
-            return runtime.dispatcher.preview(session, delivery, channel, now)
-        finally:
-            session.rollback()  # a preview changes nothing
+        appointment_id = _appointment_for(session, patient.id, reason)
+        claimed = _unsaved(f"preview-{new_delivery_id()}", reason, patient.id, appointment_id)
+        return dispatcher.preview(session, claimed, channel, now)
 
 
 def send_sample(
@@ -65,6 +64,7 @@ def send_sample(
 ) -> tuple[str, str]:
     """Send `reason`'s message to one patient by `channel` at once; the delivery id
     and its outcome ("sent", "failed", "skipped"). Counts against LINE's quota."""
+    dispatcher = runtime.dispatcher
     delivery_id = new_delivery_id()
     with transaction(runtime.sessions) as session:
         patient = _patient(session, external_id)
@@ -75,36 +75,46 @@ def send_sample(
                 "use a record with your own contact for samples"
             )
         appointment_id = _appointment_for(session, patient.id, reason)
+        db_now = dispatcher.database_clock.read(session)
         # Already claimed, so no worker picks it up: it is sent here and now.
-        session.add(
-            Delivery(
-                id=delivery_id,
-                idempotency_key=f"sample:{delivery_id}",
-                patient_id=patient.id,
-                appointment_id=appointment_id,
-                reason=reason,
-                channel=channel,
-                template=template_name(reason, channel),
-                send_after=now,
-                state=DeliveryState.SENDING,
-                attempts=1,
-                claimed_at=now,
-                created_at=now,
-                updated_at=now,
-            )
+        claim = transitions.claim_new(
+            session,
+            {
+                "id": delivery_id,
+                "idempotency_key": f"sample:{delivery_id}",
+                "patient_id": patient.id,
+                "appointment_id": appointment_id,
+                "reason": reason,
+                "channel": channel,
+                "template": template_name(reason, channel),
+                "send_after": now,
+                "created_at": now,
+                "updated_at": now,
+            },
+            db_now=db_now,
+            lease=dispatcher.lease,
         )
-    dispatcher = runtime.dispatcher
-    try:
-        outcome = dispatcher.deliver(delivery_id, dispatcher.start_cycle(now), channel=channel)
-    finally:
-        dispatcher.close_transports()
-    if outcome in ("sent", "skipped"):
-        return delivery_id, outcome
-    with transaction(runtime.sessions) as session:
-        delivery = session.get_one(Delivery, delivery_id)
-        delivery.state = DeliveryState.FAILED
-        delivery.last_error = f"{delivery.last_error}; {SAMPLE_NOT_RETRIED}"
-    return delivery_id, "failed"
+    claimed = replace(_unsaved(delivery_id, reason, patient.id, appointment_id), claim=claim)
+    return delivery_id, dispatcher.send_now(claimed, channel, now, db_now)
+
+
+def _unsaved(
+    delivery_id: str, reason: Reason, patient_id: int | None, appointment_id: int | None
+) -> Claimed:
+    """A delivery as if claimed: for a preview, or a sample sent at once."""
+    return Claimed(
+        claim=Claim(delivery_id, token=""),
+        patient_id=patient_id,
+        appointment_id=appointment_id,
+        reason=reason,
+        channel=None,
+        campaign_id=None,
+        campaign_day=None,
+        tip_id=None,
+        attempts=1,
+        line_first_push_at=None,
+        resumed=False,
+    )
 
 
 def _patient(session: Session, external_id: str) -> Patient:
@@ -131,28 +141,27 @@ def _appointment_for(session: Session, patient_id: int, reason: Reason) -> int |
     return appointment_id
 
 
-def requeue(session: Session, delivery_id: str, now: datetime) -> Delivery:
+def requeue(session: Session, delivery_id: str, now: datetime, db_now: datetime) -> Delivery:
     """Put a failed or skipped delivery back in the outbox, due now, with fresh
     attempts. It keeps its id, so LINE (for 24 hours) and mail clients still
     recognise it. A message the rules no longer want (its appointment passed, its
-    campaign ended) is withdrawn again by the next cycle."""
+    campaign ended) is withdrawn again by the next cycle. `db_now` is the database's
+    time, on which LINE's retry-key window is measured."""
     delivery = session.get(Delivery, delivery_id)
     if delivery is None:
         raise LookupError(f"no delivery {delivery_id!r}")
-    if delivery.state not in (DeliveryState.FAILED, DeliveryState.SKIPPED):
-        raise LookupError(
-            f"delivery {delivery_id} is {delivery.state.value}: only failed or skipped "
-            "deliveries can be queued again"
-        )
-    if delivery.line_uncertain_since and now - delivery.line_uncertain_since >= RETRY_KEY_WINDOW:
+    first_push = delivery.line_first_push_at
+    if first_push is not None and retry_key_expired(db_now - first_push):
         raise LookupError(
             f"delivery {delivery_id} may have reached the patient by LINE already, and "
             "LINE no longer recognises its retry key: it is not queued again (send a new "
             "message with `tayori send-test` if one is needed)"
         )
-    delivery.state = DeliveryState.PLANNED
-    delivery.send_after = now
-    delivery.attempts = 0
-    delivery.last_error = f"queued again by hand; before: {delivery.last_error or '-'}"
-    delivery.updated_at = now
+    note = f"queued again by hand; before: {delivery.last_error or '-'}"
+    if not transitions.requeue(session, delivery_id, now, note):
+        raise LookupError(
+            f"delivery {delivery_id} is {delivery.state.value}: only failed or skipped "
+            "deliveries can be queued again"
+        )
+    session.refresh(delivery)
     return delivery

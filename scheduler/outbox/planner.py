@@ -2,7 +2,7 @@
 
 Planning is safe to repeat and to run in several processes at once: a row's
 idempotency key is unique, new rows are inserted with ON CONFLICT DO NOTHING, and
-every state change is a conditional UPDATE that only touches rows still `planned`.
+every change goes through the outbox's transitions (only rows still `planned` move).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import String, select, type_coerce
 from sqlalchemy.orm import Session
 
 from scheduler.core.config import Rules
@@ -23,23 +23,18 @@ from scheduler.core.domain import (
     Due,
     PatientFacts,
     Reason,
+    member,
 )
 from scheduler.core.routing import choose_channel
 from scheduler.core.rules import messages_due
 from scheduler.core.window import at_local, local_date, next_opening
 from scheduler.messages.templates import template_in
+from scheduler.outbox import transitions
 from scheduler.outbox.newsletters import expected_newsletters, newsletters_due
+from scheduler.outbox.transitions import REVIVABLE, WITHDRAWN_NOT_DUE
 from scheduler.settings import Settings
-from scheduler.store.db import upsert_insert
 from scheduler.store.facts import load_facts
 from scheduler.store.models import Delivery, Patient, new_delivery_id
-
-WITHDRAWN_NOT_DUE = (
-    "no longer due (a visit, a booking, a cancellation, or a change of consent, phase or cadence)"
-)
-# States a message may come back from when it is due again: a booking that was made
-# and then cancelled, or a contact that was added after a skip.
-REVIVABLE = (DeliveryState.WITHDRAWN, DeliveryState.SKIPPED)
 
 
 @dataclass(frozen=True)
@@ -64,12 +59,29 @@ def _all_due(facts: Iterable[PatientFacts], now: datetime, rules: Rules) -> dict
     return {due.key: due for patient in facts for due in messages_due(patient, now, rules)}
 
 
-def _existing(session: Session, keys: Sequence[str]) -> dict[str, Delivery]:
-    found: dict[str, Delivery] = {}
+@dataclass(frozen=True)
+class _Existing:
+    """An outbox row for a due message. Its state is None when this version does not
+    know it (a newer version wrote it): such a row is left alone."""
+
+    id: str
+    state: DeliveryState | None
+    send_after: datetime
+
+
+def _existing(session: Session, keys: Sequence[str]) -> dict[str, _Existing]:
+    found: dict[str, _Existing] = {}
     for start in range(0, len(keys), 500):  # keep IN lists well under driver limits
         chunk = keys[start : start + 500]
-        for row in session.scalars(select(Delivery).where(Delivery.idempotency_key.in_(chunk))):
-            found[row.idempotency_key] = row
+        for key, delivery_id, state, send_after in session.execute(
+            select(
+                Delivery.idempotency_key,
+                Delivery.id,
+                type_coerce(Delivery.state, String),
+                Delivery.send_after,
+            ).where(Delivery.idempotency_key.in_(chunk))
+        ):
+            found[key] = _Existing(delivery_id, member(DeliveryState, state), send_after)
     return found
 
 
@@ -86,25 +98,16 @@ def plan(
     existing = _existing(session, list(due))
 
     stale_ids = [
-        row.id
-        for row in session.scalars(
-            select(Delivery).where(
+        delivery_id
+        for delivery_id, key in session.execute(
+            select(Delivery.id, Delivery.idempotency_key).where(
                 Delivery.state == DeliveryState.PLANNED,
                 Delivery.patient_id.is_not(None),  # the digest is planned on its own
             )
         )
-        if row.idempotency_key not in due
+        if key not in due
     ]
-    withdrawn = 0
-    if stale_ids:
-        withdrawn = _set_state(
-            session,
-            stale_ids,
-            DeliveryState.WITHDRAWN,
-            now,
-            WITHDRAWN_NOT_DUE,
-            only_from=(DeliveryState.PLANNED,),
-        )
+    withdrawn = transitions.withdraw(session, stale_ids, now, WITHDRAWN_NOT_DUE)
 
     new_rows: list[dict[str, Any]] = []
     revived = 0
@@ -117,7 +120,14 @@ def plan(
         if row is None:
             new_rows.append(_row_for(message, key, channel, now))
         elif row.state in REVIVABLE and channel is not None:
-            revived += _revive(session, row.id, message, channel, now)
+            revived += transitions.revive(
+                session,
+                row.id,
+                channel=channel,
+                template=template_in(message.folder, channel),
+                send_after=message.send_at,
+                now=now,
+            )
         elif (
             message.reason is Reason.NEWSLETTER
             and row.state is DeliveryState.PLANNED
@@ -125,8 +135,8 @@ def plan(
         ):
             # Only a newsletter moves once planned: it is deferred to keep a
             # patient's day to one message.
-            _move(session, row.id, message.send_at, now)
-    created = _insert_new(session, new_rows)
+            transitions.move(session, row.id, message.send_at, now)
+    created = transitions.plan(session, new_rows)
     return PlanResult(created=created, revived=revived, withdrawn=withdrawn)
 
 
@@ -156,7 +166,7 @@ def plan_digest(session: Session, now: datetime, settings: Settings) -> int:
         )
         for channel in channels
     ]
-    return _insert_new(session, rows)
+    return transitions.plan(session, rows)
 
 
 def _row_for(message: Due, key: str, channel: ChannelName | None, now: datetime) -> dict[str, Any]:
@@ -206,65 +216,6 @@ def _new_row(
         "created_at": now,
         "updated_at": now,
     }
-
-
-def _insert_new(session: Session, rows: list[dict[str, Any]]) -> int:
-    if not rows:
-        return 0
-    created = 0
-    for start in range(0, len(rows), 500):
-        statement = (
-            upsert_insert(session, Delivery)
-            .values(rows[start : start + 500])
-            .on_conflict_do_nothing(index_elements=["idempotency_key"])
-            .returning(Delivery.id)
-        )
-        # Count what RETURNING gives back: rowcount is not reliable for multi-row
-        # inserts on every driver.
-        created += len(session.execute(statement).all())
-    return created
-
-
-def _revive(
-    session: Session, row_id: str, message: Due, channel: ChannelName, now: datetime
-) -> int:
-    result = session.execute(
-        update(Delivery)
-        .where(Delivery.id == row_id, Delivery.state.in_(REVIVABLE))
-        .values(
-            state=DeliveryState.PLANNED,
-            channel=channel,
-            template=template_in(message.folder, channel),
-            send_after=message.send_at,
-            last_error=None,
-            updated_at=now,
-        )
-    )
-    return int(result.rowcount)  # type: ignore[attr-defined]
-
-
-def _move(session: Session, row_id: str, send_at: datetime, now: datetime) -> None:
-    session.execute(
-        update(Delivery)
-        .where(Delivery.id == row_id, Delivery.state == DeliveryState.PLANNED)
-        .values(send_after=send_at, updated_at=now)
-    )
-
-
-def _set_state(
-    session: Session,
-    ids: list[str],
-    state: DeliveryState,
-    now: datetime,
-    reason: str,
-    only_from: tuple[DeliveryState, ...],
-) -> int:
-    result = session.execute(
-        update(Delivery)
-        .where(Delivery.id.in_(ids), Delivery.state.in_(only_from))
-        .values(state=state, last_error=reason, updated_at=now)
-    )
-    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def _moments_facts_change(facts: PatientFacts, now: datetime, until: datetime) -> list[datetime]:
@@ -327,7 +278,7 @@ def dry_run(
 
 
 def _expected_send_at(
-    message: Due, row: Delivery | None, moment: datetime, rules: Rules
+    message: Due, row: _Existing | None, moment: datetime, rules: Rules
 ) -> datetime | None:
     """When the worker would send this message, or None if it would not."""
     if row is not None and row.state is DeliveryState.PLANNED:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, String, func, select, type_coerce
 from sqlalchemy.orm import Session
 
 from scheduler.core.domain import DeliveryState
+from scheduler.outbox.budget import LineQuotaView, line_quota
 from scheduler.settings import Settings
-from scheduler.store.channel_state import Hold, LineQuotaView, active_holds, line_quota
+from scheduler.store.channel_state import Hold, active_holds
 from scheduler.store.models import Delivery, Patient
 
 
@@ -34,31 +36,39 @@ class Status:
     line_quota: LineQuotaView
 
 
-def _lines(session: Session, query: object) -> list[DeliveryLine]:
-    rows = session.execute(query).all()  # type: ignore[call-overload]
+def _lines(session: Session, query: Select[*tuple[Any, ...]]) -> list[DeliveryLine]:
+    # Read as text: a row a newer version wrote (an unknown reason, say) is listed as
+    # it is, not a report that fails.
     return [
         DeliveryLine(
-            id=d.id,
-            patient=external_id or "-",  # the clinic's own digest has no patient
-            reason=d.reason.value,
-            channel=d.channel.value if d.channel else "-",
-            at=d.send_after if d.state is DeliveryState.PLANNED else d.updated_at,
-            state=d.state.value,
-            error=d.last_error,
+            id=row.id,
+            patient=row.external_id or "-",  # the clinic's own digest has no patient
+            reason=row.reason,
+            channel=row.channel or "-",
+            at=row.send_after if row.state == DeliveryState.PLANNED else row.updated_at,
+            state=row.state,
+            error=row.last_error,
         )
-        for d, external_id in rows
+        for row in session.execute(query)
     ]
 
 
 def status(session: Session, now: datetime, settings: Settings, limit: int = 10) -> Status:
     counts = {state.value: 0 for state in DeliveryState}
     for state, count in session.execute(
-        select(Delivery.state, func.count()).group_by(Delivery.state)
+        select(type_coerce(Delivery.state, String), func.count()).group_by(Delivery.state)
     ):
-        counts[state.value] = count
-    joined = select(Delivery, Patient.external_id).outerjoin(
-        Patient, Patient.id == Delivery.patient_id
-    )
+        counts[state] = count
+    joined = select(
+        Delivery.id,
+        Patient.external_id,
+        type_coerce(Delivery.reason, String).label("reason"),
+        type_coerce(Delivery.channel, String).label("channel"),
+        type_coerce(Delivery.state, String).label("state"),
+        Delivery.send_after,
+        Delivery.updated_at,
+        Delivery.last_error,
+    ).outerjoin(Patient, Patient.id == Delivery.patient_id)
     next_due = _lines(
         session,
         joined.where(Delivery.state == DeliveryState.PLANNED)

@@ -92,7 +92,7 @@ def parse_config(values: Mapping[str, Any], source: str) -> ConfigFile:
         retry_after_seconds=dispatch_t.integer(
             "retry_after_seconds", Dispatch.retry_after_seconds, 1
         ),
-        lease_seconds=dispatch_t.integer("lease_seconds", Dispatch.lease_seconds, 30),
+        lease_seconds=dispatch_t.integer("lease_seconds", Dispatch.lease_seconds, 2),
         concurrency=dispatch_t.integer("concurrency", Dispatch.concurrency, 1, 64),
     )
     dispatch_t.done()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +13,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from scheduler.clock import Clock
 from scheduler.store.models import Patient
 
 if TYPE_CHECKING:
@@ -46,8 +48,12 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
 
 def _sqlite_begin_immediate(connection: Connection) -> None:
     # Take the write lock at BEGIN: two processes that read and then write would
-    # otherwise fail with "database is locked" instead of waiting their turn.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # otherwise fail with "database is locked" instead of waiting their turn. A
+    # read-only session (`reading`) needs no lock: WAL gives it a snapshot.
+    if connection.get_execution_options().get(_READ_ONLY):
+        connection.exec_driver_sql("BEGIN")
+    else:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -59,6 +65,40 @@ def transaction(sessions: sessionmaker[Session]) -> Iterator[Session]:
     """A session whose work is committed on success and rolled back on any error."""
     with sessions() as session, session.begin():
         yield session
+
+
+_READ_ONLY = "tayori_read_only"
+
+
+@contextmanager
+def reading(sessions: sessionmaker[Session]) -> Iterator[Session]:
+    """A session that only reads: on SQLite it takes no write lock, so reading a
+    batch's facts never holds up an import or another worker's outcome."""
+    with sessions() as session:
+        session.connection(execution_options={_READ_ONLY: True})
+        yield session
+
+
+class DatabaseClock:
+    """The database's own time. Claims' leases are measured on it, so workers whose
+    clocks differ, or a worker started with `--now`, agree on when a lease ends.
+
+    PostgreSQL answers with its clock; SQLite has no server, and every process that
+    shares its file runs on the one host whose clock this reads. Tests pin it with
+    `DatabaseClock(pinned=FixedClock(...))`.
+    """
+
+    def __init__(self, pinned: Clock | None = None) -> None:
+        self._pinned = pinned
+
+    def read(self, session: Session) -> datetime:
+        if self._pinned is not None:
+            return self._pinned.now()
+        if session.get_bind().dialect.name == "postgresql":
+            moment = session.scalar(select(func.clock_timestamp()))
+            assert isinstance(moment, datetime)
+            return moment.astimezone(UTC)
+        return datetime.now(UTC)
 
 
 def _alembic_config(engine: Engine) -> Config:

@@ -188,11 +188,19 @@ class Delivery(Base):
     # Newsletters only: the campaign (config/campaigns.toml) and its occurrence's day.
     campaign_id: Mapped[str | None] = mapped_column(String(64))
     campaign_day: Mapped[date | None] = mapped_column(Date)
+    # The current claim (scheduler.outbox.transitions): when it was taken, its token
+    # (every outcome write is guarded by it, so a worker whose claim was taken over
+    # cannot overwrite the new claimer's outcome) and when its lease ends. Times of a
+    # claim are on the database's clock, not a worker's.
     claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    # When a LINE push of this delivery first had an uncertain outcome (a timeout,
-    # a 5xx, a worker stopped while sending): LINE recognises the retry key for 24
-    # hours from then, so it is not pushed again after that.
-    line_uncertain_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    claim_token: Mapped[str | None] = mapped_column(String(32))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The first LINE push that LINE may have accepted (database clock): LINE honours
+    # the retry key for 24 hours from the first request that carried it, so the
+    # delivery is not pushed again after that, and never sent by email instead.
+    line_first_push_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The month ("2026-11") whose LINE budget holds a message for this delivery.
+    quota_month: Mapped[str | None] = mapped_column(String(7))
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -200,7 +208,7 @@ class Delivery(Base):
 
 class ChannelState(Base):
     """A channel's condition, shared by every process: held (LINE's monthly quota
-    reached, credentials refused) and, for LINE, the last reading of the quota."""
+    reached, credentials refused, the server unreachable) and until when."""
 
     __tablename__ = "channel_states"
 
@@ -209,6 +217,21 @@ class ChannelState(Base):
     held_reason: Mapped[str | None] = mapped_column(Text)
     held_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     held_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class LineQuotaMonth(Base):
+    """One month of LINE messages, shared by every worker: each reserves a message
+    here (a conditional update) before pushing it, so together they never exceed the
+    month's limit (scheduler.outbox.budget)."""
+
+    __tablename__ = "line_quota_months"
+
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)  # "2026-11", clinic time
+    # None: the plan has no monthly limit. Until LINE is read (`read_at`), the limit
+    # is `[line] monthly_quota` from the settings.
     quota_limit: Mapped[int | None] = mapped_column(Integer)
-    quota_used: Mapped[int | None] = mapped_column(Integer)
-    quota_read_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Messages counted this month: the larger of LINE's reading and our own count.
+    used: Mapped[int] = mapped_column(Integer)
+    # Messages reserved by deliveries that are being sent (or may have been).
+    reserved: Mapped[int] = mapped_column(Integer)
+    read_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from scheduler.core.cadence import EffectiveCadence, effective_cadence, is_lapsed, last_visit
 from scheduler.core.config import Rules
-from scheduler.core.domain import ConsentKind, DeliveryState, Phase
+from scheduler.core.domain import ChannelName, ConsentKind, DeliveryState, Phase
 from scheduler.store.facts import load_facts
 from scheduler.store.models import CadenceChange, ConsentChange, Delivery, Patient
 
@@ -50,6 +51,23 @@ def record_cadence(
         )
     )
     return True
+
+
+def mark_contact_unusable(
+    session: Session,
+    patient_id: int,
+    channel: ChannelName,
+    reason: str,
+    now: datetime,
+    tz: ZoneInfo,
+) -> None:
+    """A channel said this contact cannot receive: keep it (the clinic can ask the
+    patient) but use it no more, and say why and since which (clinic-local) day."""
+    note = f"{reason} (since {now.astimezone(tz):%Y-%m-%d})"
+    column = "line_unusable_reason" if channel is ChannelName.LINE else "email_unusable_reason"
+    session.execute(
+        update(Patient).where(Patient.id == patient_id).values({column: note, "updated_at": now})
+    )
 
 
 def find_patient(session: Session, external_id: str) -> Patient | None:

@@ -12,12 +12,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.channels import DeliveryError, OutgoingMessage, Receipt, Transport
+from scheduler.clock import FixedClock
 from scheduler.core.domain import ChannelName, Reason
 from scheduler.messages.templates import Renderer
 from scheduler.outbox.dispatcher import Dispatcher
 from scheduler.outbox.planner import plan
 from scheduler.runtime import Runtime
-from scheduler.store.db import transaction
+from scheduler.store.db import DatabaseClock, transaction
 from scheduler.store.models import Delivery
 from tests.integration.clinic import add_patient, visited
 
@@ -51,12 +52,17 @@ class RecordingTransport:
         pass
 
 
-def dispatcher_with(runtime: Runtime, transport: Transport) -> Dispatcher:
+def dispatcher_with(
+    runtime: Runtime, transport: Transport, database_time: datetime | None = None
+) -> Dispatcher:
+    """A dispatcher sending through `transport`; `database_time` pins the database's
+    clock (on which leases are measured) to a moment."""
     return Dispatcher(
         runtime.sessions,
         runtime.settings,
         Renderer(runtime.settings.messages_dir),
         {ChannelName.LINE: transport, ChannelName.EMAIL: transport},
+        database_clock=DatabaseClock(FixedClock(database_time)) if database_time else None,
     )
 
 

@@ -4,7 +4,7 @@ quota is shared: the channel says what a failure means, the outbox acts on it.""
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
@@ -12,7 +12,7 @@ from scheduler.channels import DeliveryError, Failure
 from scheduler.clock import FixedClock
 from scheduler.core.config import Line
 from scheduler.core.domain import ChannelName, DeliveryState, HoldCause, Reason
-from scheduler.outbox.dispatcher import RETRY_KEY_EXPIRED
+from scheduler.core.failure_policy import RETRY_KEY_EXPIRED
 from scheduler.outbox.planner import plan, plan_digest
 from scheduler.outbox.report import status
 from scheduler.runtime import Runtime
@@ -111,56 +111,81 @@ def test_monthly_limit_holds_line_until_the_month_turns(runtime: Runtime) -> Non
     assert "LINE quota" in (the_nudge(runtime).last_error or "")
 
 
-def test_uncertain_line_outcome_is_not_retried_once_the_retry_key_expires(
+# The database's clock, on which LINE's 24 hours are measured.
+FIRST_PUSH = datetime(2026, 11, 25, 1, 0, tzinfo=UTC)
+
+
+def test_uncertain_line_outcome_is_not_retried_once_the_retry_key_nears_its_end(
     runtime: Runtime,
 ) -> None:
     nudged_patients(runtime)
     transport = RecordingTransport([TIMEOUT, TIMEOUT])
-    dispatcher = dispatcher_with(runtime, transport)
-    dispatcher.dispatch_due(NUDGE_TIME)
-    # The worker was down for most of a day; the retry would come after 24 hours.
-    dispatcher.dispatch_due(NUDGE_TIME + timedelta(hours=23, minutes=59))
+    dispatcher_with(runtime, transport, database_time=FIRST_PUSH).dispatch_due(NUDGE_TIME)
+    # The worker was down for most of a day: 23 hours on, LINE might forget the key
+    # before a retry lands.
+    later = FIRST_PUSH + timedelta(hours=23)
+    dispatcher_with(runtime, transport, database_time=later).dispatch_due(
+        NUDGE_TIME + timedelta(hours=23)
+    )
     nudge = the_nudge(runtime)
+    assert transport.tries == 1
     assert nudge.state is DeliveryState.FAILED
     assert RETRY_KEY_EXPIRED in (nudge.last_error or "")
 
 
-def test_an_uncertain_line_push_is_not_retried_after_a_day_of_downtime(
+def test_an_uncertain_line_push_is_retried_under_its_key_within_the_window(
     runtime: Runtime,
 ) -> None:
     nudged_patients(runtime)
     transport = RecordingTransport([TIMEOUT])
-    dispatcher = dispatcher_with(runtime, transport)
-    dispatcher.dispatch_due(NUDGE_TIME)
-    # The retry was due a minute later; the worker came back a day and an hour on.
-    dispatcher.dispatch_due(NUDGE_TIME + timedelta(hours=25))
-    assert transport.received == []
-    assert the_nudge(runtime).last_error == RETRY_KEY_EXPIRED
+    dispatcher_with(runtime, transport, database_time=FIRST_PUSH).dispatch_due(NUDGE_TIME)
+    later = FIRST_PUSH + timedelta(hours=9)  # the worker was down until the evening
+    dispatcher_with(runtime, transport, database_time=later).dispatch_due(
+        NUDGE_TIME + timedelta(hours=9)
+    )
+    nudge = the_nudge(runtime)
+    assert [m.delivery_id for m in transport.received] == [nudge.id]
+    assert nudge.state is DeliveryState.SENT
+
+
+def test_the_window_counts_from_the_first_push_not_from_the_first_timeout(
+    runtime: Runtime,
+) -> None:
+    nudged_patients(runtime)
+    transport = RecordingTransport([TIMEOUT])
+    dispatcher_with(runtime, transport, database_time=FIRST_PUSH).dispatch_due(NUDGE_TIME)
+    assert the_nudge(runtime).line_first_push_at == FIRST_PUSH
 
 
 def test_a_long_hold_before_the_first_push_does_not_use_up_the_retry_window(
     runtime: Runtime,
 ) -> None:
     nudged_patients(runtime)
-    _dispatch_with_line_refusing(runtime, BAD_TOKEN)  # held: nothing pushed
+    _dispatch_with_line_refusing(runtime, BAD_TOKEN)  # held: LINE took nothing
+    assert the_nudge(runtime).line_first_push_at is None
     with transaction(runtime.sessions) as session:
         release_holds(session, HoldCause.CREDENTIALS)
-    later = NUDGE_TIME + timedelta(hours=25)
-    dispatcher_with(runtime, RecordingTransport([TIMEOUT])).dispatch_due(later)
+    later = FIRST_PUSH + timedelta(hours=25)
+    dispatcher = dispatcher_with(runtime, RecordingTransport([TIMEOUT]), database_time=later)
+    dispatcher.dispatch_due(NUDGE_TIME + timedelta(hours=25))
     nudge = the_nudge(runtime)
-    assert (nudge.state, nudge.line_uncertain_since) == (DeliveryState.PLANNED, later)
+    assert (nudge.state, nudge.line_first_push_at) == (DeliveryState.PLANNED, later)
 
 
-def test_line_message_left_sending_for_a_day_is_not_sent_again(runtime: Runtime) -> None:
+def test_line_message_whose_worker_stopped_mid_push_a_day_ago_is_not_sent_again(
+    runtime: Runtime,
+) -> None:
     nudged_patients(runtime)
     with transaction(runtime.sessions) as session:
         nudge = session.scalars(
             select(Delivery).where(Delivery.reason == Reason.CADENCE_NUDGE)
         ).one()
-        nudge.state, nudge.channel = DeliveryState.SENDING, ChannelName.LINE
-        nudge.claimed_at = NUDGE_TIME
+        nudge.state, nudge.channel, nudge.attempts = DeliveryState.SENDING, ChannelName.LINE, 1
+        nudge.claim_token, nudge.lease_until = "stopped", FIRST_PUSH + timedelta(minutes=5)
+        nudge.line_first_push_at = FIRST_PUSH
     transport = RecordingTransport()
-    dispatcher_with(runtime, transport).dispatch_due(NUDGE_TIME + timedelta(hours=24))
+    later = FIRST_PUSH + timedelta(hours=24)
+    dispatcher_with(runtime, transport, database_time=later).dispatch_due(NUDGE_TIME)
     assert transport.received == []
     assert the_nudge(runtime).last_error == RETRY_KEY_EXPIRED
 

@@ -4,13 +4,8 @@ their lease, under the same delivery ids."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import time
 from collections import Counter
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,13 +17,14 @@ from scheduler.runtime import Runtime
 from scheduler.store.db import transaction
 from scheduler.store.importer import AppointmentRow, PatientRow, save_appointments, save_patients
 from scheduler.store.models import Delivery
-from tests.conftest import ROOT
 from tests.integration.channel_env import install_channel_env, open_channel_runtime
 from tests.integration.dispatching import NUDGE_TIME, PLANNED_AT
+from tests.integration.workers import config_with, start_worker, stop, wait_until
 from tests.servers.line_api import LineApiServer
 from tests.servers.smtp import SmtpServer
 
 PATIENTS = 300  # half on LINE, half by email, every one nudged at NUDGE_TIME
+LEASE_SECONDS = 2
 
 
 def _clinic(runtime: Runtime) -> None:
@@ -50,28 +46,6 @@ def _clinic(runtime: Runtime) -> None:
         save_appointments(session, Path("visits.csv"), visits, PLANNED_AT)
 
 
-def _start_worker(env: dict[str, str], now: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "scheduler", "run", "--now", now],
-        env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _wait_until(done: Callable[[], bool], process: subprocess.Popen[str], what: str) -> None:
-    """Poll (no fixed sleep) until `done`; fail with the worker's log if it never is."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and process.poll() is None:
-        if done():
-            return
-        time.sleep(0.02)
-    process.kill()
-    _, log = process.communicate()
-    raise AssertionError(f"{what} did not happen; the worker's log:\n{log}")
-
-
 def test_worker_killed_mid_sending_ends_with_every_message_sent_once(
     database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -81,21 +55,23 @@ def test_worker_killed_mid_sending_ends_with_every_message_sent_once(
         SmtpServer(latency_seconds=0.01) as smtp_server,
     ):
         env = install_channel_env(database_url, tmp_path, monkeypatch, line_api, smtp_server)
+        # A short lease: the killed worker's claims come back within seconds.
+        env["TAYORI_CONFIG"] = str(config_with(tmp_path / "config", lease_seconds=LEASE_SECONDS))
         runtime = open_channel_runtime(env)
         _clinic(runtime)
 
         def arrived() -> int:
             return len(line_api.accepted) + len(smtp_server.received)
 
-        first = _start_worker(env, NUDGE_TIME.isoformat())
-        _wait_until(lambda: arrived() >= PATIENTS // 4, first, "the first messages")
+        first = start_worker(env, NUDGE_TIME.isoformat())
+        wait_until(lambda: arrived() >= PATIENTS // 4, [first], "the first messages")
         first.send_signal(signal.SIGKILL)
         first.wait()
         assert arrived() < PATIENTS, "the worker finished before it could be killed"
 
-        # Restarted after the lease of the deliveries it left `sending`.
-        lease = timedelta(seconds=runtime.settings.dispatch.lease_seconds)
-        second = _start_worker(env, (NUDGE_TIME + lease + timedelta(minutes=1)).isoformat())
+        # Restarted at once: it takes the deliveries left `sending` once their lease
+        # ends on the database's clock.
+        second = start_worker(env, NUDGE_TIME.isoformat())
 
         def all_finished() -> bool:
             with runtime.sessions() as session:
@@ -103,9 +79,8 @@ def test_worker_killed_mid_sending_ends_with_every_message_sent_once(
             # Every nudge and the clinic's digest; the follow-ups wait for their day.
             return states[DeliveryState.SENT] == PATIENTS + 1 and not states[DeliveryState.SENDING]
 
-        _wait_until(all_finished, second, "sending everything")
-        second.send_signal(signal.SIGTERM)
-        second.communicate(timeout=60)
+        wait_until(all_finished, [second], "sending everything")
+        stop(second)
 
         with runtime.sessions() as session:
             sent = session.scalars(

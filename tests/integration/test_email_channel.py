@@ -6,9 +6,11 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -23,6 +25,7 @@ SUBJECT = "【たより整体院】そろそろメンテナンスの時期です
 TEXT = "山田 花子様\n\n前回のご来院から12日が経ちました。\nご予約はこちら: https://clinic.example/booking?from=mail&id=7\n"
 UNSUBSCRIBE = "https://tayori.example.jp/unsubscribe/NDI6cmVtaW5kZXJz.c2lnbmF0dXJl"
 LOGIN = ("tayori@clinic.example", "correct-horse-battery")
+WRITTEN_AT = datetime(2026, 11, 25, 10, 0, tzinfo=ZoneInfo("Asia/Tokyo"))
 
 smtp_server = smtp_server_fixture()
 smtp_server_with_login = smtp_server_fixture(login=LOGIN)
@@ -51,6 +54,7 @@ def outgoing(
         text=text,
         subject=subject,
         unsubscribe_url=unsubscribe_url,
+        date=WRITTEN_AT,
     )
 
 
@@ -371,11 +375,11 @@ def test_with_the_right_login_the_mail_goes(smtp_server_with_login: SmtpServer) 
     assert len(smtp_server_with_login.received) == 1
 
 
-def test_nothing_listening_is_transient(smtp_server: SmtpServer) -> None:
+def test_nothing_listening_makes_the_channel_unreachable(smtp_server: SmtpServer) -> None:
     settings = smtp_server.settings()
     smtp_server.stop()
     error = refused(SmtpTransport(settings, timeout_seconds=2), outgoing())
-    assert error.failure is Failure.TRANSIENT
+    assert error.failure is Failure.UNREACHABLE
     assert error.reason.startswith(f"cannot reach the SMTP server 127.0.0.1:{settings.port}")
 
 

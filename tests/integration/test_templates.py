@@ -299,11 +299,12 @@ def test_a_broken_edit_while_the_worker_runs_keeps_the_old_text(
     assert "line.j2:1" in " ".join(dispatcher.renderer.problems.values())
 
 
-def test_a_fault_while_composing_one_message_holds_it_and_the_others_go(
+def test_an_exception_out_of_a_template_holds_its_message_and_the_others_go(
     runtime: Runtime, messages: Path
 ) -> None:
-    """Not a template error Jinja reports, but an exception out of the template:
-    composing a batch goes on without that one message, which waits to be tried again."""
+    """Not a template error Jinja reports, but an exception out of the template: still
+    the template's problem. Composing a batch goes on without that one message, which
+    waits for the template to be mended."""
     transport = RecordingTransport()
     dispatcher = dispatcher_with(runtime, transport)
     dispatcher.renderer = Renderer(messages)
@@ -321,7 +322,7 @@ def test_a_fault_while_composing_one_message_holds_it_and_the_others_go(
     [waiting] = [d for d in deliveries(runtime.sessions, Reason.CADENCE_NUDGE) if not d.sent_at]
     assert (waiting.state, waiting.attempts) == (DeliveryState.PLANNED, 0)
     assert waiting.send_after > NUDGE_TIME
-    assert "ZeroDivisionError" in (waiting.last_error or "")
+    assert "cadence_nudge/line.j2:1: " in (waiting.last_error or "")
 
 
 def _tip_line(text: str) -> str:

@@ -122,6 +122,8 @@ class LineApiServer:
         self._delivered = 0
         self._requests = 0
         self._pushes = 0
+        self._at_once = 0
+        self._most_at_once = 0
         self._schema_errors: list[str] = []
         self._ids = count(470_000_000_000_000_001)
         self._validate = push_request_validator()
@@ -210,6 +212,12 @@ class LineApiServer:
             return self._requests
 
     @property
+    def most_at_once(self) -> int:
+        """The most requests the server was handling at the same time."""
+        with self._lock:
+            return self._most_at_once
+
+    @property
     def pushes(self) -> int:
         """Push requests that reached the server, repeats and refusals included."""
         with self._lock:
@@ -235,6 +243,22 @@ class LineApiServer:
             self._requests += 1
             self._pushes += path == PUSH
             script = self._scripts.popleft() if path == PUSH and self._scripts else None
+            self._at_once += 1
+            self._most_at_once = max(self._most_at_once, self._at_once)
+        try:
+            return self._answer(method, path, headers, body, script)
+        finally:
+            with self._lock:
+                self._at_once -= 1
+
+    def _answer(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        body: bytes,
+        script: _Script | None,
+    ) -> Answer | None:
         self._sleep(self.latency_seconds)
         if headers.get("authorization") != f"Bearer {self.access_token}":
             # LINE's wording differs when the header is missing altogether.

@@ -5,6 +5,8 @@ the lanes. GroupCommit: outcomes written together, none left unwritten."""
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 
 import pytest
 
@@ -95,10 +97,23 @@ def test_a_fault_is_raised_at_the_end_and_the_rest_still_reaches_the_work() -> N
 # --- group commit -------------------------------------------------------------------
 
 
+def _writer(written: list[list[int]]) -> Callable[[list[int]], list[bool]]:
+    def write(items: list[int]) -> list[bool]:
+        written.append(items)
+        return [True] * len(items)
+
+    return write
+
+
 def test_an_item_is_written_before_add_returns() -> None:
     written: list[list[int]] = []
-    GroupCommit(written.append).add(1)
+    GroupCommit(_writer(written)).add(1)
     assert written == [[1]]
+
+
+def test_add_returns_what_the_write_said_of_its_item() -> None:
+    group = GroupCommit(lambda items: [item % 2 == 0 for item in items])
+    assert (group.add(2), group.add(3)) == (True, False)
 
 
 def test_items_reported_during_a_write_are_written_together_next() -> None:
@@ -106,11 +121,12 @@ def test_items_reported_during_a_write_are_written_together_next() -> None:
     first_write = threading.Event()
     release = threading.Event()
 
-    def write(items: list[int]) -> None:
+    def write(items: list[int]) -> list[bool]:
         if not written:
             first_write.set()
             release.wait()
         written.append(items)
+        return [True] * len(items)
 
     group = GroupCommit(write)
     adders = [threading.Thread(target=group.add, args=(n,)) for n in range(4)]
@@ -118,7 +134,9 @@ def test_items_reported_during_a_write_are_written_together_next() -> None:
     first_write.wait()
     for adder in adders[1:]:
         adder.start()
+    deadline = time.monotonic() + 10
     while group.waiting < 3:  # the three others have reported and wait for the writer
+        assert time.monotonic() < deadline, "the other lanes never reported"
         threading.Event().wait(0.001)
     release.set()
     for adder in adders:
@@ -132,10 +150,11 @@ def test_a_failed_write_raises_and_its_items_are_not_kept() -> None:
     written: list[list[int]] = []
     failures = [RuntimeError("database gone")]
 
-    def write(items: list[int]) -> None:
+    def write(items: list[int]) -> list[bool]:
         if failures:
             raise failures.pop()
         written.append(items)
+        return [True] * len(items)
 
     group = GroupCommit(write)
     with pytest.raises(RuntimeError):

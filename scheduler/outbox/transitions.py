@@ -1,0 +1,660 @@
+"""The outbox's state machine: the only code that writes a delivery's state.
+
+Every message is a row in `deliveries` before anything is sent, and moves
+
+    planned ──claim──▶ sending ──record_sent──▶ sent
+                          ├──retry / reroute / wait / release──▶ planned
+                          ├──fail / give_up / quarantine──▶ failed
+                          └──skip──▶ skipped
+    planned ──withdraw──▶ withdrawn ──revive──▶ planned   (skipped revives too)
+    failed, skipped ──requeue──▶ planned                  (by hand)
+
+Each transition is one conditional UPDATE guarded by the state it expects and, for a
+claimed row, by the claim's token (random per claim, stored on the row): it takes
+effect only while the row is still where the caller believes it is, and says whether
+it did. A worker whose lease ran out while it was sending finds its late outcome
+refused, because another worker claimed the row meanwhile; it logs that and drops the
+outcome, and the new claimer's stands.
+
+| transition  | from                                  | guard        | to        |
+| ----------- | ------------------------------------- | ------------ | --------- |
+| plan        | (a new row)                           | unique key   | planned   |
+| withdraw    | planned                               |              | withdrawn |
+| revive      | withdrawn, skipped                    |              | planned   |
+| move        | planned                               |              | planned   |
+| claim       | planned and due; sending, lease ended |              | sending   |
+| give_up     | sending, lease ended, attempts used   |              | failed    |
+| claim_new   | (a new row: a sample sent at once)    |              | sending   |
+| renew       | sending                               | token        | sending   |
+| prepare     | sending                               | token        | sending   |
+| record_sent | sending                               | token        | sent      |
+| retry       | sending                               | token        | planned   |
+| reroute     | sending                               | token        | planned   |
+| wait        | sending                               | token        | planned   |
+| release     | sending                               | token        | planned   |
+| fail        | sending                               | token        | failed    |
+| skip        | sending                               | token        | skipped   |
+| quarantine  | sending                               | token        | failed    |
+| requeue     | failed, skipped                       |              | planned   |
+
+- `claim` counts an attempt and gives the row a lease on the database's clock; `renew`
+  extends it while the worker still works on the row, so only a dead (or cut off)
+  worker's rows come back. A row claimed `max_attempts` times without an outcome
+  ends with `give_up`; a row this version cannot read, with `quarantine`.
+- `prepare` records, before the push, the channel and template chosen, the LINE
+  place taken in the month's budget (scheduler.outbox.budget) and the moment of the
+  first LINE push that LINE may accept.
+- `wait` and `release` do not count the attempt: the message did not fail (its
+  channel is held, LINE's quota is kept for more important messages, its template
+  is being mended, or its worker is stopping).
+- A LINE place is used when the push was sent or may have been (`record_sent`, a
+  `fail` or `give_up` after an uncertain push), kept by a `retry` after an uncertain
+  push, and given back on every other path.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import Counter
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, Row, String, and_, bindparam, or_, select, type_coerce, update
+from sqlalchemy.orm import Session
+
+from scheduler.core.domain import ChannelName, DeliveryState, Reason, member
+from scheduler.outbox import budget
+from scheduler.store.db import upsert_insert
+from scheduler.store.models import Delivery, UTCDateTime
+
+GIVEN_UP = "claimed {attempts} times without an outcome (its worker stopped each time): given up"
+UNREADABLE = "unreadable: {problem}"
+WITHDRAWN_NOT_DUE = (
+    "no longer due (a visit, a booking, a cancellation, or a change of consent, phase or cadence)"
+)
+# States a message may come back from when it is due again: a booking that was made
+# and then cancelled, or a contact that was added after a skip.
+REVIVABLE = (DeliveryState.WITHDRAWN, DeliveryState.SKIPPED)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One delivery as the worker that claimed it holds it."""
+
+    id: str
+    token: str
+    quota_month: str | None = None  # the month whose LINE budget holds a place for it
+    # `prepare` set the first LINE push moment: no earlier push can have reached LINE,
+    # so when this one certainly did not either, the moment is cleared again.
+    first_push_ours: bool = False
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A claimed delivery's row, read as this version understands it."""
+
+    claim: Claim
+    patient_id: int | None
+    appointment_id: int | None
+    reason: Reason
+    channel: ChannelName | None
+    campaign_id: str | None
+    campaign_day: date | None
+    tip_id: str | None
+    attempts: int
+    line_first_push_at: datetime | None
+    # Its previous claim's lease ran out: a worker stopped while sending it.
+    resumed: bool
+
+    @property
+    def id(self) -> str:
+        return self.claim.id
+
+
+@dataclass(frozen=True)
+class ClaimedBatch:
+    claimed: list[Claimed]
+    quarantined: list[tuple[str, str]]  # (delivery id, what could not be read)
+    given_up: list[tuple[str, int]]  # (delivery id, attempts)
+
+
+# -- planning ----------------------------------------------------------------------
+
+
+def plan(session: Session, rows: Sequence[dict[str, Any]]) -> int:
+    """Insert new planned rows; a row whose idempotency key exists already is left
+    as it is (several planners may run at once). Returns how many were new."""
+    created = 0
+    for start in range(0, len(rows), 500):
+        statement = (
+            upsert_insert(session, Delivery)
+            .values(list(rows[start : start + 500]))
+            .on_conflict_do_nothing(index_elements=["idempotency_key"])
+            .returning(Delivery.id)
+        )
+        # Count what RETURNING gives back: rowcount is not reliable for multi-row
+        # inserts on every driver.
+        created += len(session.execute(statement).all())
+    return created
+
+
+def withdraw(session: Session, ids: Collection[str], now: datetime, reason: str) -> int:
+    withdrawn = 0
+    for chunk in _chunks(list(ids)):
+        withdrawn += _count(
+            session,
+            update(Delivery)
+            .where(Delivery.id.in_(chunk), Delivery.state == DeliveryState.PLANNED)
+            .values(state=DeliveryState.WITHDRAWN, last_error=reason, updated_at=now),
+        )
+    return withdrawn
+
+
+def revive(
+    session: Session,
+    delivery_id: str,
+    *,
+    channel: ChannelName,
+    template: str,
+    send_after: datetime,
+    now: datetime,
+) -> bool:
+    return _took(
+        session,
+        update(Delivery)
+        .where(Delivery.id == delivery_id, Delivery.state.in_(REVIVABLE))
+        .values(
+            state=DeliveryState.PLANNED,
+            channel=channel,
+            template=template,
+            send_after=send_after,
+            last_error=None,
+            updated_at=now,
+        ),
+    )
+
+
+def move(session: Session, delivery_id: str, send_after: datetime, now: datetime) -> bool:
+    return _took(
+        session,
+        update(Delivery)
+        .where(Delivery.id == delivery_id, Delivery.state == DeliveryState.PLANNED)
+        .values(send_after=send_after, updated_at=now),
+    )
+
+
+def requeue(session: Session, delivery_id: str, now: datetime, note: str) -> bool:
+    """Due again at once with fresh attempts, under the same id."""
+    return _took(
+        session,
+        update(Delivery)
+        .where(
+            Delivery.id == delivery_id,
+            Delivery.state.in_((DeliveryState.FAILED, DeliveryState.SKIPPED)),
+        )
+        .values(
+            state=DeliveryState.PLANNED,
+            send_after=now,
+            attempts=0,
+            last_error=note,
+            updated_at=now,
+        ),
+    )
+
+
+# -- claiming ----------------------------------------------------------------------
+
+
+def claim(
+    session: Session,
+    *,
+    now: datetime,
+    db_now: datetime,
+    lease: timedelta,
+    limit: int,
+    max_attempts: int,
+    only: Reason | None = None,
+) -> ClaimedBatch:
+    """Claim up to `limit` due deliveries, oldest first, under one new token.
+
+    Due: planned with `send_after <= now`, or sending with a lease that ended before
+    `db_now` (the database's clock). `only` narrows to one reason (outside the send
+    window, only the clinic's digest goes). Rows claimed `max_attempts` times without
+    an outcome are given up instead, and rows this version cannot read quarantined."""
+    lease_ended = and_(Delivery.state == DeliveryState.SENDING, Delivery.lease_until < db_now)
+    given_up = _give_up(session, lease_ended, max_attempts, now)
+    claimable: ColumnElement[bool] = or_(
+        and_(Delivery.state == DeliveryState.PLANNED, Delivery.send_after <= now), lease_ended
+    )
+    if only is not None:
+        claimable = and_(claimable, Delivery.reason == only)
+    candidates = session.execute(
+        select(Delivery.id, type_coerce(Delivery.state, String))
+        .where(claimable)
+        .order_by(Delivery.send_after, Delivery.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)  # PostgreSQL; SQLite locks the whole file
+    ).all()
+    if not candidates:
+        return ClaimedBatch([], [], given_up)
+    token = new_token()
+    # Claimable is checked again as the rows are written, so a row another worker
+    # took since the read is left out rather than taken twice.
+    rows = session.execute(
+        update(Delivery)
+        .where(Delivery.id.in_([c[0] for c in candidates]), claimable)
+        .values(
+            state=DeliveryState.SENDING,
+            claim_token=token,
+            claimed_at=db_now,
+            lease_until=db_now + lease,
+            attempts=Delivery.attempts + 1,
+            updated_at=now,
+        )
+        .returning(*_CLAIMED_COLUMNS),
+        execution_options={"synchronize_session": False},
+    ).all()
+    resumed = {c[0] for c in candidates if c[1] == DeliveryState.SENDING}
+    order = {c[0]: n for n, c in enumerate(candidates)}
+    claimed, quarantined = [], []
+    for row in sorted(rows, key=lambda row: order[row.id]):
+        try:
+            claimed.append(_read_claimed(row, token, row.id in resumed))
+        except _Unreadable as problem:
+            quarantine(session, Claim(row.id, token), str(problem), now)
+            quarantined.append((row.id, str(problem)))
+    return ClaimedBatch(claimed, quarantined, given_up)
+
+
+def claim_new(
+    session: Session, row: dict[str, Any], *, db_now: datetime, lease: timedelta
+) -> Claim:
+    """Insert a row already claimed, so no worker takes it: a sample sent at once."""
+    token = new_token()
+    session.add(
+        Delivery(
+            **row,
+            state=DeliveryState.SENDING,
+            attempts=1,
+            claim_token=token,
+            claimed_at=db_now,
+            lease_until=db_now + lease,
+        )
+    )
+    session.flush()
+    return Claim(row["id"], token)
+
+
+def renew(
+    session: Session, held: Mapping[str, Collection[str]], db_now: datetime, lease: timedelta
+) -> set[str]:
+    """Extend the leases of the rows still sending under these tokens (`held`: token →
+    the ids its worker still works on); returns the ids another worker took over."""
+    if not held:
+        return set()
+    renewed = set(
+        session.scalars(
+            update(Delivery)
+            .where(Delivery.claim_token.in_(list(held)), Delivery.state == DeliveryState.SENDING)
+            .values(lease_until=db_now + lease)
+            .returning(Delivery.id),
+            execution_options={"synchronize_session": False},
+        )
+    )
+    missing = {i for ids in held.values() for i in ids} - renewed
+    if not missing:
+        return set()
+    # Not renewed: recorded a moment ago (still under our token), or taken over.
+    still_ours = set(
+        session.scalars(
+            select(Delivery.id).where(
+                Delivery.id.in_(list(missing)), Delivery.claim_token.in_(list(held))
+            )
+        )
+    )
+    return missing - still_ours
+
+
+def prepare(
+    session: Session,
+    claimed: Claim,
+    *,
+    channel: ChannelName,
+    template: str,
+    first_push_at: datetime | None,
+) -> bool:
+    """Record the channel and template chosen and, for LINE, the place the claim holds
+    and the moment of its first push (kept if an earlier push may have reached LINE)."""
+    values: dict[str, Any] = {"channel": channel, "template": template}
+    if claimed.quota_month is not None:
+        values["quota_month"] = claimed.quota_month
+    if first_push_at is not None:
+        values["line_first_push_at"] = first_push_at
+    return _took(session, _claimed(claimed).values(**values))
+
+
+# -- outcomes of a claim -------------------------------------------------------------
+
+
+def record_sent(
+    session: Session,
+    sent: Iterable[tuple[Claim, str | None, str | None]],
+    now: datetime,
+) -> list[bool]:
+    """Each (claim, provider's message id, tip) as sent; whether each took effect."""
+    took: list[bool] = []
+    used: Counter[str] = Counter()
+    connection = session.connection()
+    for claimed, provider_message_id, tip_id in sent:
+        # One prepared statement and no read: this runs for every message sent.
+        result = connection.execute(
+            _RECORD_SENT,
+            {
+                "delivery_id": claimed.id,
+                "token": claimed.token,
+                "receipt": provider_message_id,
+                "tip_id": tip_id,
+                "now": now,
+            },
+        )
+        took.append(result.rowcount == 1)
+        if took[-1] and claimed.quota_month is not None:
+            used[claimed.quota_month] += 1
+    budget.count_as_used(session, used)
+    return took
+
+
+def retry(
+    session: Session,
+    claimed: Claim,
+    at: datetime,
+    reason: str,
+    now: datetime,
+    *,
+    may_have_been_sent: bool,
+    tip_id: str | None = None,
+) -> bool:
+    """Planned again for `at`. After a push LINE may have accepted, the LINE place
+    and the first push moment stay: the retry repeats the same push."""
+    values = {} if may_have_been_sent else _not_sent(claimed)
+    return _end(
+        session,
+        claimed,
+        DeliveryState.PLANNED,
+        now,
+        reason,
+        send_after=at,
+        tip_id=tip_id,
+        keeps_place=may_have_been_sent,
+        **values,
+    )
+
+
+def reroute(session: Session, claimed: Claim, reason: str, now: datetime) -> bool:
+    """Planned again at once: the contact just tried is unusable, the other one may
+    do (the next claim chooses the channel again)."""
+    return _end(
+        session, claimed, DeliveryState.PLANNED, now, reason, send_after=now, **_not_sent(claimed)
+    )
+
+
+def wait(
+    session: Session,
+    claimed: Claim,
+    until: datetime,
+    reason: str,
+    now: datetime,
+    tip_id: str | None = None,
+) -> bool:
+    """Planned again for `until` without counting the attempt: not the message's
+    failure (its channel is held, LINE's quota is kept for more important messages,
+    its template is being mended)."""
+    return _end(
+        session,
+        claimed,
+        DeliveryState.PLANNED,
+        now,
+        reason,
+        send_after=until,
+        attempts=Delivery.attempts - 1,
+        tip_id=tip_id,
+        **_not_sent(claimed),
+    )
+
+
+def release(session: Session, claimed: Claim, now: datetime) -> bool:
+    """Planned again at once, unsent, its attempt not counted (its worker stops, or
+    its lease may have run out)."""
+    return _end(
+        session,
+        claimed,
+        DeliveryState.PLANNED,
+        now,
+        None,
+        attempts=Delivery.attempts - 1,
+        keep_error=True,
+        **_not_sent(claimed),
+    )
+
+
+def fail(
+    session: Session,
+    claimed: Claim,
+    reason: str,
+    now: datetime,
+    *,
+    may_have_been_sent: bool = False,
+    tip_id: str | None = None,
+) -> bool:
+    values = {} if may_have_been_sent else _not_sent(claimed)
+    return _end(
+        session,
+        claimed,
+        DeliveryState.FAILED,
+        now,
+        reason,
+        tip_id=tip_id,
+        counts_place=may_have_been_sent,
+        **values,
+    )
+
+
+def skip(session: Session, claimed: Claim, reason: str, now: datetime) -> bool:
+    return _end(session, claimed, DeliveryState.SKIPPED, now, reason, **_not_sent(claimed))
+
+
+def quarantine(session: Session, claimed: Claim, problem: str, now: datetime) -> bool:
+    """A claimed row this version cannot read: failed, so it never stops the rest."""
+    return _end(
+        session,
+        claimed,
+        DeliveryState.FAILED,
+        now,
+        UNREADABLE.format(problem=problem),
+        **_not_sent(claimed),
+    )
+
+
+def new_token() -> str:
+    return secrets.token_hex(16)
+
+
+# -- the statements ----------------------------------------------------------------
+
+
+def _claimed(claimed: Claim) -> Any:
+    """An UPDATE of this claim's row, while it is still this claim's."""
+    return update(Delivery).where(
+        Delivery.id == claimed.id,
+        Delivery.claim_token == claimed.token,
+        Delivery.state == DeliveryState.SENDING,
+    )
+
+
+def _end(
+    session: Session,
+    claimed: Claim,
+    state: DeliveryState,
+    now: datetime,
+    reason: str | None,
+    *,
+    keeps_place: bool = False,
+    counts_place: bool = False,
+    keep_error: bool = False,
+    tip_id: str | None = None,
+    **values: Any,
+) -> bool:
+    """End a claim in `state`; its LINE place is kept, counted as used, or given back."""
+    if tip_id is not None:  # a retry keeps the tip its first attempt chose
+        values["tip_id"] = tip_id
+    if not keep_error:
+        values["last_error"] = reason
+    took = _took(
+        session, _claimed(claimed).values(state=state, lease_until=None, updated_at=now, **values)
+    )
+    place = claimed.quota_month
+    if took and place is not None and not keeps_place:
+        if counts_place:
+            budget.count_as_used(session, Counter({place: 1}))
+        else:
+            budget.give_back(session, Counter({place: 1}))
+    return took
+
+
+def _not_sent(claimed: Claim) -> dict[str, Any]:
+    """What a claim that certainly did not reach the patient undoes: its LINE place,
+    and the first push moment it set itself."""
+    values: dict[str, Any] = {}
+    if claimed.quota_month is not None:
+        values["quota_month"] = None
+    if claimed.first_push_ours:
+        values["line_first_push_at"] = None
+    return values
+
+
+def _give_up(
+    session: Session, lease_ended: ColumnElement[bool], max_attempts: int, now: datetime
+) -> list[tuple[str, int]]:
+    rows = session.execute(
+        update(Delivery)
+        .where(lease_ended, Delivery.attempts >= max_attempts)
+        .values(
+            state=DeliveryState.FAILED,
+            last_error=GIVEN_UP.format(attempts=max_attempts),
+            lease_until=None,
+            updated_at=now,
+        )
+        .returning(Delivery.id, Delivery.attempts, Delivery.quota_month),
+        execution_options={"synchronize_session": False},
+    ).all()
+    # Its worker may have pushed it before stopping: a place used, not given back.
+    budget.count_as_used(session, Counter(r.quota_month for r in rows if r.quota_month))
+    return [(row.id, row.attempts) for row in rows]
+
+
+def _took(session: Session, statement: Any) -> bool:
+    return _count(session, statement) == 1
+
+
+def _count(session: Session, statement: Any) -> int:
+    result = session.execute(statement, execution_options={"synchronize_session": False})
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _chunks(ids: list[str], size: int = 500) -> Iterable[list[str]]:
+    # Keep IN lists well under the drivers' limits on parameters.
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
+
+
+# Read as text where this version may not know a value (a row a newer version wrote):
+# one such row is quarantined, not a batch that fails to load.
+_CLAIMED_COLUMNS = (
+    Delivery.id,
+    Delivery.patient_id,
+    Delivery.appointment_id,
+    type_coerce(Delivery.reason, String).label("reason"),
+    type_coerce(Delivery.channel, String).label("channel"),
+    Delivery.campaign_id,
+    type_coerce(Delivery.campaign_day, String).label("campaign_day"),
+    Delivery.tip_id,
+    Delivery.attempts,
+    type_coerce(Delivery.line_first_push_at, String).label("line_first_push_at"),
+    Delivery.quota_month,
+)
+
+
+class _Unreadable(ValueError):
+    pass
+
+
+def _read_claimed(row: Row[*tuple[Any, ...]], token: str, resumed: bool) -> Claimed:
+    reason = member(Reason, row.reason)
+    if reason is None:
+        raise _Unreadable(f"unknown reason {row.reason!r}")
+    channel = member(ChannelName, row.channel) if row.channel is not None else None
+    if row.channel is not None and channel is None:
+        raise _Unreadable(f"unknown channel {row.channel!r}")
+    return Claimed(
+        claim=Claim(row.id, token, row.quota_month),
+        patient_id=row.patient_id,
+        appointment_id=row.appointment_id,
+        reason=reason,
+        channel=channel,
+        campaign_id=row.campaign_id,
+        campaign_day=_day(row.campaign_day),
+        tip_id=row.tip_id,
+        attempts=row.attempts,
+        line_first_push_at=_moment(row.line_first_push_at),
+        resumed=resumed,
+    )
+
+
+def _day(value: object) -> date | None:
+    if value is None or isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(str(value))
+    except ValueError:
+        raise _Unreadable(f"campaign_day {value!r} is not a date") from None
+
+
+def _moment(value: object) -> datetime | None:
+    """A UTC column read as text (SQLite) or as a naive datetime (PostgreSQL)."""
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        try:
+            value = datetime.fromisoformat(str(value))
+        except ValueError:
+            raise _Unreadable(f"line_first_push_at {value!r} is not a moment") from None
+    return value.replace(tzinfo=UTC)
+
+
+_DELIVERIES = Delivery.metadata.tables[Delivery.__tablename__]
+
+
+def _record_sent_statement() -> Any:
+    table = _DELIVERIES
+    return (
+        update(table)
+        .where(
+            table.c.id == bindparam("delivery_id"),
+            table.c.claim_token == bindparam("token"),
+            table.c.state == DeliveryState.SENDING,
+        )
+        .values(
+            state=DeliveryState.SENT,
+            provider_message_id=bindparam("receipt"),
+            tip_id=bindparam("tip_id"),
+            sent_at=bindparam("now", type_=UTCDateTime()),
+            last_error=None,
+            lease_until=None,
+            updated_at=bindparam("now", type_=UTCDateTime()),
+        )
+    )
+
+
+_RECORD_SENT = _record_sent_statement()
