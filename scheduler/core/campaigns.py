@@ -350,6 +350,79 @@ def pace(
     return dict(zip(ordered, moments, strict=False))
 
 
+@dataclass(frozen=True)
+class Displaced:
+    """A newsletter that cannot stay at `moment`: the patient has another message on
+    that day (one of `busy`), or another newsletter of its occurrence holds the slot."""
+
+    patient_id: int
+    moment: datetime  # aware
+    busy: frozenset[date] = frozenset()
+
+
+def free_slots(
+    displaced: Iterable[Displaced],
+    occupied: Iterable[datetime],
+    pacing: Pacing,
+    window: SendWindow,
+    tz: ZoneInfo,
+    is_closed: IsClosed = _never_closed,
+) -> dict[int, datetime]:
+    """A free slot (aware, UTC) of the occurrence's pacing grid for each displaced
+    newsletter: on its first open day from its moment's day on that is not one of its
+    busy days, the first free slot at or after its moment's time of day; if that day
+    has none left, the first free slot of a later such day, from the window's opening.
+    A slot is free when no moment of `occupied` (the occurrence's other newsletters) is
+    on it and no newsletter took it here before.
+
+    Only slots of the grid `pace` uses, one newsletter each, so `pace`'s promise holds
+    for the moved ones too: no clock hour holds more than `per_hour` newsletters of the
+    occurrence, and no two leave at once.
+
+    Keeping the time of day on the first day keeps the spread: `pace` spread the
+    moments evenly over the day, so the free slots are spread too, and each moved
+    newsletter takes one near where it was, not all of them the morning's. On later
+    days it is late already, and the earliest free slot matters more: searching from
+    the same time of day again could pass over free mornings day after day.
+
+    The newsletters take their slots in the order of (moment, patient), whatever the
+    order given, so every worker and every cycle makes the same choice.
+    """
+    grid = _Grid(window, tz, pacing.per_hour)
+    held = set(occupied)
+    # Where a search that lands on a held slot goes on: every search passing a run of
+    # held slots shortens it to one step (path compression), so a big occurrence's
+    # full days are walked once, not once per moved newsletter.
+    onward: dict[tuple[date, int], int] = {}
+
+    def first_free(day: date, slots: range) -> int | None:
+        k, passed = slots.start, []
+        while k < slots.stop and grid.at(day, k) in held:
+            passed.append(k)
+            k = onward.get((day, k), k + 1)
+        for j in passed:
+            onward[(day, j)] = k
+        return k if k < slots.stop else None
+
+    chosen: dict[int, datetime] = {}
+    for newsletter in sorted(displaced, key=lambda d: (d.moment, d.patient_id)):
+        local = newsletter.moment.astimezone(tz)
+        days = _open_days(local.date(), _closed_or_busy(is_closed, newsletter.busy), None)
+        for n, day in enumerate(days):
+            earliest = at_local(day, local.time() if n == 0 else time(), tz)
+            k = first_free(day, grid.slots(day, earliest))
+            if k is not None:
+                slot = grid.at(day, k)
+                held.add(slot)
+                chosen[newsletter.patient_id] = slot
+                break
+    return chosen
+
+
+def _closed_or_busy(is_closed: IsClosed, busy: frozenset[date]) -> IsClosed:
+    return lambda day: day in busy or is_closed(day)
+
+
 def _nth(spans: Sequence[_Span], index: int) -> datetime:
     for span in spans:
         if index < len(span):
@@ -420,14 +493,19 @@ class _Grid:
 
     def span(self, day: date, earliest: datetime) -> _Span:
         """`day`'s slots at or after `earliest`."""
+        slots = self.slots(day, earliest)
+        return _Span(self, day, slots.start, len(slots))
+
+    def slots(self, day: date, earliest: datetime) -> range:
+        """The numbers k of `day`'s slots at or after `earliest`."""
         local = earliest.astimezone(self._tz)
         if local.date() > day:
-            return _Span(self, day, 0, 0)
+            return range(0)
         lower = 0
         if local.date() == day:
             lower = (local.replace(tzinfo=None) - datetime.combine(day, time())) // _MICROSECOND
         first, end = self._first_k(lower), self._first_k(self._closes_us)
-        return _Span(self, day, first, max(0, end - first))
+        return range(first, max(first, end))
 
     def at(self, day: date, k: int) -> datetime:
         us = self._opens_us + k * _HOUR_US // self._per_hour

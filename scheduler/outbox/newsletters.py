@@ -6,25 +6,27 @@ moment comes): everyone gets a moment then, spread so the clinic's booking line 
 never flooded. Later cycles only keep, withdraw or defer those rows: a patient who
 books meanwhile drops out of a campaign that excludes booked patients, and a
 newsletter that would land on the same day as a cadence message or another
-newsletter moves to the patient's next open day.
+newsletter moves to a free slot of its campaign's pacing on the patient's next open
+day, so the moved ones keep to the hourly cap too.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from scheduler.core.campaigns import (
     Campaign,
+    Displaced,
     Occurrence,
     audience,
+    free_slots,
     live_occurrences,
     occurrences,
     occurrences_between,
@@ -50,6 +52,8 @@ from scheduler.store.models import Delivery
 # Messages of which a patient gets at most one a day, and the states that count.
 _ONE_A_DAY = (Reason.NEWSLETTER, Reason.CADENCE_NUDGE, Reason.CADENCE_FOLLOW_UP)
 _TAKEN = (DeliveryState.PLANNED, DeliveryState.SENDING, DeliveryState.SENT)
+# A newsletter row in one of these states is done or under way: it never moves.
+_SETTLED = (DeliveryState.SENDING, DeliveryState.SENT, DeliveryState.FAILED)
 
 
 @dataclass(frozen=True)
@@ -85,14 +89,13 @@ def newsletters_due(
     due: list[Due] = []
     for campaign, occurrence in live:
         rows = _rows_of(session, occurrence)
-        for patient_id, moment in sorted(
-            _moments(rows, campaign, occurrence, patients, now, settings).items()
+        moments = _moments(rows, campaign, occurrence, patients, now, settings)
+        for patient_id, send_at in sorted(
+            _placed(rows, moments, campaign, occurrence, busy, settings).items()
         ):
-            row = rows.get(patient_id)
-            key = _due(campaign, occurrence, patient_id, moment).key
-            send_at = _free_day(moment, key, busy[patient_id], row, calendar.closed, tz)
-            busy[patient_id].append((local_date(send_at, tz), key))
-            due.append(_due(campaign, occurrence, patient_id, send_at))
+            message = _due(campaign, occurrence, patient_id, send_at)
+            busy[patient_id].append((local_date(send_at, tz), message.key))
+            due.append(message)
     return due
 
 
@@ -220,24 +223,54 @@ def _busy_days(
     return busy
 
 
-def _free_day(
-    moment: datetime,
-    key: str,
-    busy: list[tuple[date, str]],
-    row: Delivery | None,
-    closed: Callable[[date], bool],
-    tz: ZoneInfo,
-) -> datetime:
-    """`moment`, or the same time on the patient's next open day without another
-    cadence message or newsletter. A row already sent or being sent stays put."""
-    if row is not None and row.state is not DeliveryState.PLANNED:
-        return row.send_after
-    while True:
+def _placed(
+    rows: dict[int, Delivery],
+    moments: dict[int, datetime],
+    campaign: Campaign,
+    occurrence: Occurrence,
+    busy: _Busy,
+    settings: Settings,
+) -> dict[int, datetime]:
+    """Each recipient's moment, or a free slot of the campaign's pacing grid
+    (`free_slots`) when it cannot stay: its day is closed or holds another of the
+    patient's cadence messages or newsletters, or another newsletter of the occurrence
+    holds that very moment. A row sent, being sent or failed stays put."""
+    tz, calendar = settings.timezone, _Calendar(settings.config.closures)
+    # Rows of patients who left the audience hold their slots until the planner
+    # withdraws them, after this: a slot is free only once no row holds it.
+    occupied = {
+        row.send_after
+        for patient_id, row in rows.items()
+        if row.state in _TAKEN and patient_id not in moments
+    }
+    placed: dict[int, datetime] = {}
+    for patient_id, row in rows.items():
+        if patient_id in moments and row.state in _SETTLED:
+            placed[patient_id] = row.send_after
+            if row.state in _TAKEN:
+                occupied.add(row.send_after)
+    displaced: list[Displaced] = []
+
+    # Planned rows first, so a row coming back (withdrawn, then due again) never
+    # pushes one already planned off its slot; then by moment, for every worker alike.
+    def order(item: tuple[int, datetime]) -> tuple[bool, datetime, int]:
+        row = rows.get(item[0])
+        return row is None or row.state is not DeliveryState.PLANNED, item[1], item[0]
+
+    for patient_id, moment in sorted(moments.items(), key=order):
+        if patient_id in placed:
+            continue
+        key = _due(campaign, occurrence, patient_id, moment).key
+        days = frozenset(day for day, other in busy[patient_id] if other != key)
         day = local_date(moment, tz)
-        taken = any(other == day and other_key != key for other, other_key in busy)
-        if not taken and not closed(day):
-            return moment
-        moment += timedelta(days=1)
+        if day in days or calendar.closed(day) or moment in occupied:
+            displaced.append(Displaced(patient_id, moment, days))
+        else:
+            placed[patient_id] = moment
+            occupied.add(moment)
+    window = settings.rules.window
+    moved = free_slots(displaced, occupied, campaign.pacing, window, tz, calendar.closed)
+    return placed | moved
 
 
 # How far after a newsletter's day a closure is worth announcing in it.

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from scheduler.commands import main
 from scheduler.core.campaigns import Pacing
@@ -133,6 +133,70 @@ def test_a_newsletter_on_the_day_of_a_cadence_nudge_waits_a_day(runtime: Runtime
     nudge, newsletter = rows[Reason.CADENCE_NUDGE], rows[Reason.NEWSLETTER]
     assert nudge.send_after.astimezone(JST).date() == YEAR_END.date()
     assert newsletter.send_after.astimezone(JST).date() == (YEAR_END + timedelta(days=1)).date()
+
+
+def _paced(runtime: Runtime, pacing: Pacing) -> Runtime:
+    campaigns = tuple(replace(c, pacing=pacing) for c in runtime.settings.campaigns)
+    return replace(runtime, settings=replace(runtime.settings, campaigns=campaigns))
+
+
+def _nudged_readers(runtime: Runtime, count: int, nudged_on: datetime) -> None:
+    """Acute patients who want newsletters, each with a cadence nudge at `nudged_on`
+    (an acute patient is nudged 3 days after a visit)."""
+    with transaction(runtime.sessions) as session:
+        for n in range(1, count + 1):
+            external_id = f"A{n:03d}"
+            add_patient(session, BEFORE, external_id, newsletter=True)
+            last_visit = nudged_on - timedelta(days=3)
+            visited(session, last_visit, days_ago=0, external_id=external_id)
+
+
+def _per_clock_hour(rows: list[Delivery]) -> Counter[datetime]:
+    return Counter(
+        r.send_after.astimezone(JST).replace(minute=0, second=0, microsecond=0) for r in rows
+    )
+
+
+def test_newsletters_deferred_to_a_day_with_its_own_newsletters_keep_to_the_hourly_cap(
+    runtime: Runtime,
+) -> None:
+    """Two days at 2 an hour hold 42 slots; each of the 30 patients is nudged on the
+    first day, so the newsletters paced on it move into the second day, which has
+    newsletters of its own."""
+    runtime = _paced(runtime, Pacing(spread_days=2, per_hour=2))
+    _nudged_readers(runtime, 30, DOYO_WINTER)
+    _plan(runtime, DOYO_WINTER)
+    rows = _newsletters(runtime)
+    assert len(rows) == 30
+    assert min(r.send_after for r in rows).astimezone(JST).date() > DOYO_WINTER.date()
+    assert max(_per_clock_hour(rows).values()) <= 2
+    assert len({r.send_after for r in rows}) == len(rows)
+
+
+def test_a_deferred_newsletter_keeps_its_new_moment_in_later_cycles(runtime: Runtime) -> None:
+    runtime = _paced(runtime, Pacing(spread_days=2, per_hour=2))
+    _nudged_readers(runtime, 30, DOYO_WINTER)
+    _plan(runtime, DOYO_WINTER)
+    first = {r.idempotency_key: r.send_after for r in _newsletters(runtime)}
+    for later in (DOYO_WINTER + timedelta(minutes=1), DOYO_WINTER + timedelta(hours=9)):
+        _plan(runtime, later)
+    assert {r.idempotency_key: r.send_after for r in _newsletters(runtime)} == first
+
+
+def test_newsletters_planned_at_one_moment_are_parted_at_the_next_cycle(
+    runtime: Runtime,
+) -> None:
+    """As an earlier planner left them when it deferred one onto another's slot."""
+    runtime = _paced(runtime, Pacing(spread_days=1, per_hour=2))
+    _readers(runtime, 3)
+    _plan(runtime, YEAR_END)
+    first, second, _ = sorted(_newsletters(runtime), key=lambda r: r.send_after)
+    with transaction(runtime.sessions) as session:
+        session.execute(
+            update(Delivery).where(Delivery.id == second.id).values(send_after=first.send_after)
+        )
+    _plan(runtime, YEAR_END + timedelta(minutes=1))
+    assert len({r.send_after for r in _newsletters(runtime)}) == 3
 
 
 def test_year_end_message_gives_the_closure_and_the_day_the_clinic_reopens(

@@ -19,10 +19,12 @@ from scheduler.core.campaigns import (
     Campaign,
     ClosureTrigger,
     DateTrigger,
+    Displaced,
     Occurrence,
     Pacing,
     SeasonTrigger,
     audience,
+    free_slots,
     live_occurrences,
     occurrences,
     occurrences_between,
@@ -673,3 +675,132 @@ def test_a_late_planner_paces_from_now_instead_of_sending_the_missed_slots_at_on
 
 def test_no_recipients_means_no_moments() -> None:
     assert pace([], OCCURRENCE, SPREAD_3, WINDOW, JST) == {}
+
+
+# --- A free slot for a newsletter that must move -------------------------------------
+
+# At 2 an hour the grid has a slot on every hour and half hour, 09:00 to 19:30.
+HALF_HOURLY = Pacing(spread_days=1, per_hour=2)
+NEXT = DAY + timedelta(days=1)
+AFTER_NEXT = DAY + timedelta(days=2)
+
+
+def moved(
+    moment: datetime,
+    busy: set[date],
+    occupied: set[datetime] | None = None,
+    closed: set[date] | None = None,
+) -> datetime:
+    newsletter = Displaced(1, moment.astimezone(UTC), frozenset(busy))
+    [(patient_id, slot)] = free_slots(
+        [newsletter],
+        occupied or set(),
+        HALF_HOURLY,
+        WINDOW,
+        JST,
+        (closed or set()).__contains__,
+    ).items()
+    assert patient_id == 1 and slot.tzinfo is UTC
+    return slot.astimezone(JST)
+
+
+@pytest.mark.parametrize(
+    ("moment", "busy", "occupied", "closed", "expected"),
+    [
+        (at(DAY, 14), {DAY}, set(), set(), at(NEXT, 14)),
+        (at(DAY, 14), {DAY}, {at(DAY, 14, 30), at(NEXT, 13, 30)}, set(), at(NEXT, 14)),
+        (at(DAY, 14), {DAY}, {at(NEXT, 14), at(NEXT, 14, 30)}, set(), at(NEXT, 15)),
+        (at(DAY, 14, 10), {DAY}, set(), set(), at(NEXT, 14, 30)),
+        (at(DAY, 7), {DAY}, set(), set(), at(NEXT, 9)),
+        (at(DAY, 19), {DAY}, {at(NEXT, 19), at(NEXT, 19, 30)}, set(), at(AFTER_NEXT, 9)),
+        (at(DAY, 14), {DAY}, set(), {NEXT}, at(AFTER_NEXT, 14)),
+        (at(DAY, 14), {DAY, NEXT}, set(), set(), at(AFTER_NEXT, 14)),
+        (at(DAY, 14), set(), {at(DAY, 14)}, set(), at(DAY, 14, 30)),
+        (at(DAY, 19, 30), set(), {at(DAY, 19, 30)}, set(), at(NEXT, 9)),
+        (at(DAY, 14), set(), set(), {DAY}, at(NEXT, 14)),
+    ],
+    ids=[
+        "the next day at the same time",
+        "slots held before or on another day do not matter",
+        "the first free slot after that time",
+        "a moment between slots takes the next slot",
+        "a moment before the window opens takes its opening",
+        "none free from that time: the day after from the opening, not earlier",
+        "a closed day is skipped",
+        "another busy day of the patient is skipped",
+        "a held slot on a free day: the next slot that day",
+        "never after the window closes",
+        "the moment's own day closed",
+    ],
+)
+def test_a_displaced_newsletter_takes_the_first_free_slot_of_the_grid(
+    moment: datetime,
+    busy: set[date],
+    occupied: set[datetime],
+    closed: set[date],
+    expected: datetime,
+) -> None:
+    assert moved(moment, busy, occupied, closed) == expected
+
+
+@pytest.mark.parametrize(
+    ("occupied", "expected"),
+    [
+        (set(), at(AFTER_NEXT, 9)),
+        (
+            {at(AFTER_NEXT, h, m) for h in range(9, 20) for m in (0, 30)},
+            at(AFTER_NEXT + timedelta(days=1), 9),
+        ),
+        ({at(AFTER_NEXT, 9), at(AFTER_NEXT, 9, 30), at(AFTER_NEXT, 10, 30)}, at(AFTER_NEXT, 10)),
+    ],
+    ids=["the opening", "a full day is skipped", "the first gap"],
+)
+def test_after_the_first_day_the_search_starts_at_the_window_opening(
+    occupied: set[datetime], expected: datetime
+) -> None:
+    # 19:30 is a day's last slot: the next day, which holds it already, has no free
+    # slot at or after the moment's time of day.
+    assert moved(at(DAY, 19, 30), {DAY}, occupied | {at(NEXT, 19, 30)}) == expected
+
+
+def test_displaced_newsletters_never_share_a_slot_and_take_them_by_moment_then_patient() -> None:
+    displaced = [
+        Displaced(3, at(DAY, 14, 30).astimezone(UTC), frozenset({DAY})),
+        Displaced(2, at(DAY, 14).astimezone(UTC), frozenset({DAY})),
+        Displaced(1, at(DAY, 14).astimezone(UTC), frozenset({DAY})),
+    ]
+    chosen = free_slots(displaced, set(), HALF_HOURLY, WINDOW, JST)
+    assert {p: m.astimezone(JST) for p, m in chosen.items()} == {
+        1: at(NEXT, 14),
+        2: at(NEXT, 14, 30),
+        3: at(NEXT, 15),
+    }
+
+
+def test_the_free_slots_do_not_depend_on_the_order_given() -> None:
+    displaced = [
+        Displaced(p, at(DAY, 10 + p % 8, 30 * (p % 2)).astimezone(UTC), frozenset({DAY}))
+        for p in range(40)
+    ]
+    forward = free_slots(displaced, set(), HALF_HOURLY, WINDOW, JST)
+    backward = free_slots(displaced[::-1], set(), HALF_HOURLY, WINDOW, JST)
+    assert forward == backward
+
+
+def test_moved_newsletters_keep_to_the_cap_beside_the_days_own() -> None:
+    """Those paced on the first day move, as if each patient had another message that
+    day, into the second and third days' free slots, among the newsletters paced there."""
+    moments = pace(range(700), OCCURRENCE, SPREAD_3, WINDOW, JST)
+    first_day = {p: m for p, m in moments.items() if m.astimezone(JST).date() == DAY}
+    staying = [m for p, m in moments.items() if p not in first_day]
+    displaced = [Displaced(p, m, frozenset({DAY})) for p, m in first_day.items()]
+    chosen = free_slots(displaced, staying, SPREAD_3, WINDOW, JST)
+    after = {**{p: m for p, m in moments.items() if p not in first_day}, **chosen}
+    assert len(after) == 700
+    assert len(set(after.values())) == 700
+    assert DAY not in {m.date() for m in local_moments(after)}
+    assert max(per_clock_hour(after).values()) <= 30
+
+
+def test_nothing_displaced_means_no_slots() -> None:
+    assert free_slots([], [at(DAY, 14)], HALF_HOURLY, WINDOW, JST) == {}
