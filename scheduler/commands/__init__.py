@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,38 +22,33 @@ from scheduler.core.seasons import FIRST_YEAR, LAST_YEAR
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     # Imported after the arguments are read: `--help` and a mistyped option need none.
-    from dotenv import load_dotenv
+    from scheduler.commands.errors import report
+    from scheduler.settings import Settings, load_env_file, load_settings, log_level
 
-    from scheduler.commands.common import CommandError
-    from scheduler.settings import ConfigError, Settings, load_settings
-    from scheduler.store.importer import ImportRejected
-
-    load_dotenv(Path(".env"))
+    settings: Settings | None = None
     try:
-        settings = load_settings()
+        load_env_file(Path(".env"))
+        # Logging first, so that a failure to read the rest can be logged at DEBUG.
         logging.basicConfig(
-            level=settings.log_level,
+            level=log_level(os.environ),
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
             stream=sys.stderr,
         )
         for chatty in ("alembic", "apscheduler"):
             logging.getLogger(chatty).setLevel(logging.WARNING)
+        settings = load_settings()
         module, _, function = args.command.partition(":")
         command: Callable[[argparse.Namespace, Settings], int] = getattr(
             importlib.import_module(f"scheduler.commands.{module}"), function
         )
-        return command(args, settings)
-    except ConfigError as e:
-        print(f"tayori: configuration: {e}", file=sys.stderr)
-        return 2
-    except CommandError as e:
-        print(f"tayori: {e}", file=sys.stderr)
-        return 1
-    except ImportRejected as e:
-        for problem in e.problems:
-            print(problem, file=sys.stderr)
-        print(f"tayori: nothing imported ({len(e.problems)} problem(s))", file=sys.stderr)
-        return 1
+        status = command(args, settings)
+        # Written out here, not at exit, so that a reader who left early is noticed
+        # while its error can still be answered.
+        sys.stdout.flush()
+        return status
+    except (Exception, KeyboardInterrupt) as e:
+        # Every failure, foreseen or not, is answered without a traceback: see errors.py.
+        return report(e, settings.database_url if settings else None)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -7,6 +7,7 @@ and what was expected, rather than being guessed at.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import tomllib
@@ -26,7 +27,16 @@ from scheduler.core.domain import EMAIL_ADDRESS
 from scheduler.settings.campaigns import parse_campaigns
 from scheduler.settings.config_file import ConfigFile, parse_config
 
-__all__ = ["ConfigError", "ConfigFile", "LineApi", "Settings", "Smtp", "load_settings"]
+__all__ = [
+    "ConfigError",
+    "ConfigFile",
+    "LineApi",
+    "Settings",
+    "Smtp",
+    "load_env_file",
+    "load_settings",
+    "log_level",
+]
 
 DEFAULT_DATABASE_URL = "sqlite:///var/tayori.db"
 DEFAULT_CONFIG_PATH = "config/tayori.toml"
@@ -100,17 +110,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     config_path = Path(env.get("TAYORI_CONFIG") or DEFAULT_CONFIG_PATH)
     config = parse_config(_read_toml(config_path), source=str(config_path))
-    log_level = (env.get("TAYORI_LOG_LEVEL") or "INFO").upper()
-    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ConfigError(
-            f"TAYORI_LOG_LEVEL: expected DEBUG, INFO, WARNING or ERROR, got {log_level!r}"
-        )
     return Settings(
         database_url=normalise_database_url(env.get("DATABASE_URL") or DEFAULT_DATABASE_URL),
         config_path=config_path,
         messages_dir=Path(env.get("TAYORI_MESSAGES_DIR") or "messages"),
         outbox_dir=Path(env.get("TAYORI_OUTBOX_DIR") or "var/outbox"),
-        log_level=log_level,
+        log_level=log_level(env),
         config=config,
         smtp=_smtp(env),
         line_api=_line_api(env),
@@ -118,6 +123,17 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         secret_key=env.get("TAYORI_SECRET_KEY", ""),
         campaigns=_campaigns(env, config_path),
     )
+
+
+def log_level(env: Mapping[str, str]) -> str:
+    """TAYORI_LOG_LEVEL, read on its own too: the command line sets up logging
+    before the rest of the settings, so that a failure to read them can be logged."""
+    level = (env.get("TAYORI_LOG_LEVEL") or "INFO").upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(
+            f"TAYORI_LOG_LEVEL: expected DEBUG, INFO, WARNING or ERROR, got {level!r}"
+        )
+    return level
 
 
 def _campaigns(env: Mapping[str, str], config_path: Path) -> tuple[Campaign, ...]:
@@ -194,17 +210,52 @@ def normalise_database_url(url: str) -> str:
     if backend in ("postgres", "postgresql"):
         return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
     if backend == "sqlite":
+        if parsed.drivername not in ("sqlite", "sqlite+pysqlite"):
+            raise ConfigError(
+                f"DATABASE_URL: expected sqlite:/// (the sqlite3 module), got {parsed.drivername}://"
+            )
+        timeout = parsed.query.get("timeout")
+        if timeout is not None and not (
+            isinstance(timeout, str) and re.fullmatch(r"\d+(\.\d+)?", timeout)
+        ):
+            raise ConfigError(
+                "DATABASE_URL: timeout: expected how many seconds to wait for a locked "
+                f"database, such as ?timeout=30, got {timeout!r}"
+            )
         return url
     raise ConfigError(
         f"DATABASE_URL: expected a sqlite:/// or postgresql+psycopg:// URL, got a {backend} URL"
     )
 
 
+def load_env_file(path: Path) -> None:
+    """Put the variables of a `.env` file, if there is one, into the environment;
+    a variable already set keeps its value."""
+    from dotenv import load_dotenv
+
+    if path.is_file():
+        load_dotenv(stream=io.StringIO(_read_text(path, "its permissions")))
+
+
 def _read_toml(path: Path, variable: str = "TAYORI_CONFIG") -> dict[str, Any]:
     try:
-        with path.open("rb") as f:
-            return tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found (check {variable})") from None
+        return tomllib.loads(_read_text(path, variable))
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
+
+
+def _read_text(path: Path, check: str) -> str:
+    """A settings file's text; a file that cannot be read or is not UTF-8 is a
+    ConfigError naming the file, and `check` says where its name came from."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found (check {check})") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror} (check {check})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        # Editors in Japan may still save as Shift_JIS: name the line to look at.
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (save the file as UTF-8)") from None

@@ -21,18 +21,41 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# How long a SQLite connection waits for another process's write lock, in seconds,
+# unless DATABASE_URL says otherwise (sqlite:///path?timeout=5).
+SQLITE_BUSY_TIMEOUT = 30
+
+
+class DatabaseFolderError(Exception):
+    """The folder of a SQLite database file does not exist and cannot be made."""
+
+    def __init__(self, folder: Path, reason: str) -> None:
+        super().__init__(f"cannot create the folder {folder}: {reason}")
+        self.folder = folder
+        self.reason = reason
 
 
 def make_engine(url: str) -> Engine:
     parsed = make_url(url)
+    # Errors carry no SQL parameters: they may be a patient's name or contact.
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30})
+            _make_folder(Path(parsed.database).parent)
+        busy = {} if "timeout" in parsed.query else {"timeout": SQLITE_BUSY_TIMEOUT}
+        engine = create_engine(url, connect_args=busy, hide_parameters=True)
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin_immediate)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, hide_parameters=True)
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as e:
+        raise DatabaseFolderError(folder, "a file is in the way") from e
+    except OSError as e:
+        raise DatabaseFolderError(folder, e.strerror or type(e).__name__) from e
 
 
 def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:

@@ -8,10 +8,16 @@ point. Every moment is pinned with `--now`.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
+import signal
+import socket
+import sqlite3
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -510,6 +516,278 @@ def test_python_m_scheduler_refuses_a_bad_file_with_exit_code_1(
     ]
     assert result.stdout == ""
     assert count(sessions, Patient) == 0
+
+
+# --- what a clinic sees when a setting or a service is wrong --------------------------
+# One line on stderr that says what is wrong and what to do, an exit status other
+# than 0, and no traceback.
+
+
+def shift_jis_file(directory: Path, name: str) -> Path:
+    """A settings file saved as Shift_JIS, as an older Japanese editor may: its
+    second line is not UTF-8."""
+    path = directory / name
+    path.write_bytes('[clinic]\nname = "たより整体院"\n'.encode("shift_jis"))
+    return path
+
+
+def one_line(error: str) -> str:
+    assert "Traceback" not in error
+    assert error.count("\n") == 1, error
+    return error.removesuffix("\n")
+
+
+@pytest.mark.parametrize("variable", ["TAYORI_CONFIG", "TAYORI_CAMPAIGNS"])
+def test_a_settings_file_that_is_not_utf8_exits_2_naming_its_line(
+    local_env: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    variable: str,
+) -> None:
+    path = shift_jis_file(tmp_path, "settings.toml")
+    monkeypatch.setenv(variable, str(path))
+
+    assert main(["status"]) == 2
+
+    assert one_line(capsys.readouterr().err) == (
+        f"tayori: configuration: {path}:2: not UTF-8 text (save the file as UTF-8)"
+    )
+
+
+def test_a_dotenv_file_that_is_not_utf8_exits_2_naming_its_line(
+    local_env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shift_jis_file(tmp_path, ".env")
+
+    assert main(["status"]) == 2
+
+    assert one_line(capsys.readouterr().err) == (
+        "tayori: configuration: .env:2: not UTF-8 text (save the file as UTF-8)"
+    )
+
+
+@pytest.mark.parametrize("variable", ["TAYORI_CONFIG", "TAYORI_CAMPAIGNS"])
+def test_a_settings_variable_naming_a_folder_exits_2_naming_the_variable(
+    local_env: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    variable: str,
+) -> None:
+    monkeypatch.setenv(variable, str(tmp_path))
+
+    assert main(["status"]) == 2
+
+    assert one_line(capsys.readouterr().err) == (
+        f"tayori: configuration: {tmp_path}: cannot read: Is a directory (check {variable})"
+    )
+
+
+def refused_port() -> int:
+    """A loopback port nobody listens on: connecting to it is refused at once."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+@pytest.fixture
+def unreachable(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
+    """What the placeholders of UNREACHABLE_DATABASES stand for in this test."""
+    (tmp_path / "a-file").write_text("", encoding="utf-8")
+    values = {"port": str(refused_port()), "tmp": str(tmp_path)}
+    if "postgres" in request.node.keywords:
+        test_database = sa.engine.make_url(request.getfixturevalue("postgres_schema_url"))
+        missing = test_database.set(database="tayori_no_such_db", query={})
+        values["missing"] = missing.render_as_string(hide_password=False)
+        values["missing_shown"] = missing.render_as_string(hide_password=True)
+    return values
+
+
+UNREACHABLE_DATABASES = [
+    pytest.param(
+        "postgresql+psycopg://tayori:s3cret@127.0.0.1:{port}/tayori",
+        "cannot connect to the database at postgresql+psycopg://tayori:***@127.0.0.1:{port}/"
+        "tayori: connection refused — is PostgreSQL running? check DATABASE_URL",
+        id="refused",
+    ),
+    pytest.param(
+        "{missing}",
+        "cannot connect to the database at {missing_shown}: database "
+        '"tayori_no_such_db" does not exist — create it, or check the database name in '
+        "DATABASE_URL",
+        id="no-such-database",
+        marks=pytest.mark.postgres,
+    ),
+    pytest.param(
+        "sqlite:////proc/nope/tayori.db",
+        "cannot create the folder /proc/nope for the database at sqlite:////proc/nope/"
+        "tayori.db: No such file or directory — check DATABASE_URL",
+        id="folder-cannot-be-made",
+    ),
+    pytest.param(
+        "sqlite:///{tmp}/a-file/tayori.db",
+        "cannot create the folder {tmp}/a-file for the database at sqlite:///{tmp}/a-file/"
+        "tayori.db: a file is in the way — check DATABASE_URL",
+        id="a-file-in-the-way",
+    ),
+]
+
+
+@pytest.mark.parametrize(("url", "expected"), UNREACHABLE_DATABASES)
+@pytest.mark.parametrize(
+    "command",
+    [
+        pytest.param(["status"], id="status"),
+        pytest.param(["db", "upgrade"], id="db-upgrade"),
+        pytest.param(["plan", "--now", MONDAY_NOON], id="plan"),
+    ],
+)
+def test_a_database_tayori_cannot_reach_exits_1_saying_why_with_the_password_hidden(
+    local_env: dict[str, str],
+    unreachable: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: list[str],
+    url: str,
+    expected: str,
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", url.format(**unreachable))
+
+    assert main(command) == 1
+
+    assert one_line(capsys.readouterr().err) == f"tayori: {expected.format(**unreachable)}"
+
+
+@pytest.fixture
+def write_lock(local_env: dict[str, str]) -> Iterator[None]:
+    """Another process holds the SQLite database's write lock for the whole test."""
+    holder = sqlite3.connect(sa.engine.make_url(local_env["DATABASE_URL"]).database or "")
+    holder.isolation_level = None
+    holder.execute("BEGIN IMMEDIATE")
+    yield
+    holder.rollback()
+    holder.close()
+
+
+def test_a_database_locked_past_its_busy_timeout_exits_1_saying_so(
+    local_env: dict[str, str],
+    write_lock: None,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = f"{local_env['DATABASE_URL']}?timeout=0.2"
+    monkeypatch.setenv("DATABASE_URL", url)
+
+    assert main(["status"]) == 1
+
+    assert one_line(capsys.readouterr().err) == (
+        f"tayori: the database at {url} is locked by another process (waited 0.2 s) — try "
+        "again when that process is done, or raise ?timeout= in DATABASE_URL"
+    )
+
+
+def test_database_url_timeout_sets_how_long_sqlite_waits_for_a_lock(
+    local_env: dict[str, str], write_lock: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", f"{local_env['DATABASE_URL']}?timeout=0.2")
+    started = time.monotonic()
+
+    assert main(["status"]) == 1
+
+    # Well short of the 30 s a SQLite connection waits without ?timeout=.
+    assert 0.2 <= time.monotonic() - started < 10
+
+
+def test_a_file_a_command_cannot_write_exits_1_naming_it(
+    local_env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "preview").write_text("", encoding="utf-8")  # where the HTML would go
+
+    assert main(["preview", "cadence_nudge", "--channel", "email"]) == 1
+
+    assert one_line(capsys.readouterr().err) == (
+        f"tayori: {tmp_path / 'preview'}: File exists — check the path and its permissions"
+    )
+
+
+@pytest.fixture
+def failing_status(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`tayori status` fails in a way nobody foresaw."""
+
+    def status(args: object, settings: object) -> int:
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr("scheduler.commands.outbox.status", status)
+
+
+def test_an_unexpected_error_exits_1_naming_only_its_type(
+    local_env: dict[str, str], failing_status: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["status"]) == 1
+
+    assert one_line(capsys.readouterr().err) == (
+        "tayori: unexpected error (ZeroDivisionError); run again with TAYORI_LOG_LEVEL=DEBUG "
+        "for details"
+    )
+
+
+def test_an_unexpected_error_is_logged_at_debug_with_its_traceback(
+    local_env: dict[str, str], failing_status: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="scheduler.commands")
+
+    assert main(["status"]) == 1
+
+    [record] = [r for r in caplog.records if r.name.startswith("scheduler.commands")]
+    assert record.levelno == logging.DEBUG
+    assert record.exc_info and record.exc_info[0] is ZeroDivisionError
+
+
+def test_an_interrupted_command_exits_130_without_a_traceback(
+    local_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def status(args: object, settings: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("scheduler.commands.outbox.status", status)
+
+    assert main(["status"]) == 130
+
+    assert one_line(capsys.readouterr().err) == "tayori: interrupted"
+
+
+def test_at_debug_the_traceback_follows_the_line_on_stderr(local_env: dict[str, str]) -> None:
+    env = {**local_env, "DATABASE_URL": "sqlite:////proc/nope/tayori.db"}
+    result = run_tayori("status", env={**env, "TAYORI_LOG_LEVEL": "DEBUG"})
+
+    assert result.returncode == 1
+    first, *rest = result.stderr.splitlines()
+    assert first.startswith("tayori: cannot create the folder /proc/nope")
+    assert "Traceback (most recent call last):" in rest
+
+
+def test_status_into_a_reader_that_left_exits_quietly_as_for_sigpipe(
+    local_env: dict[str, str],
+) -> None:
+    """`tayori status | head`: the reader may close the pipe before the output ends."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has left before the first line
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "scheduler", "status"],
+            env={**os.environ, **local_env, "PYTHONPATH": str(ROOT)},
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+
+    assert (result.returncode, result.stderr) == (128 + signal.SIGPIPE, "")
 
 
 # --- seasons -------------------------------------------------------------------------

@@ -104,6 +104,11 @@ def test_broken_toml_names_the_file(tmp_path: Path) -> None:
     [
         pytest.param("sqlite:///var/tayori.db", "sqlite:///var/tayori.db", id="sqlite"),
         pytest.param(
+            "sqlite:///var/tayori.db?timeout=0.5",
+            "sqlite:///var/tayori.db?timeout=0.5",
+            id="sqlite-busy-timeout",
+        ),
+        pytest.param(
             "postgresql://u:p@db/tayori", "postgresql+psycopg://u:p@db/tayori", id="postgresql"
         ),
         pytest.param("postgres://u@db/t", "postgresql+psycopg://u@db/t", id="heroku-style"),
@@ -116,6 +121,25 @@ def test_database_urls_use_sqlite_or_psycopg(url: str, expected: str) -> None:
 def test_unsupported_database_is_refused_naming_the_variable() -> None:
     with pytest.raises(ConfigError, match=re.escape("DATABASE_URL: expected a sqlite:///")):
         normalise_database_url("mysql://root@localhost/test")
+
+
+def test_a_sqlite_driver_other_than_sqlite3_is_refused() -> None:
+    with pytest.raises(ConfigError, match=re.escape("DATABASE_URL: expected sqlite:///")):
+        normalise_database_url("sqlite+aiosqlite:///var/tayori.db")
+
+
+@pytest.mark.parametrize(
+    "timeout",
+    [
+        pytest.param("abc", id="not-a-number"),
+        pytest.param("-1", id="negative"),
+        pytest.param("30s", id="with-a-unit"),
+        pytest.param("1&timeout=2", id="twice"),
+    ],
+)
+def test_a_sqlite_busy_timeout_that_is_not_seconds_is_refused(timeout: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape("DATABASE_URL: timeout: expected")):
+        normalise_database_url(f"sqlite:///var/tayori.db?timeout={timeout}")
 
 
 def test_log_level_is_checked() -> None:
