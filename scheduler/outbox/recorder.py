@@ -104,12 +104,15 @@ class Recorder:
             month_ends=_month_ends(now, self.settings),
             held_since=unreachable_since,
         )
+        if isinstance(decision, Reroute) and prepared.claimed.patient_id is None:
+            # The clinic's own digest: its address is in the settings, no other to try.
+            decision = Fail(f"{decision.reason} — check the [digest] address in the settings")
         maybe_sent = failure.may_have_been_sent or key_age is not None
         claim, tip_id = prepared.claim, prepared.tip_id
 
         def write(session: Session) -> bool:
             if isinstance(decision, Reroute):
-                assert prepared.claimed.patient_id is not None
+                assert prepared.claimed.patient_id is not None  # a digest fails instead
                 mark_contact_unusable(
                     session,
                     prepared.claimed.patient_id,
