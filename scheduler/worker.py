@@ -32,8 +32,6 @@ from scheduler.store.db import transaction
 
 log = logging.getLogger(__name__)
 
-TICK_SECONDS = 60
-
 
 @dataclass(frozen=True)
 class TickResult:
@@ -111,17 +109,18 @@ class Worker:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         self.start_up()
+        cycle_seconds = self.runtime.settings.dispatch.cycle_seconds
         scheduler = BackgroundScheduler(timezone=UTC)
         scheduler.add_job(
             self.run_once,
-            IntervalTrigger(seconds=TICK_SECONDS),
+            IntervalTrigger(seconds=cycle_seconds),
             id="tick",
             next_run_time=datetime.now(UTC),
             max_instances=1,
             coalesce=True,
         )
         scheduler.start()
-        log.info("worker started; a cycle every %d seconds", TICK_SECONDS)
+        log.info("worker started; a cycle every %d seconds", cycle_seconds)
         self.stopping.wait()
         log.info("stopping: finishing the message in flight")
         scheduler.shutdown(wait=True)

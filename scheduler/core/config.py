@@ -90,6 +90,8 @@ class Dispatch:
     lease_seconds: int = 300
     # How many messages one worker sends at once (network waits overlap).
     concurrency: int = 8
+    # How often the worker runs a cycle (plan, then send what is due).
+    cycle_seconds: int = 60
 
 
 @dataclass(frozen=True)

@@ -100,7 +100,10 @@ class Leases:
             except SQLAlchemyError as e:
                 # Tried again at the next interval; until then `holds` says how long
                 # the leases surely last.
-                log.warning("leases could not be renewed (%s); trying again", type(e).__name__)
+                log.warning(
+                    "leases could not be renewed (%s); trying again",
+                    str(e).splitlines()[0][:200],
+                )
 
     def renew(self) -> None:
         with self._lock:

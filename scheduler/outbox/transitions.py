@@ -294,10 +294,17 @@ def renew(
     the ids its worker still works on); returns the ids another worker took over."""
     if not held:
         return set()
+    # A row another transaction is writing (its outcome, its channel) is left for
+    # the next renewal: waiting for it could deadlock with that writer.
+    free = (
+        select(Delivery.id)
+        .where(Delivery.claim_token.in_(list(held)), Delivery.state == DeliveryState.SENDING)
+        .with_for_update(skip_locked=True)
+    )
     renewed = set(
         session.scalars(
             update(Delivery)
-            .where(Delivery.claim_token.in_(list(held)), Delivery.state == DeliveryState.SENDING)
+            .where(Delivery.id.in_(free.scalar_subquery()))
             .values(lease_until=db_now + lease)
             .returning(Delivery.id),
             execution_options={"synchronize_session": False},

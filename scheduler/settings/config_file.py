@@ -94,6 +94,7 @@ def parse_config(values: Mapping[str, Any], source: str) -> ConfigFile:
         ),
         lease_seconds=dispatch_t.integer("lease_seconds", Dispatch.lease_seconds, 2),
         concurrency=dispatch_t.integer("concurrency", Dispatch.concurrency, 1, 64),
+        cycle_seconds=dispatch_t.integer("cycle_seconds", Dispatch.cycle_seconds, 1, 3600),
     )
     dispatch_t.done()
 

@@ -4,7 +4,6 @@ their lease, under the same delivery ids."""
 
 from __future__ import annotations
 
-import signal
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
@@ -19,7 +18,7 @@ from scheduler.store.importer import AppointmentRow, PatientRow, save_appointmen
 from scheduler.store.models import Delivery
 from tests.integration.channel_env import install_channel_env, open_channel_runtime
 from tests.integration.dispatching import NUDGE_TIME, PLANNED_AT
-from tests.integration.workers import config_with, start_worker, stop, wait_until
+from tests.integration.workers import config_with, start_workers, wait_until
 from tests.servers.line_api import LineApiServer
 from tests.servers.smtp import SmtpServer
 
@@ -63,15 +62,15 @@ def test_worker_killed_mid_sending_ends_with_every_message_sent_once(
         def arrived() -> int:
             return len(line_api.accepted) + len(smtp_server.received)
 
-        first = start_worker(env, NUDGE_TIME.isoformat())
+        logs = tmp_path / "logs"
+        [first] = start_workers(env, NUDGE_TIME.isoformat(), logs)
         wait_until(lambda: arrived() >= PATIENTS // 4, [first], "the first messages")
-        first.send_signal(signal.SIGKILL)
-        first.wait()
+        first.kill()
         assert arrived() < PATIENTS, "the worker finished before it could be killed"
 
         # Restarted at once: it takes the deliveries left `sending` once their lease
         # ends on the database's clock.
-        second = start_worker(env, NUDGE_TIME.isoformat())
+        [second] = start_workers(env, NUDGE_TIME.isoformat(), logs)
 
         def all_finished() -> bool:
             with runtime.sessions() as session:
@@ -80,7 +79,7 @@ def test_worker_killed_mid_sending_ends_with_every_message_sent_once(
             return states[DeliveryState.SENT] == PATIENTS + 1 and not states[DeliveryState.SENDING]
 
         wait_until(all_finished, [second], "sending everything")
-        stop(second)
+        second.stop()
 
         with runtime.sessions() as session:
             sent = session.scalars(

@@ -15,13 +15,14 @@ from pathlib import Path
 from tests.conftest import ROOT
 
 
-def config_with(directory: Path, **dispatch: int) -> Path:
-    """The shipped settings file with some [dispatch] values changed, written to
-    `directory` with the shipped campaigns beside it; its path."""
+def config_with(directory: Path, **values: int) -> Path:
+    """The shipped settings file with some values changed (keys named once in it, such
+    as `lease_seconds`), written to `directory` with the shipped campaigns beside it;
+    its path."""
     text = (ROOT / "config" / "tayori.toml").read_text(encoding="utf-8")
-    for key, value in dispatch.items():
-        text, found = re.subn(rf"(?m)^{key} = .*$", f"{key} = {value}", text)
-        assert found == 1, f"no [dispatch] {key} in the shipped settings"
+    for key, value in values.items():
+        text, found = re.subn(rf"(?m)^{key} = [^#\n]*", f"{key} = {value} ", text)
+        assert found == 1, f"{key} is not in the shipped settings once"
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "tayori.toml"
     path.write_text(text, encoding="utf-8")
@@ -29,37 +30,50 @@ def config_with(directory: Path, **dispatch: int) -> Path:
     return path
 
 
-def start_worker(env: dict[str, str], now: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "scheduler", "run", "--now", now],
-        env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+class Worker:
+    """A `tayori run` process, its log written to a file (a pipe nobody reads while
+    it runs would fill up and stop the worker at its next log line)."""
+
+    def __init__(self, env: dict[str, str], now: str, log: Path) -> None:
+        self.log = log
+        with log.open("w") as stderr:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "scheduler", "run", "--now", now],
+                env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
+
+    def kill(self) -> None:
+        """SIGKILL: the worker stops mid-way, with nothing put back."""
+        self.process.kill()
+        self.process.wait()
+
+    def stop(self) -> str:
+        """SIGTERM, as a supervisor stops a worker; its log."""
+        self.process.terminate()
+        self.process.wait(timeout=60)
+        return self.log.read_text()
+
+
+def start_workers(env: dict[str, str], now: str, logs: Path, count: int = 1) -> list[Worker]:
+    logs.mkdir(parents=True, exist_ok=True)
+    existing = len(list(logs.iterdir()))
+    return [Worker(env, now, logs / f"worker-{existing + n}.log") for n in range(count)]
 
 
 def wait_until(
-    done: Callable[[], bool],
-    workers: list[subprocess.Popen[str]],
-    what: str,
-    seconds: float = 90,
+    done: Callable[[], bool], workers: list[Worker], what: str, seconds: float = 120
 ) -> None:
     """Poll (no fixed sleep) until `done`; fail with the workers' logs if it never is
     or if a worker exits meanwhile."""
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and all(w.poll() is None for w in workers):
+    while time.monotonic() < deadline and all(w.process.poll() is None for w in workers):
         if done():
             return
         time.sleep(0.05)
-    logs = []
     for worker in workers:
-        worker.kill()
-        logs.append(worker.communicate()[1])
-    raise AssertionError(f"{what} did not happen; the workers' logs:\n" + "\n---\n".join(logs))
-
-
-def stop(worker: subprocess.Popen[str]) -> str:
-    """SIGTERM, as a supervisor stops a worker; its log."""
-    worker.terminate()
-    return worker.communicate(timeout=60)[1]
+        worker.process.kill()
+        worker.process.wait()
+    logs = "\n---\n".join(worker.log.read_text()[-20_000:] for worker in workers)
+    raise AssertionError(f"{what} did not happen; the workers' logs:\n{logs}")
