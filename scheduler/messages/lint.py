@@ -13,7 +13,6 @@ from pathlib import Path
 
 import jinja2
 from jinja2 import meta, nodes
-from jinja2.sandbox import SandboxedEnvironment
 
 from scheduler.channels import DeliveryError
 from scheduler.channels.line import line_message
@@ -27,10 +26,12 @@ from scheduler.messages.context import (
     sample_context,
 )
 from scheduler.messages.digest import digest_context, sample_digest
+from scheduler.messages.sandbox import LimitedEnvironment
 from scheduler.messages.templates import (
     TEMPLATE_GLOBALS,
     Renderer,
     TemplateError,
+    TemplateLimitError,
     template_in,
     template_name,
 )
@@ -95,7 +96,7 @@ def _source_problems(directory: Path, path: Path) -> list[str]:
     name = path.relative_to(directory).as_posix()
     try:
         source = path.read_text(encoding="utf-8")
-        tree = SandboxedEnvironment().parse(source, name, str(path))
+        tree = LimitedEnvironment().parse(source, name, str(path))
     except UnicodeDecodeError:
         return [f"{path}: not UTF-8 text: save the file as UTF-8"]
     except jinja2.TemplateSyntaxError as e:
@@ -138,6 +139,9 @@ def _render_problems(renderer: Renderer, name: str, settings: Settings, now: dat
     for context in contexts:
         try:
             rendered = renderer.render(name, context)
+        except TemplateLimitError as e:
+            problems.append(str(e))
+            break  # each other patient would take as long to go over it again
         except TemplateError as e:
             problems.append(str(e))
             continue
