@@ -14,10 +14,11 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from scheduler.channels import DeliveryError, Failure
+from scheduler.channels.line import line_message
 from scheduler.commands import main
 from scheduler.core.domain import PATIENT_REASONS, ChannelName, DeliveryState, Phase, Reason
-from scheduler.messages.context import sample_context
-from scheduler.messages.lint import lint_messages
+from scheduler.messages.context import AWKWARD_PATIENT, sample_context
+from scheduler.messages.lint import AWKWARD_NAME_NOTE, FLEX_HINT, lint_messages
 from scheduler.messages.templates import Renderer, TemplateError, template_name
 from scheduler.messages.tips import load_tips
 from scheduler.outbox.planner import plan
@@ -170,6 +171,12 @@ def test_an_email_html_block_escapes_the_values(messages: Path, repo_settings: S
 
 LONG_TEXT = "あ" * 5001
 FLEX_WITHOUT_ALT_TEXT = '{"type": "flex", "contents": {"type": "bubble"}}'
+# A name pasted into JSON as it is: valid for 山田 花子, broken by a name with a quote.
+FLEX_WITH_THE_NAME_UNESCAPED = (
+    '{"type": "flex", "altText": "{{ patient_name }}、ご予約のご案内です",\n'
+    ' "contents": {"type": "bubble", "body": {"type": "box", "layout": "vertical",\n'
+    '  "contents": [{"type": "text", "text": "{{ patient_name }}"}]}}}\n'
+)
 EMAIL_WITHOUT_FOOTER = (
     "{% block subject %}ご案内{% endblock %}\n{% block body %}{{ patient_name }}{% endblock %}\n"
 )
@@ -199,6 +206,13 @@ EMAIL_WITHOUT_FOOTER = (
         ),
         pytest.param(
             "cadence_nudge/line.j2", '{"type": "flex", ', "not valid JSON", id="flex-not-json"
+        ),
+        pytest.param(
+            "cadence_nudge/line.j2",
+            FLEX_WITH_THE_NAME_UNESCAPED,
+            f"cadence_nudge/line.j2: LINE Flex message is not valid JSON: Expecting ',' delimiter "
+            f"(line 1, column 31){FLEX_HINT}{AWKWARD_NAME_NOTE}",
+            id="flex-broken-by-an-awkward-name",
         ),
         pytest.param(
             "no_show_follow_up/email.j2",
@@ -303,7 +317,7 @@ def test_lint_command_reports_a_template_mistake_as_file_line_problem(
     printed = capsys.readouterr()
     assert printed.out.splitlines()[0].startswith(f"{messages}/{problem}")
     assert "Traceback" not in printed.out + printed.err
-    assert "花子" not in printed.out + printed.err  # the sample patient's name
+    assert "花子" not in printed.out + printed.err  # in both sample patients' names
 
 
 def test_lint_command_reports_a_tip_that_includes_itself(
@@ -320,6 +334,30 @@ def test_lint_command_reports_a_tip_that_includes_itself(
     problem = f"{messages}/_tip.j2:2: includes or macro calls nested too deep"
     assert all(line.startswith(problem) for line in printed.out.splitlines())
     assert "Traceback" not in printed.out + printed.err
+
+
+def _readme_flex_example() -> str:
+    """The Flex message messages/README.md shows the practitioner."""
+    readme = (ROOT / "messages" / "README.md").read_text(encoding="utf-8")
+    [example] = [block for block in readme.split("```\n")[1::2] if '"type": "flex"' in block]
+    return example
+
+
+def test_the_readme_flex_example_passes_lint(messages: Path, repo_settings: Settings) -> None:
+    _edit(messages / "cadence_nudge" / "line.j2", _readme_flex_example())
+    assert lint_messages(replace(repo_settings, messages_dir=messages), NOW).problems == []
+
+
+def test_the_readme_flex_example_carries_an_awkward_name_intact(
+    messages: Path, repo_settings: Settings
+) -> None:
+    _edit(messages / "cadence_nudge" / "line.j2", _readme_flex_example())
+    context = sample_context(
+        Reason.CADENCE_NUDGE, Phase.ACUTE, repo_settings.clinic, NOW, JST, AWKWARD_PATIENT
+    )
+    text = Renderer(messages).render("cadence_nudge/line.j2", context).text
+    message = line_message(text)
+    assert message.alt_text == f"{AWKWARD_PATIENT}様、次回のご予約のご案内です"
 
 
 # --- tayori preview ------------------------------------------------------------------
