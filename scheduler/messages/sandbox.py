@@ -73,6 +73,11 @@ class LimitExceeded(Exception):
     falls back to its default), and a limit must stop the render."""
 
 
+class DeadlinePassed(LimitExceeded):
+    """The render took longer than its time limit (the one limit that costs time to
+    find: the others stop a template as soon as it reaches them)."""
+
+
 @dataclass
 class _Budget:
     seconds: float
@@ -87,7 +92,7 @@ class _Budget:
                 f"more than {STEP_LIMIT:,} loop iterations and calls: a loop that never ends?"
             )
         if time.monotonic() > self.deadline:
-            raise LimitExceeded(f"rendering took longer than {self.seconds:g} s")
+            raise DeadlinePassed(f"rendering took longer than {self.seconds:g} s")
 
 
 _budget: ContextVar[_Budget | None] = ContextVar("template_budget", default=None)

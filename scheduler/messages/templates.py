@@ -14,7 +14,8 @@ zero, a loop that never ends, a text too long: scheduler/messages/sandbox.py set
 the limits), comes out of `Renderer.render` as one `TemplateError` that names the
 template file and line, and describes the problem without quoting the message's
 values: the patient's name must not reach the log or the database by way of an
-error.
+error. A version of a template that went over the time limit is not tried again
+until its file changes, so it costs the worker its seconds once, not per message.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import jinja2
 from scheduler.core.domain import ChannelName, Reason
 from scheduler.messages.sandbox import (
     TIME_LIMIT_SECONDS,
+    DeadlinePassed,
     LimitedEnvironment,
     LimitExceeded,
     RenderBudget,
@@ -143,6 +145,9 @@ class Renderer:
         # The templates each name last rendered with: an edit that compiles but
         # fails when rendered (an unknown variable) falls back to them.
         self._rendered_with: dict[str, _Pair] = {}
+        # Versions that went over the time limit, with the error: each render would
+        # cost the whole limit again, message after message, until the file changes.
+        self._too_slow: dict[_Pair, str] = {}
         self._lock = threading.Lock()
 
     @property
@@ -191,11 +196,20 @@ class Renderer:
 
     def _render(self, name: str, templates: _Pair, context: Mapping[str, Any]) -> Rendered:
         """Every failure of the template, of any kind, comes out as a TemplateError."""
+        with self._lock:
+            too_slow = self._too_slow.get(templates)
+        if too_slow is not None:
+            raise TemplateLimitError(too_slow)
         try:
             with RenderBudget(self.time_limit):
                 rendered = _render_parts(name, templates, context)
         except TemplateError:
             raise
+        except DeadlinePassed as e:
+            problem = _describe(e, self.messages_dir / name)
+            with self._lock:
+                self._too_slow[templates] = problem
+            raise TemplateLimitError(problem) from None
         except (LimitExceeded, RecursionError) as e:
             # RecursionError: nesting that Python found before the sandbox did.
             raise TemplateLimitError(_describe(e, self.messages_dir / name)) from None

@@ -227,6 +227,21 @@ def test_a_render_stops_at_its_time_limit(messages: Path) -> None:
         Renderer(messages, time_limit=0.0).render(LINE, _context())
 
 
+def test_a_version_over_the_time_limit_is_not_rendered_again_until_edited(
+    messages: Path,
+) -> None:
+    source = "{{ patient_name }}\n{% for i in range(1000) %}.{% endfor %}\n"
+    _edit(messages / LINE, source)
+    renderer = Renderer(messages, time_limit=0.0)
+    with pytest.raises(TemplateError):
+        renderer.render(LINE, _context())
+    renderer.time_limit = TIME_LIMIT_SECONDS  # time enough now, but not tried again
+    with pytest.raises(TemplateError, match=r"line\.j2:2: rendering took longer than 0 s"):
+        renderer.render(LINE, _context())
+    _edit(messages / LINE, source)
+    assert renderer.render(LINE, _context()).text.endswith("." * 1000)
+
+
 def test_a_template_within_the_limits_renders_as_jinja_would(messages: Path) -> None:
     _edit(
         messages / LINE,
