@@ -117,12 +117,21 @@ SAMPLE_CAMPAIGN = {
     },
 }
 SAMPLE_PATIENT = "山田 花子"
+# A made-up name that breaks what pastes a name into JSON (or any format) unescaped:
+# both quotes, a backslash, emoji (two UTF-16 units each in LINE's count) and a
+# length far beyond a real name. `tayori lint` renders every message with it too.
+AWKWARD_PATIENT = ('"花子" O\'Hara \\ 🌸🙇 ' + "長" * 200)[:200]
 SAMPLE_UNSUBSCRIBE_URL = "https://tayori.example/unsubscribe/sample"
 SAMPLE_TIP = "寝る前に、ゆっくり長く息を吐く呼吸を数回してみてください。"
 
 
 def sample_context(
-    reason: Reason, phase: Phase | None, clinic: Clinic, now: datetime, tz: ZoneInfo
+    reason: Reason,
+    phase: Phase | None,
+    clinic: Clinic,
+    now: datetime,
+    tz: ZoneInfo,
+    patient_name: str = SAMPLE_PATIENT,
 ) -> dict[str, Any]:
     """A made-up patient's message, for `tayori preview --sample` and `tayori lint`:
     every variable has a value, as in the fullest real message."""
@@ -132,7 +141,7 @@ def sample_context(
     }.get(reason)
     return message_context(
         reason=reason,
-        patient_name=SAMPLE_PATIENT,
+        patient_name=patient_name,
         phase=phase,
         last_visit=now - timedelta(days=5),
         next_visit=now + timedelta(days=1) if reason is Reason.APPOINTMENT_REMINDER else None,

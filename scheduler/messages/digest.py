@@ -17,7 +17,7 @@ from scheduler.core.cadence import has_future_booking, is_lapsed, last_visit
 from scheduler.core.domain import ChannelName, DeliveryState, Phase, Reason
 from scheduler.core.quota import month_bounds
 from scheduler.core.window import at_local, local_date
-from scheduler.messages.context import REASON_LABELS, japanese_date
+from scheduler.messages.context import REASON_LABELS, SAMPLE_PATIENT, japanese_date
 from scheduler.outbox.budget import line_quota
 from scheduler.outbox.planner import dry_run
 from scheduler.settings import Settings
@@ -186,9 +186,9 @@ def digest_context(digest: Digest, settings: Settings) -> dict[str, Any]:
     }
 
 
-def sample_digest(day: date) -> Digest:
+def sample_digest(day: date, patient_name: str = SAMPLE_PATIENT) -> Digest:
     """A made-up morning, with something in every section (for lint and preview)."""
-    note = PatientNote(patient="P001", name="山田 花子", detail="サンプル")
+    note = PatientNote(patient="P001", name=patient_name, detail="サンプル")
     return Digest(
         day=day,
         planned_today={Reason.CADENCE_NUDGE: 3, Reason.APPOINTMENT_REMINDER: 2},

@@ -2,7 +2,9 @@
 before a patient could meet it. The worker runs the same checks when it starts.
 
 Each template is rendered with a made-up patient in every phase through the same
-`Renderer` that sends, so what passes here renders when sent.
+`Renderer` that sends, so what passes here renders when sent; and again with an
+awkward name (quotes, a backslash, emoji, 200 characters), so that a template which
+pastes a name into JSON unescaped is found before a patient with such a name is.
 """
 
 from __future__ import annotations
@@ -10,27 +12,31 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import jinja2
 from jinja2 import meta, nodes
-from jinja2.sandbox import SandboxedEnvironment
 
 from scheduler.channels import DeliveryError
 from scheduler.channels.line import line_message
 from scheduler.core.campaigns import CAMPAIGN_VARIABLES
 from scheduler.core.domain import PATIENT_REASONS, ChannelName, Phase, Reason
 from scheduler.messages.context import (
+    AWKWARD_PATIENT,
     MESSAGE_VARIABLES,
     SAMPLE_CAMPAIGN,
+    SAMPLE_PATIENT,
     SAMPLE_UNSUBSCRIBE_URL,
     STOPPABLE,
     sample_context,
 )
 from scheduler.messages.digest import digest_context, sample_digest
+from scheduler.messages.sandbox import LimitedEnvironment
 from scheduler.messages.templates import (
     TEMPLATE_GLOBALS,
     Renderer,
     TemplateError,
+    TemplateLimitError,
     template_in,
     template_name,
 )
@@ -95,7 +101,7 @@ def _source_problems(directory: Path, path: Path) -> list[str]:
     name = path.relative_to(directory).as_posix()
     try:
         source = path.read_text(encoding="utf-8")
-        tree = SandboxedEnvironment().parse(source, name, str(path))
+        tree = LimitedEnvironment().parse(source, name, str(path))
     except UnicodeDecodeError:
         return [f"{path}: not UTF-8 text: save the file as UTF-8"]
     except jinja2.TemplateSyntaxError as e:
@@ -120,35 +126,57 @@ def _digest_variables() -> frozenset[str]:
     return frozenset(digest_context(sample_digest(datetime.now().date()), Settings()))
 
 
+# Said of a problem only the awkward name shows.
+AWKWARD_NAME_NOTE = " (with a patient name that has quotes, a backslash, emoji or 200 characters)"
+FLEX_HINT = ": write each value into a Flex message's JSON as {{ value|tojson }}"
+
+
 def _render_problems(renderer: Renderer, name: str, settings: Settings, now: datetime) -> list[str]:
     path = settings.messages_dir / name
     folder, channel = name.split("/")[0], ChannelName(name.split("/")[1][:-3])
     reason = Reason(folder) if folder in {r.value for r in Reason} else Reason.NEWSLETTER
-    if reason is Reason.DAILY_DIGEST:
-        contexts = [digest_context(sample_digest(now.date()), settings)]
-    else:
-        phases: list[Phase | None] = [*Phase, None]
-        contexts = [
-            sample_context(reason, phase, settings.clinic, now, settings.timezone)
-            for phase in phases
-        ]
-        if reason is Reason.NEWSLETTER:
-            contexts = [c | SAMPLE_CAMPAIGN | {"campaign": folder} for c in contexts]
     problems: list[str] = []
-    for context in contexts:
+    for context, note in _sample_contexts(reason, folder, settings, now):
+        found: list[str] = []
+        over_limit = False
         try:
             rendered = renderer.render(name, context)
         except TemplateError as e:
-            problems.append(str(e))
-            continue
-        if channel is ChannelName.LINE:
-            try:
-                line_message(rendered.text)
-            except DeliveryError as e:
-                problems.append(f"{path}: {e.reason}")
-        elif reason is not Reason.DAILY_DIGEST:
-            problems += _footer_problems(path, rendered.text, reason, settings)
+            found.append(str(e))
+            over_limit = isinstance(e, TemplateLimitError)
+        else:
+            if channel is ChannelName.LINE:
+                try:
+                    line_message(rendered.text)
+                except DeliveryError as e:
+                    flex = rendered.text.startswith("{")
+                    found.append(f"{path}: {e.reason}{FLEX_HINT if flex else ''}")
+            elif reason is not Reason.DAILY_DIGEST:
+                found += _footer_problems(path, rendered.text, reason, settings)
+        problems += [p if not note or p in problems else p + note for p in found]
+        if over_limit:
+            break  # each other patient would take as long to go over it again
     return problems
+
+
+def _sample_contexts(
+    reason: Reason, folder: str, settings: Settings, now: datetime
+) -> list[tuple[dict[str, Any], str]]:
+    """The made-up messages a template is rendered with, each with what to add to a
+    problem only it shows: the sample patient in every phase, then the awkward one."""
+    contexts: list[tuple[dict[str, Any], str]] = []
+    for patient, note in ((SAMPLE_PATIENT, ""), (AWKWARD_PATIENT, AWKWARD_NAME_NOTE)):
+        if reason is Reason.DAILY_DIGEST:
+            contexts.append((digest_context(sample_digest(now.date(), patient), settings), note))
+            continue
+        for phase in [*Phase, None]:
+            context = sample_context(
+                reason, phase, settings.clinic, now, settings.timezone, patient
+            )
+            if reason is Reason.NEWSLETTER:
+                context |= SAMPLE_CAMPAIGN | {"campaign": folder}
+            contexts.append((context, note))
+    return contexts
 
 
 def _footer_problems(path: Path, text: str, reason: Reason, settings: Settings) -> list[str]:

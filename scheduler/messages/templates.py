@@ -8,11 +8,21 @@ The practitioner edits these files while the worker runs. An edited file is used
 from the next message on; an edit that breaks it leaves the last version that
 worked in use (and the problem in the log, `tayori status` and `tayori lint`),
 so nobody receives a broken or half-rendered message.
+
+Whatever goes wrong in a template, of whatever kind (an unknown name, a division by
+zero, a loop that never ends, a text too long: scheduler/messages/sandbox.py sets
+the limits), comes out of `Renderer.render` as one `TemplateError` that names the
+template file and line, and describes the problem without quoting the message's
+values: the patient's name must not reach the log or the database by way of an
+error. A version of a template that went over the time limit is not tried again
+until its file changes, so it costs the worker its seconds once, not per message.
 """
 
 from __future__ import annotations
 
+import builtins
 import logging
+import re
 import threading
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
@@ -20,9 +30,16 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from jinja2.sandbox import SandboxedEnvironment
 
 from scheduler.core.domain import ChannelName, Reason
+from scheduler.messages.sandbox import (
+    TIME_LIMIT_SECONDS,
+    DeadlinePassed,
+    LimitedEnvironment,
+    LimitExceeded,
+    RenderBudget,
+    streamed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +64,11 @@ def template_in(folder: str, channel: ChannelName) -> str:
 
 class TemplateError(Exception):
     """A template could not be loaded or rendered; the message names file and line."""
+
+
+class TemplateLimitError(TemplateError):
+    """A template went over a limit of time, size or nesting (rendering it again
+    with other values would most likely do the same)."""
 
 
 @dataclass(frozen=True)
@@ -100,8 +122,9 @@ class _LastGoodLoader(jinja2.FileSystemLoader):
 
 
 class Renderer:
-    def __init__(self, messages_dir: Path) -> None:
+    def __init__(self, messages_dir: Path, *, time_limit: float = TIME_LIMIT_SECONDS) -> None:
         self.messages_dir = messages_dir
+        self.time_limit = time_limit
         self._loader = _LastGoodLoader(messages_dir)
         options: dict[str, Any] = {
             "loader": self._loader,
@@ -112,14 +135,19 @@ class Renderer:
             "auto_reload": True,  # an edited file is picked up on the next render
         }
         # LINE and plain-text mail are not HTML; an email's `html` block is.
-        self._text_env = SandboxedEnvironment(autoescape=False, **options)
-        self._html_env = SandboxedEnvironment(autoescape=True, **options)
+        self._text_env = LimitedEnvironment(autoescape=False, **options)
+        self._html_env = LimitedEnvironment(autoescape=True, **options)
         for env in (self._text_env, self._html_env):
             # Only plain helpers: nothing a template could walk from into Python.
             env.globals = {name: env.globals[name] for name in TEMPLATE_GLOBALS}
+            # `tojson` for a LINE Flex message: Japanese stays readable in the JSON.
+            env.policies["json.dumps_kwargs"] = {"sort_keys": True, "ensure_ascii": False}
         # The templates each name last rendered with: an edit that compiles but
         # fails when rendered (an unknown variable) falls back to them.
         self._rendered_with: dict[str, _Pair] = {}
+        # Versions that went over the time limit, with the error: each render would
+        # cost the whole limit again, message after message, until the file changes.
+        self._too_slow: dict[_Pair, str] = {}
         self._lock = threading.Lock()
 
     @property
@@ -128,66 +156,90 @@ class Renderer:
         return dict(self._loader.problems)
 
     def render(self, name: str, context: Mapping[str, Any]) -> Rendered:
+        current = self._templates(name)
         try:
-            return self._render_or_fall_back(name, context)
+            rendered = self._render(name, current, context)
+        except TemplateError as e:
+            with self._lock:
+                previous = self._rendered_with.get(name)
+            if previous is None or previous == current:
+                raise
+            try:
+                rendered = self._render(name, previous, context)
+            except TemplateError:
+                raise e from None
+            self._loader.report(name, str(e))
+            return rendered
+        with self._lock:
+            self._rendered_with[name] = current
+        return rendered
+
+    def _templates(self, name: str) -> _Pair:
+        try:
+            text = self._text_env.get_template(name)
+            html = None
+            if name.endswith("/email.j2") and HTML_BLOCK in text.blocks:
+                html = self._html_env.get_template(name)
+        except jinja2.TemplateNotFound:
+            raise TemplateError(f"{self.messages_dir / name}: template not found") from None
+        except jinja2.TemplateSyntaxError as e:
+            where = e.filename or self.messages_dir / name
+            raise TemplateError(f"{where}:{e.lineno}: {e.message}") from None
         except UnicodeDecodeError:
             raise TemplateError(
                 f"{self.messages_dir / name}: not UTF-8 text: save it as UTF-8"
             ) from None
-
-    def _render_or_fall_back(self, name: str, context: Mapping[str, Any]) -> Rendered:
-        try:
-            current = self._templates(name)
-            try:
-                rendered = self._render(name, current, context)
-            except Exception as e:  # whatever a template raises is the template's problem
-                with self._lock:
-                    previous = self._rendered_with.get(name)
-                if previous is None or previous == current:
-                    raise
-                try:
-                    rendered = self._render(name, previous, context)
-                except Exception:
-                    raise e from None
-                self._loader.report(name, _describe(e, self.messages_dir / name))
-                return rendered
-            with self._lock:
-                self._rendered_with[name] = current
-            return rendered
-        except TemplateError:
-            raise
-        except jinja2.TemplateNotFound as e:
-            raise TemplateError(f"{self.messages_dir / str(e.name)}: template not found") from None
-        except Exception as e:
-            # The sandbox's SecurityError is a TemplateError too.
-            raise TemplateError(_describe(e, self.messages_dir / name)) from None
-
-    def _templates(self, name: str) -> _Pair:
-        text = self._text_env.get_template(name)
-        html = None
-        if name.endswith("/email.j2") and HTML_BLOCK in text.blocks:
-            html = self._html_env.get_template(name)
+        except OSError as e:
+            path = self.messages_dir / name
+            raise TemplateError(f"{path}: cannot be read: {e.strerror}") from None
         return text, html
 
     def _render(self, name: str, templates: _Pair, context: Mapping[str, Any]) -> Rendered:
-        path = self.messages_dir / name
-        template, html_template = templates
-        if not name.endswith("/email.j2"):
-            rendered = Rendered(text=template.render(context).strip())
-        else:
-            missing = [b for b in EMAIL_BLOCKS if b not in template.blocks]
-            if missing:
-                raise TemplateError(f"{path}: missing block(s): {', '.join(missing)}")
-            values = dict(context)
-            subject, text = (_block(template, block, values) for block in EMAIL_BLOCKS)
-            html = _block(html_template, HTML_BLOCK, values) if html_template else None
-            rendered = Rendered(text=text, subject=" ".join(subject.split()), html=html)
+        """Every failure of the template, of any kind, comes out as a TemplateError."""
+        with self._lock:
+            too_slow = self._too_slow.get(templates)
+        if too_slow is not None:
+            raise TemplateLimitError(too_slow)
+        try:
+            with RenderBudget(self.time_limit):
+                rendered = _render_parts(name, templates, context)
+        except TemplateError:
+            raise
+        except DeadlinePassed as e:
+            problem = _describe(e, self.messages_dir / name)
+            with self._lock:
+                self._too_slow[templates] = problem
+            raise TemplateLimitError(problem) from None
+        except (LimitExceeded, RecursionError) as e:
+            # RecursionError: nesting that Python found before the sandbox did.
+            raise TemplateLimitError(_describe(e, self.messages_dir / name)) from None
+        except Exception as e:
+            raise TemplateError(_describe(e, self.messages_dir / name)) from None
         if not rendered.text or rendered.subject == "":
-            raise TemplateError(f"{path}: renders an empty message")
+            raise TemplateError(f"{self.messages_dir / name}: renders an empty message")
         return rendered
 
 
 _Pair = tuple[jinja2.Template, jinja2.Template | None]
+
+
+def _render_parts(name: str, templates: _Pair, context: Mapping[str, Any]) -> Rendered:
+    template, html_template = templates
+    if not name.endswith("/email.j2"):
+        events = template.root_render_func(template.new_context(dict(context)))
+        return Rendered(text=streamed(events, "message").strip())
+    missing = [b for b in EMAIL_BLOCKS if b not in template.blocks]
+    if missing:
+        raise TemplateError(f"{template.filename or name}: missing block(s): {', '.join(missing)}")
+    values = dict(context)
+    subject, text = (_block(template, block, values) for block in EMAIL_BLOCKS)
+    html = _block(html_template, HTML_BLOCK, values) if html_template else None
+    return Rendered(text=text, subject=" ".join(subject.split()), html=html)
+
+
+def _block(template: jinja2.Template, block: str, values: dict[str, Any]) -> str:
+    events = template.blocks[block](template.new_context(values))
+    return streamed(events, f"{block} block").strip()
 
 
 def _load_problem(error: Exception, name: str) -> str:
@@ -199,23 +251,104 @@ def _load_problem(error: Exception, name: str) -> str:
 
 
 def _describe(error: Exception, path: Path) -> str:
-    if isinstance(error, TemplateError):
-        return str(error)
-    if isinstance(error, jinja2.TemplateSyntaxError):
+    """`file:line: problem`, for a failure while rendering the template at `path`."""
+    if isinstance(error, jinja2.TemplateSyntaxError):  # an include that does not compile
         return f"{error.filename or path}:{error.lineno}: {error.message}"
-    return f"{path}:{_template_line(error)}: {error}"
+    position = _template_position(error)
+    if position is None:
+        return f"{path}: {_problem(error, '')}"
+    file, line = position
+    return f"{file}:{line}: {_problem(error, _source_line(file, line))}"
 
 
-def _block(template: jinja2.Template, block: str, values: dict[str, Any]) -> str:
-    return "".join(template.blocks[block](template.new_context(values))).strip()
-
-
-def _template_line(error: Exception) -> str:
-    """The template line of a render-time error, read from Jinja's rewritten traceback."""
+def _template_position(error: BaseException) -> tuple[str, int] | None:
+    """The file and line of the innermost template code in the error's traceback
+    (an include's, when it failed there). Jinja's compiled code keeps its template
+    in its globals, which maps the generated code's lines back to the template's."""
+    position = None
     tb = error.__traceback__
-    line = "?"
     while tb is not None:
-        if tb.tb_frame.f_code.co_filename.endswith(".j2"):
-            line = str(tb.tb_lineno)
+        template = tb.tb_frame.f_globals.get("__jinja_template__")
+        if isinstance(template, jinja2.Template):
+            line = template.get_corresponding_lineno(tb.tb_lineno)
+            position = (template.filename or template.name or "?", line)
         tb = tb.tb_next
-    return line
+    return position
+
+
+def _source_line(file: str, line: int) -> str:
+    try:
+        return Path(file).read_text(encoding="utf-8").splitlines()[line - 1]
+    except (OSError, UnicodeDecodeError, IndexError):
+        return ""
+
+
+# What went wrong, by the kind of error: the kind and where, never the error's own
+# text, which may quote a value (`'山田 花子様' is not in list`).
+_KINDS: tuple[tuple[type[BaseException], str], ...] = (
+    (ZeroDivisionError, "division by zero"),
+    (OverflowError, "a number too large to compute"),
+    (RecursionError, "nested too deep: a template including or calling itself, lists in lists?"),
+    (MemoryError, "needs more memory than a message may use"),
+    (KeyError, "no item with that key"),
+    (IndexError, "no item at that position: the list or text is shorter"),
+    (LookupError, "nothing found by that name"),
+    (UnicodeDecodeError, "not UTF-8 text (an included file? save it as UTF-8)"),
+    (UnicodeError, "text that cannot be encoded or decoded"),
+    (TypeError, "a value of the wrong type here (text where a number is needed, or the reverse)"),
+    (ValueError, "a value this operation cannot use"),
+    (AttributeError, "no attribute of that name"),
+    (OSError, "an included file that cannot be read"),
+)
+# A quoted value in Jinja's own messages: 'dict object' has no attribute '山田 花子様'
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
+_OBJECT_TYPE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]* object")  # Jinja's 'dict object'
+_TYPE_NAMES = frozenset(
+    [name for name, value in vars(builtins).items() if isinstance(value, type)] + ["None"]
+)
+_NO_ELEMENT = re.compile(r"(has no element )(.+)$")
+_HIDDEN = "…"
+
+
+def _problem(error: Exception, source: str) -> str:
+    if isinstance(error, LimitExceeded):
+        return str(error)
+    if isinstance(error, jinja2.TemplateNotFound):
+        names = [str(n) for n in error.templates]
+        if all(n in source for n in names):
+            return f"template not found: {', '.join(names)}"
+        return "template not found (its name comes from the message's values; not shown)"
+    if isinstance(error, jinja2.TemplateError):
+        return _without_values(error.message or type(error).__name__, source)
+    for kind, description in _KINDS:
+        if isinstance(error, kind):
+            return f"{description} ({type(error).__name__})"
+    return f"an error in the template ({type(error).__name__})"
+
+
+def _without_values(message: str, source: str) -> str:
+    """Jinja's message, with every quoted part that is neither written in the
+    template's line nor a type's name replaced: it came from the message's values."""
+    hidden = False
+
+    def shown(quoted: str) -> bool:
+        inner = quoted[1:-1]
+        if inner in _TYPE_NAMES or _OBJECT_TYPE.fullmatch(inner):
+            return True
+        return bool(inner) and inner in source
+
+    def keep_or_hide(match: re.Match[str]) -> str:
+        nonlocal hidden
+        if shown(match.group()):
+            return match.group()
+        hidden = True
+        return f"'{_HIDDEN}'"
+
+    message = _QUOTED.sub(keep_or_hide, message)
+    element = _NO_ELEMENT.search(message)
+    if element and element.group(2) not in source and element.group(2) != f"'{_HIDDEN}'":
+        message = message[: element.start(2)] + f"'{_HIDDEN}'"
+        hidden = True
+    if hidden:
+        message += " (a value from the message: not shown)"
+    return message

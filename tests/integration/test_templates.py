@@ -14,10 +14,11 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from scheduler.channels import DeliveryError, Failure
+from scheduler.channels.line import line_message
 from scheduler.commands import main
 from scheduler.core.domain import PATIENT_REASONS, ChannelName, DeliveryState, Phase, Reason
-from scheduler.messages.context import sample_context
-from scheduler.messages.lint import lint_messages
+from scheduler.messages.context import AWKWARD_PATIENT, sample_context
+from scheduler.messages.lint import AWKWARD_NAME_NOTE, FLEX_HINT, lint_messages
 from scheduler.messages.templates import Renderer, TemplateError, template_name
 from scheduler.messages.tips import load_tips
 from scheduler.outbox.planner import plan
@@ -25,7 +26,7 @@ from scheduler.runtime import Runtime
 from scheduler.settings import Settings
 from scheduler.store.db import transaction
 from scheduler.store.models import Delivery
-from tests.conftest import ROOT
+from tests.conftest import ROOT, install_clinic_env
 from tests.integration.clinic import add_patient, visited
 from tests.integration.dispatching import (
     NUDGE_TIME,
@@ -170,6 +171,12 @@ def test_an_email_html_block_escapes_the_values(messages: Path, repo_settings: S
 
 LONG_TEXT = "あ" * 5001
 FLEX_WITHOUT_ALT_TEXT = '{"type": "flex", "contents": {"type": "bubble"}}'
+# A name pasted into JSON as it is: valid for 山田 花子, broken by a name with a quote.
+FLEX_WITH_THE_NAME_UNESCAPED = (
+    '{"type": "flex", "altText": "{{ patient_name }}、ご予約のご案内です",\n'
+    ' "contents": {"type": "bubble", "body": {"type": "box", "layout": "vertical",\n'
+    '  "contents": [{"type": "text", "text": "{{ patient_name }}"}]}}}\n'
+)
 EMAIL_WITHOUT_FOOTER = (
     "{% block subject %}ご案内{% endblock %}\n{% block body %}{{ patient_name }}{% endblock %}\n"
 )
@@ -199,6 +206,13 @@ EMAIL_WITHOUT_FOOTER = (
         ),
         pytest.param(
             "cadence_nudge/line.j2", '{"type": "flex", ', "not valid JSON", id="flex-not-json"
+        ),
+        pytest.param(
+            "cadence_nudge/line.j2",
+            FLEX_WITH_THE_NAME_UNESCAPED,
+            f"cadence_nudge/line.j2: LINE Flex message is not valid JSON: Expecting ',' delimiter "
+            f"(line 1, column 31){FLEX_HINT}{AWKWARD_NAME_NOTE}",
+            id="flex-broken-by-an-awkward-name",
         ),
         pytest.param(
             "no_show_follow_up/email.j2",
@@ -252,6 +266,100 @@ def test_lint_command_exits_1_with_the_problems_and_0_when_clean(
     assert "cadence_nudge/line.j2:1" in capsys.readouterr().out
 
 
+TEMPLATE_MISTAKES = [
+    pytest.param(
+        "{{ patient_name }}\n{% for i in range(10**9) %}.{% endfor %}\n",
+        "cadence_nudge/line.j2:2: range() of more than 10,000 numbers",
+        id="range-of-a-billion",
+    ),
+    pytest.param(
+        "{{ patient_name }}\n"
+        "{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}\n",
+        "cadence_nudge/line.j2:2: more than 100,000 loop iterations and calls",
+        id="nested-loops",
+    ),
+    pytest.param(
+        "{{ patient_name }}\n{{ 'x'.center(10**9) }}\n",
+        "cadence_nudge/line.j2:2: center() would be longer than 100,000",
+        id="center",
+    ),
+    pytest.param(
+        "{{ patient_name }}\n{{ [0] * 10**8 }}\n",
+        "cadence_nudge/line.j2:2: the result of * would be longer than 100,000",
+        id="list-repeated",
+    ),
+    pytest.param(
+        "{{ patient_name }}\n{{ 10 ** 100000000 }}\n",
+        "cadence_nudge/line.j2:2: a number of more than 4,096 bits",
+        id="huge-power",
+    ),
+    pytest.param(
+        "{{ patient_name }}\n{{ clinic[patient_name] }}\n",
+        "cadence_nudge/line.j2:2: 'dict object' has no attribute '…'",
+        id="unknown-key-from-the-name",
+    ),
+]
+
+
+@pytest.mark.parametrize(("content", "problem"), TEMPLATE_MISTAKES)
+def test_lint_command_reports_a_template_mistake_as_file_line_problem(
+    messages: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    content: str,
+    problem: str,
+) -> None:
+    install_clinic_env(f"sqlite:///{tmp_path / 'unused.db'}", tmp_path, monkeypatch)
+    monkeypatch.setenv("TAYORI_MESSAGES_DIR", str(messages))
+    _edit(messages / "cadence_nudge" / "line.j2", content)
+    assert main(["lint"]) == 1
+    printed = capsys.readouterr()
+    assert printed.out.splitlines()[0].startswith(f"{messages}/{problem}")
+    assert "Traceback" not in printed.out + printed.err
+    assert "花子" not in printed.out + printed.err  # in both sample patients' names
+
+
+def test_lint_command_reports_a_tip_that_includes_itself(
+    messages: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    install_clinic_env(f"sqlite:///{tmp_path / 'unused.db'}", tmp_path, monkeypatch)
+    monkeypatch.setenv("TAYORI_MESSAGES_DIR", str(messages))
+    _edit(messages / "_tip.j2", '{{ tip }}\n{% include "_tip.j2" %}\n')
+    assert main(["lint"]) == 1
+    printed = capsys.readouterr()
+    problem = f"{messages}/_tip.j2:2: includes or macro calls nested too deep"
+    assert all(line.startswith(problem) for line in printed.out.splitlines())
+    assert "Traceback" not in printed.out + printed.err
+
+
+def _readme_flex_example() -> str:
+    """The Flex message messages/README.md shows the practitioner."""
+    readme = (ROOT / "messages" / "README.md").read_text(encoding="utf-8")
+    [example] = [block for block in readme.split("```\n")[1::2] if '"type": "flex"' in block]
+    return example
+
+
+def test_the_readme_flex_example_passes_lint(messages: Path, repo_settings: Settings) -> None:
+    _edit(messages / "cadence_nudge" / "line.j2", _readme_flex_example())
+    assert lint_messages(replace(repo_settings, messages_dir=messages), NOW).problems == []
+
+
+def test_the_readme_flex_example_carries_an_awkward_name_intact(
+    messages: Path, repo_settings: Settings
+) -> None:
+    _edit(messages / "cadence_nudge" / "line.j2", _readme_flex_example())
+    context = sample_context(
+        Reason.CADENCE_NUDGE, Phase.ACUTE, repo_settings.clinic, NOW, JST, AWKWARD_PATIENT
+    )
+    text = Renderer(messages).render("cadence_nudge/line.j2", context).text
+    message = line_message(text)
+    assert message.alt_text == f"{AWKWARD_PATIENT}様、次回のご予約のご案内です"
+
+
 # --- tayori preview ------------------------------------------------------------------
 
 
@@ -302,9 +410,9 @@ def test_a_broken_edit_while_the_worker_runs_keeps_the_old_text(
 def test_an_exception_out_of_a_template_holds_its_message_and_the_others_go(
     runtime: Runtime, messages: Path
 ) -> None:
-    """Not a template error Jinja reports, but an exception out of the template: still
-    the template's problem. Composing a batch goes on without that one message, which
-    waits for the template to be mended."""
+    """Not a template error Jinja reports, but an exception out of the template (one
+    patient's only): composing a batch goes on without that one message, which waits
+    to be tried again, its error saying where without quoting the patient."""
     transport = RecordingTransport()
     dispatcher = dispatcher_with(runtime, transport)
     dispatcher.renderer = Renderer(messages)
@@ -322,7 +430,7 @@ def test_an_exception_out_of_a_template_holds_its_message_and_the_others_go(
     [waiting] = [d for d in deliveries(runtime.sessions, Reason.CADENCE_NUDGE) if not d.sent_at]
     assert (waiting.state, waiting.attempts) == (DeliveryState.PLANNED, 0)
     assert waiting.send_after > NUDGE_TIME
-    assert "cadence_nudge/line.j2:1: " in (waiting.last_error or "")
+    assert waiting.last_error == (f"{template}:1: division by zero (ZeroDivisionError)")
 
 
 def _tip_line(text: str) -> str:
