@@ -160,14 +160,26 @@ def line_message(text: str) -> Any:
     template rendered one as JSON, plain text otherwise."""
     flex = _flex_json(text)
     if flex is None:
-        units = text_units(text)
-        if units > TEXT_LIMIT:
-            raise DeliveryError(
-                f"LINE text is {units:,} UTF-16 units; LINE allows {TEXT_LIMIT:,}",
-                Failure.PERMANENT,
-            )
+        _check_length(text)
         return TextMessage(text=text)
     return _flex_message(flex)
+
+
+def check_line_text(text: str) -> None:
+    """Raise DeliveryError if LINE would refuse this rendered text (too long, or a
+    Flex message that is not valid), without building the message for plain text."""
+    if text.lstrip().startswith("{"):
+        line_message(text)
+    else:
+        _check_length(text)
+
+
+def _check_length(text: str) -> None:
+    units = text_units(text)
+    if units > TEXT_LIMIT:
+        raise DeliveryError(
+            f"LINE text is {units:,} UTF-16 units; LINE allows {TEXT_LIMIT:,}", Failure.PERMANENT
+        )
 
 
 def push_request(message: OutgoingMessage) -> Any:

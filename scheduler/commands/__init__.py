@@ -128,7 +128,10 @@ def parser() -> argparse.ArgumentParser:
     campaigns.add_argument("--json", action="store_true", help="print a JSON array")
     now_option(campaigns, "count the audience as of this moment")
 
-    command("lint", "messages:lint", "check every template and tip; exit 1 with every problem")
+    lint = command(
+        "lint", "messages:lint", "check every template and tip; exit 1 with every problem"
+    )
+    now_option(lint, "render the samples as of this moment")
 
     preview = command("preview", "messages:preview", "print what a patient would receive")
     preview.add_argument("reason", choices=[r.value for r in PATIENT_REASONS])

@@ -6,7 +6,6 @@ import argparse
 import sys
 
 from scheduler.channels.email import email_html
-from scheduler.clock import SystemClock
 from scheduler.commands.common import CommandError, command_now, opened
 from scheduler.core.domain import ChannelName, Reason
 from scheduler.messages.digest import build_digest, digest_context
@@ -17,7 +16,7 @@ from scheduler.settings import Settings
 
 
 def lint(args: argparse.Namespace, settings: Settings) -> int:
-    report = lint_messages(settings, SystemClock().now())
+    report = lint_messages(settings, command_now(args, settings))
     for problem in report.problems:
         print(problem)
     if report.problems:

@@ -9,8 +9,9 @@ pastes a name into JSON unescaped is found before a patient with such a name is.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from scheduler.channels import DeliveryError
 from scheduler.channels.line import line_message
 from scheduler.core.campaigns import CAMPAIGN_VARIABLES
 from scheduler.core.domain import PATIENT_REASONS, ChannelName, Phase, Reason
+from scheduler.core.window import local_date
 from scheduler.messages.context import (
     AWKWARD_PATIENT,
     MESSAGE_VARIABLES,
@@ -55,12 +57,20 @@ class LintReport:
         return f"{self.templates} templates and {self.tips} tips checked: no problems"
 
 
+# Words that promise a result: a message or tip from a clinic may encourage, never
+# promise a cure (messages/tips/README.md asks for 「〜しやすくなります」 instead).
+CURE_PROMISE = re.compile("治る|治り|治せ|完治|必ず|絶対")
+
+
 def lint_messages(settings: Settings, now: datetime) -> LintReport:
+    """Every problem in the templates and tips, rendered as at `now` (the command's
+    moment, which `--now` pins)."""
     directory = settings.messages_dir
     problems: list[str] = []
     paths = sorted(directory.rglob("*.j2"))
     for path in paths:
         problems += _source_problems(directory, path)
+        problems += cure_promises(path)
     renderer = Renderer(directory)
     for name in _required_templates(settings):
         if not (directory / name).is_file():
@@ -72,7 +82,24 @@ def lint_messages(settings: Settings, now: datetime) -> LintReport:
         tips = len(load_tips(directory / "tips"))
     except TipError as e:
         problems += e.problems
+    for tip in sorted((directory / "tips").glob("*.md")):
+        if tip.name != "README.md":
+            problems += cure_promises(tip)
     return LintReport(list(dict.fromkeys(problems)), len(paths), tips)
+
+
+def cure_promises(path: Path) -> list[str]:
+    """`file:line: problem` for each line of a template or tip that promises a cure."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return []  # reported where the file is read for its content
+    return [
+        f"{path}:{number}: promises a result ({match.group()}): a clinic's message may "
+        "encourage, never promise (e.g. 「〜しやすくなります」)"
+        for number, line in enumerate(lines, 1)
+        if (match := CURE_PROMISE.search(line))
+    ]
 
 
 def _required_templates(settings: Settings) -> list[str]:
@@ -123,7 +150,8 @@ def _source_problems(directory: Path, path: Path) -> list[str]:
 
 
 def _digest_variables() -> frozenset[str]:
-    return frozenset(digest_context(sample_digest(datetime.now().date()), Settings()))
+    # Only the names matter here, not the day.
+    return frozenset(digest_context(sample_digest(date(2000, 1, 1)), Settings()))
 
 
 # Said of a problem only the awkward name shows.
@@ -167,7 +195,8 @@ def _sample_contexts(
     contexts: list[tuple[dict[str, Any], str]] = []
     for patient, note in ((SAMPLE_PATIENT, ""), (AWKWARD_PATIENT, AWKWARD_NAME_NOTE)):
         if reason is Reason.DAILY_DIGEST:
-            contexts.append((digest_context(sample_digest(now.date(), patient), settings), note))
+            today = local_date(now, settings.timezone)
+            contexts.append((digest_context(sample_digest(today, patient), settings), note))
             continue
         for phase in [*Phase, None]:
             context = sample_context(

@@ -18,7 +18,8 @@ from urllib.parse import quote
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from scheduler.channels import OutgoingMessage
+from scheduler.channels import DeliveryError, OutgoingMessage
+from scheduler.channels.line import check_line_text
 from scheduler.core.cadence import last_visit
 from scheduler.core.campaigns import Campaign
 from scheduler.core.domain import (
@@ -39,7 +40,7 @@ from scheduler.core.unsubscribe import unsubscribe_url
 from scheduler.core.window import local_date
 from scheduler.messages.context import STOPPABLE, message_context
 from scheduler.messages.digest import build_digest, digest_context
-from scheduler.messages.templates import Renderer, template_in
+from scheduler.messages.templates import Renderer, TemplateError, template_in
 from scheduler.messages.tips import Tip, TipSeason, choose_tip, season_label
 from scheduler.outbox.newsletters import campaign_context
 from scheduler.outbox.transitions import Claimed
@@ -291,9 +292,15 @@ class Composer:
         unsubscribe: str | None,
         now: datetime,
     ) -> OutgoingMessage:
-        rendered = self.renderer.render(
-            template_in(folder_of(claimed, self.settings), channel), context
-        )
+        name = template_in(folder_of(claimed, self.settings), channel)
+        rendered = self.renderer.render(name, context)
+        if channel is ChannelName.LINE:
+            try:
+                check_line_text(rendered.text)
+            except DeliveryError as e:
+                # What the template made is not a LINE message (an invalid Flex
+                # message, a text too long): the template's problem, held until mended.
+                raise TemplateError(f"{self.renderer.messages_dir / name}: {e.reason}") from None
         return OutgoingMessage(
             delivery_id=claimed.id,
             channel=channel,

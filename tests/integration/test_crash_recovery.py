@@ -55,7 +55,9 @@ def test_worker_killed_mid_sending_ends_with_every_message_sent_once(
     ):
         env = install_channel_env(database_url, tmp_path, monkeypatch, line_api, smtp_server)
         # A short lease: the killed worker's claims come back within seconds.
-        env["TAYORI_CONFIG"] = str(config_with(tmp_path / "config", lease_seconds=LEASE_SECONDS))
+        env["TAYORI_CONFIG"] = str(
+            config_with(tmp_path / "config", lease_seconds=LEASE_SECONDS, cycle_seconds=1)
+        )
         runtime = open_channel_runtime(env)
         _clinic(runtime)
 

@@ -236,6 +236,27 @@ def test_lint_finds_each_kind_of_problem(
     assert any(problem in p for p in lint_messages(settings, NOW).problems)
 
 
+def test_lint_finds_a_template_that_promises_a_cure(
+    messages: Path, repo_settings: Settings
+) -> None:
+    template = messages / "cadence_nudge" / "line.j2"
+    _edit(template, "{{ patient_name }}\n次のご来院で必ず良くなります。\n")
+    problems = lint_messages(replace(repo_settings, messages_dir=messages), NOW).problems
+    assert any(p.startswith(f"{template}:2: promises a result (必ず)") for p in problems)
+
+
+def test_lint_finds_a_tip_that_promises_a_cure(messages: Path, repo_settings: Settings) -> None:
+    tip = messages / "tips" / "daily-walk.md"
+    _edit(tip, tip.read_text(encoding="utf-8").rstrip("\n") + "腰痛が治ります。\n")
+    problems = lint_messages(replace(repo_settings, messages_dir=messages), NOW).problems
+    assert any(f"{tip}:" in p and "promises a result (治り)" in p for p in problems)
+
+
+def test_the_shipped_messages_promise_no_cure(repo_settings: Settings) -> None:
+    problems = lint_messages(replace(repo_settings, messages_dir=ROOT / "messages"), NOW).problems
+    assert [p for p in problems if "promises a result" in p] == []
+
+
 def test_lint_finds_a_message_without_a_template(messages: Path, repo_settings: Settings) -> None:
     (messages / "appointment_reminder" / "line.j2").unlink()
     problems = lint_messages(replace(repo_settings, messages_dir=messages), NOW).problems
@@ -431,6 +452,28 @@ def test_an_exception_out_of_a_template_holds_its_message_and_the_others_go(
     assert (waiting.state, waiting.attempts) == (DeliveryState.PLANNED, 0)
     assert waiting.send_after > NUDGE_TIME
     assert waiting.last_error == (f"{template}:1: division by zero (ZeroDivisionError)")
+
+
+def test_a_flex_message_a_name_breaks_is_held_as_a_template_problem_not_failed(
+    runtime: Runtime, messages: Path
+) -> None:
+    transport = RecordingTransport()
+    dispatcher = dispatcher_with(runtime, transport)
+    dispatcher.renderer = Renderer(messages)
+    template = messages / "cadence_nudge" / "line.j2"
+    _edit(template, FLEX_WITH_THE_NAME_UNESCAPED)
+    with transaction(runtime.sessions) as session:
+        add_patient(session, PLANNED_AT, "P0", name='"Ken" 佐藤')
+        visited(session, PLANNED_AT, days_ago=1, external_id="P0")
+    nudged_patients(runtime, count=2)
+
+    dispatcher.dispatch_due(NUDGE_TIME)
+
+    assert len(transport.received) == 2
+    [waiting] = [d for d in deliveries(runtime.sessions, Reason.CADENCE_NUDGE) if not d.sent_at]
+    assert (waiting.state, waiting.attempts) == (DeliveryState.PLANNED, 0)
+    assert (waiting.last_error or "").startswith(f"{template}: LINE Flex message is not valid JSON")
+    assert "Ken" not in (waiting.last_error or "")
 
 
 def _tip_line(text: str) -> str:
