@@ -834,3 +834,29 @@ def test_seasons_refuses_a_year_it_cannot_compute(capsys: pytest.CaptureFixture[
     with pytest.raises(SystemExit):
         main(["seasons", "1850"])
     assert "expected a year 1900-2100" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["--help"], ["seasons", "2027"], ["plan"]])
+def test_commands_that_send_nothing_do_not_load_the_line_sdk(
+    local_env: dict[str, str], command: list[str]
+) -> None:
+    """The LINE SDK takes about a second to import: a command that sends nothing
+    starts without it."""
+    assert main(["db", "upgrade"]) == 0
+    probe = (
+        "import sys\n"
+        "from scheduler.commands import main\n"
+        "try:\n"
+        f"    main({command!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('linebot' in ' '.join(sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={**os.environ, **local_env, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.splitlines()[-1] == "False"
