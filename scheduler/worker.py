@@ -100,9 +100,11 @@ class Worker:
         if not report.problems:
             log.info("%s", report.summary)
         with transaction(self.runtime.sessions) as session:
-            # The operator may have mended the credentials before this start.
-            if release_holds(session, HoldCause.CREDENTIALS):
-                log.info("channels held for refused credentials are tried again")
+            # The operator may have mended the credentials or the server's address
+            # before this start.
+            for cause in (HoldCause.CREDENTIALS, HoldCause.UNREACHABLE):
+                if release_holds(session, cause):
+                    log.info("channels held (%s) are tried again", cause.value)
 
     def run(self) -> None:
         """Run until SIGTERM or SIGINT; the first cycle starts at once."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import time
 from zoneinfo import ZoneInfo
 
-from scheduler.core.domain import Phase
+from scheduler.core.domain import ChannelName, Phase
 
 
 class ConfigError(Exception):
@@ -103,6 +103,15 @@ class Digest:
     email: str = ""  # the clinic's own address
     line_user_id: str = ""  # the practitioner's LINE user id
     review_after_days: int = 42  # acute longer than this: "consider moving to rehab"
+
+    def address(self, channel: ChannelName) -> str:
+        """The clinic's own address on `channel` ("" when none is set)."""
+        return self.line_user_id if channel is ChannelName.LINE else self.email
+
+    @property
+    def channels(self) -> list[ChannelName]:
+        """The channels the digest goes by: each with an address (email first)."""
+        return [c for c in (ChannelName.EMAIL, ChannelName.LINE) if self.address(c)]
 
 
 @dataclass(frozen=True)

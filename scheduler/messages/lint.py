@@ -112,14 +112,7 @@ def _required_templates(settings: Settings) -> list[str]:
     ]
     digest = settings.digest
     if digest.enabled:
-        names += [
-            template_name(Reason.DAILY_DIGEST, channel)
-            for channel, address in (
-                (ChannelName.EMAIL, digest.email),
-                (ChannelName.LINE, digest.line_user_id),
-            )
-            if address
-        ]
+        names += [template_name(Reason.DAILY_DIGEST, channel) for channel in digest.channels]
     return names
 
 

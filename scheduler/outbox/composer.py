@@ -167,6 +167,8 @@ def route(
     if claimed.reason is Reason.DAILY_DIGEST:
         # Its channel is fixed: held, it waits (the other address has its own row).
         assert claimed.channel is not None  # digest rows are planned with their channel
+        if not settings.digest.address(claimed.channel):
+            return Skip(f"no digest {claimed.channel.value} address in the settings any more")
         return _open(claimed.channel, (claimed.channel,), holds, now)
     if recipient is None:
         return Skip("the patient is no longer in the database")
@@ -237,10 +239,7 @@ class Composer:
         the template cannot be rendered."""
         if claimed.reason is Reason.DAILY_DIGEST:
             assert batch.digest is not None
-            digest = self.settings.digest
-            address = digest.line_user_id if channel is ChannelName.LINE else digest.email
-            if not address:
-                raise LookupError(f"no digest {channel.value} address in the settings any more")
+            address = self.settings.digest.address(channel)
             return self.render(claimed, channel, address, batch.digest, None, day.now), None
         assert claimed.patient_id is not None
         recipient = batch.recipients[claimed.patient_id]

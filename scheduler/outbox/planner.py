@@ -148,14 +148,6 @@ def plan_digest(session: Session, now: datetime, settings: Settings) -> int:
     send_at = at_local(today, digest.send_at, settings.timezone)
     if not digest.enabled or now < send_at:
         return 0
-    channels = [
-        channel
-        for channel, address in (
-            (ChannelName.EMAIL, digest.email),
-            (ChannelName.LINE, digest.line_user_id),
-        )
-        if address
-    ]
     rows = [
         _new_row(
             key=f"{Reason.DAILY_DIGEST}:{today.isoformat()}:{channel}",
@@ -164,7 +156,7 @@ def plan_digest(session: Session, now: datetime, settings: Settings) -> int:
             send_at=send_at,
             now=now,
         )
-        for channel in channels
+        for channel in digest.channels
     ]
     return transitions.plan(session, rows)
 

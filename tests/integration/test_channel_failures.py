@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import select
 
 from scheduler.channels import DeliveryError, Failure
@@ -91,9 +92,12 @@ def test_held_channel_is_shown_in_status(runtime: Runtime) -> None:
     assert [h.reason for h in report.holds] == [BAD_TOKEN.reason]
 
 
-def test_worker_start_lifts_a_credentials_hold_but_not_a_quota_hold(runtime: Runtime) -> None:
+@pytest.mark.parametrize("cause", [HoldCause.CREDENTIALS, HoldCause.UNREACHABLE])
+def test_worker_start_lifts_a_hold_the_settings_may_have_mended_but_not_a_quota_hold(
+    runtime: Runtime, cause: HoldCause
+) -> None:
     with transaction(runtime.sessions) as session:
-        hold_channel(session, ChannelName.LINE, HoldCause.CREDENTIALS, "401", NUDGE_TIME, None)
+        hold_channel(session, ChannelName.LINE, cause, "401", NUDGE_TIME, None)
         hold_channel(session, ChannelName.EMAIL, HoldCause.QUOTA, "limit", NUDGE_TIME, None)
     Worker(runtime, FixedClock(NUDGE_TIME)).start_up()
     with runtime.sessions() as session:
