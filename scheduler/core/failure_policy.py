@@ -6,11 +6,11 @@ what is known of the delivery and `now`, into a `Decision`. Nothing here sleeps 
 reads a clock: the dispatcher records the decision in the outbox and moves on.
 
 Two promises shape the table:
-- LINE honours a retry key for 24 hours from the first request that carried it. A
-  push that LINE may have accepted (a timeout, a 5xx, a worker that stopped while
-  pushing) is retried under the same key only while that is safely inside the 24
-  hours (`LAST_LINE_RETRY`), and never sent by email instead: the patient may have
-  it already.
+- A message that may have reached the patient (no answer came: a timeout, a 5xx, a
+  worker that stopped while sending) is tried again only by the same channel, never
+  sent another way: the patient may have it already. By LINE it is repeated under
+  the same retry key, which LINE honours for 24 hours from the first request that
+  carried it, and only while that is safely inside the 24 hours (`LAST_LINE_RETRY`).
 - A channel that fails as a whole (refused credentials, the month's LINE quota, a
   server that cannot be reached) holds the channel, not the message: no message
   uses up its attempts on it.
@@ -58,7 +58,7 @@ RETRY_KEY_EXPIRED = (
     "LINE may have received it, and its retry key is too old to be sure LINE would "
     "recognise a repeat, so it is not sent again"
 )
-NOT_BY_EMAIL = "LINE may have delivered it already, so it is not sent by email instead"
+NOT_ANOTHER_WAY = "it may have reached the patient already, so it is not sent another way"
 
 
 @dataclass(frozen=True)
@@ -68,8 +68,10 @@ class Attempt:
     delivery_id: str
     channel: ChannelName
     attempts: int  # claims counted so far, this one included
-    # How long ago the first LINE push that LINE may have accepted was made (on the
-    # database's clock); None when no push of it can have been accepted.
+    # This attempt or an earlier one may have reached the patient.
+    maybe_sent: bool = False
+    # LINE: how long ago the first request carrying the retry key was made (on the
+    # database's clock).
     key_age: timedelta | None = None
 
 
@@ -117,8 +119,8 @@ def decide(
     if failure is Failure.PERMANENT:
         return Fail(reason)
     if failure is Failure.CONTACT_UNUSABLE:
-        if attempt.channel is ChannelName.LINE and attempt.key_age is not None:
-            return Fail(f"{reason}; {NOT_BY_EMAIL}")
+        if attempt.maybe_sent:
+            return Fail(f"{reason}; {NOT_ANOTHER_WAY}")
         return Reroute(reason)
     if failure is Failure.CHANNEL_UNAVAILABLE:
         return HoldChannel(HoldCause.CREDENTIALS, now + CREDENTIALS_RECHECK, reason)
@@ -131,7 +133,9 @@ def decide(
     next_try = retry_at(attempt.delivery_id, attempt.attempts, now, policy)
     if next_try is None:
         return Fail(reason)
-    if attempt.key_age is not None and retry_key_expired(attempt.key_age + (next_try - now)):
+    key_age = attempt.key_age
+    line_repeat = attempt.channel is ChannelName.LINE and attempt.maybe_sent
+    if line_repeat and key_age is not None and retry_key_expired(key_age + (next_try - now)):
         return Fail(f"{reason}; {RETRY_KEY_EXPIRED}")
     return Retry(next_try, reason)
 

@@ -33,7 +33,7 @@ from scheduler.core.domain import (
     Phase,
     Reason,
 )
-from scheduler.core.failure_policy import NOT_BY_EMAIL, RETRY_KEY_EXPIRED, retry_key_expired
+from scheduler.core.failure_policy import NOT_ANOTHER_WAY, RETRY_KEY_EXPIRED, retry_key_expired
 from scheduler.core.quota import QUOTA_HELD
 from scheduler.core.routing import NO_USABLE_CONTACT
 from scheduler.core.unsubscribe import unsubscribe_url
@@ -109,7 +109,7 @@ class Wait:
 
 @dataclass(frozen=True)
 class Stop:
-    """Fail without sending: LINE may have delivered it and cannot be asked again."""
+    """Fail without sending (an earlier attempt may have reached the patient)."""
 
     reason: str
 
@@ -162,8 +162,11 @@ def route(
     """The channels a delivery may go by now, preferred first, or why it cannot go.
 
     Chosen again at every claim: a contact may have been blocked since planning, a
-    channel held. A LINE push that LINE may have accepted (`key_age`: how long ago)
-    goes by LINE again or not at all: the patient may have it already."""
+    channel held. A message that may have reached the patient goes by the same
+    channel again or not at all; by LINE only while its retry key is young enough
+    (`key_age`: since the first request that carried it)."""
+    if claimed.maybe_sent and claimed.channel is not None:
+        return _again_by(claimed.channel, recipient, settings, holds, now, key_age)
     if claimed.reason is Reason.DAILY_DIGEST:
         # Its channel is fixed: held, it waits (the other address has its own row).
         assert claimed.channel is not None  # digest rows are planned with their channel
@@ -174,23 +177,38 @@ def route(
         return Skip("the patient is no longer in the database")
     if claimed.campaign_id is not None and campaign_of(claimed, settings) is None:
         return Skip(f"campaign {claimed.campaign_id!r} is no longer in the campaigns file")
-    if key_age is not None:
-        if retry_key_expired(key_age):
-            return Stop(RETRY_KEY_EXPIRED)
-        if not recipient.contacts.line:
-            return Stop(f"the LINE contact is no longer usable; {NOT_BY_EMAIL}")
-        return _open(ChannelName.LINE, (ChannelName.LINE,), holds, now)
     contacts = recipient.contacts
     if forced is not None:
         if not contacts.usable(forced):
             return Skip(f"no usable {forced.value} contact")
-        return Go((forced,))
+        return _open(forced, (forced,), holds, now)
     preferred = recipient.preferred_channel
     other = ChannelName.EMAIL if preferred is ChannelName.LINE else ChannelName.LINE
     usable = tuple(c for c in (preferred, other) if contacts.usable(c))
     if not usable:
         return Skip(NO_USABLE_CONTACT)
     return _open(usable[0], usable, holds, now)
+
+
+def _again_by(
+    channel: ChannelName,
+    recipient: Recipient | None,
+    settings: Settings,
+    holds: dict[ChannelName, Hold],
+    now: datetime,
+    key_age: timedelta | None,
+) -> Route:
+    """A message that may have reached the patient: by `channel` again, or not at all."""
+    if channel is ChannelName.LINE and key_age is not None and retry_key_expired(key_age):
+        return Stop(RETRY_KEY_EXPIRED)
+    usable = (
+        recipient.contacts.usable(channel)
+        if recipient is not None
+        else bool(settings.digest.address(channel))
+    )
+    if not usable:
+        return Stop(f"its {channel.value} contact is no longer usable; {NOT_ANOTHER_WAY}")
+    return _open(channel, (channel,), holds, now)
 
 
 def _open(

@@ -35,9 +35,11 @@ from scheduler.channels import DeliveryError, Failure, OutgoingMessage, Transpor
 from scheduler.core.closures import reopens_on
 from scheduler.core.domain import ChannelName, HoldCause, Reason
 from scheduler.core.failure_policy import (
-    CREDENTIALS_RECHECK,
-    UNREACHABLE_FIRST_WAIT,
+    RETRY_KEY_EXPIRED,
+    Attempt,
     HoldChannel,
+    Retry,
+    decide,
     retry_key_expired,
 )
 from scheduler.core.quota import month_bounds
@@ -52,6 +54,7 @@ from scheduler.outbox.composer import (
     Composer,
     Day,
     Go,
+    Route,
     Skip,
     Stop,
     Wait,
@@ -67,9 +70,10 @@ from scheduler.outbox.recorder import (
     SAMPLE_NOT_RETRIED,
     Prepared,
     Recorder,
+    key_age,
     log_outcome,
 )
-from scheduler.outbox.transitions import Claim, Claimed
+from scheduler.outbox.transitions import Claim, Claimed, Reach
 from scheduler.settings import Settings
 from scheduler.store.channel_state import Hold, hold_channel, holds, release_holds
 from scheduler.store.db import DatabaseClock, reading, transaction
@@ -110,13 +114,35 @@ class Cycle:
 
     now: datetime
     month: str  # the month whose LINE budget this cycle reserves from
-    holds: dict[ChannelName, Hold]  # every hold, those whose time is up included
+    # Every hold, those whose time is up included. Lanes replace the dict rather than
+    # change it, so the loop reading it never sees it change under its eyes.
+    holds: dict[ChannelName, Hold]
     day: Day
     leases: Leases
     sent_by: set[ChannelName] = field(default_factory=set)
 
     def active_holds(self) -> dict[ChannelName, Hold]:
         return {c: hold for c, hold in self.holds.items() if hold.active(self.now)}
+
+    def hold(self, channel: ChannelName, decision: HoldChannel) -> None:
+        current = self.holds.get(channel)
+        since = current.since if current and current.cause is decision.cause else self.now
+        held = Hold(channel, decision.cause, decision.reason, since, decision.until)
+        self.holds = {**self.holds, channel: held}
+
+
+@dataclass(frozen=True)
+class _Chosen:
+    """A claimed delivery whose channel is chosen and recorded: it is to be rendered."""
+
+    claimed: Claimed
+    claim: Claim
+    channel: ChannelName
+    first_request_at: datetime | None
+
+
+# What happened to a claimed delivery that does not go now, logged once recorded.
+_NotNow = tuple[Claimed, str, str]
 
 
 class Dispatcher:
@@ -143,6 +169,10 @@ class Dispatcher:
     @property
     def lease(self) -> timedelta:
         return timedelta(seconds=self.settings.dispatch.lease_seconds)
+
+    @property
+    def composer(self) -> Composer:
+        return Composer(self.settings, self.renderer)
 
     def dispatch_due(
         self, now: datetime, should_stop: Callable[[], bool] = lambda: False
@@ -201,13 +231,19 @@ class Dispatcher:
         )
 
     def send_now(
-        self, claimed: Claimed, channel: ChannelName, now: datetime, db_now: datetime
+        self,
+        claimed: Claimed,
+        channel: ChannelName,
+        now: datetime,
+        db_now: datetime,
+        claimed_at: float,
     ) -> str:
         """Compose and send one delivery claimed already (a sample) by `channel`, at
-        once; its outcome. What fails is not tried again."""
+        once; its outcome. What fails is not tried again. `claimed_at` is the
+        monotonic time before the claim's transaction began."""
         summary = DispatchSummary()
         with Leases(self.sessions, self.database_clock, self.lease) as leases:
-            leases.took(claimed.claim.token, [claimed.id], db_now, time.monotonic())
+            leases.took(claimed.claim.token, [claimed.id], db_now, claimed_at)
             cycle = self.start_cycle(now, leases)
             try:
                 for prepared in self.compose(
@@ -216,8 +252,7 @@ class Dispatcher:
                     self._send(prepared, cycle, summary, retries=False)
             finally:
                 self._end_cycle(cycle)
-        [outcome] = summary.counts
-        return outcome
+        return next(iter(summary.counts), "failed")
 
     def preview(
         self, session: Session, claimed: Claimed, channel: ChannelName, now: datetime
@@ -233,10 +268,6 @@ class Dispatcher:
             raise LookupError(decision.reason)
         message, _ = self.composer.message(claimed, channel, batch, self.day(now))
         return message
-
-    @property
-    def composer(self) -> Composer:
-        return Composer(self.settings, self.renderer)
 
     def close_transports(self) -> None:
         # One transport may serve both channels (the preview): close it once.
@@ -266,15 +297,19 @@ class Dispatcher:
             log.error("delivery %s quarantined: %s", delivery_id, problem)
             summary.add("quarantined")
         for delivery_id, attempts in batch.given_up:
-            log.error(
-                "delivery %s given up after %d claims without an outcome", delivery_id, attempts
-            )
+            log.error("delivery %s given up: claimed %d times, no outcome", delivery_id, attempts)
             summary.add("failed")
         if not batch.claimed:
             return [] if batch.quarantined or batch.given_up else None
         token = batch.claimed[0].claim.token
         cycle.leases.took(token, [c.id for c in batch.claimed], db_now, started)
-        return self.compose(batch.claimed, cycle, summary, db_now)
+        try:
+            return self.compose(batch.claimed, cycle, summary, db_now)
+        except SQLAlchemyError:
+            raise  # the database, not the batch: its claims come back after their lease
+        except Exception as e:
+            self._batch_failed(batch.claimed, e, cycle, summary)
+            return []
 
     def compose(
         self,
@@ -290,47 +325,51 @@ class Dispatcher:
         `retries` (a sample), what cannot go now fails instead of waiting."""
         with reading(self.sessions) as session:
             known = read_batch(session, claimed, cycle.now, self.settings)
-        active = cycle.active_holds()
-        routes = {
-            c.id: route(
-                c,
-                known.recipients.get(c.patient_id) if c.patient_id is not None else None,
-                self.settings,
-                active,
-                cycle.now,
-                _key_age(c.line_first_push_at, cycle.leases.db_now()),
-                forced,
-            )
-            for c in claimed
-        }
-        chosen = self.recorder.until_written(
-            lambda session: self._prepare(session, claimed, routes, cycle, db_now, summary, retries)
+        active, db_time = cycle.active_holds(), cycle.leases.db_now()
+        routes: dict[str, Route] = {}
+        for c in claimed:
+            recipient = known.recipients.get(c.patient_id) if c.patient_id is not None else None
+            age = key_age(c.line_first_request_at, db_time) if c.maybe_sent else None
+            try:
+                routes[c.id] = route(c, recipient, self.settings, active, cycle.now, age, forced)
+            except Exception as e:
+                routes[c.id] = self._compose_problem(c, e, cycle.now)
+        chosen, not_now = self.recorder.until_written(
+            lambda session: self._prepare(session, claimed, routes, cycle, db_now, retries)
         )
         prepared, problems = [], []
         composer = self.composer
-        for claimed_one, claim, channel, first_push_at in chosen:
+        for one in chosen:
             try:
-                message, tip_id = composer.message(claimed_one, channel, known, cycle.day)
+                message, tip_id = composer.message(one.claimed, one.channel, known, cycle.day)
             except Exception as e:
-                problems.append((claim, claimed_one, self._compose_problem(claimed_one, e)))
+                problem = self._compose_problem(one.claimed, e, cycle.now)
+                problems.append((replace(one.claimed, claim=one.claim), problem))
                 continue
-            prepared.append(Prepared(message, claimed_one, claim, tip_id, first_push_at))
+            prepared.append(Prepared(message, one.claimed, one.claim, tip_id, one.first_request_at))
         if problems:
-            self.recorder.until_written(
-                lambda session: self._record_problems(session, problems, cycle, summary, retries)
+            not_now += self.recorder.until_written(
+                lambda session: [
+                    self._not_now(session, c, problem, cycle.now, retries)
+                    for c, problem in problems
+                ]
             )
+        for c, outcome, reason in not_now:
+            cycle.leases.done(c.claim)
+            if outcome:
+                summary.add(outcome)
+                log_outcome(c.id, c.reason, c.channel, outcome, reason)
         return prepared
 
     def _prepare(
         self,
         session: Session,
         claimed: list[Claimed],
-        routes: Mapping[str, Go | Skip | Wait | Stop],
+        routes: Mapping[str, Route],
         cycle: Cycle,
         db_now: datetime,
-        summary: DispatchSummary,
         retries: bool,
-    ) -> list[tuple[Claimed, Claim, ChannelName, datetime | None]]:
+    ) -> tuple[list[_Chosen], list[_NotNow]]:
         """Reserve LINE places for the messages that want LINE, record the channel of
         each message that goes, and what happens to those that cannot go now."""
         now, month = cycle.now, cycle.month
@@ -347,70 +386,68 @@ class Dispatcher:
             wanted = Counter(c.reason for c in wants_line)
             token = wants_line[0].claim.token
             places.update(budget.reserve(session, month, month_ends, wanted, token))
-        chosen = []
+        chosen: list[_Chosen] = []
+        not_now: list[_NotNow] = []
         for c in claimed:
-            decision, claim = routes[c.id], c.claim
+            decision = routes[c.id]
             if not isinstance(decision, Go):
-                self._not_now(session, c, decision, now, summary, retries)
+                not_now.append(self._not_now(session, c, decision, now, retries))
                 continue
-            channel = None
-            for candidate in decision.channels:
-                if candidate is not ChannelName.LINE or claim.quota_month == month:
-                    channel = candidate
-                    break
-                if places[c.reason] > 0:
-                    places[c.reason] -= 1
-                    if claim.quota_month is not None:  # a place of another month
-                        budget.give_back(session, Counter({claim.quota_month: 1}))
-                    claim = replace(claim, quota_month=month)
-                    channel = candidate
-                    break
+            channel, claim = self._open_channel(c, decision, month, places)
             if channel is None:
                 wait = Wait(now + HOLD_RECHECK, QUOTA_HELD_REASON)
-                self._not_now(session, c, wait, now, summary, retries)
+                not_now.append(self._not_now(session, c, wait, now, retries))
                 continue
-            first_push_at = None
+            first_request_at = None
             if channel is ChannelName.LINE:
-                first_push_at = c.line_first_push_at or db_now
-                claim = replace(claim, first_push_ours=c.line_first_push_at is None)
+                first_request_at = c.line_first_request_at or db_now
+                claim = replace(claim, first_request_ours=c.line_first_request_at is None)
             template = template_in(folder_of(c, self.settings), channel)
-            if transitions.prepare(
-                session, claim, channel=channel, template=template, first_push_at=first_push_at
+            if not transitions.prepare(
+                session,
+                claim,
+                channel=channel,
+                template=template,
+                first_request_at=first_request_at,
             ):
-                chosen.append((c, claim, channel, first_push_at))
-        budget.give_back(session, Counter({month: sum(places.values())}))
-        return chosen
+                if claim.quota_month != c.claim.quota_month:
+                    places[c.reason] += 1  # taken over meanwhile: the new place is unused
+                not_now.append((c, "", ""))
+                continue
+            if c.claim.quota_month not in (None, claim.quota_month):
+                # The place it held was another month's: that month has it back.
+                budget.give_back(session, Counter({c.claim.quota_month: 1}))
+            chosen.append(_Chosen(c, claim, channel, first_request_at))
+        unused = sum(places.values())
+        if unused:
+            budget.give_back(session, Counter({month: unused}))
+        return chosen, not_now
 
-    def _compose_problem(self, claimed: Claimed, error: Exception) -> tuple[str, str]:
-        """("wait", reason) for a template the practitioner can mend, ("fail", reason)
-        for anything else (a fault of ours: retrying would fail the same way)."""
+    def _open_channel(
+        self, claimed: Claimed, go: Go, month: str, places: Counter[Reason]
+    ) -> tuple[ChannelName | None, Claim]:
+        """The first of `go`'s channels that can take the message now: LINE needs a
+        place in this month's budget (one it holds, or one just granted)."""
+        for channel in go.channels:
+            if channel is not ChannelName.LINE or claimed.claim.quota_month == month:
+                return channel, claimed.claim
+            if places[claimed.reason] > 0:
+                places[claimed.reason] -= 1
+                return channel, replace(claimed.claim, quota_month=month)
+        return None, claimed.claim
+
+    def _compose_problem(self, claimed: Claimed, error: Exception, now: datetime) -> Wait | Stop:
+        """A template the practitioner can mend: the message waits for that (shown by
+        `tayori status` and `tayori lint`) without using up its attempts. Anything
+        else is a fault of ours that would fail the same way again: it fails."""
         if isinstance(error, TemplateError):
             log.error("template problem: %s", error)
-            return "wait", str(error)
+            return Wait(now + TEMPLATE_RECHECK, str(error))
         # The log gets where it happened, not the error's text (it may quote the patient).
         where = "".join(traceback.format_tb(error.__traceback__))
         kind = type(error).__name__
         log.error("delivery %s could not be composed: %s\n%s", claimed.id, kind, where)
-        return "fail", COMPOSE_FAILED.format(kind=kind)
-
-    def _record_problems(
-        self,
-        session: Session,
-        problems: list[tuple[Claim, Claimed, tuple[str, str]]],
-        cycle: Cycle,
-        summary: DispatchSummary,
-        retries: bool,
-    ) -> None:
-        now = cycle.now
-        for claim, claimed, (what, reason) in problems:
-            if what == "wait":
-                # The message waits for the template to be mended (shown by `tayori
-                # status` and `tayori lint`), without using up its attempts.
-                wait = Wait(now + TEMPLATE_RECHECK, reason)
-                self._not_now(session, replace(claimed, claim=claim), wait, now, summary, retries)
-            else:
-                took = transitions.fail(session, claim, reason, now)
-                self._ended(took, claimed, "failed", reason, summary)
+        return Stop(COMPOSE_FAILED.format(kind=kind))
 
     def _not_now(
         self,
@@ -418,10 +455,9 @@ class Dispatcher:
         claimed: Claimed,
         decision: Skip | Wait | Stop,
         now: datetime,
-        summary: DispatchSummary,
         retries: bool,
-    ) -> None:
-        """Record a claimed delivery that does not go now, and why."""
+    ) -> _NotNow:
+        """Record a claimed delivery that does not go now, and why; its outcome."""
         claim, reason = claimed.claim, decision.reason
         if isinstance(decision, Skip):
             took, outcome = transitions.skip(session, claim, reason, now), "skipped"
@@ -430,18 +466,47 @@ class Dispatcher:
         else:
             if not retries:
                 reason = f"{reason}; {SAMPLE_NOT_RETRIED}"
-            # Stop: LINE may have delivered it; a place it holds counts as used.
-            maybe_sent = isinstance(decision, Stop)
-            took = transitions.fail(session, claim, reason, now, may_have_been_sent=maybe_sent)
-            outcome = "failed"
-        self._ended(took, claimed, outcome, reason, summary)
+            took, outcome = transitions.fail(session, claim, reason, now), "failed"
+        return claimed, outcome if took else "", reason
 
-    def _ended(
-        self, took: bool, claimed: Claimed, outcome: str, reason: str, summary: DispatchSummary
+    def _batch_failed(
+        self, claimed: list[Claimed], error: Exception, cycle: Cycle, summary: DispatchSummary
     ) -> None:
-        if took:
-            summary.add(outcome)
-            log_outcome(claimed.id, claimed.reason, claimed.channel, outcome, reason)
+        """A fault of ours that stopped a whole batch (reading its facts, say): each
+        message is tried again later, its attempt counted, so a fault that lasts
+        fails them once their attempts are used up, rather than looping."""
+        kind = type(error).__name__
+        where = "".join(traceback.format_tb(error.__traceback__))
+        log.error("a batch of %d could not be composed: %s\n%s", len(claimed), kind, where)
+        reason = COMPOSE_FAILED.format(kind=kind)
+
+        def write(session: Session) -> list[_NotNow]:
+            ended = []
+            for c in claimed:
+                attempt = Attempt(c.id, c.channel or ChannelName.EMAIL, c.attempts)
+                decision = decide(
+                    Failure.TRANSIENT,
+                    reason,
+                    attempt,
+                    cycle.now,
+                    self.settings.dispatch,
+                    month_ends=cycle.now,
+                )
+                if isinstance(decision, Retry):
+                    took = transitions.retry(
+                        session, c.claim, decision.at, reason, cycle.now, Reach.NOTHING
+                    )
+                    ended.append((c, "retry" if took else "", reason))
+                else:
+                    took = transitions.fail(session, c.claim, reason, cycle.now)
+                    ended.append((c, "failed" if took else "", reason))
+            return ended
+
+        for c, outcome, why in self.recorder.until_written(write):
+            cycle.leases.done(c.claim)
+            if outcome:
+                summary.add(outcome)
+                log_outcome(c.id, c.reason, c.channel, outcome, why)
 
     # -- a lane: send one message and record its outcome --------------------------------
 
@@ -457,9 +522,9 @@ class Dispatcher:
         try:
             if stopping() or not cycle.leases.holds(claim):
                 # Not sent: back to planned, unless its lease may already be another's.
-                outcome = self._release(prepared, cycle)
+                outcome = self.recorder.released(prepared, cycle.now)
             elif self._key_expired(prepared, cycle):
-                outcome = self.recorder.expired(prepared, cycle.now)
+                outcome = self.recorder.expired(prepared, cycle.now, RETRY_KEY_EXPIRED)
             else:
                 outcome = self._send_and_record(prepared, cycle, retries)
         finally:
@@ -479,44 +544,26 @@ class Dispatcher:
             # The message may have left before the fault: as uncertain as a timeout.
             where = "".join(traceback.format_tb(e.__traceback__))
             kind = type(e).__name__
-            log.error(
-                "delivery %s: unexpected %s while sending\n%s", message.delivery_id, kind, where
-            )
+            log.error("delivery %s: unexpected %s in sending\n%s", message.delivery_id, kind, where)
             failure = Failure.UNCERTAIN
             channel = message.channel.value
             reason = f"unexpected error in the {channel} channel ({kind}): see the worker's log"
         else:
             return self.recorder.sent(prepared, receipt, cycle.now)
-        key_age = None
-        if prepared.first_push_at is not None and (
-            failure.may_have_been_sent or not prepared.claim.first_push_ours
-        ):
-            key_age = cycle.leases.db_now() - prepared.first_push_at
-        outcome, decision = self.recorder.failed(
-            prepared, failure, reason, cycle.now, key_age, cycle.holds, retries
+        decision = self.recorder.decide(
+            prepared, failure, reason, cycle.now, cycle.leases.db_now(), cycle.holds
         )
         if isinstance(decision, HoldChannel):
-            # The rest of this cycle's messages for the channel wait (or go the other way).
-            channel = message.channel
-            current = cycle.holds.get(channel)
-            since = current.since if current and current.cause is decision.cause else cycle.now
-            cycle.holds[channel] = Hold(channel, decision.cause, reason, since, decision.until)
-        return outcome
-
-    def _release(self, prepared: Prepared, cycle: Cycle) -> str:
-        took = self.recorder.until_written(
-            lambda session: transitions.release(session, prepared.claim, cycle.now)
-        )
-        message = prepared.message
-        outcome = "released" if took else "taken over"
-        log_outcome(message.delivery_id, message.reason, message.channel, outcome, None)
-        return outcome
+            # Before the message is back in the outbox: the loop that claims it again
+            # must see the hold, and send it the other way or let it wait.
+            cycle.hold(message.channel, decision)
+        return self.recorder.record(prepared, decision, failure, cycle.now, retries)
 
     def _key_expired(self, prepared: Prepared, cycle: Cycle) -> bool:
-        """A LINE push repeated after a first one LINE may have accepted, too late."""
-        if prepared.first_push_at is None or prepared.claim.first_push_ours:
+        """A LINE push that may have reached LINE before, now too late to repeat."""
+        if not prepared.claim.sent_before or prepared.first_request_at is None:
             return False
-        return retry_key_expired(cycle.leases.db_now() - prepared.first_push_at)
+        return retry_key_expired(cycle.leases.db_now() - prepared.first_request_at)
 
     # -- the month's LINE quota, and the end of a cycle ---------------------------------
 
@@ -531,18 +578,32 @@ class Dispatcher:
             reading_ = self.read_line_quota()
         except DeliveryError as e:
             log.warning("LINE quota could not be read: %s", e.reason)
-            held = {
-                Failure.CHANNEL_UNAVAILABLE: (HoldCause.CREDENTIALS, CREDENTIALS_RECHECK),
-                Failure.UNREACHABLE: (HoldCause.UNREACHABLE, UNREACHABLE_FIRST_WAIT),
-            }.get(e.failure)
-            if held is not None:
-                cause, wait = held
-                with transaction(self.sessions) as session:
-                    hold_channel(session, ChannelName.LINE, cause, e.reason, now, now + wait)
-                log.error("line channel held until %s: %s", (now + wait).isoformat(), e.reason)
+            if e.failure in (Failure.CHANNEL_UNAVAILABLE, Failure.UNREACHABLE):
+                self._hold_line(e, now)
             return
         with transaction(self.sessions) as session:
             budget.record_reading(session, month, reading_.limit, reading_.used, now)
+
+    def _hold_line(self, error: DeliveryError, now: datetime) -> None:
+        """LINE refused or could not be reached when asked for its quota: held as a
+        failed push would hold it (an unreachable server less and less often)."""
+        with transaction(self.sessions) as session:
+            current = holds(session).get(ChannelName.LINE)
+            since = current.since if current and current.cause is HoldCause.UNREACHABLE else None
+            decision = decide(
+                error.failure,
+                error.reason,
+                Attempt("quota", ChannelName.LINE, 0),
+                now,
+                self.settings.dispatch,
+                month_ends=month_bounds(now, self.settings.timezone)[1],
+                held_since=since,
+            )
+            assert isinstance(decision, HoldChannel)
+            hold_channel(
+                session, ChannelName.LINE, decision.cause, decision.reason, now, decision.until
+            )
+        log.error("line channel held until %s: %s", decision.until.isoformat(), error.reason)
 
     def _end_cycle(self, cycle: Cycle) -> None:
         self.close_transports()
@@ -559,7 +620,3 @@ class Dispatcher:
                     release_holds(session, HoldCause.UNREACHABLE, recovered)
             except SQLAlchemyError as e:
                 log.warning("could not lift the holds of %s: %s", recovered, type(e).__name__)
-
-
-def _key_age(first_push_at: datetime | None, db_now: datetime) -> timedelta | None:
-    return None if first_push_at is None else db_now - first_push_at

@@ -5,11 +5,12 @@ a claimed delivery to send (queued for a lane, or being sent), a thread renews t
 leases every third of their length, so a slow but live send keeps its row and only a
 dead worker's rows come back to the others.
 
-A lane asks `holds` before it sends: the worker's own measure of how long the lease
-surely lasts (from the last renewal that succeeded, on a monotonic clock, less a
-margin), and whether the last renewal found the row taken over. A worker cut off
-from its database stops sending once its leases may have ended, rather than risk a
-message another worker has taken.
+A lane asks `holds` before it sends: the worker's own measure of how long the row's
+lease surely lasts (from the last renewal of that row that succeeded, on a monotonic
+clock, less a margin), and whether a renewal found the row taken over. A worker cut
+off from its database stops sending once its leases may have ended, rather than risk
+a message another worker has taken. (A send already under way finishes: keep
+`lease_seconds` well above the channels' timeouts, 10 s for LINE and 30 s for SMTP.)
 """
 
 from __future__ import annotations
@@ -42,9 +43,7 @@ class Leases:
         # reading and the commit, and for a send that starts just before the end.
         self._sure_for = lease.total_seconds() * 0.8
         self._lock = threading.Lock()
-        self._held: dict[str, set[str]] = {}  # token → ids still held
-        self._valid_until: dict[str, float] = {}  # token → monotonic deadline
-        self._lost: set[str] = set()
+        self._held: dict[str, tuple[str, float]] = {}  # id → (token, monotonic deadline)
         self._db_time = (datetime.min, 0.0)  # the database's time, and when it was read
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="leases", daemon=True)
@@ -65,26 +64,21 @@ class Leases:
     def took(self, token: str, ids: Iterable[str], db_now: datetime, claimed_at: float) -> None:
         """A claim was committed: `claimed_at` is the monotonic time before its
         transaction began, `db_now` the database's time it was claimed at."""
+        deadline = claimed_at + self._sure_for
         with self._lock:
-            self._held[token] = set(ids)
-            self._valid_until[token] = claimed_at + self._sure_for
+            self._held.update({i: (token, deadline) for i in ids})
             self._db_time = (db_now, claimed_at)
 
     def done(self, claim: Claim) -> None:
         """The claim's outcome is recorded (or dropped): no more renewing."""
         with self._lock:
-            held = self._held.get(claim.token)
-            if held is not None:
-                held.discard(claim.id)
-                if not held:
-                    del self._held[claim.token]
-                    del self._valid_until[claim.token]
+            if self._held.get(claim.id, ("", 0.0))[0] == claim.token:
+                del self._held[claim.id]
 
     def holds(self, claim: Claim) -> bool:
         with self._lock:
-            if claim.id in self._lost:
-                return False
-            return time.monotonic() < self._valid_until.get(claim.token, 0.0)
+            token, deadline = self._held.get(claim.id, ("", 0.0))
+        return token == claim.token and time.monotonic() < deadline
 
     def db_now(self) -> datetime:
         """The database's time now, as last read plus the time gone since."""
@@ -107,13 +101,15 @@ class Leases:
 
     def renew(self) -> None:
         with self._lock:
-            held = {token: set(ids) for token, ids in self._held.items()}
+            held: dict[str, set[str]] = {}
+            for delivery_id, (token, _) in self._held.items():
+                held.setdefault(token, set()).add(delivery_id)
         if not held:
             return
         started = time.monotonic()
         with transaction(self._sessions) as session:
             db_now = self._clock.read(session)
-            taken_over = transitions.renew(session, held, db_now, self._lease)
+            renewed, taken_over = transitions.renew(session, held, db_now, self._lease)
         if taken_over:
             log.warning(
                 "%d claimed deliveries were taken over by another worker: not sent here",
@@ -121,7 +117,11 @@ class Leases:
             )
         with self._lock:
             self._db_time = (db_now, started)
-            self._lost |= taken_over
-            for token in held:
-                if token in self._valid_until:
-                    self._valid_until[token] = started + self._sure_for
+            for delivery_id in taken_over:
+                self._held.pop(delivery_id, None)
+            # Only the rows renewed last longer; a row another transaction was writing
+            # keeps the deadline of its last renewal.
+            for delivery_id in renewed:
+                if delivery_id in self._held:
+                    token, _ = self._held[delivery_id]
+                    self._held[delivery_id] = (token, started + self._sure_for)

@@ -4,6 +4,7 @@ same composing and rendering as the worker's messages."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from datetime import datetime
 
@@ -22,6 +23,7 @@ from scheduler.core.failure_policy import retry_key_expired
 from scheduler.messages.context import sample_context
 from scheduler.messages.templates import template_name
 from scheduler.outbox import transitions
+from scheduler.outbox.recorder import SAMPLE_NOT_RETRIED
 from scheduler.outbox.transitions import Claim, Claimed
 from scheduler.runtime import Runtime
 from scheduler.store.db import reading, transaction
@@ -66,6 +68,7 @@ def send_sample(
     and its outcome ("sent", "failed", "skipped"). Counts against LINE's quota."""
     dispatcher = runtime.dispatcher
     delivery_id = new_delivery_id()
+    claimed_at = time.monotonic()
     with transaction(runtime.sessions) as session:
         patient = _patient(session, external_id)
         consent = current_consent(session, [patient.id]).get(patient.id, {})
@@ -95,7 +98,13 @@ def send_sample(
             lease=dispatcher.lease,
         )
     claimed = replace(_unsaved(delivery_id, reason, patient.id, appointment_id), claim=claim)
-    return delivery_id, dispatcher.send_now(claimed, channel, now, db_now)
+    try:
+        return delivery_id, dispatcher.send_now(claimed, channel, now, db_now, claimed_at)
+    except BaseException:
+        # Not left for a worker to send later: a sample goes now or not at all.
+        with transaction(runtime.sessions) as session:
+            transitions.fail(session, claim, f"could not be sent; {SAMPLE_NOT_RETRIED}", now)
+        raise
 
 
 def _unsaved(
@@ -112,8 +121,7 @@ def _unsaved(
         campaign_day=None,
         tip_id=None,
         attempts=1,
-        line_first_push_at=None,
-        resumed=False,
+        line_first_request_at=None,
     )
 
 
@@ -150,8 +158,8 @@ def requeue(session: Session, delivery_id: str, now: datetime, db_now: datetime)
     delivery = session.get(Delivery, delivery_id)
     if delivery is None:
         raise LookupError(f"no delivery {delivery_id!r}")
-    first_push = delivery.line_first_push_at
-    if first_push is not None and retry_key_expired(db_now - first_push):
+    first_request = delivery.line_first_request_at
+    if delivery.maybe_sent and first_request and retry_key_expired(db_now - first_request):
         raise LookupError(
             f"delivery {delivery_id} may have reached the patient by LINE already, and "
             "LINE no longer recognises its retry key: it is not queued again (send a new "

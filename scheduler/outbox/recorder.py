@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeVar
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -22,7 +23,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from scheduler.channels import OutgoingMessage, Receipt
 from scheduler.core.domain import ChannelName, HoldCause, Reason
 from scheduler.core.failure_policy import (
-    RETRY_KEY_EXPIRED,
     Attempt,
     Decision,
     Fail,
@@ -35,7 +35,7 @@ from scheduler.core.failure_policy import (
 from scheduler.core.quota import month_bounds
 from scheduler.outbox import transitions
 from scheduler.outbox.lanes import GroupCommit
-from scheduler.outbox.transitions import Claim, Claimed
+from scheduler.outbox.transitions import Claim, Claimed, Reach
 from scheduler.settings import Settings
 from scheduler.store.channel_state import Hold, hold_channel
 from scheduler.store.db import transaction
@@ -60,10 +60,18 @@ class Prepared:
 
     message: OutgoingMessage
     claimed: Claimed
-    claim: Claim  # as prepared: the LINE place it holds, whose first push it is
+    claim: Claim  # as prepared: the LINE place it holds, whose first request it is
     tip_id: str | None
-    # The first LINE push LINE may accept (the database's clock); None for email.
-    first_push_at: datetime | None
+    # LINE: the first request that carried the retry key (the database's clock).
+    first_request_at: datetime | None
+
+
+def reach_of(failure: Failure) -> Reach:
+    if failure is Failure.UNCERTAIN:
+        return Reach.MAYBE
+    if failure is Failure.UNREACHABLE:
+        return Reach.NOTHING
+    return Reach.REFUSED
 
 
 class Recorder:
@@ -77,20 +85,20 @@ class Recorder:
         took = self._sent.add((prepared, receipt.provider_message_id, now))
         return "sent" if took else TAKEN_OVER
 
-    def failed(
+    def decide(
         self,
         prepared: Prepared,
         failure: Failure,
         reason: str,
         now: datetime,
-        key_age: timedelta | None,
+        db_now: datetime,
         holds: dict[ChannelName, Hold],
-        retries: bool = True,
-    ) -> tuple[str, Decision]:
-        """Decide what the failure means (scheduler.core.failure_policy) and record it.
-        Without `retries` (a sample) the message fails instead of being tried again;
-        the contact is still marked, or the channel held."""
+    ) -> Decision:
+        """What the failure means (scheduler.core.failure_policy)."""
         channel = prepared.message.channel
+        maybe_sent = prepared.claim.sent_before or failure is Failure.UNCERTAIN
+        first_request = prepared.first_request_at
+        key_age = db_now - first_request if first_request is not None else None
         current = holds.get(channel)
         unreachable_since = (
             current.since if current and current.cause is HoldCause.UNREACHABLE else None
@@ -98,74 +106,76 @@ class Recorder:
         decision = decide(
             failure,
             reason,
-            Attempt(prepared.claim.id, channel, prepared.claimed.attempts, key_age),
+            Attempt(prepared.claim.id, channel, prepared.claimed.attempts, maybe_sent, key_age),
             now,
             self.settings.dispatch,
-            month_ends=_month_ends(now, self.settings),
+            month_ends=month_bounds(now, self.settings.timezone)[1],
             held_since=unreachable_since,
         )
         if isinstance(decision, Reroute) and prepared.claimed.patient_id is None:
             # The clinic's own digest: its address is in the settings, no other to try.
-            decision = Fail(f"{decision.reason} — check the [digest] address in the settings")
-        maybe_sent = failure.may_have_been_sent or key_age is not None
-        claim, tip_id = prepared.claim, prepared.tip_id
+            return Fail(f"{decision.reason} — check the [digest] address in the settings")
+        return decision
+
+    def record(
+        self,
+        prepared: Prepared,
+        decision: Decision,
+        failure: Failure,
+        now: datetime,
+        retries: bool = True,
+    ) -> str:
+        """Record `decision` for a failed send. Without `retries` (a sample) the
+        message fails instead of being tried again; the contact is still marked, or
+        the channel held."""
+        channel, claimed = prepared.message.channel, prepared.claimed
+        claim, tip_id, reach = prepared.claim, prepared.tip_id, reach_of(failure)
 
         def write(session: Session) -> bool:
-            if isinstance(decision, Reroute):
-                assert prepared.claimed.patient_id is not None  # a digest fails instead
-                mark_contact_unusable(
-                    session,
-                    prepared.claimed.patient_id,
-                    channel,
-                    decision.reason,
-                    now,
-                    self.settings.timezone,
-                )
-                if retries:
-                    return transitions.reroute(session, claim, decision.reason, now)
-            if isinstance(decision, HoldChannel):
-                hold_channel(session, channel, decision.cause, decision.reason, now, decision.until)
-                if retries:
-                    return transitions.wait(session, claim, now, decision.reason, now, tip_id)
-            if isinstance(decision, Retry) and retries:
-                return transitions.retry(
-                    session,
-                    claim,
-                    decision.at,
-                    decision.reason,
-                    now,
-                    may_have_been_sent=maybe_sent,
-                    tip_id=tip_id,
-                )
+            match decision:
+                case Reroute() if claimed.patient_id is not None:
+                    mark_contact_unusable(
+                        session, claimed.patient_id, channel, decision.reason, now, self.tz
+                    )
+                    if retries:
+                        return transitions.reroute(session, claim, decision.reason, now)
+                case HoldChannel():
+                    hold_channel(
+                        session, channel, decision.cause, decision.reason, now, decision.until
+                    )
+                    if retries:
+                        return transitions.wait(
+                            session, claim, now, decision.reason, now, reach, tip_id
+                        )
+                case Retry() if retries:
+                    return transitions.retry(
+                        session, claim, decision.at, decision.reason, now, reach, tip_id
+                    )
             reason = decision.reason if retries else f"{decision.reason}; {SAMPLE_NOT_RETRIED}"
-            return transitions.fail(
-                session, claim, reason, now, may_have_been_sent=maybe_sent, tip_id=tip_id
-            )
+            return transitions.fail(session, claim, reason, now, reach, tip_id)
 
         took = self.until_written(write)
         if isinstance(decision, HoldChannel):
-            log.error(
-                "%s channel held until %s: %s",
-                channel.value,
-                decision.until.isoformat(),
-                decision.reason,
-            )
+            until = decision.until.isoformat()
+            log.error("%s channel held until %s: %s", channel.value, until, decision.reason)
         outcome = {Reroute: REROUTED, HoldChannel: HELD, Retry: "retry", Fail: "failed"}[
             type(decision)
         ]
         if not retries:
             outcome = "failed"
-        return self._logged(prepared.message, outcome if took else TAKEN_OVER, reason), decision
+        return self._logged(prepared.message, outcome if took else TAKEN_OVER, decision.reason)
 
-    def expired(self, prepared: Prepared, now: datetime) -> str:
+    def expired(self, prepared: Prepared, now: datetime, reason: str) -> str:
         """A LINE push whose retry key is too old to repeat: failed unsent, its place
         counted as used (an earlier push may have reached the patient)."""
         took = self.until_written(
-            lambda session: transitions.fail(
-                session, prepared.claim, RETRY_KEY_EXPIRED, now, may_have_been_sent=True
-            )
+            lambda session: transitions.fail(session, prepared.claim, reason, now)
         )
-        return self._logged(prepared.message, "failed" if took else TAKEN_OVER, RETRY_KEY_EXPIRED)
+        return self._logged(prepared.message, "failed" if took else TAKEN_OVER, reason)
+
+    def released(self, prepared: Prepared, now: datetime) -> str:
+        took = self.until_written(lambda session: transitions.release(session, prepared.claim, now))
+        return self._logged(prepared.message, "released" if took else TAKEN_OVER, None)
 
     def until_written(self, write: Callable[[Session], T]) -> T:
         """Run `write` in a transaction until the database takes it."""
@@ -174,7 +184,7 @@ class Recorder:
             try:
                 with transaction(self.sessions) as session:
                     return write(session)
-            except (OperationalError, DBAPIError) as e:
+            except DBAPIError as e:
                 if not _is_transient(e):
                     raise
                 log.warning(
@@ -184,6 +194,10 @@ class Recorder:
                 )
                 time.sleep(wait)
                 wait = min(wait * 2, LONGEST_WAIT)
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return self.settings.timezone
 
     def _write_sent(self, items: list[tuple[Prepared, str | None, datetime]]) -> list[bool]:
         took = self.until_written(
@@ -226,8 +240,9 @@ def log_outcome(
     )
 
 
-def _month_ends(now: datetime, settings: Settings) -> datetime:
-    return month_bounds(now, settings.timezone)[1]
+def key_age(first_request_at: datetime | None, db_now: datetime) -> timedelta | None:
+    """How long ago the first LINE request carrying a retry key was made."""
+    return None if first_request_at is None else db_now - first_request_at
 
 
 def _is_transient(error: DBAPIError) -> bool:

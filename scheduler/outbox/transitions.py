@@ -41,15 +41,19 @@ outcome, and the new claimer's stands.
   extends it while the worker still works on the row, so only a dead (or cut off)
   worker's rows come back. A row claimed `max_attempts` times without an outcome
   ends with `give_up`; a row this version cannot read, with `quarantine`.
-- `prepare` records, before the push, the channel and template chosen, the LINE
-  place taken in the month's budget (scheduler.outbox.budget) and the moment of the
-  first LINE push that LINE may accept.
+- `prepare`, just before the send, records the channel and template chosen, the LINE
+  place the claim holds in the month's budget (scheduler.outbox.budget), the moment
+  of the first LINE request carrying the retry key, and that the message may now
+  reach the patient (`maybe_sent`). An outcome that says it certainly did not undoes
+  that; a worker that dies leaves it, so whoever takes the row over knows.
+- A message that may have reached the patient (`maybe_sent`) is only ever tried again
+  by the same channel; its LINE place is kept while it is tried again, and counted as
+  used when it ends. A LINE place is counted when its push is sent, and given back
+  on every path on which no message may have gone. `quota_month` names the month
+  whose budget holds a place for the row, only while it does.
 - `wait` and `release` do not count the attempt: the message did not fail (its
   channel is held, LINE's quota is kept for more important messages, its template
   is being mended, or its worker is stopping).
-- A LINE place is used when the push was sent or may have been (`record_sent`, a
-  `fail` or `give_up` after an uncertain push), kept by a `retry` after an uncertain
-  push, and given back on every other path.
 """
 
 from __future__ import annotations
@@ -59,10 +63,24 @@ from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from enum import Enum
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Row, String, and_, bindparam, or_, select, type_coerce, update
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    Executable,
+    Row,
+    String,
+    and_,
+    bindparam,
+    or_,
+    select,
+    type_coerce,
+    update,
+)
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import Update
 
 from scheduler.core.domain import ChannelName, DeliveryState, Reason, member
 from scheduler.outbox import budget
@@ -79,6 +97,14 @@ WITHDRAWN_NOT_DUE = (
 REVIVABLE = (DeliveryState.WITHDRAWN, DeliveryState.SKIPPED)
 
 
+class Reach(Enum):
+    """How far an attempt got: what its outcome undoes."""
+
+    NOTHING = "no request left"  # stopped before it, or no connection could be made
+    REFUSED = "the provider answered and took nothing"
+    MAYBE = "the provider may have taken it"  # no answer: a timeout, a 5xx, a dead worker
+
+
 @dataclass(frozen=True)
 class Claim:
     """One delivery as the worker that claimed it holds it."""
@@ -86,9 +112,11 @@ class Claim:
     id: str
     token: str
     quota_month: str | None = None  # the month whose LINE budget holds a place for it
-    # `prepare` set the first LINE push moment: no earlier push can have reached LINE,
-    # so when this one certainly did not either, the moment is cleared again.
-    first_push_ours: bool = False
+    # An earlier attempt may have reached the patient (see `prepare`).
+    sent_before: bool = False
+    # `prepare` set the first LINE request's moment: when this attempt's request never
+    # left, the moment is cleared again.
+    first_request_ours: bool = False
 
 
 @dataclass(frozen=True)
@@ -104,13 +132,17 @@ class Claimed:
     campaign_day: date | None
     tip_id: str | None
     attempts: int
-    line_first_push_at: datetime | None
-    # Its previous claim's lease ran out: a worker stopped while sending it.
-    resumed: bool
+    line_first_request_at: datetime | None
 
     @property
     def id(self) -> str:
         return self.claim.id
+
+    @property
+    def maybe_sent(self) -> bool:
+        """An earlier attempt may have reached the patient: only its channel may
+        try again."""
+        return self.claim.sent_before
 
 
 @dataclass(frozen=True)
@@ -141,14 +173,19 @@ def plan(session: Session, rows: Sequence[dict[str, Any]]) -> int:
 
 
 def withdraw(session: Session, ids: Collection[str], now: datetime, reason: str) -> int:
+    """No longer due. A message that may have reached the patient already (planned
+    again after no answer) counts the LINE place it kept as used."""
     withdrawn = 0
     for chunk in _chunks(list(ids)):
-        withdrawn += _count(
-            session,
+        rows = session.execute(
             update(Delivery)
             .where(Delivery.id.in_(chunk), Delivery.state == DeliveryState.PLANNED)
-            .values(state=DeliveryState.WITHDRAWN, last_error=reason, updated_at=now),
-        )
+            .values(state=DeliveryState.WITHDRAWN, last_error=reason, updated_at=now)
+            .returning(Delivery.id, Delivery.quota_month),
+            execution_options={"synchronize_session": False},
+        ).all()
+        withdrawn += len(rows)
+        _settle_places(session, [(row.id, row.quota_month, True) for row in rows])
     return withdrawn
 
 
@@ -223,15 +260,19 @@ def claim(
     `db_now` (the database's clock). `only` narrows to one reason (outside the send
     window, only the clinic's digest goes). Rows claimed `max_attempts` times without
     an outcome are given up instead, and rows this version cannot read quarantined."""
-    lease_ended = and_(Delivery.state == DeliveryState.SENDING, Delivery.lease_until < db_now)
+    lease_ended = and_(
+        Delivery.state == DeliveryState.SENDING,
+        # No lease at all: a row left by a version that had none.
+        or_(Delivery.lease_until < db_now, Delivery.lease_until.is_(None)),
+    )
     given_up = _give_up(session, lease_ended, max_attempts, now)
     claimable: ColumnElement[bool] = or_(
         and_(Delivery.state == DeliveryState.PLANNED, Delivery.send_after <= now), lease_ended
     )
     if only is not None:
         claimable = and_(claimable, Delivery.reason == only)
-    candidates = session.execute(
-        select(Delivery.id, type_coerce(Delivery.state, String))
+    candidates = session.scalars(
+        select(Delivery.id)
         .where(claimable)
         .order_by(Delivery.send_after, Delivery.id)
         .limit(limit)
@@ -244,7 +285,7 @@ def claim(
     # took since the read is left out rather than taken twice.
     rows = session.execute(
         update(Delivery)
-        .where(Delivery.id.in_([c[0] for c in candidates]), claimable)
+        .where(Delivery.id.in_(candidates), claimable)
         .values(
             state=DeliveryState.SENDING,
             claim_token=token,
@@ -256,14 +297,14 @@ def claim(
         .returning(*_CLAIMED_COLUMNS),
         execution_options={"synchronize_session": False},
     ).all()
-    resumed = {c[0] for c in candidates if c[1] == DeliveryState.SENDING}
-    order = {c[0]: n for n, c in enumerate(candidates)}
+    order = {delivery_id: n for n, delivery_id in enumerate(candidates)}
     claimed, quarantined = [], []
     for row in sorted(rows, key=lambda row: order[row.id]):
         try:
-            claimed.append(_read_claimed(row, token, row.id in resumed))
+            claimed.append(_read_claimed(row, token))
         except _Unreadable as problem:
-            quarantine(session, Claim(row.id, token), str(problem), now)
+            held = Claim(row.id, token, row.quota_month, bool(row.maybe_sent))
+            quarantine(session, held, str(problem), now)
             quarantined.append((row.id, str(problem)))
     return ClaimedBatch(claimed, quarantined, given_up)
 
@@ -289,16 +330,21 @@ def claim_new(
 
 def renew(
     session: Session, held: Mapping[str, Collection[str]], db_now: datetime, lease: timedelta
-) -> set[str]:
-    """Extend the leases of the rows still sending under these tokens (`held`: token →
-    the ids its worker still works on); returns the ids another worker took over."""
-    if not held:
-        return set()
+) -> tuple[set[str], set[str]]:
+    """Extend the leases of the rows a worker still works on (`held`: token → ids);
+    returns the ids renewed, and those another worker took over."""
+    ids = [i for rows in held.values() for i in rows]
+    if not ids:
+        return set(), set()
     # A row another transaction is writing (its outcome, its channel) is left for
     # the next renewal: waiting for it could deadlock with that writer.
     free = (
         select(Delivery.id)
-        .where(Delivery.claim_token.in_(list(held)), Delivery.state == DeliveryState.SENDING)
+        .where(
+            Delivery.id.in_(ids),
+            Delivery.claim_token.in_(list(held)),
+            Delivery.state == DeliveryState.SENDING,
+        )
         .with_for_update(skip_locked=True)
     )
     renewed = set(
@@ -310,10 +356,11 @@ def renew(
             execution_options={"synchronize_session": False},
         )
     )
-    missing = {i for ids in held.values() for i in ids} - renewed
+    missing = set(ids) - renewed
     if not missing:
-        return set()
-    # Not renewed: recorded a moment ago (still under our token), or taken over.
+        return renewed, set()
+    # Not renewed: being written or recorded a moment ago (still under our token),
+    # or taken over.
     still_ours = set(
         session.scalars(
             select(Delivery.id).where(
@@ -321,7 +368,7 @@ def renew(
             )
         )
     )
-    return missing - still_ours
+    return renewed, missing - still_ours
 
 
 def prepare(
@@ -330,15 +377,16 @@ def prepare(
     *,
     channel: ChannelName,
     template: str,
-    first_push_at: datetime | None,
+    first_request_at: datetime | None,
 ) -> bool:
-    """Record the channel and template chosen and, for LINE, the place the claim holds
-    and the moment of its first push (kept if an earlier push may have reached LINE)."""
-    values: dict[str, Any] = {"channel": channel, "template": template}
+    """Record, just before the send, the channel and template chosen, the LINE place
+    the claim holds and the first LINE request's moment, and that the message may now
+    reach the patient."""
+    values: dict[str, Any] = {"channel": channel, "template": template, "maybe_sent": True}
     if claimed.quota_month is not None:
         values["quota_month"] = claimed.quota_month
-    if first_push_at is not None:
-        values["line_first_push_at"] = first_push_at
+    if first_request_at is not None:
+        values["line_first_request_at"] = first_request_at
     return _took(session, _claimed(claimed).values(**values))
 
 
@@ -354,21 +402,21 @@ def record_sent(
     took: list[bool] = []
     used: Counter[str] = Counter()
     connection = session.connection()
-    for claimed, provider_message_id, tip_id in sent:
+    for held, provider_message_id, tip_id in sent:
         # One prepared statement and no read: this runs for every message sent.
         result = connection.execute(
             _RECORD_SENT,
             {
-                "delivery_id": claimed.id,
-                "token": claimed.token,
+                "delivery_id": held.id,
+                "token": held.token,
                 "receipt": provider_message_id,
                 "tip_id": tip_id,
                 "now": now,
             },
         )
         took.append(result.rowcount == 1)
-        if took[-1] and claimed.quota_month is not None:
-            used[claimed.quota_month] += 1
+        if took[-1] and held.quota_month is not None:
+            used[held.quota_month] += 1
     budget.count_as_used(session, used)
     return took
 
@@ -379,32 +427,17 @@ def retry(
     at: datetime,
     reason: str,
     now: datetime,
-    *,
-    may_have_been_sent: bool,
+    reach: Reach,
     tip_id: str | None = None,
 ) -> bool:
-    """Planned again for `at`. After a push LINE may have accepted, the LINE place
-    and the first push moment stay: the retry repeats the same push."""
-    values = {} if may_have_been_sent else _not_sent(claimed)
-    return _end(
-        session,
-        claimed,
-        DeliveryState.PLANNED,
-        now,
-        reason,
-        send_after=at,
-        tip_id=tip_id,
-        keeps_place=may_have_been_sent,
-        **values,
-    )
+    """Planned again for `at` (the attempt counted), the tip kept for the next one."""
+    return _end(session, claimed, DeliveryState.PLANNED, reach, now, reason, tip_id, send_after=at)
 
 
 def reroute(session: Session, claimed: Claim, reason: str, now: datetime) -> bool:
-    """Planned again at once: the contact just tried is unusable, the other one may
-    do (the next claim chooses the channel again)."""
-    return _end(
-        session, claimed, DeliveryState.PLANNED, now, reason, send_after=now, **_not_sent(claimed)
-    )
+    """Planned again at once: the contact just tried refused it, the other one may do
+    (the next claim chooses the channel again)."""
+    return _end(session, claimed, DeliveryState.PLANNED, Reach.REFUSED, now, reason, send_after=now)
 
 
 def wait(
@@ -413,6 +446,7 @@ def wait(
     until: datetime,
     reason: str,
     now: datetime,
+    reach: Reach = Reach.NOTHING,
     tip_id: str | None = None,
 ) -> bool:
     """Planned again for `until` without counting the attempt: not the message's
@@ -422,12 +456,12 @@ def wait(
         session,
         claimed,
         DeliveryState.PLANNED,
+        reach,
         now,
         reason,
+        tip_id,
         send_after=until,
         attempts=Delivery.attempts - 1,
-        tip_id=tip_id,
-        **_not_sent(claimed),
     )
 
 
@@ -438,11 +472,10 @@ def release(session: Session, claimed: Claim, now: datetime) -> bool:
         session,
         claimed,
         DeliveryState.PLANNED,
+        Reach.NOTHING,
         now,
         None,
         attempts=Delivery.attempts - 1,
-        keep_error=True,
-        **_not_sent(claimed),
     )
 
 
@@ -451,37 +484,20 @@ def fail(
     claimed: Claim,
     reason: str,
     now: datetime,
-    *,
-    may_have_been_sent: bool = False,
+    reach: Reach = Reach.NOTHING,
     tip_id: str | None = None,
 ) -> bool:
-    values = {} if may_have_been_sent else _not_sent(claimed)
-    return _end(
-        session,
-        claimed,
-        DeliveryState.FAILED,
-        now,
-        reason,
-        tip_id=tip_id,
-        counts_place=may_have_been_sent,
-        **values,
-    )
+    return _end(session, claimed, DeliveryState.FAILED, reach, now, reason, tip_id)
 
 
 def skip(session: Session, claimed: Claim, reason: str, now: datetime) -> bool:
-    return _end(session, claimed, DeliveryState.SKIPPED, now, reason, **_not_sent(claimed))
+    return _end(session, claimed, DeliveryState.SKIPPED, Reach.NOTHING, now, reason)
 
 
 def quarantine(session: Session, claimed: Claim, problem: str, now: datetime) -> bool:
     """A claimed row this version cannot read: failed, so it never stops the rest."""
-    return _end(
-        session,
-        claimed,
-        DeliveryState.FAILED,
-        now,
-        UNREADABLE.format(problem=problem),
-        **_not_sent(claimed),
-    )
+    reason = UNREADABLE.format(problem=problem)
+    return _end(session, claimed, DeliveryState.FAILED, Reach.NOTHING, now, reason)
 
 
 def new_token() -> str:
@@ -491,7 +507,7 @@ def new_token() -> str:
 # -- the statements ----------------------------------------------------------------
 
 
-def _claimed(claimed: Claim) -> Any:
+def _claimed(claimed: Claim) -> Update:
     """An UPDATE of this claim's row, while it is still this claim's."""
     return update(Delivery).where(
         Delivery.id == claimed.id,
@@ -504,70 +520,88 @@ def _end(
     session: Session,
     claimed: Claim,
     state: DeliveryState,
+    reach: Reach,
     now: datetime,
     reason: str | None,
-    *,
-    keeps_place: bool = False,
-    counts_place: bool = False,
-    keep_error: bool = False,
     tip_id: str | None = None,
     **values: Any,
 ) -> bool:
-    """End a claim in `state`; its LINE place is kept, counted as used, or given back."""
+    """End a claim in `state`, undoing what `prepare` said of an attempt that
+    certainly did not reach the patient, and settling its LINE place: kept while a
+    message that may have gone is tried again, counted as used when it ends, given
+    back when no message can have gone."""
+    maybe_sent = claimed.sent_before or reach is Reach.MAYBE
+    values |= {"state": state, "maybe_sent": maybe_sent, "lease_until": None, "updated_at": now}
+    if reason is not None or state is not DeliveryState.PLANNED:
+        values["last_error"] = reason
     if tip_id is not None:  # a retry keeps the tip its first attempt chose
         values["tip_id"] = tip_id
-    if not keep_error:
-        values["last_error"] = reason
-    took = _took(
-        session, _claimed(claimed).values(state=state, lease_until=None, updated_at=now, **values)
-    )
+    if claimed.first_request_ours and reach is Reach.NOTHING:
+        values["line_first_request_at"] = None  # no request carried the key after all
     place = claimed.quota_month
+    keeps_place = maybe_sent and state is DeliveryState.PLANNED
+    if place is not None and not keeps_place:
+        values["quota_month"] = None
+    took = _took(session, _claimed(claimed).values(**values))
     if took and place is not None and not keeps_place:
-        if counts_place:
+        if maybe_sent:
             budget.count_as_used(session, Counter({place: 1}))
         else:
             budget.give_back(session, Counter({place: 1}))
     return took
 
 
-def _not_sent(claimed: Claim) -> dict[str, Any]:
-    """What a claim that certainly did not reach the patient undoes: its LINE place,
-    and the first push moment it set itself."""
-    values: dict[str, Any] = {}
-    if claimed.quota_month is not None:
-        values["quota_month"] = None
-    if claimed.first_push_ours:
-        values["line_first_push_at"] = None
-    return values
+def _settle_places(session: Session, rows: Sequence[tuple[str, str | None, bool]]) -> None:
+    """Settle the LINE places of rows that ended outside a claim: (id, the month of
+    its place, whether its message may have gone) each."""
+    with_place = [(i, month, maybe) for i, month, maybe in rows if month is not None]
+    if not with_place:
+        return
+    for chunk in _chunks([i for i, _, _ in with_place]):
+        session.execute(
+            update(Delivery).where(Delivery.id.in_(chunk)).values(quota_month=None),
+            execution_options={"synchronize_session": False},
+        )
+    budget.count_as_used(session, Counter(month for _, month, maybe in with_place if maybe))
+    budget.give_back(session, Counter(month for _, month, maybe in with_place if not maybe))
 
 
 def _give_up(
     session: Session, lease_ended: ColumnElement[bool], max_attempts: int, now: datetime
 ) -> list[tuple[str, int]]:
+    # Rows another worker is giving up at this moment are left to it.
     rows = session.execute(
-        update(Delivery)
+        select(Delivery.id, Delivery.attempts, Delivery.quota_month, Delivery.maybe_sent)
         .where(lease_ended, Delivery.attempts >= max_attempts)
-        .values(
-            state=DeliveryState.FAILED,
-            last_error=GIVEN_UP.format(attempts=max_attempts),
-            lease_until=None,
-            updated_at=now,
-        )
-        .returning(Delivery.id, Delivery.attempts, Delivery.quota_month),
-        execution_options={"synchronize_session": False},
+        .order_by(Delivery.id)
+        .with_for_update(skip_locked=True)
     ).all()
-    # Its worker may have pushed it before stopping: a place used, not given back.
-    budget.count_as_used(session, Counter(r.quota_month for r in rows if r.quota_month))
+    if not rows:
+        return []
+    for chunk in _chunks([row.id for row in rows]):
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(chunk))
+            .values(
+                state=DeliveryState.FAILED,
+                last_error=GIVEN_UP.format(attempts=max_attempts),
+                lease_until=None,
+                updated_at=now,
+            ),
+            execution_options={"synchronize_session": False},
+        )
+    # Its worker may have sent it before it stopped: a place used, unless it never could.
+    _settle_places(session, [(row.id, row.quota_month, row.maybe_sent) for row in rows])
     return [(row.id, row.attempts) for row in rows]
 
 
-def _took(session: Session, statement: Any) -> bool:
+def _took(session: Session, statement: Executable) -> bool:
     return _count(session, statement) == 1
 
 
-def _count(session: Session, statement: Any) -> int:
+def _count(session: Session, statement: Executable) -> int:
     result = session.execute(statement, execution_options={"synchronize_session": False})
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return cast(CursorResult[Any], result).rowcount
 
 
 def _chunks(ids: list[str], size: int = 500) -> Iterable[list[str]]:
@@ -588,8 +622,9 @@ _CLAIMED_COLUMNS = (
     type_coerce(Delivery.campaign_day, String).label("campaign_day"),
     Delivery.tip_id,
     Delivery.attempts,
-    type_coerce(Delivery.line_first_push_at, String).label("line_first_push_at"),
+    type_coerce(Delivery.line_first_request_at, String).label("line_first_request_at"),
     Delivery.quota_month,
+    Delivery.maybe_sent,
 )
 
 
@@ -597,7 +632,7 @@ class _Unreadable(ValueError):
     pass
 
 
-def _read_claimed(row: Row[*tuple[Any, ...]], token: str, resumed: bool) -> Claimed:
+def _read_claimed(row: Row[*tuple[Any, ...]], token: str) -> Claimed:
     reason = member(Reason, row.reason)
     if reason is None:
         raise _Unreadable(f"unknown reason {row.reason!r}")
@@ -605,7 +640,7 @@ def _read_claimed(row: Row[*tuple[Any, ...]], token: str, resumed: bool) -> Clai
     if row.channel is not None and channel is None:
         raise _Unreadable(f"unknown channel {row.channel!r}")
     return Claimed(
-        claim=Claim(row.id, token, row.quota_month),
+        claim=Claim(row.id, token, row.quota_month, bool(row.maybe_sent)),
         patient_id=row.patient_id,
         appointment_id=row.appointment_id,
         reason=reason,
@@ -614,8 +649,7 @@ def _read_claimed(row: Row[*tuple[Any, ...]], token: str, resumed: bool) -> Clai
         campaign_day=_day(row.campaign_day),
         tip_id=row.tip_id,
         attempts=row.attempts,
-        line_first_push_at=_moment(row.line_first_push_at),
-        resumed=resumed,
+        line_first_request_at=_moment(row.line_first_request_at),
     )
 
 
@@ -636,32 +670,26 @@ def _moment(value: object) -> datetime | None:
         try:
             value = datetime.fromisoformat(str(value))
         except ValueError:
-            raise _Unreadable(f"line_first_push_at {value!r} is not a moment") from None
+            raise _Unreadable(f"line_first_request_at {value!r} is not a moment") from None
     return value.replace(tzinfo=UTC)
 
 
 _DELIVERIES = Delivery.metadata.tables[Delivery.__tablename__]
-
-
-def _record_sent_statement() -> Any:
-    table = _DELIVERIES
-    return (
-        update(table)
-        .where(
-            table.c.id == bindparam("delivery_id"),
-            table.c.claim_token == bindparam("token"),
-            table.c.state == DeliveryState.SENDING,
-        )
-        .values(
-            state=DeliveryState.SENT,
-            provider_message_id=bindparam("receipt"),
-            tip_id=bindparam("tip_id"),
-            sent_at=bindparam("now", type_=UTCDateTime()),
-            last_error=None,
-            lease_until=None,
-            updated_at=bindparam("now", type_=UTCDateTime()),
-        )
+_RECORD_SENT = (
+    update(_DELIVERIES)
+    .where(
+        _DELIVERIES.c.id == bindparam("delivery_id"),
+        _DELIVERIES.c.claim_token == bindparam("token"),
+        _DELIVERIES.c.state == DeliveryState.SENDING,
     )
-
-
-_RECORD_SENT = _record_sent_statement()
+    .values(
+        state=DeliveryState.SENT,
+        provider_message_id=bindparam("receipt"),
+        tip_id=bindparam("tip_id"),
+        sent_at=bindparam("now", type_=UTCDateTime()),
+        last_error=None,
+        lease_until=None,
+        quota_month=None,  # counted as used
+        updated_at=bindparam("now", type_=UTCDateTime()),
+    )
+)

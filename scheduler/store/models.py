@@ -195,11 +195,15 @@ class Delivery(Base):
     claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     claim_token: Mapped[str | None] = mapped_column(String(32))
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    # The first LINE push that LINE may have accepted (database clock): LINE honours
-    # the retry key for 24 hours from the first request that carried it, so the
-    # delivery is not pushed again after that, and never sent by email instead.
-    line_first_push_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    # The month ("2026-11") whose LINE budget holds a message for this delivery.
+    # The message may have reached the patient (an attempt went out and no answer
+    # came back, or its worker died mid-send): it is tried again only by `channel`.
+    maybe_sent: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The first LINE request that carried this delivery's retry key (database clock):
+    # LINE honours the key for 24 hours from then, so a push that may have been
+    # accepted is not repeated after that.
+    line_first_request_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The month ("2026-11") whose LINE budget holds a place for this delivery, while
+    # it holds one (scheduler.outbox.budget).
     quota_month: Mapped[str | None] = mapped_column(String(7))
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)

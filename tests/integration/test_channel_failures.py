@@ -152,28 +152,48 @@ def test_an_uncertain_line_push_is_retried_under_its_key_within_the_window(
     assert nudge.state is DeliveryState.SENT
 
 
-def test_the_window_counts_from_the_first_push_not_from_the_first_timeout(
+def test_the_window_counts_from_the_first_request_not_from_the_first_timeout(
     runtime: Runtime,
 ) -> None:
     nudged_patients(runtime)
     transport = RecordingTransport([TIMEOUT])
     dispatcher_with(runtime, transport, database_time=FIRST_PUSH).dispatch_due(NUDGE_TIME)
-    assert the_nudge(runtime).line_first_push_at == FIRST_PUSH
+    nudge = the_nudge(runtime)
+    assert (nudge.line_first_request_at, nudge.maybe_sent) == (FIRST_PUSH, True)
 
 
-def test_a_long_hold_before_the_first_push_does_not_use_up_the_retry_window(
-    runtime: Runtime,
-) -> None:
+def _refused_a_day_ago(runtime: Runtime) -> datetime:
+    """A push refused (a bad token) at FIRST_PUSH, the hold lifted a day later; that
+    later moment on the database's clock."""
     nudged_patients(runtime)
-    _dispatch_with_line_refusing(runtime, BAD_TOKEN)  # held: LINE took nothing
-    assert the_nudge(runtime).line_first_push_at is None
+    refusing = RecordingTransport(refused={ChannelName.LINE: BAD_TOKEN})
+    dispatcher_with(runtime, refusing, database_time=FIRST_PUSH).dispatch_due(NUDGE_TIME)
+    assert the_nudge(runtime).maybe_sent is False  # LINE took nothing
     with transaction(runtime.sessions) as session:
         release_holds(session, HoldCause.CREDENTIALS)
-    later = FIRST_PUSH + timedelta(hours=25)
-    dispatcher = dispatcher_with(runtime, RecordingTransport([TIMEOUT]), database_time=later)
-    dispatcher.dispatch_due(NUDGE_TIME + timedelta(hours=25))
+    return FIRST_PUSH + timedelta(hours=25)
+
+
+def test_after_a_long_hold_the_push_goes_under_its_retry_key(runtime: Runtime) -> None:
+    later = _refused_a_day_ago(runtime)
+    transport = RecordingTransport()
+    dispatcher_with(runtime, transport, database_time=later).dispatch_due(
+        NUDGE_TIME + timedelta(hours=25)
+    )
+    assert [m.delivery_id for m in transport.received] == [the_nudge(runtime).id]
+
+
+def test_a_timeout_a_day_after_the_first_request_is_not_repeated(runtime: Runtime) -> None:
+    """LINE counts a key's 24 hours from the first request that carried it, refused
+    or not: a repeat now might find the key forgotten and reach the patient twice."""
+    later = _refused_a_day_ago(runtime)
+    transport = RecordingTransport([TIMEOUT])
+    dispatcher_with(runtime, transport, database_time=later).dispatch_due(
+        NUDGE_TIME + timedelta(hours=25)
+    )
     nudge = the_nudge(runtime)
-    assert (nudge.state, nudge.line_first_push_at) == (DeliveryState.PLANNED, later)
+    assert (nudge.state, nudge.line_first_request_at) == (DeliveryState.FAILED, FIRST_PUSH)
+    assert RETRY_KEY_EXPIRED in (nudge.last_error or "")
 
 
 def test_line_message_whose_worker_stopped_mid_push_a_day_ago_is_not_sent_again(
@@ -186,7 +206,7 @@ def test_line_message_whose_worker_stopped_mid_push_a_day_ago_is_not_sent_again(
         ).one()
         nudge.state, nudge.channel, nudge.attempts = DeliveryState.SENDING, ChannelName.LINE, 1
         nudge.claim_token, nudge.lease_until = "stopped", FIRST_PUSH + timedelta(minutes=5)
-        nudge.line_first_push_at = FIRST_PUSH
+        nudge.line_first_request_at, nudge.maybe_sent = FIRST_PUSH, True
     transport = RecordingTransport()
     later = FIRST_PUSH + timedelta(hours=24)
     dispatcher_with(runtime, transport, database_time=later).dispatch_due(NUDGE_TIME)

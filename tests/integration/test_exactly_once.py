@@ -25,8 +25,9 @@ from scheduler.channels.email import SmtpTransport
 from scheduler.core.config import Line
 from scheduler.core.domain import ChannelName, DeliveryState, HoldCause, Reason
 from scheduler.outbox.budget import line_quota
+from scheduler.outbox.manual import requeue
 from scheduler.outbox.report import status
-from scheduler.outbox.transitions import GIVEN_UP
+from scheduler.outbox.transitions import GIVEN_UP, withdraw
 from scheduler.runtime import Runtime, open_runtime
 from scheduler.settings import Smtp, load_settings
 from scheduler.store.channel_state import active_holds, hold_channel
@@ -155,7 +156,7 @@ def test_an_uncertain_line_push_whose_contact_became_unusable_fails_rather_than_
     nudge = the_nudge(runtime)
     assert transport.received == []
     assert nudge.state is DeliveryState.FAILED
-    assert "not sent by email instead" in (nudge.last_error or "")
+    assert "it may have reached the patient already" in (nudge.last_error or "")
 
 
 # -- rows that end --------------------------------------------------------------------
@@ -428,3 +429,62 @@ def test_the_mail_date_is_the_cycles_moment_not_the_real_clock(runtime: Runtime)
     nudge = the_nudge(runtime)
     mail = message_from_bytes((runtime.settings.outbox_dir / f"{nudge.id}.eml").read_bytes())
     assert parsedate_to_datetime(mail["Date"]) == NUDGE_TIME
+
+
+# -- what a message that may have gone keeps, and counts ---------------------------------
+
+
+def _month(runtime: Runtime) -> tuple[int, int]:
+    with runtime.sessions() as session:
+        [month] = session.scalars(select(LineQuotaMonth)).all()
+    return month.used, month.reserved
+
+
+def test_a_message_queued_again_by_hand_counts_its_line_place_once(runtime: Runtime) -> None:
+    dispatch = replace(runtime.settings.dispatch, max_attempts=1)
+    one_try = replace(
+        runtime,
+        settings=replace(
+            runtime.settings, config=replace(runtime.settings.config, dispatch=dispatch)
+        ),
+    )
+    nudged_patients(one_try)
+    dispatcher_with(one_try, RecordingTransport([TIMEOUT])).dispatch_due(NUDGE_TIME)
+    assert (the_nudge(one_try).state, _month(one_try)) == (DeliveryState.FAILED, (1, 0))
+    with transaction(one_try.sessions) as session:
+        requeue(session, the_nudge(one_try).id, LATER, datetime.now(UTC))
+    dispatcher_with(one_try, RecordingTransport()).dispatch_due(LATER)
+    # The push that may have gone counted once, the one that went once more.
+    assert (the_nudge(one_try).state, _month(one_try)) == (DeliveryState.SENT, (2, 0))
+
+
+def test_a_mail_that_may_have_gone_is_not_sent_by_line_once_line_is_open_again(
+    runtime: Runtime,
+) -> None:
+    nudged_patients(runtime, email="hanako@example.jp")
+    with transaction(runtime.sessions) as session:
+        until = NUDGE_TIME + timedelta(minutes=30)
+        hold_channel(session, ChannelName.LINE, HoldCause.CREDENTIALS, "401", NUDGE_TIME, until)
+    no_answer = DeliveryError("connection lost after the message was sent", Failure.UNCERTAIN)
+    first = RecordingTransport([no_answer])
+    dispatcher_with(runtime, first).dispatch_due(NUDGE_TIME)
+    assert (the_nudge(runtime).channel, the_nudge(runtime).maybe_sent) == (ChannelName.EMAIL, True)
+    retry = RecordingTransport()
+    dispatcher_with(runtime, retry).dispatch_due(LATER)  # LINE is open again by now
+    assert [m.channel for m in retry.received] == [ChannelName.EMAIL]
+
+
+def test_a_message_that_may_have_gone_and_is_no_longer_due_counts_its_line_place(
+    runtime: Runtime,
+) -> None:
+    nudged_patients(runtime)
+    dispatcher_with(runtime, RecordingTransport([TIMEOUT])).dispatch_due(NUDGE_TIME)
+    assert _month(runtime) == (0, 1)  # kept for the retry
+    with transaction(runtime.sessions) as session:
+        withdraw(session, [the_nudge(runtime).id], NUDGE_TIME, "booked meanwhile")
+    nudge = the_nudge(runtime)
+    assert (nudge.state, nudge.quota_month, _month(runtime)) == (
+        DeliveryState.WITHDRAWN,
+        None,
+        (1, 0),
+    )

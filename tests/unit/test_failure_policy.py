@@ -13,7 +13,7 @@ from scheduler.core.failure_policy import (
     CREDENTIALS_RECHECK,
     LAST_LINE_RETRY,
     MAX_DELAY,
-    NOT_BY_EMAIL,
+    NOT_ANOTHER_WAY,
     RETRY_KEY_EXPIRED,
     UNREACHABLE_FIRST_WAIT,
     UNREACHABLE_LONGEST_WAIT,
@@ -40,8 +40,11 @@ def _decide(
     attempts: int = 1,
     key_age: timedelta | None = None,
     held_since: datetime | None = None,
+    maybe_sent: bool | None = None,
 ) -> Decision:
-    attempt = Attempt("d-1", channel, attempts, key_age)
+    """`maybe_sent` defaults to what a LINE key age implies: a push that may have gone."""
+    maybe = key_age is not None if maybe_sent is None else maybe_sent
+    attempt = Attempt("d-1", channel, attempts, maybe, key_age)
     return decide(
         failure,
         "what the channel said",
@@ -87,7 +90,17 @@ def test_each_failure_leads_to_its_decision(
 
 def test_a_line_push_that_may_have_arrived_is_not_sent_by_email_and_says_why() -> None:
     decision = _decide(Failure.CONTACT_UNUSABLE, key_age=timedelta(minutes=5))
-    assert decision == Fail(f"what the channel said; {NOT_BY_EMAIL}")
+    assert decision == Fail(f"what the channel said; {NOT_ANOTHER_WAY}")
+
+
+def test_a_mail_that_may_have_arrived_is_not_sent_by_line_instead() -> None:
+    decision = _decide(Failure.CONTACT_UNUSABLE, channel=EMAIL, maybe_sent=True)
+    assert decision == Fail(f"what the channel said; {NOT_ANOTHER_WAY}")
+
+
+def test_a_mail_that_may_have_arrived_is_retried_with_no_window() -> None:
+    decision = _decide(Failure.UNCERTAIN, channel=EMAIL, maybe_sent=True, key_age=None)
+    assert isinstance(decision, Retry)
 
 
 @pytest.mark.parametrize(
