@@ -386,7 +386,7 @@ class Dispatcher:
             wanted = Counter(c.reason for c in wants_line)
             token = wants_line[0].claim.token
             places.update(budget.reserve(session, month, month_ends, wanted, token))
-        chosen: list[_Chosen] = []
+        going: list[tuple[Claimed, transitions.Preparation]] = []
         not_now: list[_NotNow] = []
         for c in claimed:
             decision = routes[c.id]
@@ -398,18 +398,17 @@ class Dispatcher:
                 wait = Wait(now + HOLD_RECHECK, QUOTA_HELD_REASON)
                 not_now.append(self._not_now(session, c, wait, now, retries))
                 continue
-            first_request_at = None
-            if channel is ChannelName.LINE:
-                first_request_at = c.line_first_request_at or db_now
-                claim = replace(claim, first_request_ours=c.line_first_request_at is None)
+            first_request_at = c.line_first_request_at
+            if channel is ChannelName.LINE and first_request_at is None:
+                first_request_at = db_now
+                claim = replace(claim, first_request_ours=True)
             template = template_in(folder_of(c, self.settings), channel)
-            if not transitions.prepare(
-                session,
-                claim,
-                channel=channel,
-                template=template,
-                first_request_at=first_request_at,
-            ):
+            going.append((c, transitions.Preparation(claim, channel, template, first_request_at)))
+        chosen: list[_Chosen] = []
+        took = transitions.prepare(session, [preparation for _, preparation in going])
+        for (c, preparation), ok in zip(going, took, strict=True):
+            claim = preparation.claim
+            if not ok:
                 if claim.quota_month != c.claim.quota_month:
                     places[c.reason] += 1  # taken over meanwhile: the new place is unused
                 not_now.append((c, "", ""))
@@ -417,7 +416,10 @@ class Dispatcher:
             if c.claim.quota_month not in (None, claim.quota_month):
                 # The place it held was another month's: that month has it back.
                 budget.give_back(session, Counter({c.claim.quota_month: 1}))
-            chosen.append(_Chosen(c, claim, channel, first_request_at))
+            first = (
+                preparation.first_request_at if preparation.channel is ChannelName.LINE else None
+            )
+            chosen.append(_Chosen(c, claim, preparation.channel, first))
         unused = sum(places.values())
         if unused:
             budget.give_back(session, Counter({month: unused}))

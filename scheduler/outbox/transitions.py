@@ -371,23 +371,35 @@ def renew(
     return renewed, missing - still_ours
 
 
-def prepare(
-    session: Session,
-    claimed: Claim,
-    *,
-    channel: ChannelName,
-    template: str,
-    first_request_at: datetime | None,
-) -> bool:
-    """Record, just before the send, the channel and template chosen, the LINE place
-    the claim holds and the first LINE request's moment, and that the message may now
-    reach the patient."""
-    values: dict[str, Any] = {"channel": channel, "template": template, "maybe_sent": True}
-    if claimed.quota_month is not None:
-        values["quota_month"] = claimed.quota_month
-    if first_request_at is not None:
-        values["line_first_request_at"] = first_request_at
-    return _took(session, _claimed(claimed).values(**values))
+@dataclass(frozen=True)
+class Preparation:
+    """What `prepare` records of one claim: the channel and template chosen, and the
+    first LINE request's moment (the one it had, or now; None for email)."""
+
+    claim: Claim
+    channel: ChannelName
+    template: str
+    first_request_at: datetime | None
+
+
+def prepare(session: Session, preparations: Sequence[Preparation]) -> list[bool]:
+    """Record, just before the sends, each claim's channel and template, the LINE
+    place it holds and the first LINE request's moment, and that the message may now
+    reach the patient; whether each took effect."""
+    rows = [
+        {
+            "delivery_id": p.claim.id,
+            "token": p.claim.token,
+            "channel": p.channel,
+            "template": p.template,
+            "quota_month": p.claim.quota_month,
+            "first_request_at": p.first_request_at,
+        }
+        for p in preparations
+    ]
+    return _each_took(
+        session, _PREPARE, rows, [p.claim for p in preparations], DeliveryState.SENDING
+    )
 
 
 # -- outcomes of a claim -------------------------------------------------------------
@@ -395,29 +407,26 @@ def prepare(
 
 def record_sent(
     session: Session,
-    sent: Iterable[tuple[Claim, str | None, str | None]],
+    sent: Sequence[tuple[Claim, str | None, str | None]],
     now: datetime,
 ) -> list[bool]:
     """Each (claim, provider's message id, tip) as sent; whether each took effect."""
-    took: list[bool] = []
-    used: Counter[str] = Counter()
-    connection = session.connection()
-    for held, provider_message_id, tip_id in sent:
-        # One prepared statement and no read: this runs for every message sent.
-        result = connection.execute(
-            _RECORD_SENT,
-            {
-                "delivery_id": held.id,
-                "token": held.token,
-                "receipt": provider_message_id,
-                "tip_id": tip_id,
-                "now": now,
-            },
-        )
-        took.append(result.rowcount == 1)
-        if took[-1] and held.quota_month is not None:
-            used[held.quota_month] += 1
-    budget.count_as_used(session, used)
+    rows = [
+        {
+            "delivery_id": held.id,
+            "token": held.token,
+            "receipt": provider_message_id,
+            "tip_id": tip_id,
+            "now": now,
+        }
+        for held, provider_message_id, tip_id in sent
+    ]
+    claims = [held for held, _, _ in sent]
+    took = _each_took(session, _RECORD_SENT, rows, claims, DeliveryState.SENT)
+    budget.count_as_used(
+        session,
+        Counter(c.quota_month for c, ok in zip(claims, took, strict=True) if ok and c.quota_month),
+    )
     return took
 
 
@@ -595,6 +604,31 @@ def _give_up(
     return [(row.id, row.attempts) for row in rows]
 
 
+def _each_took(
+    session: Session,
+    statement: Executable,
+    rows: list[dict[str, Any]],
+    claims: Sequence[Claim],
+    state: DeliveryState,
+) -> list[bool]:
+    """Run a guarded statement once per row (one round trip: these run for every
+    message), and say which took effect: all, as a rule; when one did not (its claim
+    was taken over), the rows are read to say which."""
+    if not rows:
+        return []
+    result = cast(CursorResult[Any], session.connection().execute(statement, rows))
+    if result.rowcount == len(rows):
+        return [True] * len(rows)
+    found = dict(
+        session.execute(
+            select(Delivery.id, Delivery.claim_token).where(
+                Delivery.id.in_([c.id for c in claims]), Delivery.state == state
+            )
+        ).tuples()
+    )
+    return [found.get(c.id) == c.token for c in claims]
+
+
 def _took(session: Session, statement: Executable) -> bool:
     return _count(session, statement) == 1
 
@@ -675,13 +709,25 @@ def _moment(value: object) -> datetime | None:
 
 
 _DELIVERIES = Delivery.metadata.tables[Delivery.__tablename__]
+_THIS_CLAIM = (
+    _DELIVERIES.c.id == bindparam("delivery_id"),
+    _DELIVERIES.c.claim_token == bindparam("token"),
+    _DELIVERIES.c.state == DeliveryState.SENDING,
+)
+_PREPARE = (
+    update(_DELIVERIES)
+    .where(*_THIS_CLAIM)
+    .values(
+        channel=bindparam("channel"),
+        template=bindparam("template"),
+        maybe_sent=True,
+        quota_month=bindparam("quota_month"),
+        line_first_request_at=bindparam("first_request_at", type_=UTCDateTime()),
+    )
+)
 _RECORD_SENT = (
     update(_DELIVERIES)
-    .where(
-        _DELIVERIES.c.id == bindparam("delivery_id"),
-        _DELIVERIES.c.claim_token == bindparam("token"),
-        _DELIVERIES.c.state == DeliveryState.SENDING,
-    )
+    .where(*_THIS_CLAIM)
     .values(
         state=DeliveryState.SENT,
         provider_message_id=bindparam("receipt"),
