@@ -168,6 +168,10 @@ def parser() -> argparse.ArgumentParser:
         )
     now_option(change, "record the change at this moment")
 
+    serving = command("serve", "web:serve", "run the web process (LINE webhook, unsubscribe page)")
+    serving.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    serving.add_argument("--port", type=positive_int, help="port (default: $PORT, else 8000)")
+
     demo = command("demo", "facts:demo", "load the demo clinic from config/demo/")
     demo.add_argument("action", choices=["load"])
     demo.add_argument("--if-empty", action="store_true", help="only if there are no patients")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from datetime import UTC, date, datetime
 from enum import StrEnum
@@ -82,6 +83,10 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
+def new_public_id() -> str:
+    return secrets.token_hex(16)
+
+
 class Patient(Base):
     __tablename__ = "patients"
 
@@ -99,6 +104,13 @@ class Patient(Base):
     # unsubscribed); the contact itself is kept so the patient can be asked.
     line_unusable_reason: Mapped[str | None] = mapped_column(Text)
     email_unusable_reason: Mapped[str | None] = mapped_column(Text)
+    # Random, for links a patient holds (one-click unsubscribe): the internal id and
+    # the number of patients stay the clinic's.
+    public_id: Mapped[str] = mapped_column(String(32), unique=True, default=new_public_id)
+    # When the patient linked their LINE (a link code sent from LINE).
+    line_linked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When the patient's name and contacts were erased (`tayori forget`).
+    forgotten_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -239,3 +251,44 @@ class LineQuotaMonth(Base):
     # Messages reserved by deliveries that are being sent (or may have been).
     reserved: Mapped[int] = mapped_column(Integer)
     read_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class WebhookEvent(Base):
+    """The inbox: each LINE webhook event once, by its `webhookEventId`, stored
+    before anything is done with it; processed from here, and tried again until it
+    is (`processed_at`), so a redelivered event has no second effect and a failed
+    one is not lost."""
+
+    __tablename__ = "webhook_events"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # webhookEventId
+    event_type: Mapped[str] = mapped_column(String(32))
+    body: Mapped[str] = mapped_column(Text)  # the event's JSON, as LINE sent it
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class LinkCode(Base):
+    """The one-time code a patient sends from LINE to link it (one per patient: a
+    new one replaces the old)."""
+
+    __tablename__ = "link_codes"
+
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), primary_key=True)
+    code: Mapped[str] = mapped_column(String(8), unique=True)
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class LinkFailure(Base):
+    """A wrong link code sent by a LINE user: too many within an hour lock linking
+    for that user for an hour."""
+
+    __tablename__ = "link_failures"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    line_user_id: Mapped[str] = mapped_column(String(64), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
