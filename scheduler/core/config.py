@@ -119,3 +119,6 @@ class Line:
     # LINE's free plan in Japan; the real figure is read from the API once the LINE
     # channel is configured.
     monthly_quota: int = 200
+    # The official account's ID ("@123abcde"): the link codes' URL and QR code open
+    # the chat with it (`tayori link-code`, `tayori link-codes`). Empty: not set.
+    basic_id: str = ""

@@ -14,6 +14,9 @@ from typing import TypeVar
 # How contacts are written (the CSV import and the settings check them).
 LINE_USER_ID = re.compile(r"^U[0-9a-f]{32}$")
 EMAIL_ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# A LINE official account's ID: the basic ID ("@" and 8 letters and digits, such as
+# "@123abcde") or a premium ID, which may also hold "." "_" "-" ("@tayori-seitai").
+LINE_ACCOUNT_ID = re.compile(r"^@[0-9A-Za-z][0-9A-Za-z._-]{0,49}$")
 
 
 _Member = TypeVar("_Member", bound=StrEnum)

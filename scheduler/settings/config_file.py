@@ -19,7 +19,7 @@ from scheduler.core.config import (
     Rules,
     SendWindow,
 )
-from scheduler.core.domain import EMAIL_ADDRESS, LINE_USER_ID
+from scheduler.core.domain import EMAIL_ADDRESS, LINE_ACCOUNT_ID, LINE_USER_ID
 from scheduler.settings.closures import parse_closures
 from scheduler.settings.tables import TableReader
 
@@ -111,7 +111,14 @@ def parse_config(values: Mapping[str, Any], source: str) -> ConfigFile:
     digest_t.done()
 
     line_t = top.table("line")
-    line = Line(monthly_quota=line_t.integer("monthly_quota", Line.monthly_quota, 0, 10**7))
+    line = Line(
+        monthly_quota=line_t.integer("monthly_quota", Line.monthly_quota, 0, 10**7),
+        basic_id=line_t.matching(
+            "basic_id",
+            LINE_ACCOUNT_ID,
+            'the official account\'s ID: "@" and letters or digits, such as "@123abcde", or empty',
+        ),
+    )
     line_t.done()
     closures = parse_closures(top.raw_table("closures"), source)
     top.done()

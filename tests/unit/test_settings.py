@@ -74,6 +74,21 @@ def test_shipped_settings_file_is_valid_and_matches_the_documented_rules() -> No
             id="line-user-id",
         ),
         pytest.param(
+            {"line": {"basic_id": "123abcde"}},
+            "line.basic_id: expected the official account's ID",
+            id="basic-id-without-at",
+        ),
+        pytest.param(
+            {"line": {"basic_id": "https://line.me/R/ti/p/@123abcde"}},
+            "line.basic_id: expected the official account's ID",
+            id="basic-id-as-a-url",
+        ),
+        pytest.param(
+            {"line": {"basic_id": "@tayori seitai"}},
+            "line.basic_id: expected the official account's ID",
+            id="basic-id-with-a-space",
+        ),
+        pytest.param(
             {"dispatch": {"max_attempts": True}},
             "dispatch.max_attempts: expected a whole number",
             id="bool-is-not-a-number",
@@ -85,6 +100,11 @@ def test_wrong_value_names_the_key_and_what_was_expected(
 ) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         parse_config(document, "t.toml")
+
+
+@pytest.mark.parametrize("basic_id", ["", "@123abcde", "@tayori-seitai", "@clinic.tokyo_1"])
+def test_line_basic_id_takes_a_basic_or_premium_id_or_nothing(basic_id: str) -> None:
+    assert parse_config({"line": {"basic_id": basic_id}}, "t.toml").line.basic_id == basic_id
 
 
 def test_missing_settings_file_names_the_path(tmp_path: Path) -> None:
