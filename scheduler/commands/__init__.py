@@ -2,7 +2,8 @@
 
 This module holds the command line itself, every command with its options; what a
 command does lives in the module of its group (`facts`, `outbox`, `worker`,
-`messages`, `seasonal`, `database`), imported only when that command runs.
+`messages`, `seasonal`, `database`, `data_rights`, `web`), imported only when that
+command runs.
 """
 
 from __future__ import annotations
@@ -167,6 +168,33 @@ def parser() -> argparse.ArgumentParser:
             help="whole days 1-90, or 'default' for the phase default",
         )
     now_option(change, "record the change at this moment")
+
+    exporting = command(
+        "export",
+        "data_rights:export",
+        "write the clinic's data to DIR: a file per table and a README describing each column",
+    )
+    exporting.add_argument(
+        "directory",
+        metavar="DIR",
+        type=Path,
+        help="an empty or new folder, or the folder of an earlier export (replaced)",
+    )
+    exporting.add_argument(
+        "--format", choices=["csv", "json"], default="csv", help="file format (default csv)"
+    )
+    now_option(exporting, "date the export")
+
+    forgetting = command(
+        "forget",
+        "data_rights:forget",
+        "erase a patient's name and contacts at their request and withdraw their consent",
+    )
+    forgetting.add_argument("external_id", metavar="PATIENT", help="the patient's external_id")
+    forgetting.add_argument(
+        "--yes", action="store_true", help="do not ask to type the external_id to confirm"
+    )
+    now_option(forgetting, "record it at this moment")
 
     serving = command("serve", "web:serve", "run the web process (LINE webhook, unsubscribe page)")
     serving.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")

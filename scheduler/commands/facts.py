@@ -32,7 +32,11 @@ def import_csv(args: argparse.Namespace, settings: Settings) -> int:
         if args.kind == "patients":
             patients = read_patients(args.file)
             result = save_patients(
-                session, patients, now, progress=progress(len(patients), "patients")
+                session,
+                patients,
+                now,
+                progress=progress(len(patients), "patients"),
+                path=args.file,
             )
         else:
             known = set(session.scalars(select(Patient.external_id)))
@@ -74,6 +78,11 @@ def patient(args: argparse.Namespace, settings: Settings) -> int:
         if patient is None:
             raise CommandError(f"no patient with external_id {args.external_id!r}")
         if args.action == "set":
+            if patient.forgotten_at is not None:
+                raise CommandError(
+                    f"patient {patient.external_id} was forgotten on "
+                    f"{local(patient.forgotten_at, settings)}: nothing to change"
+                )
             _set_patient(session, patient, args, now)
         print(_describe(view_patient(session, patient, now, settings.rules), args, settings))
     return 0
@@ -104,6 +113,11 @@ def _set_patient(
 def _describe(view: PatientView, args: argparse.Namespace, settings: Settings) -> str:
     p = view.patient
     lines = [f"patient {p.external_id}  {p.name}"]
+    if p.forgotten_at:
+        lines.append(
+            f"  forgotten on {local(p.forgotten_at, settings)}: name and contacts erased "
+            "at the patient's request, consent withdrawn"
+        )
     lines.append(f"  phase: {p.phase.value if p.phase else '(none: no cadence messages)'}")
     if view.cadence:
         c = view.cadence
@@ -126,6 +140,8 @@ def _describe(view: PatientView, args: argparse.Namespace, settings: Settings) -
         for name, value in contacts.items()
     )
     lines.append(f"  contacts: {shown}; prefers {p.preferred_channel.value}")
+    if p.line_linked_at:
+        lines.append(f"  LINE linked on {local(p.line_linked_at, settings)} (a link code)")
     lines.append("  phase and cadence history:")
     lines += [
         f"    {local(c.changed_at, settings)}  {c.phase.value if c.phase else '-'}  "

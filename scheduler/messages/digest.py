@@ -93,10 +93,13 @@ def build_digest(session: Session, now: datetime, settings: Settings) -> Digest:
         if d.state is not DeliveryState.SENT and d.patient_id is not None
     ]
 
+    # A forgotten patient is counted but never named: nothing to review about them.
+    forgotten = {p.id for p in patients.values() if p.forgotten_at is not None}
     newly_lapsed = []
     for facts in load_facts(session, now):
         if (
-            is_lapsed(facts, now, rules)
+            facts.id not in forgotten
+            and is_lapsed(facts, now, rules)
             and not is_lapsed(facts, now - timedelta(days=1), rules)
             and not has_future_booking(facts, now)
         ):
@@ -111,7 +114,7 @@ def build_digest(session: Session, now: datetime, settings: Settings) -> Digest:
     acute_for_review = []
     for patient_id, history in histories.items():
         since = acute_since(history, now)
-        if since is None:
+        if since is None or patient_id in forgotten:
             continue
         days = (today - local_date(since, tz)).days
         if days > settings.digest.review_after_days:

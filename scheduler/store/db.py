@@ -102,6 +102,19 @@ def reading(sessions: sessionmaker[Session]) -> Iterator[Session]:
         yield session
 
 
+@contextmanager
+def snapshot(sessions: sessionmaker[Session]) -> Iterator[Session]:
+    """A session that only reads and sees one moment throughout, so that what several
+    queries read agrees (an export's files): SQLite's read transaction is one
+    snapshot already; PostgreSQL's needs REPEATABLE READ."""
+    with sessions() as session:
+        options: dict[str, object] = {_READ_ONLY: True}
+        if session.get_bind().dialect.name == "postgresql":
+            options["isolation_level"] = "REPEATABLE READ"
+        session.connection(execution_options=options)
+        yield session
+
+
 class DatabaseClock:
     """The database's own time. Claims' leases are measured on it, so workers whose
     clocks differ, or a worker started with `--now`, agree on when a lease ends.

@@ -47,7 +47,8 @@ def demo_appointments(path: Path, now: datetime, rules: Rules) -> list[Appointme
 def load_demo(
     session: Session, now: datetime, rules: Rules, directory: Path
 ) -> tuple[ImportResult, ImportResult]:
-    patients = save_patients(session, read_patients(directory / "patients.csv"), now, "demo")
+    patients_path = directory / "patients.csv"
+    patients = save_patients(session, read_patients(patients_path), now, "demo", path=patients_path)
     appointments_path = directory / "appointments.csv"
     appointments = save_appointments(
         session, appointments_path, demo_appointments(appointments_path, now, rules), now

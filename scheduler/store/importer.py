@@ -310,8 +310,13 @@ def save_patients(
     now: datetime,
     source: str = "import",
     progress: Callable[[Iterable[PatientRow]], Iterable[PatientRow]] = lambda rows: rows,
+    *,
+    path: Path | None = None,
 ) -> ImportResult:
-    """Upsert patients by external_id; a consent that changed is appended to its history."""
+    """Upsert patients by external_id; a consent that changed is appended to its history.
+
+    A row for a patient who was forgotten (`tayori forget`) refuses the file, naming
+    the row: importing it would bring back what the patient asked to be erased."""
     rows = list(rows)
     known = {
         p.external_id: p
@@ -319,6 +324,14 @@ def save_patients(
             select(Patient).where(Patient.external_id.in_([r.external_id for r in rows]))
         )
     }
+    forgotten = [
+        f"{path or 'patients'}:{row.line}: external_id: patient {row.external_id!r} was "
+        "forgotten at their request (tayori forget) and is not imported again: remove the row"
+        for row in rows
+        if row.external_id in known and known[row.external_id].forgotten_at is not None
+    ]
+    if forgotten:
+        raise ImportRejected(forgotten)
     consent = current_consent(session, [p.id for p in known.values()])
     created = updated = 0
     for row in progress(rows):
