@@ -2,8 +2,8 @@
 
 This module holds the command line itself, every command with its options; what a
 command does lives in the module of its group (`facts`, `outbox`, `worker`,
-`messages`, `seasonal`, `database`, `data_rights`, `web`), imported only when that
-command runs.
+`messages`, `seasonal`, `database`, `linking`, `data_rights`, `web`), imported only
+when that command runs.
 """
 
 from __future__ import annotations
@@ -169,6 +169,34 @@ def parser() -> argparse.ArgumentParser:
         )
     now_option(change, "record the change at this moment")
 
+    link_code = command(
+        "link-code", "linking:link_code", "issue a patient's one-time code to link their LINE"
+    )
+    link_code.add_argument("external_id", metavar="PATIENT", help="the patient's external_id")
+    link_code.add_argument(
+        "--qr",
+        type=_qr_file,
+        metavar="FILE.png|FILE.svg",
+        help="also write a QR code that opens the clinic's LINE chat with the code typed",
+    )
+    now_option(link_code, "issue the code at this moment")
+
+    link_codes = command(
+        "link-codes",
+        "linking:link_codes",
+        "printable pages with a link code and its QR code, one per patient, and an index",
+    )
+    which = link_codes.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--all-unlinked",
+        action="store_true",
+        help="every patient without a LINE user id (new codes replace earlier ones)",
+    )
+    link_codes.add_argument(
+        "directory", metavar="DIR", type=Path, help="where to write the pages (created if missing)"
+    )
+    now_option(link_codes, "issue the codes at this moment")
+
     exporting = command(
         "export",
         "data_rights:export",
@@ -216,6 +244,16 @@ def _cadence_days(text: str) -> int | str:
     if not text.isdigit() or not 1 <= int(text) <= 90:
         raise argparse.ArgumentTypeError(f"expected 1 to 90 or 'default', got {text!r}")
     return int(text)
+
+
+QR_FORMATS = (".png", ".svg")
+
+
+def _qr_file(text: str) -> Path:
+    path = Path(text)
+    if path.suffix.lower() not in QR_FORMATS:
+        raise argparse.ArgumentTypeError(f"expected a file ending in .png or .svg, got {text!r}")
+    return path
 
 
 def positive_int(text: str) -> int:

@@ -43,7 +43,10 @@ class LinkOutcome:
 
 
 def issue_code(session: Session, patient: Patient, now: datetime) -> LinkCode:
-    """A new code for `patient`, replacing any earlier one."""
+    """A new code for `patient`, replacing any earlier one. A forgotten patient gets
+    none: their record is kept only to be counted."""
+    if patient.forgotten_at is not None:
+        raise ValueError(f"patient {patient.external_id} was forgotten: no link code")
     code = _unused_code(session)
     values = {"code": code, "issued_at": now, "expires_at": now + VALID_FOR, "used_at": None}
     session.execute(
