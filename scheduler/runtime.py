@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from scheduler.channels import Transport
+from scheduler.channels import Replier, Transport
 from scheduler.core.domain import ChannelName
 from scheduler.settings import Settings
 from scheduler.store.db import make_engine, session_factory
@@ -18,6 +18,7 @@ from scheduler.store.db import make_engine, session_factory
 if TYPE_CHECKING:
     from scheduler.channels.line import LineQuota
     from scheduler.outbox.dispatcher import Dispatcher
+    from scheduler.web.events import EventProcessor
 
 
 @dataclass
@@ -40,6 +41,25 @@ class Runtime:
             Renderer(self.settings.messages_dir),
             *_channels(self.settings),
         )
+
+    @cached_property
+    def replier(self) -> Replier:
+        """Where replies to LINE's webhook events go: LINE's reply API, or previews
+        under the outbox directory without an access token."""
+        if self.settings.line_api is not None:
+            from scheduler.channels.line import LineTransport
+
+            return LineTransport(self.settings.line_api, max_connections=2)
+        from scheduler.channels.preview import PreviewTransport
+
+        return PreviewTransport(self.settings.outbox_dir, _sender(self.settings))
+
+    @cached_property
+    def events(self) -> EventProcessor:
+        """LINE's webhook events, processed from the inbox."""
+        from scheduler.web.events import EventProcessor
+
+        return EventProcessor(self)
 
     def close(self) -> None:
         self.engine.dispose()

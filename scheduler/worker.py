@@ -37,18 +37,22 @@ log = logging.getLogger(__name__)
 class TickResult:
     planned: PlanResult
     dispatched: DispatchSummary
+    events: int = 0  # LINE webhook events processed from the inbox
 
 
 def tick(
     runtime: Runtime, now: datetime, should_stop: Callable[[], bool] = lambda: False
 ) -> TickResult:
-    """One cycle of the worker: bring the outbox up to date, then send what is due."""
+    """One cycle of the worker: process the LINE webhook events left in the inbox
+    (their links and consent count in this cycle's plan), bring the outbox up to
+    date, then send what is due."""
+    events = runtime.events.process_pending(now)
     with transaction(runtime.sessions) as session:
         planned = plan(session, now, runtime.settings.rules, runtime.settings)
         digests = plan_digest(session, now, runtime.settings)
     planned = replace(planned, created=planned.created + digests)
     dispatched = runtime.dispatcher.dispatch_due(now, should_stop)
-    return TickResult(planned, dispatched)
+    return TickResult(planned, dispatched, events)
 
 
 class Worker:

@@ -84,7 +84,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         connection.execute(
             sa.text(
                 "TRUNCATE deliveries, channel_states, line_quota_months, consent_changes, "
-                "appointments, patients RESTART IDENTITY CASCADE"
+                "appointments, link_codes, link_failures, webhook_events, patients "
+                "RESTART IDENTITY CASCADE"
             )
         )
     engine.dispose()

@@ -14,7 +14,7 @@ from typing import Protocol
 from scheduler.core.domain import ChannelName, Reason
 from scheduler.core.failure_policy import Failure
 
-__all__ = ["DeliveryError", "Failure", "OutgoingMessage", "Receipt", "Transport"]
+__all__ = ["DeliveryError", "Failure", "OutgoingMessage", "Receipt", "Replier", "Transport"]
 
 
 @dataclass(frozen=True)
@@ -53,4 +53,11 @@ class Transport(Protocol):
 
     def close(self) -> None:
         """Release what the transport holds between dispatch cycles (a connection)."""
+        ...
+
+
+class Replier(Protocol):
+    def reply(self, reply_token: str, text: str) -> None:
+        """Answer a LINE webhook event (free of the monthly quota); DeliveryError if
+        LINE refuses it or cannot be reached."""
         ...

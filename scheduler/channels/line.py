@@ -6,6 +6,10 @@ or a crash is recognised by LINE (409) instead of reaching the patient twice.
 LINE's answers are read in one place: `classify()` turns (HTTP status, body) into
 nothing (sent) or a `Failure`, and `network_failure()` does the same for a request
 that got no answer. Both are pure, so their tables are tested without a server.
+
+`reply()` answers a webhook event through its reply token: free of the monthly quota,
+once per token, and without a retry key (LINE takes none for replies; a token used
+once is refused the second time, which makes a repeat harmless).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from linebot.v3.messaging import (  # type: ignore[import-untyped]
     FlexMessage,
     MessagingApi,
     PushMessageRequest,
+    ReplyMessageRequest,
     TextMessage,
 )
 from urllib3.exceptions import (
@@ -116,8 +121,11 @@ def _contact_refused(error: LineErrorBody) -> bool:
     return any(prop == "to" for prop, _ in error.details)
 
 
-def describe(status: int, body: str | bytes | None, failure: Failure) -> str:
-    """A short English reason: LINE's status and message, and what to check."""
+def describe(
+    status: int, body: str | bytes | None, failure: Failure, *, retry_key: bool = True
+) -> str:
+    """A short English reason: LINE's status and message, and what to check.
+    `retry_key`: whether the request carried one (a push), so a retry is safe."""
     error = LineErrorBody.parse(body)
     said = error.message
     if error.details:
@@ -125,7 +133,8 @@ def describe(status: int, body: str | bytes | None, failure: Failure) -> str:
     hint = {
         Failure.QUOTA_EXHAUSTED: "this month's LINE messages are used up",
         Failure.TRANSIENT: "rate limited; nothing was sent",
-        Failure.UNCERTAIN: "LINE may have accepted it; retried with the same retry key",
+        Failure.UNCERTAIN: "LINE may have accepted it"
+        + ("; retried with the same retry key" if retry_key else ""),
         Failure.CONTACT_UNUSABLE: "this LINE user id cannot be reached from this channel",
     }.get(failure, "")
     if status == 401:
@@ -186,6 +195,11 @@ def push_request(message: OutgoingMessage) -> Any:
     """The body of the push for one delivery (checked before anything is sent)."""
     # One message object per push (LINE allows MESSAGES_PER_PUSH).
     return PushMessageRequest(to=message.to, messages=[line_message(message.text)])
+
+
+def reply_request(reply_token: str, text: str) -> Any:
+    """The body of a reply: one text message (checked like a push's)."""
+    return ReplyMessageRequest(reply_token=reply_token, messages=[line_message(text)])
 
 
 def _flex_json(text: str) -> dict[str, Any] | None:
@@ -280,6 +294,16 @@ class LineTransport:
             return Receipt(provider_message_id=answer.headers.get("x-line-accepted-request-id"))
         return Receipt(provider_message_id=_request_id(answer))
 
+    def reply(self, reply_token: str, text: str) -> None:
+        """Answer a webhook event with one text message, through its reply token."""
+        request = reply_request(reply_token, text)
+        self._call(
+            lambda: self._api.reply_message_with_http_info(
+                request, _request_timeout=self._timeouts()
+            ),
+            retry_key=False,
+        )
+
     def quota(self) -> LineQuota:
         """This month's limit and usage, as LINE counts them."""
         limit = self._call(
@@ -308,7 +332,9 @@ class LineTransport:
         # sent (TRANSIENT), a read timeout does not (UNCERTAIN).
         return (self._timeout_seconds, self._timeout_seconds)
 
-    def _call(self, request: Callable[[], Any]) -> _Answer:
+    def _call(self, request: Callable[[], Any], *, retry_key: bool = True) -> _Answer:
+        """One request; LINE's refusal or no answer raises DeliveryError. `retry_key`:
+        whether the request carries one, which the reasons then mention."""
         try:
             response = request()
         except ApiException as e:
@@ -322,10 +348,12 @@ class LineTransport:
             failure = classify(status, e.body)
             if failure is None:
                 return _Answer(status, e.headers or {}, None)
-            raise DeliveryError(self._redact(describe(status, e.body, failure)), failure) from None
+            reason = describe(status, e.body, failure, retry_key=retry_key)
+            raise DeliveryError(self._redact(reason), failure) from None
         except urllib3.exceptions.HTTPError as e:
             failure = network_failure(e)
-            raise DeliveryError(self._redact(self._no_answer(e, failure)), failure) from e
+            reason = self._no_answer(e, failure, retry_key)
+            raise DeliveryError(self._redact(reason), failure) from e
         except Exception as e:
             # Anything else after the request left (an answer the SDK could not read):
             # LINE may have accepted it, and the retry key makes a retry safe.
@@ -334,17 +362,14 @@ class LineTransport:
             ) from e
         return _Answer(int(response.status_code), response.headers or {}, response.data)
 
-    def _no_answer(self, error: BaseException, failure: Failure) -> str:
+    def _no_answer(self, error: BaseException, failure: Failure, retry_key: bool) -> str:
+        maybe = "it may have accepted the message" + (
+            "; retried with the same retry key" if retry_key else ""
+        )
         if isinstance(error, ReadTimeoutError):
-            return (
-                f"LINE did not answer within {self._timeout_seconds:g} s "
-                "(it may have accepted the message; retried with the same retry key)"
-            )
+            return f"LINE did not answer within {self._timeout_seconds:g} s ({maybe})"
         if failure is Failure.UNCERTAIN:
-            return (
-                f"connection to LINE lost before its answer: {_short(error)} "
-                "(it may have accepted the message; retried with the same retry key)"
-            )
+            return f"connection to LINE lost before its answer: {_short(error)} ({maybe})"
         return (
             f"could not connect to LINE: {_short(error)} (nothing was sent; "
             "check LINE_API_BASE_URL and the network)"

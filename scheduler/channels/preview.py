@@ -1,16 +1,20 @@
 """The preview channel: every message becomes a file under `var/outbox/`, named after
 its delivery id, shaped like what the real channel would send. Used when no LINE or
-SMTP credentials are configured, so a newcomer can see what Tayori would do."""
+SMTP credentials are configured, so a newcomer can see what Tayori would do.
+
+A reply to a LINE webhook event becomes `reply-<hash of its token>.json`: the body
+the LINE channel would post to the reply endpoint."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 
 from scheduler.channels import OutgoingMessage, Receipt
 from scheduler.channels.email import build_email
-from scheduler.channels.line import push_request
+from scheduler.channels.line import push_request, reply_request
 from scheduler.core.domain import ChannelName
 
 
@@ -30,12 +34,17 @@ class PreviewTransport:
             # The mail SMTP would send, in 8bit rather than base64 so that it reads
             # as text in an editor.
             data = build_email(message, self.sender, transfer_encoding="8bit", linesep="\n")
-        # Write then rename, so a crash never leaves half a message behind and a
-        # resend of the same delivery replaces the file instead of adding one.
-        partial = path.with_suffix(path.suffix + ".part")
-        partial.write_bytes(data)
-        os.replace(partial, path)
+        _write(path, data)
         return Receipt(provider_message_id=f"preview:{path.name}")
+
+    def reply(self, reply_token: str, text: str) -> None:
+        """The reply LINE would receive, as a file (named after its token's hash: a
+        token answers once, so a repeat replaces the file)."""
+        self.outbox_dir.mkdir(parents=True, exist_ok=True)
+        name = hashlib.sha256(reply_token.encode()).hexdigest()[:16]
+        body = {"body": reply_request(reply_token, text).to_dict()}
+        content = json.dumps(body, ensure_ascii=False, indent=2) + "\n"
+        _write(self.outbox_dir / f"reply-{name}.json", content.encode("utf-8"))
 
     def close(self) -> None:
         pass
@@ -46,3 +55,11 @@ def _line_push(message: OutgoingMessage) -> dict[str, object]:
     LINE channel would send, checked the same way (length, Flex)."""
     body: dict[str, object] = push_request(message).to_dict()
     return {"headers": {"X-Line-Retry-Key": message.delivery_id}, "body": body}
+
+
+def _write(path: Path, data: bytes) -> None:
+    # Write then rename, so a crash never leaves half a message behind and a resend
+    # of the same delivery replaces the file instead of adding one.
+    partial = path.with_suffix(path.suffix + ".part")
+    partial.write_bytes(data)
+    os.replace(partial, path)

@@ -16,9 +16,10 @@ def tick_once(args: argparse.Namespace, settings: Settings) -> int:
         result = tick(runtime, now)
     planned, sent = result.planned, result.dispatched
     outcomes = ", ".join(f"{n} {k}" for k, n in sorted(sent.counts.items())) or "nothing due"
+    events = f"; LINE events processed: {result.events}" if result.events else ""
     print(
         f"planned {planned.created} new, {planned.revived} revived, "
-        f"{planned.withdrawn} withdrawn; dispatched: {outcomes}"
+        f"{planned.withdrawn} withdrawn; dispatched: {outcomes}{events}"
     )
     return 0
 

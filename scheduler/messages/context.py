@@ -64,14 +64,7 @@ def message_context(
         ),
         "next_visit": japanese_datetime(next_visit, tz) if next_visit else None,
         "appointment": japanese_datetime(appointment_at, tz) if appointment_at else None,
-        "clinic": {
-            "name": clinic.name,
-            "phone": clinic.phone,
-            "address": clinic.address,
-            "email": clinic.email,
-            "booking_url_line": clinic.booking_url_line,
-            "booking_url_web": clinic.booking_url_web,
-        },
+        "clinic": clinic_values(clinic),
         # Where the patient stops these messages in one click (email only).
         "unsubscribe_url": unsubscribe_url,
         "tip": tip,  # one self-care tip from messages/tips/, or None
@@ -79,6 +72,29 @@ def message_context(
         # When the clinic is closed on the day the message goes: the day it reopens.
         "reopens": japanese_date(reopens) if reopens else None,
     }
+
+
+def clinic_values(clinic: Clinic) -> dict[str, str]:
+    """`clinic` in a template: the clinic's details from the settings."""
+    return {
+        "name": clinic.name,
+        "phone": clinic.phone,
+        "address": clinic.address,
+        "email": clinic.email,
+        "booking_url_line": clinic.booking_url_line,
+        "booking_url_web": clinic.booking_url_web,
+    }
+
+
+# The reply to someone who adds the clinic's LINE account as a friend (or unblocks
+# it): messages/line_follow/line.j2. It knows nobody's name: only the clinic, and
+# whether this LINE is linked to a patient already.
+LINE_FOLLOW = "line_follow"
+LINE_FOLLOW_VARIABLES = frozenset({"clinic", "linked"})
+
+
+def line_follow_context(clinic: Clinic, linked: bool) -> dict[str, Any]:
+    return {"clinic": clinic_values(clinic), "linked": linked}
 
 
 # Every name a patient message template may use (messages/README.md lists them).

@@ -25,11 +25,14 @@ from scheduler.core.domain import PATIENT_REASONS, ChannelName, Phase, Reason
 from scheduler.core.window import local_date
 from scheduler.messages.context import (
     AWKWARD_PATIENT,
+    LINE_FOLLOW,
+    LINE_FOLLOW_VARIABLES,
     MESSAGE_VARIABLES,
     SAMPLE_CAMPAIGN,
     SAMPLE_PATIENT,
     SAMPLE_UNSUBSCRIBE_URL,
     STOPPABLE,
+    line_follow_context,
     sample_context,
 )
 from scheduler.messages.digest import digest_context, sample_digest
@@ -104,6 +107,8 @@ def cure_promises(path: Path) -> list[str]:
 
 def _required_templates(settings: Settings) -> list[str]:
     names = [template_name(r, c) for r in PATIENT_REASONS for c in ChannelName]
+    # The LINE webhook's greeting, sent whenever someone adds the account.
+    names.append(template_in(LINE_FOLLOW, ChannelName.LINE))
     names += [
         template_in(campaign.template, channel)
         for campaign in settings.campaigns
@@ -129,6 +134,8 @@ def _source_problems(directory: Path, path: Path) -> list[str]:
     folder = name.split("/")[0]
     if folder == Reason.DAILY_DIGEST.value:
         allowed = _digest_variables()
+    elif folder == LINE_FOLLOW:
+        allowed = LINE_FOLLOW_VARIABLES
     elif folder in {r.value for r in Reason} or folder.startswith("_"):
         allowed = MESSAGE_VARIABLES
     else:  # a campaign's folder
@@ -156,8 +163,13 @@ def _render_problems(renderer: Renderer, name: str, settings: Settings, now: dat
     path = settings.messages_dir / name
     folder, channel = name.split("/")[0], ChannelName(name.split("/")[1][:-3])
     reason = Reason(folder) if folder in {r.value for r in Reason} else Reason.NEWSLETTER
+    if folder == LINE_FOLLOW:
+        # It knows the clinic and whether the LINE is linked, nobody's name.
+        contexts = [(line_follow_context(settings.clinic, linked), "") for linked in (False, True)]
+    else:
+        contexts = _sample_contexts(reason, folder, settings, now)
     problems: list[str] = []
-    for context, note in _sample_contexts(reason, folder, settings, now):
+    for context, note in contexts:
         found: list[str] = []
         over_limit = False
         try:

@@ -54,6 +54,10 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Flask:
             return jsonify(status="unavailable", database="unreachable"), 503
         return jsonify(status="ok", database="ok"), 200
 
+    # Imported here: the blueprints find the runtime through `runtime_of` below.
+    from scheduler.web.webhook import blueprint as line_webhook
+
+    app.register_blueprint(line_webhook)
     return app
 
 

@@ -226,6 +226,18 @@ EMAIL_WITHOUT_FOOTER = (
             "cadence_follow_up/email.j2: no unsubscribe link",
             id="email-without-unsubscribe-link",
         ),
+        pytest.param(
+            "line_follow/line.j2",
+            "{{ clinic.name }}です。\n{{ patient_name }}、ようこそ。\n",
+            "line_follow/line.j2:2: unknown variable 'patient_name'",
+            id="greeting-knows-no-name",
+        ),
+        pytest.param(
+            "line_follow/line.j2",
+            "{% if linked %}" + LONG_TEXT + "{% endif %}",
+            "line_follow/line.j2: LINE text is 5,001 UTF-16 units",
+            id="greeting-too-long-when-linked",
+        ),
     ],
 )
 def test_lint_finds_each_kind_of_problem(
@@ -255,6 +267,12 @@ def test_lint_finds_a_tip_that_promises_a_cure(messages: Path, repo_settings: Se
 def test_the_shipped_messages_promise_no_cure(repo_settings: Settings) -> None:
     problems = lint_messages(replace(repo_settings, messages_dir=ROOT / "messages"), NOW).problems
     assert [p for p in problems if "promises a result" in p] == []
+
+
+def test_lint_finds_a_missing_line_greeting(messages: Path, repo_settings: Settings) -> None:
+    (messages / "line_follow" / "line.j2").unlink()
+    problems = lint_messages(replace(repo_settings, messages_dir=messages), NOW).problems
+    assert problems == [f"{messages}/line_follow/line.j2: missing: the settings use this message"]
 
 
 def test_lint_finds_a_message_without_a_template(messages: Path, repo_settings: Settings) -> None:

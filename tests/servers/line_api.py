@@ -12,6 +12,10 @@ What it answers, and why (LINE's documentation, see tests/contracts/README.md):
   webhook's unfollow event, never from a push.
 - Text longer than 5,000 UTF-16 code units answers 400, as LINE does.
 - `GET /v2/bot/message/quota` and `/quota/consumption` report the limit and usage.
+- `POST /v2/bot/message/reply` validates the body against `ReplyMessageRequest` and
+  accepts a reply token the server issued (`issue_reply_token()`, which a test puts
+  in the webhook events it sends) once: an unknown or used token answers 400
+  "Invalid reply token", as LINE does. Replies cost no quota; `replies` has them.
 
 Everything a test changes or reads goes through one lock, so the server can take
 concurrent requests from a dispatcher's threads (ThreadingHTTPServer: one thread
@@ -43,6 +47,7 @@ from jsonschema import Draft7Validator
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTRACT = ROOT / "tests" / "contracts" / "line-messaging-api.yml"
+WEBHOOK_CONTRACT = ROOT / "tests" / "contracts" / "line-webhook.yml"
 
 TEXT_LIMIT = 5000  # UTF-16 code units, LINE's limit for one text message
 USER_ID = re.compile(r"^[UCR][0-9a-f]{32}$")  # user, group and room ids
@@ -52,6 +57,7 @@ MONTHLY_LIMIT = "You have reached your monthly limit."
 RATE_LIMIT = "The API rate limit has been exceeded. Try again later."
 RETRY_KEY_ACCEPTED = "The retry key is already accepted"
 UNKNOWN_USER = "Failed to send messages"
+INVALID_REPLY_TOKEN = "Invalid reply token"
 INVALID_TO = "The property, 'to', in the request body is invalid (line: -, column: -)"
 BAD_TOKEN = (
     "Authentication failed due to the following reason: invalid token. "
@@ -83,6 +89,15 @@ def error(status: int, message: str, details: list[dict[str, str]] | None = None
     if details:
         body["details"] = details
     return Answer(status, body)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A reply LINE accepted: its token and the text of each message."""
+
+    token: str
+    texts: tuple[str, ...]
+    body: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -127,6 +142,9 @@ class LineApiServer:
         self._schema_errors: list[str] = []
         self._ids = count(470_000_000_000_000_001)
         self._validate = push_request_validator()
+        self._validate_reply = request_validator("ReplyMessageRequest")
+        self._reply_tokens: set[str] = set()  # issued and not used yet
+        self._replies: list[Reply] = []
         self._http = _Server(("127.0.0.1", 0), _Handler)
         self._http.api = self
         # A short poll interval: stop() waits for the serving loop to notice.
@@ -193,6 +211,13 @@ class LineApiServer:
         with self._lock:
             self._blocked.add(user_id)
 
+    def issue_reply_token(self) -> str:
+        """A reply token, as LINE puts in a webhook event, that one reply may use."""
+        token = uuid.uuid4().hex
+        with self._lock:
+            self._reply_tokens.add(token)
+        return token
+
     def _script(self, script: _Script, times: int) -> None:
         with self._lock:
             self._scripts.extend([script] * times)
@@ -204,6 +229,15 @@ class LineApiServer:
         """Accepted push bodies by retry key (a copy)."""
         with self._lock:
             return dict(self._accepted)
+
+    @property
+    def replies(self) -> list[Reply]:
+        """Accepted replies, in order (a copy)."""
+        with self._lock:
+            return list(self._replies)
+
+    def replies_to(self, token: str) -> list[Reply]:
+        return [reply for reply in self.replies if reply.token == token]
 
     @property
     def requests(self) -> int:
@@ -278,6 +312,8 @@ class LineApiServer:
         if route == ("POST", PUSH):
             answer = self._push(headers, body)
             return None if script is not None and script.kind == "drop" else answer
+        if route == ("POST", REPLY):
+            return self._reply(headers, body)
         if route == ("GET", "/v2/bot/message/quota"):
             if self.monthly_limit is None:
                 return Answer(200, {"type": "none"})
@@ -287,24 +323,17 @@ class LineApiServer:
         return error(404, "Not found")
 
     def _push(self, headers: dict[str, str], raw: bytes) -> Answer:
-        content_type = headers.get("content-type", "")
-        if content_type.split(";")[0].strip().lower() != "application/json":
-            return self._contract_error(
-                415, f"The content type, '{content_type}', is not supported"
-            )
+        refused = self._content_type_problem(headers)
+        if refused is not None:
+            return refused
         retry_key = headers.get("x-line-retry-key")
         if retry_key is not None and not _is_uuid(retry_key):
             return self._contract_error(
                 400, "The value for the 'X-Line-Retry-Key' header is invalid"
             )
-        try:
-            body = json.loads(raw)
-        except ValueError as e:
-            line, column = getattr(e, "lineno", "-"), getattr(e, "colno", "-")
-            return self._contract_error(
-                400,
-                f"The request body could not be parsed as JSON (line: {line}, column: {column})",
-            )
+        body, refused = self._json(raw)
+        if refused is not None:
+            return refused
         with self._lock:
             if retry_key is not None and retry_key in self._accepted:
                 return self._already_accepted(retry_key)
@@ -319,6 +348,51 @@ class LineApiServer:
         if not USER_ID.match(to):
             return error(400, INVALID_TO)
         return self._accept(retry_key, to, body)
+
+    def _reply(self, headers: dict[str, str], raw: bytes) -> Answer:
+        refused = self._content_type_problem(headers)
+        if refused is not None:
+            return refused
+        body, refused = self._json(raw)
+        if refused is not None:
+            return refused
+        problems = self._body_problems(body, self._validate_reply)
+        if problems:
+            return self._contract_error(
+                400,
+                f"The request body has {len(problems)} error(s)",
+                [{"message": message, "property": where} for where, message in problems],
+            )
+        token = body["replyToken"]
+        with self._lock:
+            if token not in self._reply_tokens:  # never issued, or used already
+                return error(400, INVALID_REPLY_TOKEN)
+            self._reply_tokens.discard(token)
+            texts = tuple(str(m.get("text", m.get("altText", ""))) for m in body["messages"])
+            self._replies.append(Reply(token, texts, body))
+            sent = [
+                {"id": str(next(self._ids)), "quoteToken": uuid.uuid4().hex}
+                for _ in body["messages"]
+            ]
+        return Answer(200, {"sentMessages": sent})
+
+    def _content_type_problem(self, headers: dict[str, str]) -> Answer | None:
+        content_type = headers.get("content-type", "")
+        if content_type.split(";")[0].strip().lower() != "application/json":
+            return self._contract_error(
+                415, f"The content type, '{content_type}', is not supported"
+            )
+        return None
+
+    def _json(self, raw: bytes) -> tuple[Any, Answer | None]:
+        try:
+            return json.loads(raw), None
+        except ValueError as e:
+            line, column = getattr(e, "lineno", "-"), getattr(e, "colno", "-")
+            return None, self._contract_error(
+                400,
+                f"The request body could not be parsed as JSON (line: {line}, column: {column})",
+            )
 
     def _accept(self, retry_key: str | None, to: str, body: dict[str, Any]) -> Answer:
         with self._lock:
@@ -352,11 +426,12 @@ class LineApiServer:
             (("x-line-accepted-request-id", accepted_id),),
         )
 
-    def _body_problems(self, body: Any) -> list[tuple[str, str]]:
+    def _body_problems(
+        self, body: Any, validator: Draft7Validator | None = None
+    ) -> list[tuple[str, str]]:
         """(property, message) for each way `body` breaks the contract."""
-        problems = [
-            (_json_path(e.absolute_path), e.message) for e in self._validate.iter_errors(body)
-        ]
+        validator = validator or self._validate
+        problems = [(_json_path(e.absolute_path), e.message) for e in validator.iter_errors(body)]
         if problems or not isinstance(body, dict):
             return problems
         for i, message in enumerate(body["messages"]):
@@ -380,6 +455,7 @@ class LineApiServer:
 
 
 PUSH = "/v2/bot/message/push"
+REPLY = "/v2/bot/message/reply"
 
 
 def line_api_fixture(**options: Any) -> Callable[[], Iterator[LineApiServer]]:
@@ -462,9 +538,15 @@ def _json_path(path: Any) -> str:
 # The contract ------------------------------------------------------------------
 
 
+def push_request_validator() -> Draft7Validator:
+    """A validator for `PushMessageRequest` (see `request_validator`)."""
+    return request_validator("PushMessageRequest")
+
+
 @cache
-def push_request_validator(contract: Path = CONTRACT) -> Draft7Validator:
-    """A validator for `PushMessageRequest`, built from the OpenAPI description.
+def request_validator(schema: str, contract: Path = CONTRACT) -> Draft7Validator:
+    """A validator for one of an OpenAPI description's schemas (`PushMessageRequest`
+    in the Messaging API's, `CallbackRequest` in the webhook's).
 
     OpenAPI's `discriminator` has no JSON Schema meaning: plain validation against
     `Message` would accept any object with a `type`. So every reference to a
@@ -481,12 +563,12 @@ def push_request_validator(contract: Path = CONTRACT) -> Draft7Validator:
     spec = yaml.load(contract.read_text(encoding="utf-8"), Loader=_yaml_loader())
     schemas: dict[str, Any] = spec["components"]["schemas"]
     bases = {name: s["discriminator"] for name, s in schemas.items() if "discriminator" in s}
-    for schema in schemas.values():
-        _redirect(schema, bases)
+    for definition in schemas.values():
+        _redirect(definition, bases)
     for name, discriminator in bases.items():
         schemas[f"{name}__by_type"] = _by_type(name, discriminator)
     root = {
-        "$ref": "#/components/schemas/PushMessageRequest",
+        "$ref": f"#/components/schemas/{schema}",
         "components": {"schemas": schemas},
     }
     Draft7Validator.check_schema(root)
