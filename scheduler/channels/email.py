@@ -67,7 +67,9 @@ def build_email(
     so that the file on disk reads as text."""
     # The email package's compat32 API: several times cheaper per mail than the
     # EmailMessage API, which parses every header it is given again.
-    mail = MIMEMultipart("alternative")
+    # A boundary of our own, unique to the delivery: the generator would otherwise
+    # draw one and compile a pattern to check the body against it, for every mail.
+    mail = MIMEMultipart("alternative", boundary=f"=_tayori_{message.delivery_id}")
     name, address = parseaddr(sender)
     mail["From"] = _verbatim(
         formataddr((name, address))

@@ -5,20 +5,23 @@ their lease, under the same delivery ids."""
 from __future__ import annotations
 
 from collections import Counter
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
-from scheduler.core.domain import AppointmentStatus, ChannelName, DeliveryState, Phase
-from scheduler.runtime import Runtime
-from scheduler.store.db import transaction
-from scheduler.store.importer import AppointmentRow, PatientRow, save_appointments, save_patients
+from scheduler.core.domain import ChannelName, DeliveryState
 from scheduler.store.models import Delivery
 from tests.integration.channel_env import install_channel_env, open_channel_runtime
-from tests.integration.dispatching import NUDGE_TIME, PLANNED_AT
-from tests.integration.workers import config_with, start_workers, wait_until
+from tests.integration.dispatching import NUDGE_TIME
+from tests.integration.workers import (
+    by_email,
+    by_line,
+    config_with,
+    nudged_clinic,
+    start_workers,
+    wait_until,
+)
 from tests.servers.line_api import LineApiServer
 from tests.servers.smtp import SmtpServer
 
@@ -26,23 +29,8 @@ PATIENTS = 300  # half on LINE, half by email, every one nudged at NUDGE_TIME
 LEASE_SECONDS = 2
 
 
-def _clinic(runtime: Runtime) -> None:
-    def contact(n: int) -> tuple[str | None, str | None, ChannelName]:
-        if n % 2:
-            return None, f"U{n:032x}", ChannelName.LINE
-        return f"p{n}@example.jp", None, ChannelName.EMAIL
-
-    patients = [
-        PatientRow(n, f"P{n:03d}", f"患者 {n}", Phase.ACUTE, *contact(n), True, False)
-        for n in range(PATIENTS)
-    ]
-    visits = [
-        AppointmentRow(n, f"P{n:03d}", PLANNED_AT - timedelta(days=1), AppointmentStatus.VISITED)
-        for n in range(PATIENTS)
-    ]
-    with transaction(runtime.sessions) as session:
-        save_patients(session, patients, PLANNED_AT)
-        save_appointments(session, Path("visits.csv"), visits, PLANNED_AT)
+def _half_by_line(n: int) -> tuple[str | None, str | None, ChannelName]:
+    return by_line(n) if n % 2 else by_email(n)
 
 
 def test_worker_killed_mid_sending_ends_with_every_message_sent_once(
@@ -59,7 +47,7 @@ def test_worker_killed_mid_sending_ends_with_every_message_sent_once(
             config_with(tmp_path / "config", lease_seconds=LEASE_SECONDS, cycle_seconds=1)
         )
         runtime = open_channel_runtime(env)
-        _clinic(runtime)
+        nudged_clinic(runtime, PATIENTS, _half_by_line)
 
         def arrived() -> int:
             return len(line_api.accepted) + len(smtp_server.received)

@@ -11,21 +11,26 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
-from scheduler.core.domain import AppointmentStatus, ChannelName, DeliveryState, Phase, Reason
+from scheduler.core.domain import DeliveryState, Reason
 from scheduler.outbox.planner import plan
 from scheduler.runtime import Runtime
 from scheduler.store.db import transaction
-from scheduler.store.importer import AppointmentRow, PatientRow, save_appointments, save_patients
 from scheduler.store.models import Delivery
 from tests.integration.channel_env import install_channel_env, open_channel_runtime
 from tests.integration.dispatching import NUDGE_TIME, PLANNED_AT
-from tests.integration.workers import config_with, start_workers, wait_until
+from tests.integration.workers import (
+    by_email,
+    by_line,
+    config_with,
+    nudged_clinic,
+    start_workers,
+    wait_until,
+)
 from tests.servers.line_api import LineApiServer
 from tests.servers.smtp import SmtpServer
 
@@ -46,26 +51,9 @@ def servers() -> Iterator[tuple[LineApiServer, SmtpServer]]:
         yield line_api, smtp_server
 
 
-def _clinic(runtime: Runtime, channel: ChannelName) -> None:
-    """DELIVERIES patients on one channel, every one nudged at NUDGE_TIME, planned
-    into the outbox (the workers' own planning then finds it done)."""
-
-    def contact(n: int) -> tuple[str | None, str | None, ChannelName]:
-        if channel is ChannelName.LINE:
-            return None, f"U{n:032x}", channel
-        return f"p{n}@example.jp", None, channel
-
-    patients = [
-        PatientRow(n, f"P{n:04d}", f"患者 {n}", Phase.ACUTE, *contact(n), True, False)
-        for n in range(DELIVERIES)
-    ]
-    visits = [
-        AppointmentRow(n, f"P{n:04d}", PLANNED_AT - timedelta(days=1), AppointmentStatus.VISITED)
-        for n in range(DELIVERIES)
-    ]
+def _planned(runtime: Runtime) -> None:
+    """The outbox planned beforehand: the workers' own planning then finds it done."""
     with transaction(runtime.sessions) as session:
-        save_patients(session, patients, PLANNED_AT)
-        save_appointments(session, Path("visits.csv"), visits, PLANNED_AT)
         plan(session, PLANNED_AT, runtime.settings.rules)
 
 
@@ -116,7 +104,8 @@ def test_three_workers_one_killed_push_every_line_message_exactly_once(
     line_api, _ = servers
     env = _env(database_url, tmp_path, monkeypatch, servers)
     runtime = open_channel_runtime(env)
-    _clinic(runtime, ChannelName.LINE)
+    nudged_clinic(runtime, DELIVERIES, by_line)
+    _planned(runtime)
     line_api.hang_next(SLOW_SECONDS, times=SLOW_ANSWERS)
 
     workers = start_workers(env, NUDGE_TIME.isoformat(), tmp_path / "logs", WORKERS)
@@ -153,7 +142,8 @@ def test_three_workers_with_answers_slower_than_a_lease_mail_every_message_once(
     _, smtp_server = servers
     env = _env(database_url, tmp_path, monkeypatch, servers)
     runtime = open_channel_runtime(env)
-    _clinic(runtime, ChannelName.EMAIL)
+    nudged_clinic(runtime, DELIVERIES, by_email)
+    _planned(runtime)
     smtp_server.hang_next(SLOW_SECONDS, times=SLOW_ANSWERS)
 
     workers = start_workers(env, NUDGE_TIME.isoformat(), tmp_path / "logs", WORKERS)

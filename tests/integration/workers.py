@@ -10,9 +10,42 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
+from scheduler.core.domain import AppointmentStatus, ChannelName, Phase
+from scheduler.runtime import Runtime
+from scheduler.store.db import transaction
+from scheduler.store.importer import AppointmentRow, PatientRow, save_appointments, save_patients
 from tests.conftest import ROOT
+from tests.integration.dispatching import PLANNED_AT
+
+# A patient's email, LINE user id and preferred channel, by their number.
+Contact = Callable[[int], tuple[str | None, str | None, ChannelName]]
+
+
+def by_line(n: int) -> tuple[str | None, str | None, ChannelName]:
+    return None, f"U{n:032x}", ChannelName.LINE
+
+
+def by_email(n: int) -> tuple[str | None, str | None, ChannelName]:
+    return f"p{n}@example.jp", None, ChannelName.EMAIL
+
+
+def nudged_clinic(runtime: Runtime, count: int, contact: Contact) -> None:
+    """`count` acute patients who visited the day before PLANNED_AT, so that each is
+    nudged at NUDGE_TIME (imported as a clinic imports them)."""
+    patients = [
+        PatientRow(n, f"P{n:04d}", f"患者 {n}", Phase.ACUTE, *contact(n), True, False)
+        for n in range(count)
+    ]
+    visits = [
+        AppointmentRow(n, f"P{n:04d}", PLANNED_AT - timedelta(days=1), AppointmentStatus.VISITED)
+        for n in range(count)
+    ]
+    with transaction(runtime.sessions) as session:
+        save_patients(session, patients, PLANNED_AT)
+        save_appointments(session, Path("visits.csv"), visits, PLANNED_AT)
 
 
 def config_with(directory: Path, **values: int) -> Path:
