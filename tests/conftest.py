@@ -71,11 +71,20 @@ def postgres_schema_url() -> Iterator[str]:
     admin.dispose()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+DATABASES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=DATABASES)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The URL of a migrated, empty database: every test using it runs on both engines."""
-    if request.param == "sqlite":
-        path = tmp_path / "tayori.db"
+    return empty_database(request, request.param, tmp_path)
+
+
+def empty_database(request: pytest.FixtureRequest, which: str, folder: Path) -> str:
+    """A migrated, empty database, `which` is "sqlite" (a file in `folder`) or "postgresql":
+    `database_url`'s, for fixtures of a wider scope (such as a module's web process)."""
+    if which == "sqlite":
+        path = folder / "tayori.db"
         shutil.copy(request.getfixturevalue("sqlite_template"), path)
         return f"sqlite:///{path}"
     url: str = request.getfixturevalue("postgres_schema_url")

@@ -1,10 +1,13 @@
 """One-click unsubscribe tokens: which patient stops receiving which kind of message.
 
 A token is `<payload>.<signature>`, both URL-safe base64 without padding: the payload
-is `<patient id>:<kind>`, the signature an HMAC-SHA256 of it under the installation's
-secret key (TAYORI_SECRET_KEY). Without the key nobody can make a token for another
+is `<public id>:<kind>`, the signature an HMAC-SHA256 of it under the installation's
+secret key (TAYORI_SECRET_KEY). The public id is the patient's random one
+(`Patient.public_id`), never the internal id: a token tells whoever holds it nothing
+about the clinic's records (not an id, not how many patients there are), only the kind
+of message its mail already showed. Without the key nobody can make a token for another
 patient or another kind, and any change to a token makes it invalid. Pure: no
-database, no clock; the HTTP endpoint that acts on a token lives elsewhere.
+database, no clock; the web page that acts on a token is `scheduler.web.unsubscribe`.
 """
 
 from __future__ import annotations
@@ -15,30 +18,34 @@ import hashlib
 import hmac
 import re
 
+from scheduler.core.domain import ConsentKind
+
 # Keeps tokens made for unsubscribing from matching any other signature made with
-# the same key; a new token format gets a new label.
-_PURPOSE = b"tayori unsubscribe v1\n"
-_KIND = re.compile(r"^[a-z][a-z0-9_]*$")
+# the same key; a new token format gets a new label (v1 carried the internal id).
+_PURPOSE = b"tayori unsubscribe v2\n"
+# As `scheduler.store.models.new_public_id` makes them: 16 random bytes in hex.
+_PUBLIC_ID = re.compile(r"^[0-9a-f]{32}$")
 _TOKEN = re.compile(r"^([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)$")
+# A real token is about 100 characters; anything far longer is not worth decoding.
+_MAX_TOKEN_LENGTH = 256
 
 
 class InvalidToken(ValueError):
     """The token was not made with this key: tampered with, truncated or made up."""
 
 
-def unsubscribe_token(secret_key: str, patient_id: int, kind: str) -> str:
-    if isinstance(patient_id, bool) or not isinstance(patient_id, int) or patient_id < 1:
-        raise ValueError(f"patient id must be a positive integer, got {patient_id!r}")
-    if not _KIND.match(kind):
-        raise ValueError(f"kind must be lower-case letters, digits and _, got {kind!r}")
-    payload = f"{patient_id}:{kind}".encode("ascii")
+def unsubscribe_token(secret_key: str, public_id: str, kind: ConsentKind) -> str:
+    if not isinstance(public_id, str) or not _PUBLIC_ID.match(public_id):
+        raise ValueError(f"public id must be 32 lower-case hex digits, got {public_id!r}")
+    kind = ConsentKind(kind)  # a bare string of a kind is accepted; anything else refused
+    payload = f"{public_id}:{kind.value}".encode("ascii")
     return f"{_encode(payload)}.{_encode(_signature(secret_key, payload))}"
 
 
-def read_unsubscribe_token(secret_key: str, token: str) -> tuple[int, str]:
-    """The (patient id, kind) a token was made for; InvalidToken if it was not made
+def read_unsubscribe_token(secret_key: str, token: str) -> tuple[str, ConsentKind]:
+    """The (public id, kind) a token was made for; InvalidToken if it was not made
     with `secret_key` or is malformed."""
-    match = _TOKEN.match(token)
+    match = _TOKEN.match(token) if len(token) <= _MAX_TOKEN_LENGTH else None
     if match is None:
         raise InvalidToken("not an unsubscribe token")
     payload = _decode(match.group(1))
@@ -46,16 +53,16 @@ def read_unsubscribe_token(secret_key: str, token: str) -> tuple[int, str]:
     # Compare before looking inside: an unsigned payload is never parsed.
     if not hmac.compare_digest(signature, _signature(secret_key, payload)):
         raise InvalidToken("unsubscribe token does not match its signature")
-    patient, _, kind = payload.decode("ascii", "replace").partition(":")
-    if not patient.isdecimal() or not _KIND.match(kind):
+    public_id, _, kind = payload.decode("ascii", "replace").partition(":")
+    if not _PUBLIC_ID.match(public_id) or kind not in {k.value for k in ConsentKind}:
         raise InvalidToken("unsubscribe token holds no patient and kind")
-    return int(patient), kind
+    return public_id, ConsentKind(kind)
 
 
-def unsubscribe_url(public_url: str, secret_key: str, patient_id: int, kind: str) -> str:
+def unsubscribe_url(public_url: str, secret_key: str, public_id: str, kind: ConsentKind) -> str:
     if not public_url:
         raise ValueError("an unsubscribe link needs TAYORI_PUBLIC_URL")
-    token = unsubscribe_token(secret_key, patient_id, kind)
+    token = unsubscribe_token(secret_key, public_id, kind)
     return f"{public_url.rstrip('/')}/unsubscribe/{token}"
 
 

@@ -58,6 +58,7 @@ class Recipient:
     """What a message needs of its patient, read while the session was open."""
 
     id: int
+    public_id: str  # the random id that unsubscribe links carry
     name: str
     preferred_channel: ChannelName
     line_user_id: str | None
@@ -131,7 +132,15 @@ def read_batch(
         return Batch({}, {}, defaultdict(dict), digest)
     patients = list(session.scalars(select(Patient).where(Patient.id.in_(ids))))
     recipients = {
-        p.id: Recipient(p.id, p.name, p.preferred_channel, p.line_user_id, p.email, contacts_of(p))
+        p.id: Recipient(
+            p.id,
+            p.public_id,
+            p.name,
+            p.preferred_channel,
+            p.line_user_id,
+            p.email,
+            contacts_of(p),
+        )
         for p in patients
     }
     facts = {f.id: f for f in load_facts(session, now, patients)}
@@ -270,7 +279,7 @@ class Composer:
         ]
         appointment = next((a for a in facts.appointments if a.id == claimed.appointment_id), None)
         unsubscribe = (
-            self.unsubscribe_url(claimed.patient_id, STOPPABLE[claimed.reason])
+            self.unsubscribe_url(recipient.public_id, STOPPABLE[claimed.reason])
             if channel is ChannelName.EMAIL and claimed.reason in STOPPABLE
             else None
         )
@@ -330,12 +339,14 @@ class Composer:
             date=now,
         )
 
-    def unsubscribe_url(self, patient_id: int, kind: ConsentKind) -> str | None:
+    def unsubscribe_url(self, public_id: str, kind: ConsentKind) -> str | None:
+        """The patient's one-click link; settings refuse TAYORI_PUBLIC_URL without
+        TAYORI_SECRET_KEY (and the reverse), so with neither set (previews, the demo)
+        a mail to the clinic is the way to stop."""
         settings = self.settings
         if settings.public_url and settings.secret_key:
-            return unsubscribe_url(settings.public_url, settings.secret_key, patient_id, kind.value)
+            return unsubscribe_url(settings.public_url, settings.secret_key, public_id, kind)
         if settings.clinic.email:
-            # Without Tayori's own address, a mail to the clinic is the way to stop.
             return f"mailto:{settings.clinic.email}?subject={quote('配信停止')}"
         return None
 

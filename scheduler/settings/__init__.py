@@ -80,7 +80,7 @@ class Settings:
     # token: the webhook works without it (its replies are then written as previews).
     line_channel_secret: str = field(default="", repr=False)
     # Where patients reach Tayori (one-click unsubscribe links), and the key that
-    # signs those links.
+    # signs those links: both set, or neither (then a mailto: to the clinic).
     public_url: str = ""
     secret_key: str = field(default="", repr=False)
     # Seasonal newsletters (config/campaigns.toml).
@@ -112,6 +112,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     config_path = Path(env.get("TAYORI_CONFIG") or DEFAULT_CONFIG_PATH)
     config = parse_config(_read_toml(config_path), source=str(config_path))
+    public_url, secret_key = _unsubscribe_links(env)
     return Settings(
         database_url=normalise_database_url(env.get("DATABASE_URL") or DEFAULT_DATABASE_URL),
         config_path=config_path,
@@ -122,8 +123,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         smtp=_smtp(env),
         line_api=_line_api(env),
         line_channel_secret=env.get("LINE_CHANNEL_SECRET", ""),
-        public_url=_url(env, "TAYORI_PUBLIC_URL", "").rstrip("/"),
-        secret_key=env.get("TAYORI_SECRET_KEY", ""),
+        public_url=public_url,
+        secret_key=secret_key,
         campaigns=_campaigns(env, config_path),
     )
 
@@ -156,6 +157,35 @@ def _url(env: Mapping[str, str], name: str, default: str) -> str:
             f"{name}: expected an http(s) URL such as https://example.jp, got {value!r}"
         )
     return value
+
+
+SECRET_KEY_MIN_LENGTH = 32
+_MAKE_A_KEY = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
+
+def _unsubscribe_links(env: Mapping[str, str]) -> tuple[str, str]:
+    """TAYORI_PUBLIC_URL and TAYORI_SECRET_KEY: both or neither. One without the other
+    is a mistake in the settings, not a wish for mailto: links, so it stops start-up.
+    The key is never shown, only its length."""
+    public_url = _url(env, "TAYORI_PUBLIC_URL", "").rstrip("/")
+    secret_key = env.get("TAYORI_SECRET_KEY", "")
+    if public_url and not secret_key:
+        raise ConfigError(
+            "TAYORI_SECRET_KEY: required with TAYORI_PUBLIC_URL: a random key of at least "
+            f"{SECRET_KEY_MIN_LENGTH} characters that signs the unsubscribe links "
+            f"(make one with {_MAKE_A_KEY})"
+        )
+    if secret_key and not public_url:
+        raise ConfigError(
+            "TAYORI_PUBLIC_URL: required with TAYORI_SECRET_KEY: the address where patients "
+            "reach Tayori's web process (`tayori serve`), such as https://tayori.clinic.example"
+        )
+    if secret_key and len(secret_key) < SECRET_KEY_MIN_LENGTH:
+        raise ConfigError(
+            f"TAYORI_SECRET_KEY: expected at least {SECRET_KEY_MIN_LENGTH} characters, got "
+            f"{len(secret_key)} (make one with {_MAKE_A_KEY})"
+        )
+    return public_url, secret_key
 
 
 def _smtp(env: Mapping[str, str]) -> Smtp | None:

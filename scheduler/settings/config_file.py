@@ -41,7 +41,7 @@ def parse_config(values: Mapping[str, Any], source: str) -> ConfigFile:
     top = TableReader(values, source, "")
     clinic_t = top.table("clinic")
     clinic = Clinic(
-        name=clinic_t.text("name", Clinic.name),
+        name=clinic_t.text("name", ""),  # required: see _check_sender
         phone=clinic_t.text("phone", ""),
         address=clinic_t.text("address", ""),
         email=clinic_t.text("email", ""),
@@ -123,7 +123,26 @@ def parse_config(values: Mapping[str, Any], source: str) -> ConfigFile:
     closures = parse_closures(top.raw_table("closures"), source)
     top.done()
 
+    # Checked last, so that a misspelt key is named as such rather than as missing.
+    _check_sender(clinic, source)
+
     rules = Rules(
         timezone=timezone, window=window, cadence=cadence, reminder=reminder, no_show=no_show
     )
     return ConfigFile(clinic, rules, dispatch, digest, line, closures)
+
+
+def _check_sender(clinic: Clinic, source: str) -> None:
+    """Japan's Act on Specified Electronic Mail: every mail names its sender and a way
+    to reach them. A clinic that has not written its own name would send as the
+    example's, so the name is required, not defaulted."""
+    if not clinic.name.strip():
+        raise ConfigError(
+            f"{source}: clinic.name: required: the clinic's name, shown as the sender "
+            "of every message (the law requires it in every mail)"
+        )
+    if not (clinic.phone.strip() or clinic.email.strip()):
+        raise ConfigError(
+            f"{source}: clinic.phone or clinic.email: required: a contact for patients, "
+            "shown in every message (the law requires it in every mail)"
+        )

@@ -22,7 +22,8 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
-    # Pages are server-rendered with their styles inline and post only to themselves.
+    # Pages are server-rendered with their styles inline (a <style> element, no files,
+    # no scripts) and post only to themselves.
     "Content-Security-Policy": (
         "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
         "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
@@ -54,10 +55,14 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Flask:
             return jsonify(status="unavailable", database="unreachable"), 503
         return jsonify(status="ok", database="ok"), 200
 
-    # Imported here: the blueprints find the runtime through `runtime_of` below.
+    # Imported here: the blueprints reach the runtime through `runtime_of`, below.
+    from scheduler.web import unsubscribe
     from scheduler.web.webhook import blueprint as line_webhook
 
     app.register_blueprint(line_webhook)
+    app.register_blueprint(unsubscribe.blueprint)
+    if not settings.secret_key:
+        log.info("unsubscribe links are off (TAYORI_PUBLIC_URL, TAYORI_SECRET_KEY unset)")
     return app
 
 

@@ -17,7 +17,12 @@ from scheduler.outbox.report import status
 from scheduler.runtime import Runtime
 from scheduler.store.models import Delivery, Patient
 from scheduler.worker import tick
-from tests.integration.channel_env import SECRET_KEY, install_channel_env, open_channel_runtime
+from tests.integration.channel_env import (
+    PUBLIC_URL,
+    SECRET_KEY,
+    install_channel_env,
+    open_channel_runtime,
+)
 from tests.integration.clinic import LINE_ID
 from tests.integration.dispatching import NUDGE_TIME, nudged_patients, the_nudge
 from tests.servers.line_api import LineApiServer, line_api_fixture
@@ -75,9 +80,14 @@ def test_email_nudge_carries_a_signed_one_click_unsubscribe_link(
     with live.sessions() as session:
         patient = session.scalars(select(Patient)).one()
     token = link.rsplit("/", 1)[1]
-    assert read_unsubscribe_token(SECRET_KEY, token) == (patient.id, "reminders")
+    assert read_unsubscribe_token(SECRET_KEY, token) == (patient.public_id, "reminders")
+    assert link == f"{PUBLIC_URL}/unsubscribe/{token}"
     text = mail.get_body(preferencelist=("plain",))
-    assert text is not None and link in text.get_content()
+    assert text is not None
+    footer = text.get_content()
+    # The link sits beside the other ways to stop, which stay for those who prefer them.
+    assert link in footer
+    assert "ご返信" in footer and "「配信停止」" in footer
 
 
 def test_unknown_line_user_is_marked_and_mailed_instead(

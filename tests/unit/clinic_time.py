@@ -18,11 +18,15 @@ from scheduler.settings import parse_config
 
 BERLIN = ZoneInfo("Europe/Berlin")
 SOURCE = "clinic.toml"
+# What every settings file must name: the sender of the clinic's mails.
+SENDER = {"name": "たより整体院", "phone": "03-0000-0000"}
 
 
 def clinic_rules(**tables: Mapping[str, Any]) -> Rules:
-    """The rules of a clinic whose settings file holds just these tables."""
-    return parse_config(tables, SOURCE).rules
+    """The rules of a clinic whose settings file holds just these tables (and the
+    sender every file must name)."""
+    clinic = {**SENDER, **tables.pop("clinic", {})}
+    return parse_config({"clinic": clinic, **tables}, SOURCE).rules
 
 
 def local(

@@ -8,15 +8,20 @@ from typing import Any
 
 import pytest
 
-from scheduler.core.config import ConfigError
+from scheduler.core.config import Clinic, ConfigError
 from scheduler.core.domain import Phase
 from scheduler.settings import ConfigFile, load_settings, normalise_database_url, parse_config
 
 SHIPPED = Path(__file__).resolve().parents[2] / "config" / "tayori.toml"
 
 
-def test_empty_file_means_every_default() -> None:
-    assert parse_config({}, "t.toml") == ConfigFile()
+# What every settings file must hold: the sender every mail names.
+SENDER = {"clinic": {"name": "たより整体院", "phone": "03-0000-0000"}}
+
+
+def test_a_file_with_only_the_sender_means_every_other_default() -> None:
+    expected = ConfigFile(clinic=Clinic(name="たより整体院", phone="03-0000-0000"))
+    assert parse_config(SENDER, "t.toml") == expected
 
 
 def test_shipped_settings_file_is_valid_and_matches_the_documented_rules() -> None:
@@ -99,7 +104,48 @@ def test_wrong_value_names_the_key_and_what_was_expected(
     document: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
-        parse_config(document, "t.toml")
+        parse_config(SENDER | document, "t.toml")
+
+
+@pytest.mark.parametrize(
+    ("clinic", "key"),
+    [
+        pytest.param({"phone": "03-0000-0000"}, "clinic.name: required", id="no-name"),
+        pytest.param({"name": "", "phone": "03-0000-0000"}, "clinic.name: required", id="empty"),
+        pytest.param(
+            {"name": "  ", "email": "info@clinic.example"}, "clinic.name: required", id="blank"
+        ),
+        pytest.param(
+            {"name": "たより整体院"}, "clinic.phone or clinic.email: required", id="no-contact"
+        ),
+        pytest.param(
+            {"name": "たより整体院", "phone": "", "email": " "},
+            "clinic.phone or clinic.email: required",
+            id="empty-contacts",
+        ),
+    ],
+)
+def test_the_sender_every_mail_names_is_required(clinic: dict[str, str], key: str) -> None:
+    """Japan's Act on Specified Electronic Mail: the sender's name and a contact."""
+    with pytest.raises(ConfigError, match=re.escape(f"t.toml: {key}")):
+        parse_config({"clinic": clinic}, "t.toml")
+
+
+@pytest.mark.parametrize(
+    "contact",
+    [
+        pytest.param({"phone": "03-0000-0000"}, id="phone"),
+        pytest.param({"email": "info@clinic.example"}, id="email"),
+    ],
+)
+def test_a_phone_or_an_email_is_contact_enough(contact: dict[str, str]) -> None:
+    config = parse_config({"clinic": {"name": "たより整体院", **contact}}, "t.toml")
+    assert config.clinic.name == "たより整体院"
+
+
+def test_a_misspelt_clinic_key_is_named_before_the_missing_sender() -> None:
+    with pytest.raises(ConfigError, match=re.escape("clinic: unknown key 'phon'")):
+        parse_config({"clinic": {"name": "たより整体院", "phon": "03"}}, "t.toml")
 
 
 @pytest.mark.parametrize("basic_id", ["", "@123abcde", "@tayori-seitai", "@clinic.tokyo_1"])
@@ -197,3 +243,67 @@ def test_a_sender_the_mail_would_mangle_is_refused_naming_the_variable(mail_from
         load_settings(
             {"TAYORI_CONFIG": str(SHIPPED), "SMTP_HOST": "mail.example", "MAIL_FROM": mail_from}
         )
+
+
+KEY_32 = "k" * 32
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        pytest.param(
+            {"TAYORI_PUBLIC_URL": "https://tayori.clinic.example"},
+            "TAYORI_SECRET_KEY: required with TAYORI_PUBLIC_URL",
+            id="url-without-key",
+        ),
+        pytest.param(
+            {"TAYORI_SECRET_KEY": KEY_32},
+            "TAYORI_PUBLIC_URL: required with TAYORI_SECRET_KEY",
+            id="key-without-url",
+        ),
+        pytest.param(
+            {"TAYORI_PUBLIC_URL": "https://tayori.clinic.example", "TAYORI_SECRET_KEY": "k" * 31},
+            "TAYORI_SECRET_KEY: expected at least 32 characters, got 31",
+            id="key-too-short",
+        ),
+        pytest.param(
+            {"TAYORI_PUBLIC_URL": "tayori.clinic.example", "TAYORI_SECRET_KEY": KEY_32},
+            "TAYORI_PUBLIC_URL: expected an http(s) URL",
+            id="url-not-a-url",
+        ),
+    ],
+)
+def test_unsubscribe_link_settings_go_together(variables: dict[str, str], message: str) -> None:
+    """One without the other is a mistake, not a wish for mailto: links."""
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_settings({"TAYORI_CONFIG": str(SHIPPED), **variables})
+
+
+def test_a_short_key_is_named_by_its_length_never_shown() -> None:
+    secret = "my-secret-password"
+    with pytest.raises(ConfigError) as error:
+        load_settings(
+            {
+                "TAYORI_CONFIG": str(SHIPPED),
+                "TAYORI_PUBLIC_URL": "https://t.example",
+                "TAYORI_SECRET_KEY": secret,
+            }
+        )
+    assert secret not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "variables",
+    [
+        pytest.param({}, id="neither"),
+        pytest.param(
+            {"TAYORI_PUBLIC_URL": "https://tayori.clinic.example/", "TAYORI_SECRET_KEY": KEY_32},
+            id="both",
+        ),
+    ],
+)
+def test_unsubscribe_link_settings_both_or_neither(variables: dict[str, str]) -> None:
+    settings = load_settings({"TAYORI_CONFIG": str(SHIPPED), **variables})
+    assert settings.public_url == variables.get("TAYORI_PUBLIC_URL", "").rstrip("/")
+    assert settings.secret_key == variables.get("TAYORI_SECRET_KEY", "")
+    assert KEY_32 not in repr(settings)

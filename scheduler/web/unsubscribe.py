@@ -1,0 +1,143 @@
+"""The unsubscribe page: what a patient reaches from the link in a mail's footer or
+from their mail client's own "unsubscribe" button (RFC 8058 one-click).
+
+- `GET /unsubscribe/<token>` shows what will stop and asks; it changes nothing (link
+  scanners and mail clients fetch links in mails on their own).
+- `POST /unsubscribe/<token>` stops the token's kind of message, or every kind when
+  the form says `scope=all`; a mail client's one-click POST (body
+  `List-Unsubscribe=One-Click`) is the same request without the page. Repeating it
+  changes nothing more: consent is recorded only when it changes.
+- A token that is not ours (tampered, truncated, made up, made with another key) and
+  one whose patient is gone or forgotten get the same 404 page, byte for byte: the
+  page never tells which patients exist.
+
+No CSRF token, and no cookie: a forged cross-site request can only ride on something
+the browser adds by itself, such as a session cookie, and this page has none; it
+sets none either. What authorises the POST is the token in its URL, which only the
+patient's mail holds. Whoever has the token can stop that patient's messages with or
+without a form, so a CSRF token would protect nothing more (and RFC 8058 requires the
+one-click POST to work without any page, cookie or other context).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from flask import Blueprint, current_app, render_template, request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from scheduler.clock import SystemClock
+from scheduler.core.domain import ConsentKind
+from scheduler.core.unsubscribe import read_unsubscribe_token
+from scheduler.store.consent import ConsentSource, record_consent
+from scheduler.store.db import reading, transaction
+from scheduler.store.facts import current_consent
+from scheduler.store.models import Patient
+from scheduler.web.app import runtime_of
+
+log = logging.getLogger(__name__)
+
+blueprint = Blueprint("unsubscribe", __name__)
+
+# What each kind of consent lets the clinic send, as the patient knows it.
+KIND_LABELS = {
+    ConsentKind.REMINDERS: "ご来院のおすすめ・ご予約前日のお知らせ",
+    ConsentKind.NEWSLETTER: "季節のお便り",
+}
+EVERYTHING = "all"  # the form's `scope` for stopping every kind
+
+
+class _NotFound(Exception):
+    """No patient for this token: one answer whatever the reason."""
+
+
+@blueprint.get("/unsubscribe/<token>")
+def page(token: str) -> tuple[str, int]:
+    try:
+        with reading(runtime_of(current_app).sessions) as session:
+            patient = _patient(session, token)
+            consent = _consent(session, patient.id)
+    except _NotFound:
+        return _not_found()
+    kind = patient.kind
+    others = [k for k in ConsentKind if k is not kind and consent[k]]
+    return render_template(
+        "unsubscribe/page.html",
+        clinic=_clinic(),
+        label=KIND_LABELS[kind],
+        stopped=not consent[kind],
+        other_labels=[KIND_LABELS[k] for k in others],
+        everything=EVERYTHING,
+    ), 200
+
+
+@blueprint.post("/unsubscribe/<token>")
+def stop(token: str) -> tuple[str, int]:
+    # The page's form sends scope=kind or scope=all; a mail client's one-click POST
+    # sends List-Unsubscribe=One-Click, which stops the token's kind like scope=kind.
+    everything = request.form.get("scope") == EVERYTHING
+    now = SystemClock().now()
+    try:
+        with transaction(runtime_of(current_app).sessions) as session:
+            patient = _patient(session, token, for_update=True)
+            kinds = list(ConsentKind) if everything else [patient.kind]
+            changed = [
+                kind
+                for kind in kinds
+                if record_consent(
+                    session, patient.id, kind, False, ConsentSource.UNSUBSCRIBE_LINK, now
+                )
+            ]
+    except _NotFound:
+        return _not_found()
+    # The patient's internal id only: logs carry no names, contacts or tokens.
+    log.info(
+        "unsubscribe link: patient %s stopped %s (%s)",
+        patient.id,
+        ", ".join(k.value for k in kinds),
+        "changed " + ", ".join(k.value for k in changed) if changed else "already stopped",
+    )
+    return render_template(
+        "unsubscribe/done.html",
+        clinic=_clinic(),
+        labels=[KIND_LABELS[k] for k in kinds],
+    ), 200
+
+
+@dataclass(frozen=True)
+class _Found:
+    """The token's patient and the kind of message it stops."""
+
+    id: int
+    kind: ConsentKind
+
+
+def _patient(session: Session, token: str, *, for_update: bool = False) -> _Found:
+    """The patient a token names, if it is ours and they are still here. With
+    `for_update`, their row stays locked until the transaction ends, so two clicks at
+    once record one change (on SQLite every write transaction is serial anyway)."""
+    try:
+        public_id, kind = read_unsubscribe_token(runtime_of(current_app).settings.secret_key, token)
+    except ValueError:  # InvalidToken, or no key in the settings: no token is ours
+        raise _NotFound from None
+    query = select(Patient.id).where(Patient.public_id == public_id, Patient.forgotten_at.is_(None))
+    patient_id = session.scalar(query.with_for_update() if for_update else query)
+    if patient_id is None:
+        raise _NotFound
+    return _Found(patient_id, kind)
+
+
+def _consent(session: Session, patient_id: int) -> dict[ConsentKind, bool]:
+    given = current_consent(session, [patient_id]).get(patient_id, {})
+    return {kind: given.get(kind, False) for kind in ConsentKind}
+
+
+def _not_found() -> tuple[str, int]:
+    return render_template("unsubscribe/not_found.html", clinic=_clinic()), 404
+
+
+def _clinic() -> dict[str, str]:
+    clinic = runtime_of(current_app).settings.clinic
+    return {"name": clinic.name, "phone": clinic.phone, "email": clinic.email}
