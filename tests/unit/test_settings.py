@@ -150,7 +150,8 @@ def test_a_misspelt_clinic_key_is_named_before_the_missing_sender() -> None:
 
 @pytest.mark.parametrize("basic_id", ["", "@123abcde", "@tayori-seitai", "@clinic.tokyo_1"])
 def test_line_basic_id_takes_a_basic_or_premium_id_or_nothing(basic_id: str) -> None:
-    assert parse_config({"line": {"basic_id": basic_id}}, "t.toml").line.basic_id == basic_id
+    config = parse_config({**SENDER, "line": {"basic_id": basic_id}}, "t.toml")
+    assert config.line.basic_id == basic_id
 
 
 def test_missing_settings_file_names_the_path(tmp_path: Path) -> None:
