@@ -1,4 +1,5 @@
-# The production image: the worker by default; `tayori db upgrade` as the release step.
+# The production image: the worker by default, `tayori serve` for the web process, and
+# `tayori db upgrade` as the release step.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -16,4 +17,6 @@ COPY messages ./messages
 RUN useradd --system --create-home tayori && mkdir -p var && chown tayori var
 USER tayori
 
+# The worker by default; `tayori serve` runs the web process (it listens on $PORT, 8000).
+EXPOSE 8000
 CMD ["tayori", "run"]

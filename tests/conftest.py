@@ -12,6 +12,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -147,3 +148,17 @@ def sessions(runtime: Runtime) -> sessionmaker[Session]:
 def repo_settings() -> Settings:
     """The shipped settings file, with no database: for tests that need none."""
     return load_settings({"TAYORI_CONFIG": str(ROOT / "config" / "tayori.toml")})
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium, driven by Playwright (tests/integration/browser.py)."""
+    from tests.integration.browser import launch, require_a_browser
+
+    require_a_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = launch(playwright)
+        yield chromium
+        chromium.close()

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import Message
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
@@ -32,6 +34,7 @@ from scheduler.store.facts import current_consent
 from scheduler.store.models import Base, ConsentChange, Delivery, Patient, new_public_id
 from scheduler.web.app import create_app, runtime_of
 from tests.conftest import DATABASES, ROOT, empty_database
+from tests.integration.browser import PHONE, fits_the_width
 from tests.integration.channel_env import PUBLIC_URL, SECRET_KEY
 from tests.integration.clinic import add_patient, visited
 from tests.integration.web import web_process
@@ -359,3 +362,25 @@ def test_a_token_is_refused_by_an_installation_without_a_secret_key(
     finally:
         runtime_of(app).close()
     assert _consent(site, reader) == BOTH_ON
+
+
+# --- in a real browser, at a phone's width ---------------------------------------------
+
+
+def test_a_patient_stops_the_newsletter_on_a_phone_in_a_real_browser(
+    site: Site, reader: Reader, browser: Any, tmp_path: Path
+) -> None:
+    page = browser.new_page(viewport=PHONE)
+    try:
+        page.goto(_url(site, reader.public_id, ConsentKind.NEWSLETTER))
+        assert CLINIC in page.inner_text("body")
+        assert fits_the_width(page)
+        page.screenshot(path=str(tmp_path / "unsubscribe-page.png"), full_page=True)
+        page.get_by_role("button", name=f"「{NEWSLETTERS}」を停止する").click()
+        page.wait_for_load_state()
+        assert "配信を停止しました" in page.inner_text("h1")
+        assert fits_the_width(page)
+        page.screenshot(path=str(tmp_path / "unsubscribe-done.png"), full_page=True)
+    finally:
+        page.close()
+    assert _consent(site, reader) == {ConsentKind.REMINDERS: True, ConsentKind.NEWSLETTER: False}
