@@ -66,7 +66,9 @@ def mark_contact_unusable(
     note = f"{reason} (since {now.astimezone(tz):%Y-%m-%d})"
     column = "line_unusable_reason" if channel is ChannelName.LINE else "email_unusable_reason"
     session.execute(
-        update(Patient).where(Patient.id == patient_id).values({column: note, "updated_at": now})
+        update(Patient)
+        .where(Patient.id == patient_id)
+        .values({column: note, "updated_at": now, "replan_at": None})
     )
 
 

@@ -1,0 +1,90 @@
+"""Which patients the next worker cycle plans.
+
+A cycle plans only the patients whose facts changed since they were last planned,
+and those whose `replan_at` has come (the next moment their due messages can change
+with time alone, core/replan.py). A patient is marked by setting `replan_at` to
+NULL, in the same transaction as the change of their facts:
+
+- facts written through the ORM (a patient, an appointment, a consent or cadence
+  change added, changed or deleted in a session) mark their patient by themselves:
+  the flush hook below sees every such write, whoever makes it;
+- a statement that writes facts in bulk (`update(Patient)`, `insert(Appointment)`)
+  calls `mark_for_planning` with the patients it touched.
+
+A new patient row is marked from the start: its `replan_at` is NULL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import event, inspect, update
+from sqlalchemy.orm import Session, UOWTransaction
+
+from scheduler.store.models import Appointment, CadenceChange, ConsentChange, Patient
+
+# Keeps each IN list far below every driver's limit on bound parameters.
+CHUNK = 1000
+
+_FACTS = (Appointment, ConsentChange, CadenceChange)
+_PENDING = "tayori_facts_changed"
+
+
+def mark_for_planning(session: Session, patient_ids: Iterable[int]) -> None:
+    """Plan these patients at the next cycle: their facts changed."""
+    for chunk in chunks(sorted(set(patient_ids))):
+        session.execute(update(Patient).where(Patient.id.in_(chunk)).values(replan_at=None))
+
+
+def mark_everyone(session: Session) -> int:
+    """Plan every patient at the next cycle (the settings may have changed)."""
+    result = session.execute(update(Patient).values(replan_at=None))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def set_replan_at(session: Session, moments: dict[int, datetime | None]) -> None:
+    """Record when each planned patient is due to be planned again."""
+    if moments:
+        session.execute(
+            update(Patient),
+            [{"id": patient_id, "replan_at": at} for patient_id, at in moments.items()],
+        )
+
+
+def chunks(ids: list[int], size: int = CHUNK) -> Iterator[list[int]]:
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
+
+
+@event.listens_for(Session, "before_flush")
+def _note_changed_facts(session: Session, _flush: UOWTransaction, _instances: Any) -> None:
+    pending: list[object] = session.info.setdefault(_PENDING, [])
+    for instance in session.dirty:
+        if isinstance(instance, Patient) and _changed_beyond_plan(instance):
+            instance.replan_at = None
+    for instance in (*session.new, *session.dirty, *session.deleted):
+        if isinstance(instance, _FACTS):
+            pending.append(instance)
+
+
+@event.listens_for(Session, "after_flush")
+def _mark_changed_facts(session: Session, _flush: UOWTransaction) -> None:
+    pending: list[Any] = session.info.pop(_PENDING, [])
+    ids = {instance.patient_id for instance in pending if instance.patient_id is not None}
+    for chunk in chunks(sorted(ids)):
+        session.connection().execute(
+            update(Patient.__table__)  # type: ignore[arg-type]
+            .where(Patient.__table__.c.id.in_(chunk))
+            .values(replan_at=None)
+        )
+
+
+def _changed_beyond_plan(patient: Patient) -> bool:
+    state = inspect(patient)
+    return any(
+        attribute.history.has_changes()
+        for attribute in state.attrs
+        if attribute.key not in ("replan_at", "updated_at")
+    )
