@@ -94,7 +94,8 @@ def empty_database(request: pytest.FixtureRequest, which: str, folder: Path) -> 
         connection.execute(
             sa.text(
                 "TRUNCATE deliveries, channel_states, line_quota_months, consent_changes, "
-                "appointments, link_codes, link_failures, webhook_events, patients "
+                "appointments, link_codes, link_failures, webhook_events, planning_settings, "
+                "patients "
                 "RESTART IDENTITY CASCADE"
             )
         )

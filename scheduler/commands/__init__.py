@@ -93,6 +93,16 @@ def parser() -> argparse.ArgumentParser:
     )
     now_option(ticking, "run the cycle as of this moment")
 
+    replanning = command(
+        "replan", "worker:replan", "have the next worker cycle plan every patient again"
+    )
+    replanning.add_argument(
+        "--all",
+        action="store_true",
+        required=True,
+        help="every patient (a change of the settings does this by itself)",
+    )
+
     running = command("run", "worker:run", "start the worker (a cycle every minute) until stopped")
     now_option(running, "start the worker's clock at this moment")
 

@@ -1,4 +1,4 @@
-"""The worker: `tayori tick` (one cycle) and `tayori run`."""
+"""The worker: `tayori tick` (one cycle), `tayori replan` and `tayori run`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import argparse
 from scheduler.clock import Clock, ShiftedClock, SystemClock
 from scheduler.commands.common import command_now, fixed_clock, migrated_runtime, opened
 from scheduler.settings import Settings
+from scheduler.store.db import transaction
+from scheduler.store.replan import mark_everyone
 from scheduler.worker import Worker, tick
 
 
@@ -21,6 +23,13 @@ def tick_once(args: argparse.Namespace, settings: Settings) -> int:
         f"planned {planned.created} new, {planned.revived} revived, "
         f"{planned.withdrawn} withdrawn; dispatched: {outcomes}{events}"
     )
+    return 0
+
+
+def replan(args: argparse.Namespace, settings: Settings) -> int:
+    with opened(settings) as runtime, transaction(runtime.sessions) as session:
+        marked = mark_everyone(session)
+    print(f"{marked} patient(s) will be planned again at the next worker cycle")
     return 0
 
 

@@ -131,6 +131,8 @@ class PatientFacts:
     # Set when the phase or cadence in force came from a change (not the patient's
     # starting point): such a change starts a new cadence episode.
     cadence_change: CadenceChangeFact | None = None
+    # A phase or cadence change recorded for a later moment: the facts change then.
+    next_change_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, String, select, type_coerce
 from sqlalchemy.orm import Session
 
 from scheduler.core.campaigns import (
@@ -40,7 +40,7 @@ from scheduler.core.closures import (
     period_start,
     reopens_on,
 )
-from scheduler.core.domain import ChannelName, DeliveryState, Due, PatientFacts, Reason
+from scheduler.core.domain import ChannelName, DeliveryState, Due, PatientFacts, Reason, member
 from scheduler.core.routing import choose_channel
 from scheduler.core.seasons import JAPANESE
 from scheduler.core.window import local_date
@@ -48,6 +48,7 @@ from scheduler.messages.context import japanese_date
 from scheduler.settings import Settings
 from scheduler.store.facts import load_facts
 from scheduler.store.models import Delivery
+from scheduler.store.replan import chunks
 
 # Messages of which a patient gets at most one a day, and the states that count.
 _ONE_A_DAY = (Reason.NEWSLETTER, Reason.CADENCE_NUDGE, Reason.CADENCE_FOLLOW_UP)
@@ -69,23 +70,38 @@ class _Calendar:
         return is_closed(day, self.closures)
 
 
+def newsletters_live(
+    session: Session, now: datetime, settings: Settings
+) -> list[tuple[Campaign, Occurrence]]:
+    """The campaign occurrences being sent at `now`: those whose time has come, and
+    those whose planned newsletters are still waiting (moved to a later day, or
+    beyond the spread when the audience outgrew the hourly cap)."""
+    tz, calendar = settings.timezone, _Calendar(settings.config.closures)
+    live = live_occurrences(settings.campaigns, now, tz, calendar.closure_start, calendar.closed)
+    return live + [pair for pair in _waiting_in_outbox(session, settings) if pair not in live]
+
+
+def first_plan_pending(session: Session, live: Iterable[tuple[Campaign, Occurrence]]) -> bool:
+    """Whether an occurrence has no newsletter in the outbox yet: its first plan
+    paces its whole audience."""
+    return any(
+        session.scalar(select(Delivery.id).where(*_of_occurrence(occurrence)).limit(1)) is None
+        for _, occurrence in live
+    )
+
+
 def newsletters_due(
     session: Session,
+    live: Iterable[tuple[Campaign, Occurrence]],
     facts: Iterable[PatientFacts],
     others_due: Iterable[Due],
     now: datetime,
     settings: Settings,
 ) -> list[Due]:
-    """The newsletters of every campaign occurrence being sent at `now`: those whose
-    time has come, and those whose planned newsletters are still waiting (moved to
-    a later day, or beyond the spread when the audience outgrew the hourly cap)."""
-    tz, calendar = settings.timezone, _Calendar(settings.config.closures)
-    live = live_occurrences(settings.campaigns, now, tz, calendar.closure_start, calendar.closed)
-    live += [pair for pair in _waiting_in_outbox(session, settings) if pair not in live]
-    if not live:
-        return []
+    """The newsletters of these patients in the live occurrences (`newsletters_live`)."""
+    tz = settings.timezone
     patients = list(facts)
-    busy = _busy_days(session, others_due, now, settings)
+    busy = _busy_days(session, [p.id for p in patients], others_due, now, settings)
     due: list[Due] = []
     for campaign, occurrence in live:
         rows = _rows_of(session, occurrence)
@@ -137,7 +153,7 @@ def expected_newsletters(
 
 
 def _moments(
-    rows: dict[int, Delivery],
+    rows: dict[int, _Row],
     campaign: Campaign,
     occurrence: Occurrence,
     patients: list[PatientFacts],
@@ -186,15 +202,34 @@ def _due(campaign: Campaign, occurrence: Occurrence, patient_id: int, send_at: d
     )
 
 
-def _rows_of(session: Session, occurrence: Occurrence) -> dict[int, Delivery]:
-    rows = session.scalars(
-        select(Delivery).where(
-            Delivery.reason == Reason.NEWSLETTER,
-            Delivery.campaign_id == occurrence.campaign_id,
-            Delivery.campaign_day == occurrence.day,
+@dataclass(frozen=True)
+class _Row:
+    """A newsletter already in the outbox. Its state is None when this version does
+    not know it (a newer version wrote it): it then holds its slot and stays put."""
+
+    state: DeliveryState | None
+    send_after: datetime
+
+
+def _of_occurrence(occurrence: Occurrence) -> tuple[ColumnElement[bool], ...]:
+    return (
+        Delivery.campaign_id == occurrence.campaign_id,
+        Delivery.campaign_day == occurrence.day,
+        Delivery.reason == Reason.NEWSLETTER,
+    )
+
+
+def _rows_of(session: Session, occurrence: Occurrence) -> dict[int, _Row]:
+    rows = session.execute(
+        select(Delivery.patient_id, type_coerce(Delivery.state, String), Delivery.send_after).where(
+            *_of_occurrence(occurrence)
         )
     )
-    return {row.patient_id: row for row in rows if row.patient_id is not None}
+    return {
+        patient_id: _Row(member(DeliveryState, state), send_after)
+        for patient_id, state, send_after in rows
+        if patient_id is not None
+    }
 
 
 # A patient's days already taken: (clinic-local day, the message's idempotency key).
@@ -202,29 +237,48 @@ _Busy = defaultdict[int, list[tuple[date, str]]]
 
 
 def _busy_days(
-    session: Session, others_due: Iterable[Due], now: datetime, settings: Settings
+    session: Session,
+    patient_ids: list[int],
+    others_due: Iterable[Due],
+    now: datetime,
+    settings: Settings,
 ) -> _Busy:
-    """Each patient's days from today on that already have a cadence message or a
-    newsletter."""
+    """Each of these patients' days from today on that already have a cadence
+    message or a newsletter: the outbox's rows that may still go (an overdue one
+    keeps its day), and the rules' messages not in the outbox yet."""
     tz = settings.timezone
     busy: _Busy = defaultdict(list)
+    in_outbox: set[str] = set()
+    for chunk in chunks(sorted(patient_ids)):
+        for key, patient_id, state, send_after in session.execute(
+            select(
+                Delivery.idempotency_key,
+                Delivery.patient_id,
+                type_coerce(Delivery.state, String),
+                Delivery.send_after,
+            ).where(Delivery.patient_id.in_(chunk), Delivery.reason.in_(_ONE_A_DAY))
+        ):
+            in_outbox.add(key)
+            if patient_id is not None and state in _TAKEN and send_after >= now - timedelta(days=1):
+                busy[patient_id].append((local_date(send_after, tz), key))
     for message in others_due:
-        if message.reason.is_cadence and message.may_create:
+        if message.reason.is_cadence and message.may_create and message.key not in in_outbox:
             busy[message.patient_id].append((local_date(message.send_at, tz), message.key))
-    for key, patient_id, send_after in session.execute(
-        select(Delivery.idempotency_key, Delivery.patient_id, Delivery.send_after).where(
-            Delivery.reason.in_(_ONE_A_DAY),
-            Delivery.state.in_(_TAKEN),
-            Delivery.send_after >= now - timedelta(days=1),
-        )
-    ):
-        if patient_id is not None:
-            busy[patient_id].append((local_date(send_after, tz), key))
     return busy
 
 
+def _taken(row: _Row) -> bool:
+    """Whether the row holds its slot (one this version does not know does)."""
+    return row.state is None or row.state in _TAKEN
+
+
+def _settled(row: _Row) -> bool:
+    """Whether the row stays put (one this version does not know does)."""
+    return row.state is None or row.state in _SETTLED
+
+
 def _placed(
-    rows: dict[int, Delivery],
+    rows: dict[int, _Row],
     moments: dict[int, datetime],
     campaign: Campaign,
     occurrence: Occurrence,
@@ -241,13 +295,13 @@ def _placed(
     occupied = {
         row.send_after
         for patient_id, row in rows.items()
-        if row.state in _TAKEN and patient_id not in moments
+        if _taken(row) and patient_id not in moments
     }
     placed: dict[int, datetime] = {}
     for patient_id, row in rows.items():
-        if patient_id in moments and row.state in _SETTLED:
+        if patient_id in moments and _settled(row):
             placed[patient_id] = row.send_after
-            if row.state in _TAKEN:
+            if _taken(row):
                 occupied.add(row.send_after)
     displaced: list[Displaced] = []
 

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import String, select, type_coerce
+from sqlalchemy import ColumnElement, String, select, type_coerce
 from sqlalchemy.orm import Session
 
+from scheduler.core.campaigns import Campaign, Occurrence
 from scheduler.core.config import Rules
 from scheduler.core.domain import (
     AppointmentStatus,
@@ -25,16 +26,30 @@ from scheduler.core.domain import (
     Reason,
     member,
 )
+from scheduler.core.replan import next_change, settings_fingerprint
 from scheduler.core.routing import choose_channel
 from scheduler.core.rules import messages_due
 from scheduler.core.window import at_local, local_date, next_opening
 from scheduler.messages.templates import template_in
 from scheduler.outbox import transitions
-from scheduler.outbox.newsletters import expected_newsletters, newsletters_due
+from scheduler.outbox.newsletters import (
+    expected_newsletters,
+    first_plan_pending,
+    newsletters_due,
+    newsletters_live,
+)
 from scheduler.outbox.transitions import REVIVABLE, WITHDRAWN_NOT_DUE
 from scheduler.settings import Settings
-from scheduler.store.facts import load_facts
+from scheduler.store.facts import load_facts, load_facts_of
 from scheduler.store.models import Delivery, Patient, new_delivery_id
+from scheduler.store.replan import (
+    CHUNK,
+    chunks,
+    patient_ids,
+    patients_to_plan,
+    set_replan_at,
+    settings_changed,
+)
 
 
 @dataclass(frozen=True)
@@ -61,51 +76,97 @@ def _all_due(facts: Iterable[PatientFacts], now: datetime, rules: Rules) -> dict
 
 @dataclass(frozen=True)
 class _Existing:
-    """An outbox row for a due message. Its state is None when this version does not
-    know it (a newer version wrote it): such a row is left alone."""
+    """An outbox row of a planned patient. Its state is None when this version does
+    not know it (a newer version wrote it): such a row is left alone."""
 
     id: str
     state: DeliveryState | None
     send_after: datetime
 
 
-def _existing(session: Session, keys: Sequence[str]) -> dict[str, _Existing]:
+def _existing(session: Session, patient_ids: Sequence[int]) -> dict[str, _Existing]:
+    """The outbox rows of these patients, by idempotency key."""
     found: dict[str, _Existing] = {}
-    for start in range(0, len(keys), 500):  # keep IN lists well under driver limits
-        chunk = keys[start : start + 500]
+    for chunk in chunks(sorted(patient_ids)):
+        found |= _rows_where(session, Delivery.patient_id.in_(chunk))
+    return found
+
+
+def _existing_by_key(session: Session, keys: Sequence[str]) -> dict[str, _Existing]:
+    found: dict[str, _Existing] = {}
+    for start in range(0, len(keys), CHUNK):
+        found |= _rows_where(session, Delivery.idempotency_key.in_(keys[start : start + CHUNK]))
+    return found
+
+
+def _rows_where(session: Session, condition: ColumnElement[bool]) -> dict[str, _Existing]:
+    return {
+        key: _Existing(delivery_id, member(DeliveryState, state), send_after)
         for key, delivery_id, state, send_after in session.execute(
             select(
                 Delivery.idempotency_key,
                 Delivery.id,
                 type_coerce(Delivery.state, String),
                 Delivery.send_after,
-            ).where(Delivery.idempotency_key.in_(chunk))
-        ):
-            found[key] = _Existing(delivery_id, member(DeliveryState, state), send_after)
-    return found
+            ).where(condition)
+        )
+    }
 
 
 def plan(
-    session: Session, now: datetime, rules: Rules, settings: Settings | None = None
+    session: Session,
+    now: datetime,
+    rules: Rules,
+    settings: Settings | None = None,
+    *,
+    everyone: bool = False,
 ) -> PlanResult:
     """Bring the outbox in line with the rules at `now` (and, given the settings,
-    with the seasonal campaigns)."""
-    facts = {f.id: f for f in load_facts(session, now)}
-    due = _all_due(facts.values(), now, rules)
+    with the seasonal campaigns) for the patients whose facts changed or whose
+    moment to be planned again has come; for every patient when `everyone` is set,
+    the settings changed since the last plan, or a campaign occurrence starts (its
+    pacing spreads its whole audience)."""
+    live: list[tuple[Campaign, Occurrence]] = []
     if settings is not None:
-        for newsletter in newsletters_due(session, facts.values(), due.values(), now, settings):
+        fingerprint = settings_fingerprint(rules, settings.campaigns, settings.config.closures)
+        everyone = settings_changed(session, fingerprint, now) or everyone
+        live = newsletters_live(session, now, settings)
+        everyone = everyone or (bool(live) and first_plan_pending(session, live))
+    ids = patient_ids(session) if everyone else patients_to_plan(session, now)
+    # A live occurrence's newsletters are placed against each other: its patients
+    # are planned together. Otherwise a batch at a time keeps memory small.
+    batches = [ids] if live else list(chunks(ids))
+    total = PlanResult(0, 0, 0)
+    for batch in batches:
+        result = _plan_patients(session, batch, now, rules, settings, live)
+        total = PlanResult(
+            total.created + result.created,
+            total.revived + result.revived,
+            total.withdrawn + result.withdrawn,
+        )
+    return total
+
+
+def _plan_patients(
+    session: Session,
+    ids: Sequence[int],
+    now: datetime,
+    rules: Rules,
+    settings: Settings | None,
+    live: list[tuple[Campaign, Occurrence]],
+) -> PlanResult:
+    facts = {f.id: f for f in load_facts_of(session, now, ids)}
+    due = _all_due(facts.values(), now, rules)
+    if settings is not None and live:
+        patients = facts.values()
+        for newsletter in newsletters_due(session, live, patients, due.values(), now, settings):
             due[newsletter.key] = newsletter
-    existing = _existing(session, list(due))
+    existing = _existing(session, list(facts))
 
     stale_ids = [
-        delivery_id
-        for delivery_id, key in session.execute(
-            select(Delivery.id, Delivery.idempotency_key).where(
-                Delivery.state == DeliveryState.PLANNED,
-                Delivery.patient_id.is_not(None),  # the digest is planned on its own
-            )
-        )
-        if key not in due
+        row.id
+        for key, row in existing.items()
+        if row.state is DeliveryState.PLANNED and key not in due
     ]
     withdrawn = transitions.withdraw(session, stale_ids, now, WITHDRAWN_NOT_DUE)
 
@@ -137,6 +198,7 @@ def plan(
             # patient's day to one message.
             transitions.move(session, row.id, message.send_at, now)
     created = transitions.plan(session, new_rows)
+    set_replan_at(session, {f.id: next_change(f, now, rules) for f in facts.values()})
     return PlanResult(created=created, revived=revived, withdrawn=withdrawn)
 
 
@@ -248,7 +310,7 @@ def dry_run(
     if settings is not None:
         for newsletter in expected_newsletters(session, facts, now, until, settings):
             first_seen.setdefault(newsletter.key, (now, newsletter))
-    existing = _existing(session, list(first_seen))
+    existing = _existing_by_key(session, list(first_seen))
     channels = {p.id: choose_channel(p.preferred_channel, p.contacts) for p in facts}
 
     expected = []

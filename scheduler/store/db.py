@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.clock import Clock
+
 # Imported for its flush hook, which marks the patients whose facts a session changes.
 from scheduler.store import replan as _replan  # noqa: F401
 from scheduler.store.models import Patient

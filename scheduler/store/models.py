@@ -185,7 +185,10 @@ class Delivery(Base):
     key and the email Message-ID, so a resend after a crash is recognised."""
 
     __tablename__ = "deliveries"
-    __table_args__ = (Index("ix_deliveries_state_send_after", "state", "send_after"),)
+    __table_args__ = (
+        Index("ix_deliveries_state_send_after", "state", "send_after"),
+        Index("ix_deliveries_campaign_id_campaign_day", "campaign_id", "campaign_day"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_delivery_id)
     idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
@@ -296,3 +299,14 @@ class LinkFailure(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     line_user_id: Mapped[str] = mapped_column(String(64), index=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class PlanningSettings(Base):
+    """The digest of the settings the last plan used (one row): when the settings
+    differ, every patient is planned again."""
+
+    __tablename__ = "planning_settings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)

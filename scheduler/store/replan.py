@@ -20,10 +20,16 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import event, inspect, update
+from sqlalchemy import event, inspect, or_, select, update
 from sqlalchemy.orm import Session, UOWTransaction
 
-from scheduler.store.models import Appointment, CadenceChange, ConsentChange, Patient
+from scheduler.store.models import (
+    Appointment,
+    CadenceChange,
+    ConsentChange,
+    Patient,
+    PlanningSettings,
+)
 
 # Keeps each IN list far below every driver's limit on bound parameters.
 CHUNK = 1000
@@ -51,6 +57,34 @@ def set_replan_at(session: Session, moments: dict[int, datetime | None]) -> None
             update(Patient),
             [{"id": patient_id, "replan_at": at} for patient_id, at in moments.items()],
         )
+
+
+def patients_to_plan(session: Session, now: datetime) -> list[int]:
+    """The patients whose facts changed or whose moment to be planned has come."""
+    return list(
+        session.scalars(
+            select(Patient.id)
+            .where(or_(Patient.replan_at.is_(None), Patient.replan_at <= now))
+            .order_by(Patient.id)
+        )
+    )
+
+
+def patient_ids(session: Session) -> list[int]:
+    return list(session.scalars(select(Patient.id).order_by(Patient.id)))
+
+
+def settings_changed(session: Session, fingerprint: str, now: datetime) -> bool:
+    """Whether the settings differ from those of the last plan; records these."""
+    if session.scalar(select(PlanningSettings.fingerprint)) == fingerprint:
+        return False
+    # Imported here: store.db imports this module for its flush hook.
+    from scheduler.store.db import upsert_insert
+
+    values = {"id": 1, "fingerprint": fingerprint, "recorded_at": now}
+    statement = upsert_insert(session, PlanningSettings).values(values)
+    session.execute(statement.on_conflict_do_update(index_elements=["id"], set_=values))
+    return True
 
 
 def chunks(ids: list[int], size: int = CHUNK) -> Iterator[list[int]]:

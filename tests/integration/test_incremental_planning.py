@@ -1,0 +1,247 @@
+"""A worker cycle plans only the patients whose facts changed or whose moment has
+come, and that gives the same outbox as planning every patient every cycle."""
+
+from __future__ import annotations
+
+import random
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from scheduler.commands import main
+from scheduler.core.domain import (
+    AppointmentStatus,
+    ChannelName,
+    ConsentKind,
+    DeliveryState,
+    Phase,
+)
+from scheduler.outbox.planner import plan
+from scheduler.runtime import Runtime, open_runtime
+from scheduler.settings import Settings
+from scheduler.store.consent import record_consent
+from scheduler.store.db import transaction
+from scheduler.store.models import Appointment, Delivery, Patient
+from scheduler.store.patients import mark_contact_unusable, record_cadence
+from scheduler.store.replan import mark_everyone, patients_to_plan
+from tests.integration.clinic import LINE_ID, add_appointment, add_patient
+
+JST = ZoneInfo("Asia/Tokyo")
+START = datetime(2026, 11, 16, 0, 0, tzinfo=JST)  # a month around the year_end campaign
+PATIENTS = 24
+# Clinic-local times a day at which the cycles of the simulation run: around the
+# send window's edges and the rules' moments (reminders 18:00, cadence 10:00).
+CYCLE_TIMES = [(0, 5), (8, 59), (10, 0), (13, 17), (18, 0), (18, 1), (20, 0)]
+
+Change = Callable[[Session, datetime], None]
+
+
+def _runtime(settings: Settings, template: Path, folder: Path) -> Runtime:
+    folder.mkdir()
+    shutil.copy(template, folder / "tayori.db")
+    return open_runtime(
+        replace(
+            settings,
+            database_url=f"sqlite:///{folder / 'tayori.db'}",
+            outbox_dir=folder / "outbox",
+        )
+    )
+
+
+@pytest.fixture
+def twins(
+    request: pytest.FixtureRequest, repo_settings: Settings, tmp_path: Path
+) -> Iterator[tuple[Runtime, Runtime]]:
+    """Two clinics on SQLite with the shipped settings: one planned incrementally,
+    one planned whole at every cycle."""
+    template = request.getfixturevalue("sqlite_template")
+    incremental = _runtime(repo_settings, template, tmp_path / "incremental")
+    whole = _runtime(repo_settings, template, tmp_path / "whole")
+    yield incremental, whole
+    incremental.close()
+    whole.close()
+
+
+def _clinic(session: Session, now: datetime, rng: random.Random) -> None:
+    for number in range(PATIENTS):
+        external_id = f"P{number}"
+        add_patient(
+            session,
+            now,
+            external_id,
+            rng.choice([Phase.ACUTE, Phase.REHAB, Phase.MAINTENANCE]),
+            email=f"p{number}@example.jp",
+            line_user_id=LINE_ID if rng.random() < 0.5 else None,
+            preferred=rng.choice([ChannelName.LINE, ChannelName.EMAIL]),
+            reminders=rng.random() < 0.9,
+            newsletter=rng.random() < 0.7,
+        )
+        for _ in range(rng.randint(1, 3)):
+            visit = now - timedelta(days=rng.randint(1, 70), hours=rng.randint(0, 8))
+            add_appointment(session, now, visit, AppointmentStatus.VISITED, external_id)
+        if rng.random() < 0.3:
+            ahead = now + timedelta(days=rng.randint(1, 10), hours=rng.randint(1, 8))
+            add_appointment(session, now, ahead, AppointmentStatus.BOOKED, external_id)
+
+
+def _a_change(rng: random.Random) -> Change:
+    """One change of a patient's facts, as the desk, an import or LINE makes it."""
+    external_id = f"P{rng.randrange(PATIENTS)}"
+    kind = rng.choice(["book", "mark", "consent", "phase", "blocked"])
+    days, hours, minutes = rng.randint(0, 12), rng.randint(0, 10), rng.choice([0, 30])
+    status = rng.choice([AppointmentStatus.VISITED, AppointmentStatus.NO_SHOW])
+    consent = rng.choice(list(ConsentKind)), rng.random() < 0.5
+    phase = rng.choice(list(Phase))
+
+    def change(session: Session, now: datetime) -> None:
+        patient = session.scalars(select(Patient).filter_by(external_id=external_id)).one()
+        if kind == "book":
+            starts_at = (now + timedelta(days=days, hours=hours)).replace(minute=minutes)
+            add_appointment(session, now, starts_at, AppointmentStatus.BOOKED, external_id)
+        elif kind == "mark":
+            # The clinic marks the latest appointment that has passed.
+            passed = session.scalars(
+                select(Appointment)
+                .where(Appointment.patient_id == patient.id, Appointment.starts_at <= now)
+                .order_by(Appointment.starts_at.desc())
+            ).first()
+            if passed is not None:
+                passed.status = status
+        elif kind == "consent":
+            record_consent(session, patient.id, consent[0], consent[1], "desk", now)
+        elif kind == "phase":
+            record_cadence(
+                session,
+                patient,
+                now,
+                "desk",
+                phase=phase,
+                nudge_after_days=None,
+                follow_up_days=None,
+            )
+        else:
+            mark_contact_unusable(session, patient.id, ChannelName.LINE, "blocked", now, JST)
+
+    return change
+
+
+def _cycle(runtime: Runtime, now: datetime, *, everyone: bool) -> None:
+    with transaction(runtime.sessions) as session:
+        if everyone:
+            mark_everyone(session)
+        plan(session, now, runtime.settings.rules, runtime.settings)
+    runtime.dispatcher.dispatch_due(now)
+
+
+def _outbox(runtime: Runtime) -> list[tuple[object, ...]]:
+    with runtime.sessions() as session:
+        return sorted(
+            (row.idempotency_key, row.state.value, row.send_after, row.channel, row.last_error)
+            for row in session.scalars(select(Delivery))
+        )
+
+
+def test_planning_the_changed_patients_gives_the_outbox_of_planning_everyone(
+    twins: tuple[Runtime, Runtime],
+) -> None:
+    incremental, whole = twins
+    rng = random.Random(14)
+    facts = random.Random(1400)
+    for runtime in twins:
+        with transaction(runtime.sessions) as session:
+            _clinic(session, START, random.Random(7))
+    compared = 0
+    for day in range(31):
+        for hour, minute in CYCLE_TIMES:
+            now = (START + timedelta(days=day)).replace(hour=hour, minute=minute)
+            changes = [_a_change(facts) for _ in range(rng.choice([0, 0, 1, 2]))]
+            for runtime in twins:
+                with transaction(runtime.sessions) as session:
+                    for change in changes:
+                        change(session, now)
+            _cycle(incremental, now, everyone=False)
+            _cycle(whole, now, everyone=True)
+            assert _outbox(incremental) == _outbox(whole), f"at {now.isoformat()}"
+            compared += 1
+    assert compared == 31 * len(CYCLE_TIMES)
+    assert any(row[1] == "sent" for row in _outbox(whole))
+
+
+NOW = datetime(2026, 11, 20, 12, 0, tzinfo=JST)
+
+
+def _planned_patients(runtime: Runtime, now: datetime) -> list[int]:
+    with runtime.sessions() as session:
+        return patients_to_plan(session, now)
+
+
+def _seen_a_week_ago(runtime: Runtime) -> None:
+    with transaction(runtime.sessions) as session:
+        add_patient(session, NOW, "P1")
+        add_appointment(session, NOW, NOW - timedelta(days=7), AppointmentStatus.VISITED)
+
+
+def _plan(runtime: Runtime, now: datetime) -> None:
+    with transaction(runtime.sessions) as session:
+        plan(session, now, runtime.settings.rules, runtime.settings)
+
+
+def test_a_new_patient_is_planned_at_the_next_cycle(runtime: Runtime) -> None:
+    _seen_a_week_ago(runtime)
+    assert len(_planned_patients(runtime, NOW)) == 1
+
+
+def test_a_cycle_after_nothing_changed_plans_no_patient(runtime: Runtime) -> None:
+    _seen_a_week_ago(runtime)
+    _plan(runtime, NOW)
+    assert _planned_patients(runtime, NOW + timedelta(minutes=1)) == []
+
+
+def test_a_new_appointment_marks_its_patient_for_the_next_cycle(runtime: Runtime) -> None:
+    _seen_a_week_ago(runtime)
+    _plan(runtime, NOW)
+    with transaction(runtime.sessions) as session:
+        add_appointment(session, NOW, NOW + timedelta(days=3), AppointmentStatus.BOOKED)
+    assert len(_planned_patients(runtime, NOW + timedelta(minutes=1))) == 1
+
+
+def test_a_blocked_contact_marks_its_patient_for_the_next_cycle(runtime: Runtime) -> None:
+    _seen_a_week_ago(runtime)
+    _plan(runtime, NOW)
+    with transaction(runtime.sessions) as session:
+        patient_id = session.scalars(select(Patient.id)).one()
+        mark_contact_unusable(session, patient_id, ChannelName.LINE, "blocked", NOW, JST)
+    assert _planned_patients(runtime, NOW + timedelta(minutes=1)) == [patient_id]
+
+
+def test_a_change_of_the_rules_plans_every_patient_again(runtime: Runtime) -> None:
+    _seen_a_week_ago(runtime)
+    _plan(runtime, NOW)
+    later = replace(runtime.settings.rules.cadence, lapsed_after_days=5)
+    changed = replace(
+        runtime.settings,
+        config=replace(
+            runtime.settings.config, rules=replace(runtime.settings.rules, cadence=later)
+        ),
+    )
+    with transaction(runtime.sessions) as session:
+        plan(session, NOW + timedelta(minutes=1), changed.rules, changed)
+        follow_up = session.scalars(select(Delivery.state)).all()
+    assert follow_up and set(follow_up) == {DeliveryState.WITHDRAWN}  # lapsed now
+
+
+def test_replan_all_marks_every_patient(
+    runtime: Runtime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _seen_a_week_ago(runtime)
+    _plan(runtime, NOW)
+    assert main(["replan", "--all"]) == 0
+    assert "1 patient(s) will be planned again" in capsys.readouterr().out
+    assert len(_planned_patients(runtime, NOW + timedelta(minutes=1))) == 1
