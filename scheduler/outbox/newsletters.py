@@ -46,8 +46,9 @@ from scheduler.core.seasons import JAPANESE
 from scheduler.core.window import local_date
 from scheduler.messages.context import japanese_date
 from scheduler.settings import Settings
+from scheduler.store.db import upsert_insert
 from scheduler.store.facts import load_facts
-from scheduler.store.models import Delivery
+from scheduler.store.models import Delivery, PlannedOccurrence
 from scheduler.store.replan import chunks
 
 # Messages of which a patient gets at most one a day, and the states that count.
@@ -82,12 +83,21 @@ def newsletters_live(
 
 
 def first_plan_pending(session: Session, live: Iterable[tuple[Campaign, Occurrence]]) -> bool:
-    """Whether an occurrence has no newsletter in the outbox yet: its first plan
+    """Whether an occurrence's audience has not been planned yet: its first plan
     paces its whole audience."""
-    return any(
-        session.scalar(select(Delivery.id).where(*_of_occurrence(occurrence)).limit(1)) is None
-        for _, occurrence in live
-    )
+    planned = set(session.execute(select(PlannedOccurrence.campaign_id, PlannedOccurrence.day)))
+    return any((o.campaign_id, o.day) not in planned for _, o in live)
+
+
+def record_planned(
+    session: Session, live: Iterable[tuple[Campaign, Occurrence]], now: datetime
+) -> None:
+    """Remember that these occurrences' audiences have been planned (by any worker)."""
+    rows = [{"campaign_id": o.campaign_id, "day": o.day, "planned_at": now} for _, o in live]
+    if rows:
+        session.execute(
+            upsert_insert(session, PlannedOccurrence).values(rows).on_conflict_do_nothing()
+        )
 
 
 def newsletters_due(

@@ -37,6 +37,7 @@ from scheduler.outbox.newsletters import (
     first_plan_pending,
     newsletters_due,
     newsletters_live,
+    record_planned,
 )
 from scheduler.outbox.transitions import REVIVABLE, WITHDRAWN_NOT_DUE
 from scheduler.settings import Settings
@@ -131,7 +132,9 @@ def plan(
         fingerprint = settings_fingerprint(rules, settings.campaigns, settings.config.closures)
         everyone = settings_changed(session, fingerprint, now) or everyone
         live = newsletters_live(session, now, settings)
-        everyone = everyone or (bool(live) and first_plan_pending(session, live))
+        if live and first_plan_pending(session, live):
+            everyone = True
+            record_planned(session, live, now)
     ids = patient_ids(session) if everyone else patients_to_plan(session, now)
     # A live occurrence's newsletters are placed against each other: its patients
     # are planned together. Otherwise a batch at a time keeps memory small.

@@ -310,3 +310,14 @@ class PlanningSettings(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     fingerprint: Mapped[str] = mapped_column(String(64))
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class PlannedOccurrence(Base):
+    """A campaign occurrence whose whole audience has been planned: later cycles
+    plan only the patients who change."""
+
+    __tablename__ = "planned_occurrences"
+
+    campaign_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    planned_at: Mapped[datetime] = mapped_column(UTCDateTime)

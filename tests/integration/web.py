@@ -49,9 +49,10 @@ def web_process(env: dict[str, str], log: Path) -> Iterator[str]:
         deadline = time.monotonic() + 30
         while True:
             try:
-                with urllib.request.urlopen(f"{base}/healthz", timeout=1):
+                with urllib.request.urlopen(f"{base}/healthz", timeout=5):
                     break
-            except (urllib.error.URLError, ConnectionError) as e:
+            # A loaded machine may accept the connection before the worker answers.
+            except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise AssertionError(f"tayori serve did not start:\n{log.read_text()}") from e
                 time.sleep(0.05)

@@ -8,7 +8,8 @@ A worker cycle plans only the patients whose facts changed or whose next moment 
 come (`replan_at`; NULL means at the next cycle). Every existing patient starts
 marked, so the first cycle after the upgrade plans everyone. The digest of the
 settings the last plan used is kept: when they change, everyone is planned again.
-A campaign occurrence's newsletters are found by an index.
+A campaign occurrence's newsletters are found by an index, and the occurrences
+whose audience has been planned are recorded: their first plan spreads everyone.
 """
 
 from collections.abc import Sequence
@@ -30,6 +31,13 @@ def upgrade() -> None:
         unique=False,
     )
     op.create_table(
+        "planned_occurrences",
+        sa.Column("campaign_id", sa.String(length=64), nullable=False),
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("planned_at", sa.DateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("campaign_id", "day", name=op.f("pk_planned_occurrences")),
+    )
+    op.create_table(
         "planning_settings",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("fingerprint", sa.String(length=64), nullable=False),
@@ -46,4 +54,5 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_patients_replan_at"))
         batch_op.drop_column("replan_at")
     op.drop_table("planning_settings")
+    op.drop_table("planned_occurrences")
     op.drop_index("ix_deliveries_campaign_id_campaign_day", table_name="deliveries")
