@@ -20,27 +20,36 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
 from enum import Enum
 from zoneinfo import ZoneInfo
 
 from scheduler.core.cadence import cadence_messages, last_visit
 from scheduler.core.config import Rules
-from scheduler.core.domain import AppointmentStatus, PatientFacts, Reason
+from scheduler.core.domain import AppointmentStatus, Due, PatientFacts, Reason
 from scheduler.core.window import at_local, local_date, next_opening
 
 _MIDNIGHT = time(0, 0)
 _PRECISION = timedelta(microseconds=1)
 
 
-def next_change(facts: PatientFacts, now: datetime, rules: Rules) -> datetime | None:
-    """The first moment after `now` at which this patient's due messages may differ
-    from those at `now`, or None if only new facts can change them."""
+def next_change(
+    facts: PatientFacts, now: datetime, rules: Rules, due: Sequence[Due] | None = None
+) -> datetime | None:
+    """The first moment after `now` at which this patient's due messages (`due`, if
+    the caller has them: `messages_due` at `now`) may differ, or None if only new
+    facts can change them."""
+    cadence = (
+        cadence_messages(facts, now, rules)
+        if due is None
+        else [m for m in due if m.reason.is_cadence]
+    )
     moments = [
         *([facts.next_change_at] if facts.next_change_at else []),
         *_appointment_moments(facts, now, rules),
         *_lapse(facts, now, rules),
-        *_nudge_gives_way(facts, now, rules),
+        *_nudge_gives_way(cadence, now, rules),
     ]
     return min((m for m in moments if m > now), default=None)
 
@@ -75,13 +84,12 @@ def _lapse(facts: PatientFacts, now: datetime, rules: Rules) -> list[datetime]:
     return [at_local(lapsed_on, _MIDNIGHT, rules.timezone)]
 
 
-def _nudge_gives_way(facts: PatientFacts, now: datetime, rules: Rules) -> list[datetime]:
+def _nudge_gives_way(cadence: Sequence[Due], now: datetime, rules: Rules) -> list[datetime]:
     """When the nudge due now drops out in favour of the follow-up: the first moment
     whose next opening falls on the follow-up's day. The next opening only moves
     forward with time, so the moment is found by bisection."""
-    due = cadence_messages(facts, now, rules)
-    follow_ups = [m for m in due if m.reason is Reason.CADENCE_FOLLOW_UP]
-    if len(due) < 2 or not follow_ups:
+    follow_ups = [m for m in cadence if m.reason is Reason.CADENCE_FOLLOW_UP]
+    if len(cadence) < 2 or not follow_ups:
         return []  # no nudge due now
     tz, window = rules.timezone, rules.window
     follow_up_day = local_date(follow_ups[0].send_at, tz)

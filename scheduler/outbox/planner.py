@@ -7,7 +7,7 @@ every change goes through the outbox's transitions (only rows still `planned` mo
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -69,10 +69,6 @@ class PlannedMessage:
     channel: ChannelName
     send_at: datetime
     template: str
-
-
-def _all_due(facts: Iterable[PatientFacts], now: datetime, rules: Rules) -> dict[str, Due]:
-    return {due.key: due for patient in facts for due in messages_due(patient, now, rules)}
 
 
 @dataclass(frozen=True)
@@ -159,7 +155,8 @@ def _plan_patients(
     live: list[tuple[Campaign, Occurrence]],
 ) -> PlanResult:
     facts = {f.id: f for f in load_facts_of(session, now, ids)}
-    due = _all_due(facts.values(), now, rules)
+    by_patient = {patient: messages_due(f, now, rules) for patient, f in facts.items()}
+    due = {message.key: message for messages in by_patient.values() for message in messages}
     if settings is not None and live:
         patients = facts.values()
         for newsletter in newsletters_due(session, live, patients, due.values(), now, settings):
@@ -201,7 +198,10 @@ def _plan_patients(
             # patient's day to one message.
             transitions.move(session, row.id, message.send_at, now)
     created = transitions.plan(session, new_rows)
-    set_replan_at(session, {f.id: next_change(f, now, rules) for f in facts.values()})
+    set_replan_at(
+        session,
+        {patient: next_change(f, now, rules, by_patient[patient]) for patient, f in facts.items()},
+    )
     return PlanResult(created=created, revived=revived, withdrawn=withdrawn)
 
 

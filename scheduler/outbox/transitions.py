@@ -158,18 +158,17 @@ class ClaimedBatch:
 def plan(session: Session, rows: Sequence[dict[str, Any]]) -> int:
     """Insert new planned rows; a row whose idempotency key exists already is left
     as it is (several planners may run at once). Returns how many were new."""
-    created = 0
-    for start in range(0, len(rows), 500):
-        statement = (
-            upsert_insert(session, Delivery)
-            .values(list(rows[start : start + 500]))
-            .on_conflict_do_nothing(index_elements=["idempotency_key"])
-            .returning(Delivery.id)
-        )
-        # Count what RETURNING gives back: rowcount is not reliable for multi-row
-        # inserts on every driver.
-        created += len(session.execute(statement).all())
-    return created
+    if not rows:
+        return 0
+    statement = (
+        upsert_insert(session, Delivery)
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        .returning(Delivery.id)
+    )
+    # One statement for all the rows: SQLAlchemy sends them in batches of many VALUES
+    # ("insertmanyvalues"), compiled once. Count what RETURNING gives back: rowcount
+    # is not reliable for multi-row inserts on every driver.
+    return len(session.connection().execute(statement, list(rows)).all())
 
 
 def withdraw(session: Session, ids: Collection[str], now: datetime, reason: str) -> int:

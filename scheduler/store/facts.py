@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from scheduler.core.domain import (
     AppointmentFact,
     CadenceChangeFact,
+    ChannelName,
     ConsentKind,
     Contacts,
     PatientFacts,
@@ -21,7 +22,44 @@ from scheduler.core.domain import (
 from scheduler.store.models import Appointment, CadenceChange, ConsentChange, Patient
 
 
-def contacts_of(patient: Patient) -> Contacts:
+class PatientRow(Protocol):
+    """What the facts need of a patient's row: a `Patient`, or a plain row of
+    `PATIENT_COLUMNS`."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def phase(self) -> Phase | None: ...
+    @property
+    def nudge_after_days(self) -> int | None: ...
+    @property
+    def follow_up_days(self) -> int | None: ...
+    @property
+    def preferred_channel(self) -> ChannelName: ...
+    @property
+    def email(self) -> str | None: ...
+    @property
+    def line_user_id(self) -> str | None: ...
+    @property
+    def email_unusable_reason(self) -> str | None: ...
+    @property
+    def line_unusable_reason(self) -> str | None: ...
+
+
+PATIENT_COLUMNS = (
+    Patient.id,
+    Patient.phase,
+    Patient.nudge_after_days,
+    Patient.follow_up_days,
+    Patient.preferred_channel,
+    Patient.email,
+    Patient.line_user_id,
+    Patient.email_unusable_reason,
+    Patient.line_unusable_reason,
+)
+
+
+def contacts_of(patient: PatientRow) -> Contacts:
     return Contacts(
         line=bool(patient.line_user_id) and patient.line_unusable_reason is None,
         email=bool(patient.email) and patient.email_unusable_reason is None,
@@ -70,21 +108,22 @@ def load_facts_of(session: Session, now: datetime, ids: Sequence[int]) -> list[P
     facts: list[PatientFacts] = []
     for start in range(0, len(ids), FACTS_BATCH):
         chunk = list(ids[start : start + FACTS_BATCH])
-        patients = session.scalars(
-            select(Patient).where(Patient.id.in_(chunk)).order_by(Patient.id)
+        patients = session.execute(
+            select(*PATIENT_COLUMNS).where(Patient.id.in_(chunk)).order_by(Patient.id)
         )
         facts += load_facts(session, now, list(patients))
     return facts
 
 
 def load_facts(
-    session: Session, now: datetime, patients: Iterable[Patient] | None = None
+    session: Session, now: datetime, patients: Iterable[PatientRow] | None = None
 ) -> list[PatientFacts]:
     """The facts of `patients` (by default every patient) as they stand at `now`."""
-    # Plain rows rather than ORM objects for the rest: the planner reads every
-    # patient's history each tick, and the dispatcher a batch's.
-    rows = list(
-        session.scalars(select(Patient).order_by(Patient.id)) if patients is None else patients
+    # Plain rows rather than ORM objects: the planner reads many patients' histories.
+    rows: list[PatientRow] = list(
+        session.execute(select(*PATIENT_COLUMNS).order_by(Patient.id))
+        if patients is None
+        else patients
     )
     ids = None if patients is None else [patient.id for patient in rows]
     appointment_query = select(
@@ -109,7 +148,7 @@ def load_facts(
         histories[change.patient_id].append(change)
     consent = current_consent(session, ids)
 
-    def facts(patient: Patient) -> PatientFacts:
+    def facts(patient: PatientRow) -> PatientFacts:
         history = histories[patient.id]
         in_force = cadence_in_force(history, now)
         # Without a history (never expected after migration 0002), the row is the truth.

@@ -112,7 +112,8 @@ class Patient(Base):
     # When the patient's name and contacts were erased (`tayori forget`).
     forgotten_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # When the worker next plans this patient: the next moment their due messages
-    # can change with time alone. None: their facts changed, plan at the next cycle
+    # can change with time alone (a far-off date when only new facts can change
+    # them). None: their facts changed, plan at the next cycle
     # (scheduler/store/replan.py keeps it so).
     replan_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -17,7 +17,7 @@ A new patient row is marked from the start: its `replan_at` is NULL.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import event, inspect, or_, select, update
@@ -31,6 +31,9 @@ from scheduler.store.models import (
     PlanningSettings,
 )
 
+# The `replan_at` of a patient whom only new facts can change: NULL already means
+# "at the next cycle".
+NEVER = datetime(9999, 12, 31, tzinfo=UTC)
 # Keeps each IN list far below every driver's limit on bound parameters.
 CHUNK = 1000
 
@@ -51,11 +54,15 @@ def mark_everyone(session: Session) -> int:
 
 
 def set_replan_at(session: Session, moments: dict[int, datetime | None]) -> None:
-    """Record when each planned patient is due to be planned again."""
+    """Record when each planned patient is due to be planned again (None: only when
+    their facts change)."""
     if moments:
         session.execute(
             update(Patient),
-            [{"id": patient_id, "replan_at": at} for patient_id, at in moments.items()],
+            [
+                {"id": patient_id, "replan_at": NEVER if at is None else at}
+                for patient_id, at in moments.items()
+            ],
         )
 
 

@@ -204,6 +204,15 @@ def test_a_cycle_after_nothing_changed_plans_no_patient(runtime: Runtime) -> Non
     assert _planned_patients(runtime, NOW + timedelta(minutes=1)) == []
 
 
+def test_a_patient_whom_only_new_facts_can_change_is_not_planned_again(
+    runtime: Runtime,
+) -> None:
+    with transaction(runtime.sessions) as session:
+        add_patient(session, NOW, "P1", reminders=False)
+    _plan(runtime, NOW)
+    assert _planned_patients(runtime, NOW + timedelta(days=365)) == []
+
+
 def test_a_new_appointment_marks_its_patient_for_the_next_cycle(runtime: Runtime) -> None:
     _seen_a_week_ago(runtime)
     _plan(runtime, NOW)
