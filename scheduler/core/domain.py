@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 # How contacts are written (the CSV import and the settings check them).
 LINE_USER_ID = re.compile(r"^U[0-9a-f]{32}$")
@@ -89,8 +89,8 @@ class ConsentKind(StrEnum):
     NEWSLETTER = "newsletter"
 
 
-@dataclass(frozen=True)
-class AppointmentFact:
+class AppointmentFact(NamedTuple):
+    # A named tuple rather than a dataclass: a clinic's facts hold millions of them.
     id: int
     starts_at: datetime  # aware, UTC
     status: AppointmentStatus

@@ -108,7 +108,7 @@ def load_facts_of(session: Session, now: datetime, ids: Sequence[int]) -> list[P
     facts: list[PatientFacts] = []
     for start in range(0, len(ids), FACTS_BATCH):
         chunk = list(ids[start : start + FACTS_BATCH])
-        patients = session.execute(
+        patients = session.connection().execute(
             select(*PATIENT_COLUMNS).where(Patient.id.in_(chunk)).order_by(Patient.id)
         )
         facts += load_facts(session, now, list(patients))
@@ -121,7 +121,7 @@ def load_facts(
     """The facts of `patients` (by default every patient) as they stand at `now`."""
     # Plain rows rather than ORM objects: the planner reads many patients' histories.
     rows: list[PatientRow] = list(
-        session.execute(select(*PATIENT_COLUMNS).order_by(Patient.id))
+        session.connection().execute(select(*PATIENT_COLUMNS).order_by(Patient.id))
         if patients is None
         else patients
     )
@@ -140,11 +140,13 @@ def load_facts(
     if ids is not None:
         appointment_query = appointment_query.where(Appointment.patient_id.in_(ids))
         history_query = history_query.where(CadenceChange.patient_id.in_(ids))
+    # Core rather than ORM execution: these are plain rows, and many of them.
+    connection = session.connection()
     appointments: dict[int, list[AppointmentFact]] = defaultdict(list)
-    for patient_id, appointment_id, starts_at, status in session.execute(appointment_query):
+    for patient_id, appointment_id, starts_at, status in connection.execute(appointment_query):
         appointments[patient_id].append(AppointmentFact(appointment_id, starts_at, status))
     histories: dict[int, list[_HistoryRow]] = defaultdict(list)
-    for change in session.execute(history_query):
+    for change in connection.execute(history_query):
         histories[change.patient_id].append(change)
     consent = current_consent(session, ids)
 
