@@ -13,7 +13,7 @@ day, so the moved ones keep to the hourly cap too.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -115,7 +115,8 @@ def newsletters_due(
     due: list[Due] = []
     for campaign, occurrence in live:
         rows = _rows_of(session, occurrence)
-        moments = _moments(rows, campaign, occurrence, patients, now, settings)
+        members = audience(campaign, occurrence, patients, tz)
+        moments = _moments(rows, campaign, occurrence, members, now, settings)
         for patient_id, send_at in sorted(
             _placed(rows, moments, campaign, occurrence, busy, settings).items()
         ):
@@ -125,16 +126,11 @@ def newsletters_due(
     return due
 
 
-def expected_newsletters(
-    session: Session,
-    facts: Iterable[PatientFacts],
-    now: datetime,
-    until: datetime,
-    settings: Settings,
-) -> list[Due]:
-    """For the dry run: the newsletters from now to `until`, at the moments planned
-    already or that their pacing would give (a newsletter that would meet a cadence
-    message on the same day moves a day later, which this does not foresee)."""
+def occurrences_ahead(
+    session: Session, now: datetime, until: datetime, settings: Settings
+) -> list[tuple[Campaign, Occurrence]]:
+    """For the dry run: the occurrences with newsletters from now to `until` (waiting
+    in the outbox, being sent, or starting)."""
     tz, calendar = settings.timezone, _Calendar(settings.config.closures)
     campaigns = {campaign.id: campaign for campaign in settings.campaigns}
     coming = [
@@ -149,11 +145,25 @@ def expected_newsletters(
     ]
     started = live_occurrences(settings.campaigns, now, tz, calendar.closure_start, calendar.closed)
     waiting = _waiting_in_outbox(session, settings)
-    patients = list(facts)
+    return list(dict.fromkeys([*waiting, *started, *coming]))
+
+
+def expected_newsletters(
+    session: Session,
+    ahead: Sequence[tuple[Campaign, Occurrence]],
+    audiences: Sequence[list[int]],
+    now: datetime,
+    until: datetime,
+    settings: Settings,
+) -> list[Due]:
+    """For the dry run: the newsletters of the occurrences `ahead` (each with its
+    audience, `audience`) from now to `until`, at the moments planned already or
+    that their pacing would give (a newsletter that would meet a cadence message on
+    the same day moves a day later, which this does not foresee)."""
     expected: list[Due] = []
-    for campaign, occurrence in dict.fromkeys([*waiting, *started, *coming]):
+    for (campaign, occurrence), members in zip(ahead, audiences, strict=True):
         rows = _rows_of(session, occurrence)
-        moments = _moments(rows, campaign, occurrence, patients, now, settings)
+        moments = _moments(rows, campaign, occurrence, sorted(members), now, settings)
         expected += [
             _due(campaign, occurrence, patient_id, moment)
             for patient_id, moment in moments.items()
@@ -166,14 +176,14 @@ def _moments(
     rows: dict[int, _Row],
     campaign: Campaign,
     occurrence: Occurrence,
-    patients: list[PatientFacts],
+    members: list[int],
     now: datetime,
     settings: Settings,
 ) -> dict[int, datetime]:
-    """Each recipient's moment: once an occurrence is planned, its recipients (still
-    in its audience) keep theirs; before, its pacing gives them from `now` on."""
+    """Each recipient's moment (`members`: the occurrence's audience): once an
+    occurrence is planned, its recipients keep theirs; before, its pacing gives them
+    from `now` on."""
     tz = settings.timezone
-    members = audience(campaign, occurrence, patients, tz)
     if rows:
         return {i: rows[i].send_after for i in members if i in rows}
     calendar = _Calendar(settings.config.closures)

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, String, select, type_coerce
 from sqlalchemy.orm import Session
 
-from scheduler.core.campaigns import Campaign, Occurrence
+from scheduler.core.campaigns import Campaign, Occurrence, audience
 from scheduler.core.config import Rules
 from scheduler.core.domain import (
     AppointmentStatus,
@@ -37,11 +37,12 @@ from scheduler.outbox.newsletters import (
     first_plan_pending,
     newsletters_due,
     newsletters_live,
+    occurrences_ahead,
     record_planned,
 )
 from scheduler.outbox.transitions import REVIVABLE, WITHDRAWN_NOT_DUE
 from scheduler.settings import Settings
-from scheduler.store.facts import load_facts, load_facts_of
+from scheduler.store.facts import load_facts_of
 from scheduler.store.models import Delivery, Patient, new_delivery_id
 from scheduler.store.replan import (
     CHUNK,
@@ -299,22 +300,29 @@ def dry_run(
     patient's facts (a booked appointment passes and starts a new episode), as the
     worker's own cycles would.
     """
-    facts = load_facts(session, now)
     external_ids = {
         patient_id: external_id
         for patient_id, external_id in session.execute(select(Patient.id, Patient.external_id))
     }
+    ahead = occurrences_ahead(session, now, until, settings) if settings is not None else []
+    audiences: list[list[int]] = [[] for _ in ahead]
     # The first moment each message appears is when the worker would plan it.
     first_seen: dict[str, tuple[datetime, Due]] = {}
-    for patient in facts:
-        for moment in _moments_facts_change(patient, now, until):
-            for message in messages_due(patient, moment, rules):
-                first_seen.setdefault(message.key, (moment, message))
+    channels: dict[int, ChannelName | None] = {}
+    # A batch of patients at a time: the facts of a whole clinic need not be in memory.
+    for batch in chunks(sorted(external_ids)):
+        facts = load_facts_of(session, now, batch)
+        for patient in facts:
+            channels[patient.id] = choose_channel(patient.preferred_channel, patient.contacts)
+            for moment in _moments_facts_change(patient, now, until):
+                for message in messages_due(patient, moment, rules):
+                    first_seen.setdefault(message.key, (moment, message))
+        for (campaign, occurrence), members in zip(ahead, audiences, strict=True):
+            members += audience(campaign, occurrence, facts, rules.timezone)
     if settings is not None:
-        for newsletter in expected_newsletters(session, facts, now, until, settings):
+        for newsletter in expected_newsletters(session, ahead, audiences, now, until, settings):
             first_seen.setdefault(newsletter.key, (now, newsletter))
     existing = _existing_by_key(session, list(first_seen))
-    channels = {p.id: choose_channel(p.preferred_channel, p.contacts) for p in facts}
 
     expected = []
     for key, (moment, message) in first_seen.items():
