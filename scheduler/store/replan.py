@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import event, inspect, or_, select, update
+from sqlalchemy import Select, event, inspect, or_, select, update
 from sqlalchemy.orm import Session, UOWTransaction
 
 from scheduler.store.models import (
@@ -67,18 +67,25 @@ def set_replan_at(session: Session, moments: dict[int, datetime | None]) -> None
 
 
 def patients_to_plan(session: Session, now: datetime) -> list[int]:
-    """The patients whose facts changed or whose moment to be planned has come."""
-    return list(
-        session.scalars(
-            select(Patient.id)
-            .where(or_(Patient.replan_at.is_(None), Patient.replan_at <= now))
-            .order_by(Patient.id)
-        )
-    )
+    """The patients whose facts changed or whose moment to be planned has come,
+    locked until the plan commits (see `_locked`)."""
+    due = or_(Patient.replan_at.is_(None), Patient.replan_at <= now)
+    return list(session.scalars(_locked(select(Patient.id).where(due))))
 
 
 def patient_ids(session: Session) -> list[int]:
-    return list(session.scalars(select(Patient.id).order_by(Patient.id)))
+    """Every patient, locked until the plan commits (see `_locked`)."""
+    return list(session.scalars(_locked(select(Patient.id))))
+
+
+def _locked(query: Select[int]) -> Select[int]:
+    """On PostgreSQL, the rows are locked before their facts are read: a change of
+    facts marks its patient by updating this row, so it waits for the plan to
+    commit and its mark is never overwritten by a moment computed from older facts.
+    A row another transaction holds is skipped (another worker plans it, or its
+    change is not committed yet: the next cycle plans it). SQLite has one writer at
+    a time, which gives the same."""
+    return query.order_by(Patient.id).with_for_update(skip_locked=True)
 
 
 def settings_changed(session: Session, fingerprint: str, now: datetime) -> bool:

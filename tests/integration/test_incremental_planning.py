@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import shutil
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -12,7 +13,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from scheduler.commands import main
@@ -31,6 +32,7 @@ from scheduler.store.db import transaction
 from scheduler.store.models import Appointment, Delivery, Patient
 from scheduler.store.patients import mark_contact_unusable, record_cadence
 from scheduler.store.replan import mark_everyone, patients_to_plan
+from tests.conftest import empty_database
 from tests.integration.clinic import LINE_ID, add_appointment, add_patient
 
 JST = ZoneInfo("Asia/Tokyo")
@@ -254,3 +256,40 @@ def test_replan_all_marks_every_patient(
     assert main(["replan", "--all"]) == 0
     assert "1 patient(s) will be planned again" in capsys.readouterr().out
     assert len(_planned_patients(runtime, NOW + timedelta(minutes=1))) == 1
+
+
+@pytest.mark.postgres
+def test_a_change_made_while_a_plan_runs_is_planned_at_the_next_cycle(
+    request: pytest.FixtureRequest, repo_settings: Settings, tmp_path: Path
+) -> None:
+    """The plan locks its patients' rows first: the change waits for it to commit,
+    and its mark is not overwritten by a moment computed from the older facts."""
+    url = empty_database(request, "postgresql", tmp_path)
+    runtime = open_runtime(replace(repo_settings, database_url=url))
+    try:
+        _seen_a_week_ago(runtime)
+        with transaction(runtime.sessions) as planning:
+            assert patients_to_plan(planning, NOW)  # now locked
+            change = threading.Thread(target=_mark_everyone, args=(runtime,))
+            change.start()
+            _wait_until_a_lock_is_awaited(planning)
+            plan(planning, NOW, runtime.settings.rules, runtime.settings)
+        change.join(timeout=30)
+        assert len(_planned_patients(runtime, NOW + timedelta(minutes=1))) == 1
+    finally:
+        runtime.close()
+
+
+def _mark_everyone(runtime: Runtime) -> None:
+    with transaction(runtime.sessions) as session:
+        mark_everyone(session)
+
+
+def _wait_until_a_lock_is_awaited(session: Session) -> None:
+    waiting = text("SELECT count(*) FROM pg_locks WHERE NOT granted")
+    for _ in range(3000):
+        with session.get_bind().connect() as connection:
+            if connection.execute(waiting).scalar():
+                return
+        threading.Event().wait(0.01)
+    raise AssertionError("the change never waited for the plan's lock")
