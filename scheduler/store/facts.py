@@ -7,11 +7,12 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Protocol, TypeVar
 
-from sqlalchemy import Row, select
+from sqlalchemy import Row, Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from scheduler.core.domain import (
     AppointmentFact,
+    AppointmentStatus,
     CadenceChangeFact,
     ChannelName,
     ConsentKind,
@@ -104,21 +105,66 @@ def cadence_in_force(history: Sequence[_Change], now: datetime) -> _Change | Non
 
 
 def load_facts_of(session: Session, now: datetime, ids: Sequence[int]) -> list[PatientFacts]:
-    """The facts of the patients with these ids, as they stand at `now`."""
+    """The facts the rules read of the patients with these ids, at `now` or later
+    (the dry run's moments): only the appointments they can still read (see
+    `_relevant_appointments`)."""
     facts: list[PatientFacts] = []
     for start in range(0, len(ids), FACTS_BATCH):
         chunk = list(ids[start : start + FACTS_BATCH])
         patients = session.connection().execute(
             select(*PATIENT_COLUMNS).where(Patient.id.in_(chunk)).order_by(Patient.id)
         )
-        facts += load_facts(session, now, list(patients))
+        facts += load_facts(session, now, list(patients), relevant_only=True)
     return facts
 
 
+def _relevant_appointments(
+    ids: list[int], now: datetime
+) -> Select[int, int, datetime, AppointmentStatus]:
+    """The appointments of these patients that the rules can read at `now` or later.
+
+    The rest are past visits before the latest one, and cancellations and no-shows
+    before it: at any moment from `now` on, the latest visit says all that
+    `last_visit` and a campaign's `visited_within_days` need, and a no-show before it
+    gets no follow-up (the patient has moved on). Kept: every appointment ahead,
+    every booking (one past and not yet marked counts as a visit, and excludes the
+    patient from some campaigns), the latest visit and whatever came after it.
+    """
+    latest = (
+        select(Appointment.patient_id, func.max(Appointment.starts_at).label("at"))
+        .where(
+            Appointment.patient_id.in_(ids),
+            Appointment.status == AppointmentStatus.VISITED,
+            Appointment.starts_at <= now,
+        )
+        .group_by(Appointment.patient_id)
+        .subquery()
+    )
+    return (
+        select(Appointment.patient_id, Appointment.id, Appointment.starts_at, Appointment.status)
+        .outerjoin(latest, latest.c.patient_id == Appointment.patient_id)
+        .where(
+            Appointment.patient_id.in_(ids),
+            or_(
+                Appointment.starts_at > now,
+                Appointment.status == AppointmentStatus.BOOKED,
+                Appointment.starts_at >= latest.c.at,
+                and_(Appointment.status == AppointmentStatus.NO_SHOW, latest.c.at.is_(None)),
+            ),
+        )
+        .order_by(Appointment.starts_at)
+    )
+
+
 def load_facts(
-    session: Session, now: datetime, patients: Iterable[PatientRow] | None = None
+    session: Session,
+    now: datetime,
+    patients: Iterable[PatientRow] | None = None,
+    *,
+    relevant_only: bool = False,
 ) -> list[PatientFacts]:
-    """The facts of `patients` (by default every patient) as they stand at `now`."""
+    """The facts of `patients` (by default every patient) as they stand at `now`,
+    with every appointment, or only those the rules can still read."""
     # Plain rows rather than ORM objects: the planner reads many patients' histories.
     rows: list[PatientRow] = list(
         session.connection().execute(select(*PATIENT_COLUMNS).order_by(Patient.id))
@@ -138,7 +184,11 @@ def load_facts(
         CadenceChange.changed_at,
     ).order_by(CadenceChange.id)
     if ids is not None:
-        appointment_query = appointment_query.where(Appointment.patient_id.in_(ids))
+        appointment_query = (
+            _relevant_appointments(ids, now)
+            if relevant_only
+            else appointment_query.where(Appointment.patient_id.in_(ids))
+        )
         history_query = history_query.where(CadenceChange.patient_id.in_(ids))
     # Core rather than ORM execution: these are plain rows, and many of them.
     connection = session.connection()
