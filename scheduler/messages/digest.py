@@ -16,10 +16,13 @@ from typing import Any, Protocol
 from sqlalchemy import String, and_, exists, func, or_, select, type_coerce
 from sqlalchemy.orm import Session, aliased
 
+from scheduler.core.campaigns import audience
 from scheduler.core.domain import (
     AppointmentStatus,
     ChannelName,
+    ConsentKind,
     DeliveryState,
+    Due,
     Phase,
     Reason,
     member,
@@ -30,12 +33,12 @@ from scheduler.core.rules import messages_due
 from scheduler.core.window import at_local, local_date
 from scheduler.messages.context import REASON_LABELS, SAMPLE_PATIENT, japanese_date
 from scheduler.outbox.budget import line_quota
+from scheduler.outbox.newsletters import expected_newsletters, occurrences_ahead
 from scheduler.settings import Settings
-from scheduler.store.facts import cadence_in_force, load_facts
-from scheduler.store.models import Appointment, CadenceChange, Delivery, Patient
+from scheduler.store.facts import cadence_in_force, load_facts_of
+from scheduler.store.models import Appointment, CadenceChange, ConsentChange, Delivery, Patient
+from scheduler.store.replan import chunks
 
-# Keeps each IN list well under the drivers' limits on bound parameters.
-_BATCH = 500
 # What counts as a visit once its time has passed (scheduler.core.cadence.last_visit).
 _VISIT_STATES = (AppointmentStatus.VISITED, AppointmentStatus.BOOKED)
 
@@ -97,14 +100,25 @@ def build_digest(session: Session, now: datetime, settings: Settings) -> Digest:
     # is larger. Ahead: what the outbox holds for LINE until the month ends, and what
     # the rules will add to it by then.
     quota = line_quota(session, now, tz, settings.config.line.monthly_quota)
-    line_ahead = _planned_line(session, month_end) + _foreseen_line(
-        session, now, month_end, settings
+    newsletters = _newsletters_foreseen(session, now, month_end, settings)
+    line_ahead = (
+        _planned_line(session, month_end)
+        + _foreseen_line(session, now, month_end, settings)
+        + sum(channel is ChannelName.LINE for _, channel in newsletters)
     )
+    planned_today = _planned_by_reason(session, tomorrow_start)
+    newsletters_today = sum(
+        channel is not None and due.send_at < tomorrow_start for due, channel in newsletters
+    )
+    if newsletters_today:
+        planned_today[Reason.NEWSLETTER] = (
+            planned_today.get(Reason.NEWSLETTER, 0) + newsletters_today
+        )
     if settings.digest.enabled and settings.digest.line_user_id:
         line_ahead += (month_end.date() - today).days  # the digest itself, once a day
     return Digest(
         day=today,
-        planned_today=_planned_by_reason(session, tomorrow_start),
+        planned_today=planned_today,
         sent_yesterday=_sent_by_reason(session, yesterday_start, today_start),
         not_delivered_yesterday=_not_delivered(session, yesterday_start, today_start),
         newly_lapsed=_newly_lapsed(session, now, settings),
@@ -173,29 +187,24 @@ def _foreseen_line(session: Session, now: datetime, until: datetime, settings: S
     passing: dict[int, list[datetime]] = {}
     for patient_id, starts_at in session.execute(
         select(Appointment.patient_id, Appointment.starts_at)
+        .join(Patient, Patient.id == Appointment.patient_id)
         .where(
             Appointment.status == AppointmentStatus.BOOKED,
             Appointment.starts_at > now,
             Appointment.starts_at <= until,
+            # Needed for LINE (choose_channel decides): most patients are not read.
+            Patient.line_user_id.is_not(None),
+            Patient.line_unusable_reason.is_(None),
         )
         .order_by(Appointment.starts_at)
     ):
         passing.setdefault(patient_id, []).append(starts_at + timedelta(seconds=1))
-    ids = sorted(passing)
     foreseen = 0
-    for start in range(0, len(ids), _BATCH):
-        patients = session.scalars(
-            select(Patient).where(
-                Patient.id.in_(ids[start : start + _BATCH]),
-                # Needed for LINE (choose_channel decides): most patients are not read.
-                Patient.line_user_id.is_not(None),
-                Patient.line_unusable_reason.is_(None),
-            )
-        )
-        for facts in load_facts(session, now, patients):
+    for batch in chunks(sorted(passing)):
+        for facts in load_facts_of(session, now, batch):
             if choose_channel(facts.preferred_channel, facts.contacts) is not ChannelName.LINE:
                 continue
-            # Due now: the outbox has it (the worker planned it), counted above.
+            # Due now: the outbox has it (the worker planned it), counted apart.
             seen = {message.key for message in messages_due(facts, now, rules)}
             for moment in passing[facts.id]:
                 for message in messages_due(facts, moment, rules):
@@ -203,6 +212,56 @@ def _foreseen_line(session: Session, now: datetime, until: datetime, settings: S
                         foreseen += 1
                     seen.add(message.key)
     return foreseen
+
+
+def _newsletters_foreseen(
+    session: Session, now: datetime, until: datetime, settings: Settings
+) -> list[tuple[Due, ChannelName | None]]:
+    """The newsletters, and their channels, of the campaign occurrences up to `until`
+    that the outbox holds nothing of yet: an occurrence is planned only once its time
+    has come (a year-end letter at 10:00 on its day, after the digest). Only the
+    patients who agreed to newsletters are read, a batch at a time, and only when
+    there is such an occurrence."""
+    planned = {
+        (campaign_id, day)
+        for campaign_id, day in session.execute(
+            select(Delivery.campaign_id, Delivery.campaign_day)
+            .where(Delivery.reason == Reason.NEWSLETTER)
+            .distinct()
+        )
+    }
+    ahead = [
+        (campaign, occurrence)
+        for campaign, occurrence in occurrences_ahead(session, now, until, settings)
+        # One starting after `until` (the first of next month, say) sends nothing by then.
+        if (occurrence.campaign_id, occurrence.day) not in planned and occurrence.starts_at <= until
+    ]
+    if not ahead:
+        return []
+    latest = (
+        select(func.max(ConsentChange.id))
+        .where(ConsentChange.kind == ConsentKind.NEWSLETTER)
+        .group_by(ConsentChange.patient_id)
+    )
+    readers = list(
+        session.scalars(
+            select(ConsentChange.patient_id)
+            .where(ConsentChange.id.in_(latest), ConsentChange.granted.is_(True))
+            .order_by(ConsentChange.patient_id)
+        )
+    )
+    audiences: list[list[int]] = [[] for _ in ahead]
+    channels: dict[int, ChannelName | None] = {}
+    for batch in chunks(readers):
+        facts = load_facts_of(session, now, batch)
+        channels.update((f.id, choose_channel(f.preferred_channel, f.contacts)) for f in facts)
+        for (campaign, occurrence), members in zip(ahead, audiences, strict=True):
+            members += audience(campaign, occurrence, facts, settings.timezone)
+    return [
+        (due, channels[due.patient_id])
+        for due in expected_newsletters(session, ahead, audiences, now, until, settings)
+        if due.send_at <= until
+    ]
 
 
 def _not_delivered(session: Session, start: datetime, end: datetime) -> list[PatientNote]:
@@ -309,11 +368,10 @@ def _acute_for_review(session: Session, now: datetime, settings: Settings) -> li
         ):
             since[patient_id] = began
     notes = []
-    ids = sorted(since)
-    for start in range(0, len(ids), _BATCH):
+    for batch in chunks(sorted(since)):  # IN lists kept under the drivers' limits
         for patient_id, external_id, name in session.execute(
             select(Patient.id, Patient.external_id, Patient.name).where(
-                Patient.id.in_(ids[start : start + _BATCH]), Patient.forgotten_at.is_(None)
+                Patient.id.in_(batch), Patient.forgotten_at.is_(None)
             )
         ):
             days = (today - local_date(since[patient_id], tz)).days

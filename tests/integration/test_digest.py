@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from scheduler.commands import main
 from scheduler.core.domain import AppointmentStatus, ChannelName, DeliveryState, Phase, Reason
 from scheduler.messages.digest import build_digest
+from scheduler.outbox.planner import plan
 from scheduler.runtime import Runtime
 from scheduler.settings import Settings
 from scheduler.store.db import transaction
@@ -271,3 +272,40 @@ def test_acute_for_review_counts_from_the_return_to_acute(runtime: Runtime) -> N
     with runtime.sessions() as session:
         digest = build_digest(session, WEDNESDAY, runtime.settings)
     assert [(n.patient, n.detail) for n in digest.acute_for_review] == [("AGAIN", "急性期 50日目")]
+
+
+# The year_end campaign (config/campaigns.toml) is planned at 10:00 on 1 December,
+# after that morning's digest.
+YEAR_END_DIGEST = datetime(2026, 12, 1, 8, 30, tzinfo=JST)
+
+
+def _newsletter_readers(runtime: Runtime, count: int) -> None:
+    """LINE patients who want only newsletters and visited a month ago."""
+    with transaction(runtime.sessions) as session:
+        for n in range(count):
+            add_patient(session, YEAR_END_DIGEST, f"N{n}", reminders=False, newsletter=True)
+            visited(session, YEAR_END_DIGEST, days_ago=30, external_id=f"N{n}")
+
+
+def test_todays_newsletters_are_counted_before_they_are_planned(runtime: Runtime) -> None:
+    _newsletter_readers(runtime, 1)
+    with runtime.sessions() as session:
+        digest = build_digest(session, YEAR_END_DIGEST, runtime.settings)
+    assert digest.planned_today == {Reason.NEWSLETTER: 1}
+
+
+def test_line_forecast_counts_newsletters_before_they_are_planned(runtime: Runtime) -> None:
+    _newsletter_readers(runtime, 2)  # paced over several days, all in December
+    with runtime.sessions() as session:
+        digest = build_digest(session, YEAR_END_DIGEST, runtime.settings)
+    assert digest.line_forecast == 2
+
+
+def test_newsletters_planned_already_are_counted_once(runtime: Runtime) -> None:
+    _newsletter_readers(runtime, 1)
+    planned_at = YEAR_END_DIGEST + timedelta(hours=1, minutes=30)  # the campaign's 10:00
+    with transaction(runtime.sessions) as session:
+        plan(session, planned_at, runtime.settings.rules, runtime.settings)
+    with runtime.sessions() as session:
+        digest = build_digest(session, planned_at, runtime.settings)
+    assert (digest.planned_today, digest.line_forecast) == ({Reason.NEWSLETTER: 1}, 1)
