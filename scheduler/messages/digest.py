@@ -1,9 +1,10 @@
 """The practitioner's daily digest: what the clinic should know this morning.
 
-Read-only: it counts what the outbox and the patients' facts say at `now`. Counts
-come from SQL aggregates and the lists from the few rows they show, so its cost does
-not grow with the clinic: the worker plans into the outbox every minute, and the
-digest reads the outbox rather than planning every patient again.
+Read-only: it counts what the outbox and the patients' facts say at `now`. The worker
+plans into the outbox every minute, so the digest reads the outbox (SQL aggregates,
+and only the rows it names) rather than planning every patient again. The rules run
+only for what the outbox cannot hold yet: patients whose booking passes before the
+month ends, and a campaign occurrence still to be planned this month.
 """
 
 from __future__ import annotations
