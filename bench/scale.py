@@ -117,7 +117,7 @@ def _slot(day: datetime, rng: random.Random) -> datetime:
 
 
 def _visits(phase: str, rng: random.Random) -> tuple[list[tuple[datetime, str]], datetime | None]:
-    """Ten past appointments at the phase's rhythm (last one 0–90 days ago, so some
+    """Ten past appointments at the phase's rhythm (last one 1–90 days ago, so some
     patients have lapsed), and perhaps one booked in the next two weeks."""
     midnight = NOW.replace(hour=0, minute=0)
     day = midnight - timedelta(days=rng.randint(1, 90))
