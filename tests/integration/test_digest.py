@@ -10,16 +10,18 @@ from email.message import EmailMessage
 from zoneinfo import ZoneInfo
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.commands import main
 from scheduler.core.domain import AppointmentStatus, ChannelName, DeliveryState, Phase, Reason
 from scheduler.messages.digest import build_digest
+from scheduler.outbox.planner import plan
 from scheduler.runtime import Runtime
 from scheduler.settings import Settings
 from scheduler.store.db import transaction
-from scheduler.store.models import Delivery
+from scheduler.store.models import Delivery, Patient
 from scheduler.worker import tick
 from tests.integration.clinic import add_appointment, add_patient, visited
 
@@ -172,3 +174,138 @@ def test_digest_never_goes_to_a_patient(runtime: Runtime) -> None:
     tick(runtime, DIGEST_TIME)
     [mail] = _digest_mails(runtime)
     assert mail["To"] == runtime.settings.digest.email
+
+
+def _rename_reason(runtime: Runtime, external_id: str, reason: Reason) -> None:
+    """Give a patient's delivery of `reason` one this version does not know, as a newer
+    version would write it."""
+    with transaction(runtime.sessions) as session:
+        session.execute(
+            sa.update(Delivery)
+            .where(
+                Delivery.reason == reason,
+                Delivery.patient_id
+                == sa.select(Patient.id)
+                .where(Patient.external_id == external_id)
+                .scalar_subquery(),
+            )
+            .values(reason=sa.literal("birthday_greeting"))
+        )
+
+
+def test_undelivered_message_of_an_unknown_reason_is_named_as_it_is(runtime: Runtime) -> None:
+    build_fixture_clinic(runtime)
+    _rename_reason(runtime, "NOCONTACT", Reason.CADENCE_NUDGE)
+    with runtime.sessions() as session:
+        digest = build_digest(session, WEDNESDAY, runtime.settings)
+    assert [(n.patient, n.detail) for n in digest.not_delivered_yesterday] == [
+        ("NOCONTACT", "birthday_greeting：使える連絡先（LINE・メール）がないため送れませんでした")
+    ]
+
+
+def test_counts_leave_out_a_reason_this_version_does_not_know(runtime: Runtime) -> None:
+    build_fixture_clinic(runtime)
+    _rename_reason(runtime, "SENT", Reason.CADENCE_NUDGE)  # sent yesterday
+    _rename_reason(runtime, "BOOKED", Reason.APPOINTMENT_REMINDER)  # planned today
+    with runtime.sessions() as session:
+        digest = build_digest(session, WEDNESDAY, runtime.settings)
+    assert (digest.planned_today, digest.sent_yesterday) == ({}, {})
+
+
+def test_cli_digest_with_an_unknown_reason_in_the_outbox_prints_the_rest(
+    runtime: Runtime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    build_fixture_clinic(runtime)
+    _rename_reason(runtime, "NOCONTACT", Reason.CADENCE_NUDGE)
+    assert main(["digest", "--now", DIGEST_TIME.isoformat()]) == 0
+    assert "急性期が42日を超えた方" in capsys.readouterr().out
+
+
+def test_patient_booked_ahead_is_not_newly_lapsed(runtime: Runtime) -> None:
+    with transaction(runtime.sessions) as session:
+        add_patient(session, WEDNESDAY, "LAPSED", Phase.MAINTENANCE)
+        visited(session, WEDNESDAY, days_ago=61, external_id="LAPSED")
+        add_appointment(
+            session, WEDNESDAY, WEDNESDAY + timedelta(days=3), AppointmentStatus.BOOKED, "LAPSED"
+        )
+    with runtime.sessions() as session:
+        assert build_digest(session, WEDNESDAY, runtime.settings).newly_lapsed == []
+
+
+def test_cancelled_appointment_after_the_last_visit_leaves_the_patient_lapsed(
+    runtime: Runtime,
+) -> None:
+    with transaction(runtime.sessions) as session:
+        add_patient(session, WEDNESDAY, "LAPSED", Phase.MAINTENANCE)
+        visited(session, WEDNESDAY, days_ago=61, external_id="LAPSED")
+        add_appointment(
+            session,
+            WEDNESDAY,
+            WEDNESDAY - timedelta(days=30),
+            AppointmentStatus.CANCELLED,
+            "LAPSED",
+        )
+    with runtime.sessions() as session:
+        digest = build_digest(session, WEDNESDAY, runtime.settings)
+    assert [(n.patient, n.detail) for n in digest.newly_lapsed] == [
+        ("LAPSED", "最終来院 9月25日（金）")
+    ]
+
+
+def test_visit_since_the_day_that_lapsed_keeps_the_patient_from_the_list(
+    runtime: Runtime,
+) -> None:
+    with transaction(runtime.sessions) as session:
+        add_patient(session, WEDNESDAY, "BACK", Phase.MAINTENANCE)
+        visited(session, WEDNESDAY, days_ago=61, external_id="BACK")
+        visited(session, WEDNESDAY, days_ago=10, external_id="BACK")
+    with runtime.sessions() as session:
+        assert build_digest(session, WEDNESDAY, runtime.settings).newly_lapsed == []
+
+
+def test_acute_for_review_counts_from_the_return_to_acute(runtime: Runtime) -> None:
+    with transaction(runtime.sessions) as session:
+        add_patient(session, WEDNESDAY - timedelta(days=90), "AGAIN", Phase.ACUTE)
+    for days_ago, phase in ((70, "rehab"), (50, "acute")):
+        changed = (WEDNESDAY - timedelta(days=days_ago)).isoformat()
+        assert main(["patient", "set", "AGAIN", "--phase", phase, "--now", changed]) == 0
+    with runtime.sessions() as session:
+        digest = build_digest(session, WEDNESDAY, runtime.settings)
+    assert [(n.patient, n.detail) for n in digest.acute_for_review] == [("AGAIN", "急性期 50日目")]
+
+
+# The year_end campaign (config/campaigns.toml) is planned at 10:00 on 1 December,
+# after that morning's digest.
+YEAR_END_DIGEST = datetime(2026, 12, 1, 8, 30, tzinfo=JST)
+
+
+def _newsletter_readers(runtime: Runtime, count: int) -> None:
+    """LINE patients who want only newsletters and visited a month ago."""
+    with transaction(runtime.sessions) as session:
+        for n in range(count):
+            add_patient(session, YEAR_END_DIGEST, f"N{n}", reminders=False, newsletter=True)
+            visited(session, YEAR_END_DIGEST, days_ago=30, external_id=f"N{n}")
+
+
+def test_todays_newsletters_are_counted_before_they_are_planned(runtime: Runtime) -> None:
+    _newsletter_readers(runtime, 1)
+    with runtime.sessions() as session:
+        digest = build_digest(session, YEAR_END_DIGEST, runtime.settings)
+    assert digest.planned_today == {Reason.NEWSLETTER: 1}
+
+
+def test_line_forecast_counts_newsletters_before_they_are_planned(runtime: Runtime) -> None:
+    _newsletter_readers(runtime, 2)  # paced over several days, all in December
+    with runtime.sessions() as session:
+        digest = build_digest(session, YEAR_END_DIGEST, runtime.settings)
+    assert digest.line_forecast == 2
+
+
+def test_newsletters_planned_already_are_counted_once(runtime: Runtime) -> None:
+    _newsletter_readers(runtime, 1)
+    planned_at = YEAR_END_DIGEST + timedelta(hours=1, minutes=30)  # the campaign's 10:00
+    with transaction(runtime.sessions) as session:
+        plan(session, planned_at, runtime.settings.rules, runtime.settings)
+    with runtime.sessions() as session:
+        digest = build_digest(session, planned_at, runtime.settings)
+    assert (digest.planned_today, digest.line_forecast) == ({Reason.NEWSLETTER: 1}, 1)
