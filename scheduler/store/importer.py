@@ -480,10 +480,10 @@ def save_patients(
     if refused:
         raise ImportRejected(refused)
     saved = _Saved()
-    history = _History(session, now, source)
+    writes = _PatientWrites(session, now, source)
     for batch in _batches(progress(rows)):
-        _save_patient_batch(session, batch, now, history, saved)
-    history.flush()
+        _save_patient_batch(session, batch, now, writes, saved)
+    writes.flush()
     saved.expire_loaded(session)
     return saved.result(len(rows))
 
@@ -509,7 +509,7 @@ class _Saved:
                 session.expire(instance)
 
 
-class _History:
+class _PatientWrites:
     """The rows an import adds: new patients, and the entries it appends to their
     cadence and consent histories (as `record_cadence` and a consent change through
     the ORM would)."""
@@ -557,7 +557,7 @@ _Cadence = tuple[Phase | None, int | None, int | None]  # phase, nudge, follow-u
 
 
 def _save_patient_batch(
-    session: Session, batch: list[PatientRow], now: datetime, history: _History, saved: _Saved
+    session: Session, batch: list[PatientRow], now: datetime, writes: _PatientWrites, saved: _Saved
 ) -> None:
     existing = {
         p.external_id: p
@@ -577,7 +577,7 @@ def _save_patient_batch(
     }
     consent = current_consent(session, [p.id for p in existing.values()])
     new_ids = _insert_patients(
-        session, [row for row in batch if row.external_id not in existing], now, history
+        session, [row for row in batch if row.external_id not in existing], now, writes
     )
     updates: list[dict[str, object]] = []
     changed: list[int] = []
@@ -596,7 +596,7 @@ def _save_patient_batch(
             )
         # A new patient's first entry is their starting point.
         if cadence != old_cadence:
-            history.cadence_changed(patient_id, cadence)
+            writes.cadence_changed(patient_id, cadence)
             changes.update(
                 zip(("phase", "nudge_after_days", "follow_up_days"), cadence, strict=True)
             )
@@ -605,7 +605,7 @@ def _save_patient_batch(
             (ConsentKind.NEWSLETTER, row.newsletter_opt_in),
         ):
             if consent.get(patient_id, {}).get(kind) != granted:
-                history.consent_changed(patient_id, kind, granted)
+                writes.consent_changed(patient_id, kind, granted)
                 changes["updated_at"] = now
         if old is None:
             saved.created += 1
@@ -629,12 +629,12 @@ def _save_patient_batch(
 
 
 def _insert_patients(
-    session: Session, rows: list[PatientRow], now: datetime, history: _History
+    session: Session, rows: list[PatientRow], now: datetime, writes: _PatientWrites
 ) -> dict[str, int]:
     """Insert new patients; their ids by external_id. Their replan_at is NULL: they
     are planned at the next cycle."""
     for row in rows:
-        history.patients.add(
+        writes.patients.add(
             row.external_id,
             row.name,
             row.email,
@@ -647,7 +647,7 @@ def _insert_patients(
             now,
             now,
         )
-    history.patients.flush()
+    writes.patients.flush()
     return _patient_ids(session, [row.external_id for row in rows])
 
 
