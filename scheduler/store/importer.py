@@ -19,7 +19,7 @@ from datetime import datetime
 from enum import Enum
 from functools import lru_cache
 from itertools import groupby, islice
-from operator import attrgetter
+from operator import attrgetter, call
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 from zoneinfo import ZoneInfo
@@ -761,9 +761,7 @@ class _BulkInsert:
         self.rows: list[tuple[object, ...]] = []
 
     def add(self, *values: object) -> None:
-        self.rows.append(
-            tuple(convert(value) for convert, value in zip(self.converters, values, strict=True))
-        )
+        self.rows.append(tuple(map(call, self.converters, values)))
         if len(self.rows) >= WRITE_BATCH:
             self.flush()
 
