@@ -13,7 +13,7 @@ from __future__ import annotations
 import codecs
 import csv
 import re
-from collections.abc import Callable, Container, Iterable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -468,97 +468,8 @@ def save_patients(
     the row: importing it would bring back what the patient asked to be erased."""
     rows = list(rows)
     session.flush()  # what the session holds is written before it is compared
-    forgotten = set(
-        session.scalars(select(Patient.external_id).where(Patient.forgotten_at.is_not(None)))
-    )
-    refused = [
-        f"{path or 'patients'}:{row.line}: external_id: patient {row.external_id!r} was "
-        "forgotten at their request (tayori forget) and is not imported again: remove the row"
-        for row in rows
-        if row.external_id in forgotten
-    ]
-    if refused:
-        raise ImportRejected(refused)
-    saved = _Saved()
-    writes = _PatientWrites(session, now, source)
-    for batch in _batches(progress(rows)):
-        _save_patient_batch(session, batch, now, writes, saved)
-    writes.flush()
-    saved.expire_loaded(session)
-    return saved.result(len(rows))
-
-
-@dataclass
-class _Saved:
-    """What an import wrote: the counts, and the patients whose facts changed."""
-
-    created: int = 0
-    updated: int = 0
-    patients: set[int] = field(default_factory=set)
-
-    def result(self, rows: int) -> ImportResult:
-        return ImportResult(self.created, self.updated, rows - self.created - self.updated)
-
-    def expire_loaded(self, session: Session) -> None:
-        """Bulk statements bypass the session: objects it had loaded of the patients
-        written would keep their old values (their collections too)."""
-        for instance in list(session.identity_map.values()):
-            if (isinstance(instance, Patient) and instance.id in self.patients) or (
-                isinstance(instance, Appointment) and instance.patient_id in self.patients
-            ):
-                session.expire(instance)
-
-
-class _PatientWrites:
-    """The rows an import adds: new patients, and the entries it appends to their
-    cadence and consent histories (as `record_cadence` and a consent change through
-    the ORM would)."""
-
-    def __init__(self, session: Session, now: datetime, source: str) -> None:
-        self.now, self.source = now, source
-        self.patients = _BulkInsert(
-            session,
-            _PATIENTS,
-            (
-                "external_id",
-                "name",
-                "email",
-                "line_user_id",
-                "preferred_channel",
-                "phase",
-                "nudge_after_days",
-                "follow_up_days",
-                "public_id",
-                "created_at",
-                "updated_at",
-            ),
-        )
-        self.cadence = _BulkInsert(
-            session,
-            _CADENCE_CHANGES,
-            ("patient_id", "phase", "nudge_after_days", "follow_up_days", "changed_at", "source"),
-        )
-        self.consent = _BulkInsert(
-            session, _CONSENT_CHANGES, ("patient_id", "kind", "granted", "changed_at", "source")
-        )
-
-    def cadence_changed(self, patient_id: int, cadence: _Cadence) -> None:
-        self.cadence.add(patient_id, *cadence, self.now, self.source)
-
-    def consent_changed(self, patient_id: int, kind: ConsentKind, granted: bool) -> None:
-        self.consent.add(patient_id, kind, granted, self.now, self.source)
-
-    def flush(self) -> None:
-        self.cadence.flush()
-        self.consent.flush()
-
-
-_Cadence = tuple[Phase | None, int | None, int | None]  # phase, nudge, follow-up days
-
-
-def _save_patient_batch(
-    session: Session, batch: list[PatientRow], now: datetime, writes: _PatientWrites, saved: _Saved
-) -> None:
+    # Every patient, as plain rows, in one query: a file usually names most of the
+    # clinic's patients, and a query per thousand of them costs more.
     existing = {
         p.external_id: p
         for p in session.execute(
@@ -572,16 +483,26 @@ def _save_patient_batch(
                 Patient.phase,
                 Patient.nudge_after_days,
                 Patient.follow_up_days,
-            ).where(Patient.external_id.in_([row.external_id for row in batch]))
+                Patient.forgotten_at,
+            )
         )
     }
-    consent = current_consent(session, [p.id for p in existing.values()])
-    new_ids = _insert_patients(
-        session, [row for row in batch if row.external_id not in existing], now, writes
-    )
+    refused = [
+        f"{path or 'patients'}:{row.line}: external_id: patient {row.external_id!r} was "
+        "forgotten at their request (tayori forget) and is not imported again: remove the row"
+        for row in rows
+        if row.external_id in existing and existing[row.external_id].forgotten_at is not None
+    ]
+    if refused:
+        raise ImportRejected(refused)
+    writes = _PatientWrites(session, now, source)
+    new = [row for row in rows if row.external_id not in existing]
+    new_ids = writes.new_patients(new)
+    # Every patient's consent in one query, when the file has any known patient.
+    consent = current_consent(session) if len(new) < len(rows) else {}
+    saved = _Saved()
     updates: list[dict[str, object]] = []
-    changed: list[int] = []
-    for row in batch:
+    for row in progress(rows):
         old = existing.get(row.external_id)
         patient_id = new_ids[row.external_id] if old is None else old.id
         changes: dict[str, object] = {}
@@ -619,36 +540,107 @@ def _save_patient_batch(
             changes["line_unusable_reason"] = None
         if changes:
             updates.append({"id": patient_id, **changes, "updated_at": now})
-            changed.append(patient_id)
-    if updates:
-        session.execute(update(Patient), updates)
-        # New patients are marked from the start (replan_at NULL); these by this call.
-        mark_for_planning(session, changed)
-        saved.patients.update(changed)
-        saved.updated += len(changed)
+            saved.patients.add(patient_id)
+    writes.flush()
+    for batch in _batches(updates, WRITE_BATCH):
+        session.execute(update(Patient), batch)
+    # New patients are marked from the start (replan_at NULL); the changed ones here.
+    mark_for_planning(session, saved.patients)
+    saved.updated = len(saved.patients)
+    saved.expire_loaded(session)
+    return saved.result(len(rows))
 
 
-def _insert_patients(
-    session: Session, rows: list[PatientRow], now: datetime, writes: _PatientWrites
-) -> dict[str, int]:
-    """Insert new patients; their ids by external_id. Their replan_at is NULL: they
-    are planned at the next cycle."""
-    for row in rows:
-        writes.patients.add(
-            row.external_id,
-            row.name,
-            row.email,
-            row.line_user_id,
-            row.preferred_channel,
-            row.phase,
-            _kept(row.nudge_after_days),
-            _kept(row.follow_up_days),
-            new_public_id(),
-            now,
-            now,
+@dataclass
+class _Saved:
+    """What an import wrote: the counts, and the patients whose facts changed."""
+
+    created: int = 0
+    updated: int = 0
+    patients: set[int] = field(default_factory=set)
+
+    def result(self, rows: int) -> ImportResult:
+        return ImportResult(self.created, self.updated, rows - self.created - self.updated)
+
+    def expire_loaded(self, session: Session) -> None:
+        """Bulk statements bypass the session: objects it had loaded of the patients
+        written would keep their old values (their collections too)."""
+        for instance in list(session.identity_map.values()):
+            if (isinstance(instance, Patient) and instance.id in self.patients) or (
+                isinstance(instance, Appointment) and instance.patient_id in self.patients
+            ):
+                session.expire(instance)
+
+
+_Cadence = tuple[Phase | None, int | None, int | None]  # phase, nudge, follow-up days
+
+
+class _PatientWrites:
+    """The rows a patients import adds: new patients, and the entries it appends to
+    their cadence and consent histories (as `record_cadence` and a consent change
+    through the ORM would)."""
+
+    def __init__(self, session: Session, now: datetime, source: str) -> None:
+        self.session, self.now, self.source = session, now, source
+        self.patients = _BulkInsert(
+            session,
+            _PATIENTS,
+            (
+                "external_id",
+                "name",
+                "email",
+                "line_user_id",
+                "preferred_channel",
+                "phase",
+                "nudge_after_days",
+                "follow_up_days",
+                "public_id",
+                "created_at",
+                "updated_at",
+            ),
         )
-    writes.patients.flush()
-    return _patient_ids(session, [row.external_id for row in rows])
+        self.cadence = _BulkInsert(
+            session,
+            _CADENCE_CHANGES,
+            ("patient_id", "phase", "nudge_after_days", "follow_up_days", "changed_at", "source"),
+        )
+        self.consent = _BulkInsert(
+            session, _CONSENT_CHANGES, ("patient_id", "kind", "granted", "changed_at", "source")
+        )
+
+    def new_patients(self, rows: list[PatientRow]) -> dict[str, int]:
+        """Insert new patients (their replan_at is NULL: they are planned at the next
+        cycle); every patient's id by external_id, theirs included."""
+        if not rows:
+            return {}
+        for row in rows:
+            self.patients.add(
+                row.external_id,
+                row.name,
+                row.email,
+                row.line_user_id,
+                row.preferred_channel,
+                row.phase,
+                _kept(row.nudge_after_days),
+                _kept(row.follow_up_days),
+                new_public_id(),
+                self.now,
+                self.now,
+            )
+        self.patients.flush()
+        # Every patient's id in one query, rather than one per thousand new ones.
+        ids = self.session.execute(select(Patient.external_id, Patient.id))
+        return {external_id: patient_id for external_id, patient_id in ids}
+
+    def cadence_changed(self, patient_id: int, cadence: _Cadence) -> None:
+        self.cadence.add(patient_id, *cadence, self.now, self.source)
+
+    def consent_changed(self, patient_id: int, kind: ConsentKind, granted: bool) -> None:
+        self.consent.add(patient_id, kind, granted, self.now, self.source)
+
+    def flush(self) -> None:
+        self.cadence.flush()
+        self.consent.flush()
 
 
 def _contact(row: PatientRow) -> dict[str, object]:
@@ -725,14 +717,6 @@ def save_appointments(
         saved.patients.update(changed)
     saved.expire_loaded(session)
     return saved.result(len(by_patient))
-
-
-def _patient_ids(session: Session, external_ids: Sequence[str]) -> dict[str, int]:
-    ids: dict[str, int] = {}
-    for batch in _batches(external_ids):
-        query = select(Patient.external_id, Patient.id).where(Patient.external_id.in_(batch))
-        ids.update((external_id, patient_id) for external_id, patient_id in session.execute(query))
-    return ids
 
 
 class _BulkInsert:
