@@ -3,9 +3,10 @@
 A file is checked whole before anything is written: one bad row and nothing is
 imported, and every bad row is reported as `FILE:LINE: column: problem`, LINE being
 where the row starts. The file is read as a stream and each good row kept as a
-small tuple, so a million appointments fit in little memory; the rows are then
-written in bulk (Core statements, in batches) inside the caller's transaction, and
-the patients whose facts changed are marked for planning.
+small tuple, so a million appointments fit in little memory. The rows are then
+compared with plain rows read from the database and written in bulk, in batches,
+inside the caller's one transaction; unchanged rows are not written, and the
+patients whose facts changed are marked for planning.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from datetime import datetime
 from enum import Enum
 from functools import lru_cache
 from itertools import groupby, islice
-from operator import attrgetter, call
+from operator import attrgetter, call, itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 from zoneinfo import ZoneInfo
@@ -218,11 +219,7 @@ class _Problems:
     def raise_any(self) -> None:
         if self.found:
             # Stable: one line's problems keep the order of its columns.
-            raise ImportRejected([problem for _, problem in sorted(self.found, key=_first)])
-
-
-def _first(pair: tuple[int, str]) -> int:
-    return pair[0]
+            raise ImportRejected([problem for _, problem in sorted(self.found, key=itemgetter(0))])
 
 
 class _Row:
@@ -276,8 +273,6 @@ def _rows(
         line = 1
         try:
             header = _header(path, reader, columns, optional)
-            if header is None:
-                return
             index = {column: n for n, column in enumerate(header)}
             while True:
                 line = reader.line_num + 1  # where the next row starts
@@ -303,7 +298,7 @@ def _rows(
 
 def _header(
     path: Path, reader: Any, columns: tuple[str, ...], optional: tuple[str, ...]
-) -> list[str] | None:
+) -> list[str]:
     """The header's columns, or ImportRejected naming every problem with it."""
     cells: list[str] = []
     while not cells:  # blank lines before the header are skipped
@@ -411,7 +406,9 @@ def read_appointments(
         try:
             return parse_moment(value, tz, require_time=True)
         except ValueError as e:
-            raise _Invalid(str(e) if len(value) <= _SHOWN_MAX else f"got {_shown(value)}") from None
+            if len(value) > _SHOWN_MAX:
+                raise _Invalid(f"expected an ISO 8601 date-time, got {_shown(value)}") from None
+            raise _Invalid(str(e)) from None
 
     for r in _rows(path, problems, APPOINTMENT_COLUMNS):
         external_id = r.cell("external_id", _external_id)
