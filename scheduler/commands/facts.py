@@ -27,27 +27,32 @@ from scheduler.store.patients import PatientView, find_patient, record_cadence, 
 
 def import_csv(args: argparse.Namespace, settings: Settings) -> int:
     now = command_now(args, settings)
-    with opened(settings) as runtime, db.transaction(runtime.sessions) as session:
+    with opened(settings) as runtime:
         result: ImportResult
+        # The file is checked before the write transaction begins: on SQLite that
+        # takes the database's write lock, and the worker waits while it is held.
         if args.kind == "patients":
             patients = read_patients(args.file)
-            result = save_patients(
-                session,
-                patients,
-                now,
-                progress=progress(len(patients), "patients"),
-                path=args.file,
-            )
+            with db.transaction(runtime.sessions) as session:
+                result = save_patients(
+                    session,
+                    patients,
+                    now,
+                    progress=progress(len(patients), "patients"),
+                    path=args.file,
+                )
         else:
-            known = set(session.scalars(select(Patient.external_id)))
+            with db.reading(runtime.sessions) as session:
+                known = set(session.scalars(select(Patient.external_id)))
             appointments = read_appointments(args.file, settings.timezone, known)
-            result = save_appointments(
-                session,
-                args.file,
-                appointments,
-                now,
-                progress=progress(len(appointments), "appointments"),
-            )
+            with db.transaction(runtime.sessions) as session:
+                result = save_appointments(
+                    session,
+                    args.file,
+                    appointments,
+                    now,
+                    progress=progress(len(appointments), "appointments"),
+                )
     print(
         f"{args.file}: {result.created} created, {result.updated} updated, "
         f"{result.unchanged} unchanged"

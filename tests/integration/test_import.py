@@ -370,6 +370,23 @@ def test_missing_file_is_reported_and_nothing_is_imported(
 # --- appointments ----------------------------------------------------------------
 
 
+def test_an_imported_appointment_is_found_by_its_start_in_sql(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    # Bulk-written moments must be stored exactly as the ORM writes them, or a
+    # comparison in SQL (SQLite compares the stored text) would miss them.
+    assert import_file("patients", patients_csv(tmp_path, patient_row("P1"))) == 0
+    assert (
+        import_file("appointments", appointments_csv(tmp_path, "P1,2027-03-03T10:00,booked")) == 0
+    )
+    start = datetime(2027, 3, 3, 1, 0, tzinfo=UTC)
+    with sessions() as session:
+        found = session.scalars(select(Appointment.id).where(Appointment.starts_at == start))
+        assert len(found.all()) == 1
+        later = session.scalars(select(Appointment.id).where(Appointment.starts_at > start))
+        assert later.all() == []
+
+
 def stored_utc_values(sessions: sessionmaker[Session]) -> list[datetime]:
     """The raw column values, as the database holds them (naive UTC)."""
     query = sa.text("SELECT starts_at FROM appointments ORDER BY id").columns(
@@ -572,3 +589,361 @@ def test_bad_appointments_header_is_reported_on_line_1(
         "tayori: nothing imported (2 problem(s))",
     ]
     assert count(sessions, Appointment) == 0
+
+
+# --- what the file may hold -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param(b"", id="no-bytes"),
+        pytest.param(b"\xef\xbb\xbf", id="only-a-bom"),
+        pytest.param(b"\n\r\n\n", id="only-blank-lines"),
+    ],
+)
+def test_an_empty_file_is_refused_as_empty(
+    sessions: sessionmaker[Session],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    content: bytes,
+) -> None:
+    path = tmp_path / "patients.csv"
+    path.write_bytes(content)
+
+    assert import_file("patients", path) == 1
+
+    assert stderr_lines(capsys) == [
+        f"{path}: the file is empty: the first line must name the columns ({PATIENTS_HEADER})",
+        NOTHING_IMPORTED_1,
+    ]
+    assert count(sessions, Patient) == 0
+
+
+def test_a_column_named_twice_in_the_header_is_refused_naming_it(
+    sessions: sessionmaker[Session], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Were it accepted, the last of the two would silently win.
+    path = write_csv(tmp_path, "patients.csv", f"{PATIENTS_HEADER},phase\n{patient_row()},rehab\n")
+
+    assert import_file("patients", path) == 1
+
+    assert stderr_lines(capsys) == [
+        f"{path}:1: phase: column appears more than once",
+        NOTHING_IMPORTED_1,
+    ]
+    assert count(sessions, Patient) == 0
+
+
+@pytest.mark.parametrize(
+    ("column", "cell", "problem"),
+    [
+        pytest.param("name", "山田\x00花子", "U+0000 at character 3", id="nul-in-name"),
+        pytest.param("name", "山田\x1b[31m花子", "U+001B at character 3", id="escape-in-name"),
+        pytest.param("email", "a\x00@example.jp", "U+0000 at character 2", id="nul-in-email"),
+        pytest.param("phase", "acute\x00", "U+0000 at character 6", id="nul-in-phase"),
+        pytest.param("name", "山田\t花子", "U+0009 at character 3", id="tab-in-name"),
+        pytest.param("external_id", "P\x002", "U+0000 at character 2", id="nul-in-external_id"),
+    ],
+)
+def test_a_control_character_in_a_cell_is_refused_naming_its_column(
+    sessions: sessionmaker[Session],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    column: str,
+    cell: str,
+    problem: str,
+) -> None:
+    # PostgreSQL refuses NUL in text: the file must be refused before it gets there.
+    cells = {"external_id": "P2", column: cell}
+    path = patients_csv(tmp_path, patient_row("P1"), patient_row(**cells))
+
+    assert import_file("patients", path) == 1
+
+    assert stderr_lines(capsys) == [
+        f"{path}:3: {column}: must not contain control characters (found {problem})",
+        NOTHING_IMPORTED_1,
+    ]
+    assert count(sessions, Patient) == 0
+
+
+def test_a_control_character_in_an_appointment_cell_is_refused_naming_its_column(
+    sessions: sessionmaker[Session], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert import_file("patients", patients_csv(tmp_path, patient_row("P1"))) == 0
+    path = appointments_csv(tmp_path, "P1,2027-03-03T10:00,book\x00ed")
+    capsys.readouterr()
+
+    assert import_file("appointments", path) == 1
+
+    assert stderr_lines(capsys) == [
+        f"{path}:2: status: must not contain control characters (found U+0000 at character 5)",
+        NOTHING_IMPORTED_1,
+    ]
+    assert count(sessions, Appointment) == 0
+
+
+def test_spaces_and_tabs_around_a_cell_are_not_part_of_it(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    path = patients_csv(tmp_path, patient_row("P1", name="\t山田 花子 "))
+    assert import_file("patients", path) == 0
+    assert stored_patients(sessions)["P1"].name == "山田 花子"
+
+
+@pytest.mark.parametrize(
+    ("column", "longest"),
+    [
+        pytest.param("name", 100, id="name"),
+        pytest.param("external_id", 64, id="external_id"),
+    ],
+)
+def test_a_name_or_external_id_longer_than_its_limit_is_refused_without_repeating_it(
+    sessions: sessionmaker[Session],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    column: str,
+    longest: int,
+) -> None:
+    longest_allowed = patient_row(**{"external_id": "P1", column: "名" * longest})
+    too_long = patient_row(**{"external_id": "P2", column: "名" * 10_000})
+    path = patients_csv(tmp_path, longest_allowed, too_long)
+
+    assert import_file("patients", path) == 1
+
+    assert stderr_lines(capsys) == [
+        f"{path}:3: {column}: must be at most {longest} characters, got 10000",
+        NOTHING_IMPORTED_1,
+    ]
+    assert count(sessions, Patient) == 0
+
+
+def test_an_email_longer_than_320_characters_is_refused_without_repeating_it(
+    sessions: sessionmaker[Session], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    address = "a" * 309 + "@example.jp"  # 320 characters
+    path = patients_csv(
+        tmp_path, patient_row("P1", email=address), patient_row("P2", email="a" + address)
+    )
+
+    assert import_file("patients", path) == 1
+
+    assert stderr_lines(capsys) == [
+        f"{path}:3: email: must be at most 320 characters, got 321",
+        NOTHING_IMPORTED_1,
+    ]
+
+
+def test_a_long_bad_cell_is_described_by_its_length_not_repeated(
+    sessions: sessionmaker[Session], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = patients_csv(tmp_path, patient_row("P1", phase="x" * 5_000))
+
+    assert import_file("patients", path) == 1
+
+    assert stderr_lines(capsys)[0] == (
+        f"{path}:2: phase: expected one of acute|rehab|maintenance, got a text of 5000 characters"
+    )
+
+
+def test_a_problem_in_a_row_that_spans_lines_names_the_line_where_the_row_starts(
+    sessions: sessionmaker[Session], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = patients_csv(
+        tmp_path,
+        patient_row("P1"),  # 2
+        patient_row("P2", name='"山田\n\n花子"'),  # 3 to 5
+        patient_row("P3", phase="chronic"),  # 6
+    )
+
+    assert import_file("patients", path) == 1
+
+    assert stderr_lines(capsys) == [
+        f"{path}:3: name: must not contain control characters (found U+000A at character 3)",
+        f"{path}:6: phase: expected one of acute|rehab|maintenance, got 'chronic'",
+        "tayori: nothing imported (2 problem(s))",
+    ]
+
+
+def test_a_duplicate_of_a_row_refused_for_another_reason_is_still_named(
+    sessions: sessionmaker[Session], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert import_file("patients", patients_csv(tmp_path, patient_row("P1"))) == 0
+    path = appointments_csv(
+        tmp_path,
+        "P1,2027-03-03T10:00,attended",
+        "P9,2027-03-03T10:00,booked",
+        "P1,2027-03-03T10:00,booked",
+    )
+    capsys.readouterr()
+
+    assert import_file("appointments", path) == 1
+
+    assert stderr_lines(capsys) == [
+        f"{path}:2: status: expected one of booked|visited|cancelled|no_show, got 'attended'",
+        f"{path}:3: external_id: no patient 'P9' (import patients first)",
+        f"{path}:4: starts_at: same patient and time as line 2",
+        "tayori: nothing imported (3 problem(s))",
+    ]
+
+
+# --- marking patients for planning -------------------------------------------------
+
+
+PLANNED_UNTIL = datetime(2027, 3, 1, 1, 0, tzinfo=UTC)
+
+
+def planned(sessions: sessionmaker[Session]) -> None:
+    """As if the worker had planned everyone: each knows when to be planned next."""
+    with sessions.begin() as session:
+        session.execute(sa.update(Patient).values(replan_at=PLANNED_UNTIL))
+
+
+def marked(sessions: sessionmaker[Session]) -> list[str]:
+    """The patients the next cycle plans because their facts changed."""
+    with sessions() as session:
+        return sorted(
+            session.scalars(select(Patient.external_id).where(Patient.replan_at.is_(None)))
+        )
+
+
+def test_new_patients_are_marked_for_planning(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    assert (
+        import_file("patients", patients_csv(tmp_path, patient_row("P1"), patient_row("P2"))) == 0
+    )
+    assert marked(sessions) == ["P1", "P2"]
+
+
+def test_reimporting_unchanged_files_marks_no_patient_for_planning(
+    sessions: sessionmaker[Session], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    patients = patients_csv(tmp_path, patient_row("P1"), patient_row("P2"))
+    appointments = appointments_csv(
+        tmp_path, "P1,2027-03-03T10:00,visited", "P2,2027-03-04T10:00,booked"
+    )
+    assert import_file("patients", patients) == 0
+    assert import_file("appointments", appointments) == 0
+    planned(sessions)
+    capsys.readouterr()
+
+    assert import_file("patients", patients) == 0
+    assert import_file("appointments", appointments) == 0
+
+    assert capsys.readouterr().out.splitlines() == [
+        f"{patients}: 0 created, 0 updated, 2 unchanged",
+        f"{appointments}: 0 created, 0 updated, 2 unchanged",
+    ]
+    assert marked(sessions) == []
+    assert {p.replan_at for p in stored_patients(sessions).values()} == {PLANNED_UNTIL}
+
+
+@pytest.mark.parametrize(
+    "changed_row",
+    [
+        pytest.param(patient_row("P2", name="佐藤 健"), id="name"),
+        pytest.param(patient_row("P2", email="ken@example.jp"), id="email"),
+        pytest.param(patient_row("P2", line_user_id=""), id="line_user_id"),
+        pytest.param(patient_row("P2", phase="rehab"), id="phase"),
+        pytest.param(patient_row("P2", reminders_opt_in="no"), id="consent"),
+    ],
+)
+def test_a_patient_whose_row_changed_is_marked_for_planning_and_no_other(
+    sessions: sessionmaker[Session], tmp_path: Path, changed_row: str
+) -> None:
+    first = patients_csv(tmp_path, patient_row("P1"), patient_row("P2"), name="first.csv")
+    assert import_file("patients", first) == 0
+    planned(sessions)
+
+    second = patients_csv(tmp_path, patient_row("P1"), changed_row, name="second.csv")
+    assert import_file("patients", second) == 0
+
+    assert marked(sessions) == ["P2"]
+
+
+def test_a_patient_whose_own_cadence_changed_is_marked_for_planning(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    header = f"{PATIENTS_HEADER},nudge_after_days,follow_up_days"
+    rows = f"{patient_row('P1')},,\n{patient_row('P2')},,\n"
+    assert import_file("patients", write_csv(tmp_path, "a.csv", f"{header}\n{rows}")) == 0
+    planned(sessions)
+
+    rows = f"{patient_row('P1')},,\n{patient_row('P2')},5,\n"
+    assert import_file("patients", write_csv(tmp_path, "b.csv", f"{header}\n{rows}")) == 0
+
+    assert marked(sessions) == ["P2"]
+    assert stored_patients(sessions)["P2"].nudge_after_days == 5
+
+
+@pytest.mark.parametrize(
+    "changed_row",
+    [
+        pytest.param("P2,2027-03-04T10:00,no_show", id="status"),
+        pytest.param("P2,2027-03-11T10:00,booked", id="added"),
+    ],
+)
+def test_a_patient_whose_appointment_was_added_or_changed_is_marked_and_no_other(
+    sessions: sessionmaker[Session], tmp_path: Path, changed_row: str
+) -> None:
+    assert (
+        import_file("patients", patients_csv(tmp_path, patient_row("P1"), patient_row("P2"))) == 0
+    )
+    visits = ("P1,2027-03-03T10:00,visited", "P2,2027-03-04T10:00,booked")
+    assert import_file("appointments", appointments_csv(tmp_path, *visits, name="a.csv")) == 0
+    planned(sessions)
+
+    path = appointments_csv(tmp_path, visits[0], changed_row, name="b.csv")
+    assert import_file("appointments", path) == 0
+
+    assert marked(sessions) == ["P2"]
+
+
+def test_a_new_email_address_clears_the_note_that_the_old_one_was_unusable(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    before = patients_csv(tmp_path, patient_row("P1", email="old@example.jp"), name="a.csv")
+    assert import_file("patients", before) == 0
+    with sessions.begin() as session:
+        session.execute(
+            sa.update(Patient).values(
+                email_unusable_reason="bounced", line_unusable_reason="blocked"
+            )
+        )
+
+    after = patients_csv(tmp_path, patient_row("P1", email="new@example.jp"), name="b.csv")
+    assert import_file("patients", after) == 0
+
+    p1 = stored_patients(sessions)["P1"]
+    assert (p1.email, p1.email_unusable_reason, p1.line_unusable_reason) == (
+        "new@example.jp",
+        None,
+        "blocked",  # the LINE user id did not change
+    )
+
+
+# --- large files ---------------------------------------------------------------------
+
+
+def test_a_file_of_more_patients_than_a_statement_can_bind_imports_whole(
+    sessions: sessionmaker[Session], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # PostgreSQL binds at most 65,535 parameters in one statement (SQLite 32,766): no
+    # statement of the import may list every patient of the file.
+    n = 65_536 + 10
+    patients = tmp_path / "patients.csv"
+    patients.write_text(
+        PATIENTS_HEADER + "\n" + "".join(f"P{i},患者 {i},acute,,,email,yes,no\n" for i in range(n)),
+        encoding="utf-8",
+    )
+    appointments = appointments_csv(tmp_path, *(f"P{i},2027-03-03T10:00,booked" for i in range(n)))
+
+    assert import_file("patients", patients) == 0
+    assert import_file("appointments", appointments) == 0
+
+    assert capsys.readouterr().out.splitlines() == [
+        f"{patients}: {n} created, 0 updated, 0 unchanged",
+        f"{appointments}: {n} created, 0 updated, 0 unchanged",
+    ]
+    assert count(sessions, Appointment) == n
