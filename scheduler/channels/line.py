@@ -21,16 +21,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import urllib3
-from linebot.v3.messaging import (  # type: ignore[import-untyped]
-    ApiClient,
-    ApiException,
-    Configuration,
-    FlexMessage,
-    MessagingApi,
-    PushMessageRequest,
-    ReplyMessageRequest,
-    TextMessage,
-)
 from urllib3.exceptions import (
     ConnectTimeoutError,
     MaxRetryError,
@@ -54,6 +44,15 @@ MONTHLY_LIMIT_WORDS = "monthly limit"
 # the webhook's unfollow event.
 UNKNOWN_USER = "Failed to send messages"
 _INVALID_TO = re.compile(r"^The property, 'to', in the request body is invalid")
+
+
+def _sdk() -> Any:
+    """line-bot-sdk's Messaging API module, imported when first needed: its models
+    take a second and some 45 MB to import, which a process that composes nothing
+    for LINE never needs (`tayori tick` with nothing due, the web process)."""
+    import linebot.v3.messaging  # type: ignore[import-untyped]
+
+    return linebot.v3.messaging
 
 
 @dataclass(frozen=True)
@@ -170,7 +169,7 @@ def line_message(text: str) -> Any:
     flex = _flex_json(text)
     if flex is None:
         _check_length(text)
-        return TextMessage(text=text)
+        return _sdk().TextMessage(text=text)
     return _flex_message(flex)
 
 
@@ -194,12 +193,12 @@ def _check_length(text: str) -> None:
 def push_request(message: OutgoingMessage) -> Any:
     """The body of the push for one delivery (checked before anything is sent)."""
     # One message object per push (LINE allows MESSAGES_PER_PUSH).
-    return PushMessageRequest(to=message.to, messages=[line_message(message.text)])
+    return _sdk().PushMessageRequest(to=message.to, messages=[line_message(message.text)])
 
 
 def reply_request(reply_token: str, text: str) -> Any:
     """The body of a reply: one text message (checked like a push's)."""
-    return ReplyMessageRequest(reply_token=reply_token, messages=[line_message(text)])
+    return _sdk().ReplyMessageRequest(reply_token=reply_token, messages=[line_message(text)])
 
 
 def _flex_json(text: str) -> dict[str, Any] | None:
@@ -235,7 +234,7 @@ def _flex_message(data: dict[str, Any]) -> Any:
     if not isinstance(contents, dict) or contents.get("type") not in ("bubble", "carousel"):
         raise invalid("'contents' must be a bubble or a carousel")
     try:
-        return FlexMessage.from_dict(data)
+        return _sdk().FlexMessage.from_dict(data)
     except (ValueError, TypeError, KeyError, AttributeError) as e:
         raise invalid(_model_problem(e)) from None
 
@@ -271,14 +270,15 @@ class LineTransport:
     ) -> None:
         self._token = api.access_token
         self._timeout_seconds = timeout_seconds
-        configuration = Configuration(host=api.base_url, access_token=api.access_token)
+        sdk = _sdk()
+        configuration = sdk.Configuration(host=api.base_url, access_token=api.access_token)
         # One connection per dispatcher thread, kept alive between pushes.
         configuration.connection_pool_maxsize = max_connections
         # urllib3 must never resend on its own: retries are the dispatcher's, with
         # the delivery's state recorded first; and its errors then arrive unwrapped.
         configuration.retries = False
-        self._client = ApiClient(configuration)
-        self._api = MessagingApi(self._client)
+        self._client = sdk.ApiClient(configuration)
+        self._api = sdk.MessagingApi(self._client)
 
     def send(self, message: OutgoingMessage) -> Receipt:
         request = push_request(message)
@@ -337,7 +337,7 @@ class LineTransport:
         whether the request carries one, which the reasons then mention."""
         try:
             response = request()
-        except ApiException as e:
+        except _sdk().ApiException as e:
             status = int(e.status or 0)
             if status == 0:
                 # The SDK's wrapping of a TLS failure, which happens in the handshake,

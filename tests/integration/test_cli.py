@@ -836,12 +836,12 @@ def test_seasons_refuses_a_year_it_cannot_compute(capsys: pytest.CaptureFixture[
     assert "expected a year 1900-2100" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", [["--help"], ["seasons", "2027"], ["plan"]])
-def test_commands_that_send_nothing_do_not_load_the_line_sdk(
+@pytest.mark.parametrize("command", [["--help"], ["seasons", "2027"], ["plan"], ["tick"]])
+def test_commands_that_send_nothing_to_line_do_not_load_the_line_sdk(
     local_env: dict[str, str], command: list[str]
 ) -> None:
-    """The LINE SDK takes about a second to import: a command that sends nothing
-    starts without it."""
+    """The LINE SDK takes about a second to import: a command that sends nothing to
+    LINE (a worker cycle with an empty database here) starts without it."""
     assert main(["db", "upgrade"]) == 0
     probe = (
         "import sys\n"
