@@ -19,7 +19,7 @@ import jinja2
 from jinja2 import meta, nodes
 
 from scheduler.channels import DeliveryError
-from scheduler.channels.line import line_message
+from scheduler.channels.line import check_line_text
 from scheduler.core.campaigns import CAMPAIGN_VARIABLES
 from scheduler.core.domain import PATIENT_REASONS, ChannelName, Phase, Reason
 from scheduler.core.window import local_date
@@ -180,7 +180,7 @@ def _render_problems(renderer: Renderer, name: str, settings: Settings, now: dat
         else:
             if channel is ChannelName.LINE:
                 try:
-                    line_message(rendered.text)
+                    check_line_text(rendered.text)
                 except DeliveryError as e:
                     flex = rendered.text.startswith("{")
                     found.append(f"{path}: {e.reason}{FLEX_HINT if flex else ''}")
