@@ -46,7 +46,7 @@ from scheduler.core.seasons import JAPANESE
 from scheduler.core.window import local_date
 from scheduler.messages.context import japanese_date
 from scheduler.settings import Settings
-from scheduler.store.db import upsert_insert
+from scheduler.store.db import among, upsert_insert
 from scheduler.store.facts import load_facts
 from scheduler.store.models import Delivery, PlannedOccurrence
 from scheduler.store.replan import chunks
@@ -276,7 +276,7 @@ def _busy_days(
                 Delivery.patient_id,
                 type_coerce(Delivery.state, String),
                 Delivery.send_after,
-            ).where(Delivery.patient_id.in_(chunk), Delivery.reason.in_(_ONE_A_DAY))
+            ).where(among(session, Delivery.patient_id, chunk), Delivery.reason.in_(_ONE_A_DAY))
         ):
             in_outbox.add(key)
             if patient_id is not None and state in _TAKEN and send_after >= now - timedelta(days=1):

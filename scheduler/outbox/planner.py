@@ -42,6 +42,7 @@ from scheduler.outbox.newsletters import (
 )
 from scheduler.outbox.transitions import REVIVABLE, WITHDRAWN_NOT_DUE
 from scheduler.settings import Settings
+from scheduler.store.db import among
 from scheduler.store.facts import load_facts_of
 from scheduler.store.models import Delivery, Patient, new_delivery_id
 from scheduler.store.replan import (
@@ -86,7 +87,7 @@ def _existing(session: Session, patient_ids: Sequence[int]) -> dict[str, _Existi
     """The outbox rows of these patients, by idempotency key."""
     found: dict[str, _Existing] = {}
     for chunk in chunks(sorted(patient_ids)):
-        found |= _rows_where(session, Delivery.patient_id.in_(chunk))
+        found |= _rows_where(session, among(session, Delivery.patient_id, chunk))
     return found
 
 

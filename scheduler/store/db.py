@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Integer,
+    any_,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
 from scheduler.clock import Clock
 
@@ -168,6 +179,17 @@ def is_up_to_date(engine: Engine) -> bool:
 def is_empty(sessions: sessionmaker[Session]) -> bool:
     with sessions() as session:
         return session.scalar(select(func.count()).select_from(Patient)) == 0
+
+
+def among(
+    session: Session, column: ColumnElement[Any] | InstrumentedAttribute[Any], ids: Sequence[int]
+) -> ColumnElement[bool]:
+    """`column IN ids`. On PostgreSQL as `= ANY(array)`: one parameter instead of one
+    per id keeps the statement short, so psycopg parses it once and not per batch
+    (a thousand-id IN list costs it some 15 ms of Python each time)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(ids), type_=postgresql.ARRAY(Integer)))
+    return column.in_(ids)
 
 
 def upsert_insert(session: Session, table: type[Any]) -> postgresql.Insert | sqlite.Insert:

@@ -20,6 +20,7 @@ from scheduler.core.domain import (
     PatientFacts,
     Phase,
 )
+from scheduler.store.db import among
 from scheduler.store.models import Appointment, CadenceChange, ConsentChange, Patient
 
 
@@ -75,7 +76,7 @@ def current_consent(
         ConsentChange.id
     )
     if patient_ids is not None:
-        query = query.where(ConsentChange.patient_id.in_(list(patient_ids)))
+        query = query.where(among(session, ConsentChange.patient_id, list(patient_ids)))
     consent: dict[int, dict[ConsentKind, bool]] = defaultdict(dict)
     for patient_id, kind, granted in session.execute(query):
         consent[patient_id][kind] = granted
@@ -112,14 +113,14 @@ def load_facts_of(session: Session, now: datetime, ids: Sequence[int]) -> list[P
     for start in range(0, len(ids), FACTS_BATCH):
         chunk = list(ids[start : start + FACTS_BATCH])
         patients = session.connection().execute(
-            select(*PATIENT_COLUMNS).where(Patient.id.in_(chunk)).order_by(Patient.id)
+            select(*PATIENT_COLUMNS).where(among(session, Patient.id, chunk)).order_by(Patient.id)
         )
         facts += load_facts(session, now, list(patients), relevant_only=True)
     return facts
 
 
 def _relevant_appointments(
-    ids: list[int], now: datetime
+    session: Session, ids: list[int], now: datetime
 ) -> Select[int, int, datetime, AppointmentStatus]:
     """The appointments of these patients that the rules can read at `now` or later.
 
@@ -133,7 +134,7 @@ def _relevant_appointments(
     latest = (
         select(Appointment.patient_id, func.max(Appointment.starts_at).label("at"))
         .where(
-            Appointment.patient_id.in_(ids),
+            among(session, Appointment.patient_id, ids),
             Appointment.status == AppointmentStatus.VISITED,
             Appointment.starts_at <= now,
         )
@@ -144,7 +145,7 @@ def _relevant_appointments(
         select(Appointment.patient_id, Appointment.id, Appointment.starts_at, Appointment.status)
         .outerjoin(latest, latest.c.patient_id == Appointment.patient_id)
         .where(
-            Appointment.patient_id.in_(ids),
+            among(session, Appointment.patient_id, ids),
             or_(
                 Appointment.starts_at > now,
                 Appointment.status == AppointmentStatus.BOOKED,
@@ -185,11 +186,11 @@ def load_facts(
     ).order_by(CadenceChange.id)
     if ids is not None:
         appointment_query = (
-            _relevant_appointments(ids, now)
+            _relevant_appointments(session, ids, now)
             if relevant_only
-            else appointment_query.where(Appointment.patient_id.in_(ids))
+            else appointment_query.where(among(session, Appointment.patient_id, ids))
         )
-        history_query = history_query.where(CadenceChange.patient_id.in_(ids))
+        history_query = history_query.where(among(session, CadenceChange.patient_id, ids))
     # Core rather than ORM execution: these are plain rows, and many of them.
     connection = session.connection()
     appointments: dict[int, list[AppointmentFact]] = defaultdict(list)
