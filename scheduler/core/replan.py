@@ -32,6 +32,7 @@ from scheduler.core.window import at_local, local_date, next_opening
 
 _MIDNIGHT = time(0, 0)
 _PRECISION = timedelta(microseconds=1)
+_MINUTE = timedelta(minutes=1)
 
 
 def next_change(
@@ -87,26 +88,30 @@ def _lapse(facts: PatientFacts, now: datetime, rules: Rules) -> list[datetime]:
 def _nudge_gives_way(cadence: Sequence[Due], now: datetime, rules: Rules) -> list[datetime]:
     """When the nudge due now drops out in favour of the follow-up: the first moment
     whose next opening falls on the follow-up's day. The next opening only moves
-    forward with time, so the moment is found by bisection."""
+    forward with time, and its day changes only at a whole minute (the window's
+    edges, midnight), so the moment is found by bisection over minutes."""
     follow_ups = [m for m in cadence if m.reason is Reason.CADENCE_FOLLOW_UP]
     if len(cadence) < 2 or not follow_ups:
         return []  # no nudge due now
     tz, window = rules.timezone, rules.window
     follow_up_day = local_date(follow_ups[0].send_at, tz)
+    start = now.replace(second=0, microsecond=0)
 
-    def gave_way(moment: datetime) -> bool:
+    def gave_way(minutes: int) -> bool:
+        moment = start + timedelta(minutes=minutes)
         return local_date(next_opening(moment, window, tz), tz) >= follow_up_day
 
-    early, late = now, follow_ups[0].send_at
+    early = 0  # `now`'s minute: the nudge is still due then
+    late = -(-(follow_ups[0].send_at - start) // _MINUTE)  # the follow-up's minute
     if gave_way(early) or not gave_way(late):
         return []
-    while late - early > _PRECISION:
-        middle = early + (late - early) / 2
+    while late - early > 1:
+        middle = (early + late) // 2
         if gave_way(middle):
             late = middle
         else:
             early = middle
-    return [late]
+    return [start + timedelta(minutes=late)]
 
 
 def settings_fingerprint(*parts: object) -> str:

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, event, inspect, or_, select, update
+from sqlalchemy import Select, bindparam, event, inspect, or_, select, update
 from sqlalchemy.orm import Session, UOWTransaction
 
 from scheduler.store.models import (
@@ -57,10 +57,14 @@ def set_replan_at(session: Session, moments: dict[int, datetime | None]) -> None
     """Record when each planned patient is due to be planned again (None: only when
     their facts change)."""
     if moments:
-        session.execute(
-            update(Patient),
+        # Core executemany: the ORM's bulk update costs more per row than the database.
+        table = Patient.__table__
+        session.connection().execute(
+            update(table)  # type: ignore[arg-type]
+            .where(table.c.id == bindparam("patient"))
+            .values(replan_at=bindparam("at")),
             [
-                {"id": patient_id, "replan_at": NEVER if at is None else at}
+                {"patient": patient_id, "at": NEVER if at is None else at}
                 for patient_id, at in moments.items()
             ],
         )
