@@ -114,10 +114,18 @@ def _nudge_gives_way(cadence: Sequence[Due], now: datetime, rules: Rules) -> lis
     return [start + timedelta(minutes=late)]
 
 
+# Raised with every change of the rules' code that changes what they decide: patients
+# planned by older code (whose `replan_at` it computed) are then planned again.
+RULES_VERSION = 1
+
+
 def settings_fingerprint(*parts: object) -> str:
-    """A digest of the settings the planner reads (rules, campaigns, closures): when
-    it differs from the last plan's, every patient is planned again."""
-    text = json.dumps(_canonical(parts), ensure_ascii=False, separators=(",", ":"))
+    """A digest of the settings the planner reads (rules, campaigns, closures) and
+    of the rules' version: when it differs from the last plan's, every patient is
+    planned again."""
+    text = json.dumps(
+        _canonical((RULES_VERSION, *parts)), ensure_ascii=False, separators=(",", ":")
+    )
     return hashlib.sha256(text.encode()).hexdigest()
 
 

@@ -54,6 +54,9 @@ outcome, and the new claimer's stands.
 - `wait` and `release` do not count the attempt: the message did not fail (its
   channel is held, LINE's quota is kept for more important messages, its template
   is being mended, or its worker is stopping).
+- Every transition back to `planned` other than the planner's own marks the row's
+  patient for the next cycle's plan (scheduler/store/replan.py): the rules may no
+  longer want the message, or a newsletter may need another slot of its pacing.
 """
 
 from __future__ import annotations
@@ -86,6 +89,7 @@ from scheduler.core.domain import ChannelName, DeliveryState, Reason, member
 from scheduler.outbox import budget
 from scheduler.store.db import upsert_insert
 from scheduler.store.models import Delivery, UTCDateTime
+from scheduler.store.replan import mark_patient_of
 
 GIVEN_UP = "claimed {attempts} times without an outcome (its worker stopped each time): given up"
 UNREADABLE = "unreadable: {problem}"
@@ -223,7 +227,7 @@ def move(session: Session, delivery_id: str, send_after: datetime, now: datetime
 
 def requeue(session: Session, delivery_id: str, now: datetime, note: str) -> bool:
     """Due again at once with fresh attempts, under the same id."""
-    return _took(
+    took = _took(
         session,
         update(Delivery)
         .where(
@@ -238,6 +242,9 @@ def requeue(session: Session, delivery_id: str, now: datetime, note: str) -> boo
             updated_at=now,
         ),
     )
+    if took:
+        mark_patient_of(session, delivery_id)
+    return took
 
 
 # -- claiming ----------------------------------------------------------------------
@@ -551,6 +558,8 @@ def _end(
     if place is not None and not keeps_place:
         values["quota_month"] = None
     took = _took(session, _claimed(claimed).values(**values))
+    if took and state is DeliveryState.PLANNED:
+        mark_patient_of(session, claimed.id)
     if took and place is not None and not keeps_place:
         if maybe_sent:
             budget.count_as_used(session, Counter({place: 1}))

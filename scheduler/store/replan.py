@@ -20,13 +20,14 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, bindparam, event, inspect, or_, select, update
+from sqlalchemy import bindparam, event, inspect, or_, select, update
 from sqlalchemy.orm import Session, UOWTransaction
 
 from scheduler.store.models import (
     Appointment,
     CadenceChange,
     ConsentChange,
+    Delivery,
     Patient,
     PlanningSettings,
 )
@@ -45,6 +46,14 @@ def mark_for_planning(session: Session, patient_ids: Iterable[int]) -> None:
     """Plan these patients at the next cycle: their facts changed."""
     for chunk in chunks(sorted(set(patient_ids))):
         session.execute(update(Patient).where(Patient.id.in_(chunk)).values(replan_at=None))
+
+
+def mark_patient_of(session: Session, delivery_id: str) -> None:
+    """Plan this delivery's patient at the next cycle: the delivery is `planned` again
+    (queued by hand, or back from an attempt), and the rules may no longer want it,
+    or want it elsewhere in a campaign's pacing."""
+    patient = select(Delivery.patient_id).where(Delivery.id == delivery_id).scalar_subquery()
+    session.execute(update(Patient).where(Patient.id == patient).values(replan_at=None))
 
 
 def mark_everyone(session: Session) -> int:
@@ -72,24 +81,29 @@ def set_replan_at(session: Session, moments: dict[int, datetime | None]) -> None
 
 def patients_to_plan(session: Session, now: datetime) -> list[int]:
     """The patients whose facts changed or whose moment to be planned has come,
-    locked until the plan commits (see `_locked`)."""
+    locked until the plan commits. On PostgreSQL a patient another transaction holds
+    is skipped: another worker plans it, or its change is not committed yet (the
+    next cycle plans it)."""
     due = or_(Patient.replan_at.is_(None), Patient.replan_at <= now)
-    return list(session.scalars(_locked(select(Patient.id).where(due))))
+    query = select(Patient.id).where(due).order_by(Patient.id)
+    return list(session.scalars(query.with_for_update(key_share=True, skip_locked=True)))
 
 
 def patient_ids(session: Session) -> list[int]:
-    """Every patient, locked until the plan commits (see `_locked`)."""
-    return list(session.scalars(_locked(select(Patient.id))))
+    """Every patient, locked until the plan commits, waiting for those that other
+    transactions hold: a plan of everyone (a campaign occurrence's first, which
+    paces its whole audience at once) must leave no one out."""
+    query = select(Patient.id).order_by(Patient.id)
+    return list(session.scalars(query.with_for_update(key_share=True)))
 
 
-def _locked(query: Select[int]) -> Select[int]:
-    """On PostgreSQL, the rows are locked before their facts are read: a change of
-    facts marks its patient by updating this row, so it waits for the plan to
-    commit and its mark is never overwritten by a moment computed from older facts.
-    A row another transaction holds is skipped (another worker plans it, or its
-    change is not committed yet: the next cycle plans it). SQLite has one writer at
-    a time, which gives the same."""
-    return query.order_by(Patient.id).with_for_update(skip_locked=True)
+# Why the locks (PostgreSQL; SQLite has one writer at a time, which gives the same):
+# the rows are locked before their facts are read, and a change of facts marks its
+# patient by updating this row, so the change waits for the plan to commit and its
+# mark is never overwritten by a moment computed from older facts. FOR NO KEY UPDATE
+# (`key_share`) does not conflict with the key-share locks that inserting an
+# appointment or a consent change takes on its patient: an import running meanwhile
+# neither blocks the plan nor deadlocks with it; only its marks wait.
 
 
 def settings_changed(session: Session, fingerprint: str, now: datetime) -> bool:

@@ -13,7 +13,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from scheduler.commands import main
@@ -23,16 +23,19 @@ from scheduler.core.domain import (
     ConsentKind,
     DeliveryState,
     Phase,
+    Reason,
 )
+from scheduler.messages.templates import Renderer
 from scheduler.outbox.planner import plan
+from scheduler.outbox.transitions import requeue
 from scheduler.runtime import Runtime, open_runtime
 from scheduler.settings import Settings
 from scheduler.store.consent import record_consent
 from scheduler.store.db import transaction
 from scheduler.store.models import Appointment, Delivery, Patient
 from scheduler.store.patients import mark_contact_unusable, record_cadence
-from scheduler.store.replan import mark_everyone, patients_to_plan
-from tests.conftest import empty_database
+from scheduler.store.replan import mark_everyone, mark_for_planning, patients_to_plan
+from tests.conftest import ROOT, empty_database
 from tests.integration.clinic import LINE_ID, add_appointment, add_patient
 
 JST = ZoneInfo("Asia/Tokyo")
@@ -293,3 +296,91 @@ def _wait_until_a_lock_is_awaited(session: Session) -> None:
                 return
         threading.Event().wait(0.01)
     raise AssertionError("the change never waited for the plan's lock")
+
+
+def test_a_message_queued_again_by_hand_is_withdrawn_if_no_longer_due(runtime: Runtime) -> None:
+    _seen_a_week_ago(runtime)
+    with transaction(runtime.sessions) as session:
+        add_appointment(session, NOW, NOW + timedelta(days=2), AppointmentStatus.BOOKED)
+    _plan(runtime, NOW)
+    reminder = _the(runtime, Reason.APPOINTMENT_REMINDER)
+    with transaction(runtime.sessions) as session:  # it failed, as a refused push leaves it
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id == reminder)
+            .values(state=DeliveryState.FAILED, last_error="refused")
+        )
+    after = NOW + timedelta(days=2, hours=1)  # the appointment has passed
+    _plan(runtime, after)
+    with transaction(runtime.sessions) as session:
+        requeue(session, reminder, after, after)
+    _plan(runtime, after + timedelta(minutes=1))
+    assert _state(runtime, reminder) is DeliveryState.WITHDRAWN
+
+
+def test_newsletters_a_template_problem_put_at_one_moment_are_spread_again(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    before = datetime(2026, 11, 30, 12, 0, tzinfo=JST)
+    with transaction(runtime.sessions) as session:
+        for external_id in ("P1", "P2", "P3"):
+            add_patient(session, before, external_id, reminders=False, newsletter=True)
+            visit = before - timedelta(days=10)
+            add_appointment(session, before, visit, AppointmentStatus.VISITED, external_id)
+    _plan(runtime, before)
+    start = datetime(2026, 12, 1, 10, 0, tzinfo=JST)  # the year-end letter's moment
+    _plan(runtime, start)
+    messages = tmp_path / "messages"
+    shutil.copytree(ROOT / "messages", messages)
+    (messages / "year_end" / "line.j2").write_text("{{ no_such_thing }}\n", encoding="utf-8")
+    runtime.dispatcher.renderer = Renderer(messages)
+    held = start + timedelta(days=3, hours=4)  # the pacing's five days: all three due
+    runtime.dispatcher.dispatch_due(held)  # each waits for the template's mending: one moment
+    _plan(runtime, held + timedelta(minutes=1))
+    with runtime.sessions() as session:
+        moments = session.scalars(
+            select(Delivery.send_after).where(Delivery.reason == Reason.NEWSLETTER)
+        ).all()
+    assert len(moments) == len(set(moments)) == 3
+
+
+def _the(runtime: Runtime, reason: Reason) -> str:
+    with runtime.sessions() as session:
+        return session.scalars(select(Delivery.id).where(Delivery.reason == reason)).one()
+
+
+def _state(runtime: Runtime, delivery_id: str) -> DeliveryState:
+    with runtime.sessions() as session:
+        return session.scalars(select(Delivery.state).where(Delivery.id == delivery_id)).one()
+
+
+@pytest.mark.postgres
+def test_an_occurrences_first_plan_waits_for_a_patient_being_changed(
+    request: pytest.FixtureRequest, repo_settings: Settings, tmp_path: Path
+) -> None:
+    """Its pacing spreads the whole audience once: no one may be left out."""
+    url = empty_database(request, "postgresql", tmp_path)
+    runtime = open_runtime(replace(repo_settings, database_url=url))
+    before = datetime(2026, 11, 30, 12, 0, tzinfo=JST)
+    try:
+        with transaction(runtime.sessions) as session:
+            for external_id in ("P1", "P2"):
+                add_patient(session, before, external_id, reminders=False, newsletter=True)
+                visit = before - timedelta(days=10)
+                add_appointment(session, before, visit, AppointmentStatus.VISITED, external_id)
+        _plan(runtime, before)
+        with transaction(runtime.sessions) as changing:
+            second = changing.scalars(select(Patient.id).filter_by(external_id="P2")).one()
+            mark_for_planning(changing, [second])  # a change of P2, not yet committed
+            start = datetime(2026, 12, 1, 10, 0, tzinfo=JST)  # the year-end letter's moment
+            planning = threading.Thread(target=_plan, args=(runtime, start))
+            planning.start()
+            _wait_until_a_lock_is_awaited(changing)
+        planning.join(timeout=30)
+        with runtime.sessions() as session:
+            readers = session.scalars(
+                select(Delivery.patient_id).where(Delivery.reason == Reason.NEWSLETTER)
+            ).all()
+        assert len(readers) == 2
+    finally:
+        runtime.close()
