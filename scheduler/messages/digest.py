@@ -36,9 +36,9 @@ from scheduler.messages.context import REASON_LABELS, SAMPLE_PATIENT, japanese_d
 from scheduler.outbox.budget import line_quota
 from scheduler.outbox.newsletters import expected_newsletters, occurrences_ahead
 from scheduler.settings import Settings
+from scheduler.store.batches import batches
 from scheduler.store.facts import cadence_in_force, load_facts_of
 from scheduler.store.models import Appointment, CadenceChange, ConsentChange, Delivery, Patient
-from scheduler.store.replan import chunks
 
 # What counts as a visit once its time has passed (scheduler.core.cadence.last_visit).
 _VISIT_STATES = (AppointmentStatus.VISITED, AppointmentStatus.BOOKED)
@@ -201,7 +201,7 @@ def _foreseen_line(session: Session, now: datetime, until: datetime, settings: S
     ):
         passing.setdefault(patient_id, []).append(starts_at + timedelta(seconds=1))
     foreseen = 0
-    for batch in chunks(sorted(passing)):
+    for batch in batches(sorted(passing)):
         for facts in load_facts_of(session, now, batch):
             if choose_channel(facts.preferred_channel, facts.contacts) is not ChannelName.LINE:
                 continue
@@ -253,7 +253,7 @@ def _newsletters_foreseen(
     )
     audiences: list[list[int]] = [[] for _ in ahead]
     channels: dict[int, ChannelName | None] = {}
-    for batch in chunks(readers):
+    for batch in batches(readers):
         facts = load_facts_of(session, now, batch)
         channels.update((f.id, choose_channel(f.preferred_channel, f.contacts)) for f in facts)
         for (campaign, occurrence), members in zip(ahead, audiences, strict=True):
@@ -369,7 +369,7 @@ def _acute_for_review(session: Session, now: datetime, settings: Settings) -> li
         ):
             since[patient_id] = began
     notes = []
-    for batch in chunks(sorted(since)):  # IN lists kept under the drivers' limits
+    for batch in batches(sorted(since)):  # IN lists kept under the drivers' limits
         for patient_id, external_id, name in session.execute(
             select(Patient.id, Patient.external_id, Patient.name).where(
                 Patient.id.in_(batch), Patient.forgotten_at.is_(None)

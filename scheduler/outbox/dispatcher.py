@@ -77,7 +77,6 @@ from scheduler.outbox.transitions import Claim, Claimed, Reach
 from scheduler.settings import Settings
 from scheduler.store.channel_state import Hold, hold_channel, holds, release_holds
 from scheduler.store.db import DatabaseClock, reading, transaction
-from scheduler.store.replan import mark_for_planning
 
 if TYPE_CHECKING:
     from scheduler.channels.line import LineQuota
@@ -464,10 +463,6 @@ class Dispatcher:
         claim, reason = claimed.claim, decision.reason
         if isinstance(decision, Skip):
             took, outcome = transitions.skip(session, claim, reason, now), "skipped"
-            if took and claimed.patient_id is not None:
-                # The patient's contacts or campaigns changed under the message: the
-                # planner looks at them again (the message may go another way).
-                mark_for_planning(session, [claimed.patient_id])
         elif isinstance(decision, Wait) and retries:
             took, outcome = transitions.wait(session, claim, decision.until, reason, now), HELD
         else:

@@ -46,10 +46,10 @@ from scheduler.core.seasons import JAPANESE
 from scheduler.core.window import local_date
 from scheduler.messages.context import japanese_date
 from scheduler.settings import Settings
+from scheduler.store.batches import batches
 from scheduler.store.db import among, upsert_insert
 from scheduler.store.facts import load_facts
 from scheduler.store.models import Delivery, PlannedOccurrence
-from scheduler.store.replan import chunks
 
 # Messages of which a patient gets at most one a day, and the states that count.
 _ONE_A_DAY = (Reason.NEWSLETTER, Reason.CADENCE_NUDGE, Reason.CADENCE_FOLLOW_UP)
@@ -269,7 +269,7 @@ def _busy_days(
     tz = settings.timezone
     busy: _Busy = defaultdict(list)
     in_outbox: set[str] = set()
-    for chunk in chunks(sorted(patient_ids)):
+    for chunk in batches(sorted(patient_ids)):
         for key, patient_id, state, send_after in session.execute(
             select(
                 Delivery.idempotency_key,

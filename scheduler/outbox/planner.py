@@ -42,12 +42,11 @@ from scheduler.outbox.newsletters import (
 )
 from scheduler.outbox.transitions import REVIVABLE, WITHDRAWN_NOT_DUE
 from scheduler.settings import Settings
+from scheduler.store.batches import batches
 from scheduler.store.db import among
 from scheduler.store.facts import load_facts_of
 from scheduler.store.models import Delivery, Patient, new_delivery_id
 from scheduler.store.replan import (
-    CHUNK,
-    chunks,
     patient_ids,
     patients_to_plan,
     set_replan_at,
@@ -86,15 +85,15 @@ class _Existing:
 def _existing(session: Session, patient_ids: Sequence[int]) -> dict[str, _Existing]:
     """The outbox rows of these patients, by idempotency key."""
     found: dict[str, _Existing] = {}
-    for chunk in chunks(sorted(patient_ids)):
+    for chunk in batches(sorted(patient_ids)):
         found |= _rows_where(session, among(session, Delivery.patient_id, chunk))
     return found
 
 
 def _existing_by_key(session: Session, keys: Sequence[str]) -> dict[str, _Existing]:
     found: dict[str, _Existing] = {}
-    for start in range(0, len(keys), CHUNK):
-        found |= _rows_where(session, Delivery.idempotency_key.in_(keys[start : start + CHUNK]))
+    for chunk in batches(keys):
+        found |= _rows_where(session, Delivery.idempotency_key.in_(chunk))
     return found
 
 
@@ -136,9 +135,9 @@ def plan(
     ids = patient_ids(session) if everyone else patients_to_plan(session, now)
     # A live occurrence's newsletters are placed against each other: its patients
     # are planned together. Otherwise a batch at a time keeps memory small.
-    batches = [ids] if live else list(chunks(ids))
+    groups = [ids] if live else list(batches(ids))
     total = PlanResult(0, 0, 0)
-    for batch in batches:
+    for batch in groups:
         result = _plan_patients(session, batch, now, rules, settings, live)
         total = PlanResult(
             total.created + result.created,
@@ -311,7 +310,7 @@ def dry_run(
     first_seen: dict[str, tuple[datetime, Due]] = {}
     channels: dict[int, ChannelName | None] = {}
     # A batch of patients at a time: the facts of a whole clinic need not be in memory.
-    for batch in chunks(sorted(external_ids)):
+    for batch in batches(sorted(external_ids)):
         facts = load_facts_of(session, now, batch)
         for patient in facts:
             channels[patient.id] = choose_channel(patient.preferred_channel, patient.contacts)

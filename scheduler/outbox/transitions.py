@@ -54,16 +54,17 @@ outcome, and the new claimer's stands.
 - `wait` and `release` do not count the attempt: the message did not fail (its
   channel is held, LINE's quota is kept for more important messages, its template
   is being mended, or its worker is stopping).
-- Every transition back to `planned` other than the planner's own marks the row's
-  patient for the next cycle's plan (scheduler/store/replan.py): the rules may no
-  longer want the message, or a newsletter may need another slot of its pacing.
+- Every transition back to `planned` other than the planner's own, and `skip`, marks
+  the row's patient for the next cycle's plan (scheduler/store/replan.py): the rules
+  may no longer want the message, a newsletter may need another slot of its pacing,
+  or a skipped message may go another way.
 """
 
 from __future__ import annotations
 
 import secrets
 from collections import Counter
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import Enum
@@ -87,6 +88,7 @@ from sqlalchemy.sql.dml import Update
 
 from scheduler.core.domain import ChannelName, DeliveryState, Reason, member
 from scheduler.outbox import budget
+from scheduler.store.batches import batches
 from scheduler.store.db import upsert_insert
 from scheduler.store.models import Delivery, UTCDateTime
 from scheduler.store.replan import mark_patient_of
@@ -179,7 +181,7 @@ def withdraw(session: Session, ids: Collection[str], now: datetime, reason: str)
     """No longer due. A message that may have reached the patient already (planned
     again after no answer) counts the LINE place it kept as used."""
     withdrawn = 0
-    for chunk in _chunks(list(ids)):
+    for chunk in batches(ids):
         rows = session.execute(
             update(Delivery)
             .where(Delivery.id.in_(chunk), Delivery.state == DeliveryState.PLANNED)
@@ -558,7 +560,7 @@ def _end(
     if place is not None and not keeps_place:
         values["quota_month"] = None
     took = _took(session, _claimed(claimed).values(**values))
-    if took and state is DeliveryState.PLANNED:
+    if took and state in (DeliveryState.PLANNED, DeliveryState.SKIPPED):
         mark_patient_of(session, claimed.id)
     if took and place is not None and not keeps_place:
         if maybe_sent:
@@ -574,7 +576,7 @@ def _settle_places(session: Session, rows: Sequence[tuple[str, str | None, bool]
     with_place = [(i, month, maybe) for i, month, maybe in rows if month is not None]
     if not with_place:
         return
-    for chunk in _chunks([i for i, _, _ in with_place]):
+    for chunk in batches([i for i, _, _ in with_place]):
         session.execute(
             update(Delivery).where(Delivery.id.in_(chunk)).values(quota_month=None),
             execution_options={"synchronize_session": False},
@@ -595,7 +597,7 @@ def _give_up(
     ).all()
     if not rows:
         return []
-    for chunk in _chunks([row.id for row in rows]):
+    for chunk in batches([row.id for row in rows]):
         session.execute(
             update(Delivery)
             .where(Delivery.id.in_(chunk))
@@ -644,12 +646,6 @@ def _took(session: Session, statement: Executable) -> bool:
 def _count(session: Session, statement: Executable) -> int:
     result = session.execute(statement, execution_options={"synchronize_session": False})
     return cast(CursorResult[Any], result).rowcount
-
-
-def _chunks(ids: list[str], size: int = 500) -> Iterable[list[str]]:
-    # Keep IN lists well under the drivers' limits on parameters.
-    for start in range(0, len(ids), size):
-        yield ids[start : start + size]
 
 
 # Read as text where this version may not know a value (a row a newer version wrote):

@@ -20,6 +20,7 @@ from scheduler.core.domain import (
     PatientFacts,
     Phase,
 )
+from scheduler.store.batches import batches
 from scheduler.store.db import among
 from scheduler.store.models import Appointment, CadenceChange, ConsentChange, Patient
 
@@ -83,10 +84,6 @@ def current_consent(
     return consent
 
 
-# Patients read at a time: keeps IN lists far below every driver's limit.
-FACTS_BATCH = 1000
-
-
 class _Dated(Protocol):
     @property
     def changed_at(self) -> datetime: ...
@@ -110,8 +107,7 @@ def load_facts_of(session: Session, now: datetime, ids: Sequence[int]) -> list[P
     (the dry run's moments): only the appointments they can still read (see
     `_relevant_appointments`)."""
     facts: list[PatientFacts] = []
-    for start in range(0, len(ids), FACTS_BATCH):
-        chunk = list(ids[start : start + FACTS_BATCH])
+    for chunk in batches(ids):
         patients = session.connection().execute(
             select(*PATIENT_COLUMNS).where(among(session, Patient.id, chunk)).order_by(Patient.id)
         )

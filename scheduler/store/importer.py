@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 from functools import lru_cache
-from itertools import groupby, islice
+from itertools import groupby
 from operator import attrgetter, call, itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
@@ -37,6 +37,7 @@ from scheduler.core.domain import (
     ConsentKind,
     Phase,
 )
+from scheduler.store.batches import batches
 from scheduler.store.facts import current_consent
 from scheduler.store.models import (
     Appointment,
@@ -45,7 +46,7 @@ from scheduler.store.models import (
     Patient,
     new_public_id,
 )
-from scheduler.store.replan import CHUNK, mark_for_planning
+from scheduler.store.replan import mark_for_planning
 
 PATIENT_COLUMNS = (
     "external_id",
@@ -442,12 +443,6 @@ def _unknown_patient(external_id: str) -> str:
     return f"no patient {_shown(external_id)} (import patients first)"
 
 
-def _batches(items: Iterable[T], size: int = CHUNK) -> Iterator[list[T]]:
-    iterator = iter(items)
-    while batch := list(islice(iterator, size)):
-        yield batch
-
-
 def save_patients(
     session: Session,
     rows: Iterable[PatientRow],
@@ -539,7 +534,7 @@ def save_patients(
             updates.append({"id": patient_id, **changes, "updated_at": now})
             saved.patients.add(patient_id)
     writes.flush()
-    for batch in _batches(updates, WRITE_BATCH):
+    for batch in batches(updates, WRITE_BATCH):
         session.execute(update(Patient), batch)
     # New patients are marked from the start (replan_at NULL); the changed ones here.
     mark_for_planning(session, saved.patients)
@@ -681,7 +676,7 @@ def save_appointments(
         (external_id, list(appointments))
         for external_id, appointments in groupby(progress(by_patient), attrgetter("external_id"))
     )
-    for batch in _batches(patients):
+    for batch in batches(patients):
         ids = [patient_ids[external_id] for external_id, _ in batch]
         existing = {
             (patient_id, starts_at): (appointment_id, status)

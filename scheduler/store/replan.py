@@ -16,13 +16,14 @@ A new patient row is marked from the start: its `replan_at` is NULL.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import bindparam, event, inspect, or_, select, update
 from sqlalchemy.orm import Session, UOWTransaction
 
+from scheduler.store.batches import batches
 from scheduler.store.models import (
     Appointment,
     CadenceChange,
@@ -35,8 +36,6 @@ from scheduler.store.models import (
 # The `replan_at` of a patient whom only new facts can change: NULL already means
 # "at the next cycle".
 NEVER = datetime(9999, 12, 31, tzinfo=UTC)
-# Keeps each IN list far below every driver's limit on bound parameters.
-CHUNK = 1000
 
 _FACTS = (Appointment, ConsentChange, CadenceChange)
 _PENDING = "tayori_facts_changed"
@@ -44,14 +43,19 @@ _PENDING = "tayori_facts_changed"
 
 def mark_for_planning(session: Session, patient_ids: Iterable[int]) -> None:
     """Plan these patients at the next cycle: their facts changed."""
-    for chunk in chunks(sorted(set(patient_ids))):
-        session.execute(update(Patient).where(Patient.id.in_(chunk)).values(replan_at=None))
+    # On the connection: the flush hook below marks through here while flushing.
+    table = Patient.__table__
+    for chunk in batches(sorted(set(patient_ids))):
+        session.connection().execute(
+            update(table).where(table.c.id.in_(chunk)).values(replan_at=None)  # type: ignore[arg-type]
+        )
 
 
 def mark_patient_of(session: Session, delivery_id: str) -> None:
     """Plan this delivery's patient at the next cycle: the delivery is `planned` again
-    (queued by hand, or back from an attempt), and the rules may no longer want it,
-    or want it elsewhere in a campaign's pacing."""
+    (queued by hand, or back from an attempt: the rules may no longer want it, or
+    want it elsewhere in a campaign's pacing), or was skipped (the patient's contacts
+    or campaigns changed under it: it may go another way)."""
     patient = select(Delivery.patient_id).where(Delivery.id == delivery_id).scalar_subquery()
     session.execute(update(Patient).where(Patient.id == patient).values(replan_at=None))
 
@@ -119,11 +123,6 @@ def settings_changed(session: Session, fingerprint: str, now: datetime) -> bool:
     return True
 
 
-def chunks(ids: list[int], size: int = CHUNK) -> Iterator[list[int]]:
-    for start in range(0, len(ids), size):
-        yield ids[start : start + size]
-
-
 @event.listens_for(Session, "before_flush")
 def _note_changed_facts(session: Session, _flush: UOWTransaction, _instances: Any) -> None:
     pending: list[object] = session.info.setdefault(_PENDING, [])
@@ -138,13 +137,7 @@ def _note_changed_facts(session: Session, _flush: UOWTransaction, _instances: An
 @event.listens_for(Session, "after_flush")
 def _mark_changed_facts(session: Session, _flush: UOWTransaction) -> None:
     pending: list[Any] = session.info.pop(_PENDING, [])
-    ids = {instance.patient_id for instance in pending if instance.patient_id is not None}
-    for chunk in chunks(sorted(ids)):
-        session.connection().execute(
-            update(Patient.__table__)  # type: ignore[arg-type]
-            .where(Patient.__table__.c.id.in_(chunk))
-            .values(replan_at=None)
-        )
+    mark_for_planning(session, {i.patient_id for i in pending if i.patient_id is not None})
 
 
 def _changed_beyond_plan(patient: Patient) -> bool:
