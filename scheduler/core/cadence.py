@@ -39,8 +39,10 @@ def has_future_booking(facts: PatientFacts, now: datetime) -> bool:
 
 def is_lapsed(facts: PatientFacts, now: datetime, rules: Rules) -> bool:
     visit = last_visit(facts, now)
-    if visit is None:
-        return False
+    return visit is not None and _lapsed_since(visit, now, rules)
+
+
+def _lapsed_since(visit: datetime, now: datetime, rules: Rules) -> bool:
     days_since = (local_date(now, rules.timezone) - local_date(visit, rules.timezone)).days
     return days_since > rules.cadence.lapsed_after_days
 
@@ -86,7 +88,7 @@ def cadence_messages(facts: PatientFacts, now: datetime, rules: Rules) -> list[D
     if not facts.reminders_opt_in or cadence is None:
         return []
     visit = last_visit(facts, now)
-    if visit is None or has_future_booking(facts, now) or is_lapsed(facts, now, rules):
+    if visit is None or has_future_booking(facts, now) or _lapsed_since(visit, now, rules):
         return []
 
     tz = rules.timezone

@@ -68,6 +68,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import Enum
+from operator import itemgetter
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -76,6 +77,7 @@ from sqlalchemy import (
     Executable,
     Row,
     String,
+    Table,
     and_,
     bindparam,
     or_,
@@ -89,7 +91,7 @@ from sqlalchemy.sql.dml import Update
 from scheduler.core.domain import ChannelName, DeliveryState, Reason, member
 from scheduler.outbox import budget
 from scheduler.store.batches import batches
-from scheduler.store.db import upsert_insert
+from scheduler.store.bulk import DriverRows, executemany
 from scheduler.store.models import Delivery, UTCDateTime
 from scheduler.store.replan import mark_patient_of
 
@@ -162,19 +164,20 @@ class ClaimedBatch:
 
 
 def plan(session: Session, rows: Sequence[dict[str, Any]]) -> int:
-    """Insert new planned rows; a row whose idempotency key exists already is left
-    as it is (several planners may run at once). Returns how many were new."""
+    """Insert new planned rows (each with the same columns); a row whose idempotency
+    key exists already is left as it is (several planners may run at once). Returns
+    how many were new."""
     if not rows:
         return 0
-    statement = (
-        upsert_insert(session, Delivery)
-        .on_conflict_do_nothing(index_elements=["idempotency_key"])
-        .returning(Delivery.id)
+    table: Table = Delivery.__table__  # type: ignore[assignment]
+    values = DriverRows(session.get_bind().dialect, table, rows[0])
+    sql = (
+        f"INSERT INTO {table.name} ({', '.join(values.columns)}) "
+        f"VALUES ({values.placeholders()}) ON CONFLICT (idempotency_key) DO NOTHING"
     )
-    # One statement for all the rows: SQLAlchemy sends them in batches of many VALUES
-    # ("insertmanyvalues"), compiled once. Count what RETURNING gives back: rowcount
-    # is not reliable for multi-row inserts on every driver.
-    return len(session.connection().execute(statement, list(rows)).all())
+    in_order = itemgetter(*values.columns)
+    # The driver's executemany: a first plan inserts a row for most of a clinic.
+    return executemany(session, sql, [values.row(*in_order(row)) for row in rows])
 
 
 def withdraw(session: Session, ids: Collection[str], now: datetime, reason: str) -> int:

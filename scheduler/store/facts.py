@@ -79,7 +79,7 @@ def current_consent(
     if patient_ids is not None:
         query = query.where(among(session, ConsentChange.patient_id, list(patient_ids)))
     consent: dict[int, dict[ConsentKind, bool]] = defaultdict(dict)
-    for patient_id, kind, granted in session.execute(query):
+    for patient_id, kind, granted in session.connection().execute(query).all():
         consent[patient_id][kind] = granted
     return consent
 
@@ -190,10 +190,12 @@ def load_facts(
     # Core rather than ORM execution: these are plain rows, and many of them.
     connection = session.connection()
     appointments: dict[int, list[AppointmentFact]] = defaultdict(list)
-    for patient_id, appointment_id, starts_at, status in connection.execute(appointment_query):
+    for patient_id, appointment_id, starts_at, status in connection.execute(
+        appointment_query
+    ).all():
         appointments[patient_id].append(AppointmentFact(appointment_id, starts_at, status))
     histories: dict[int, list[_HistoryRow]] = defaultdict(list)
-    for change in connection.execute(history_query):
+    for change in connection.execute(history_query).all():
         histories[change.patient_id].append(change)
     consent = current_consent(session, ids)
 

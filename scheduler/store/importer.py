@@ -20,7 +20,7 @@ from datetime import datetime
 from enum import Enum
 from functools import lru_cache
 from itertools import groupby
-from operator import attrgetter, call, itemgetter
+from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 from zoneinfo import ZoneInfo
@@ -38,6 +38,7 @@ from scheduler.core.domain import (
     Phase,
 )
 from scheduler.store.batches import batches
+from scheduler.store.bulk import DriverRows, copy_rows, executemany
 from scheduler.store.facts import current_consent
 from scheduler.store.models import (
     Appointment,
@@ -713,58 +714,34 @@ def save_appointments(
 
 class _BulkInsert:
     """Rows for one table, inserted WRITE_BATCH at a time: by the driver's executemany
-    on SQLite, by COPY on PostgreSQL (one stream, rather than a statement per row).
-
-    At a million rows, SQLAlchemy's work for each row and value (building its
-    parameters, converting each datetime) costs several times the database's own.
-    Here each value is converted once by its column's own type — a clinic's rows share
-    a few thousand moments and one `now` — and rows go to the driver as plain tuples."""
+    on SQLite, by COPY on PostgreSQL (see `store/bulk.py`)."""
 
     def __init__(self, session: Session, table: Table, columns: tuple[str, ...]) -> None:
         self.session = session
         dialect = session.get_bind().dialect
         self.copy = dialect.name == "postgresql"
+        self.values = DriverRows(dialect, table, columns)
         names = ", ".join(columns)
         self.sql = (
             f"COPY {table.name} ({names}) FROM STDIN"
             if self.copy
-            else f"INSERT INTO {table.name} ({names}) VALUES ({', '.join('?' * len(columns))})"
+            else f"INSERT INTO {table.name} ({names}) VALUES ({self.values.placeholders()})"
         )
-        self.converters = [
-            _cached(table.c[column].type.dialect_impl(dialect).bind_processor(dialect))
-            for column in columns
-        ]
         self.rows: list[tuple[object, ...]] = []
 
     def add(self, *values: object) -> None:
-        self.rows.append(tuple(map(call, self.converters, values)))
+        self.rows.append(self.values.row(*values))
         if len(self.rows) >= WRITE_BATCH:
             self.flush()
 
     def flush(self) -> None:
         if not self.rows:
             return
-        connection = self.session.connection()
         if self.copy:
-            # psycopg's own connection, in the session's transaction.
-            driver = connection.connection.driver_connection
-            assert driver is not None
-            with driver.cursor() as cursor, cursor.copy(self.sql) as copy:
-                for row in self.rows:
-                    copy.write_row(row)
+            copy_rows(self.session, self.sql, self.rows)
         else:
-            connection.exec_driver_sql(self.sql, self.rows)
+            executemany(self.session, self.sql, self.rows)
         self.rows = []
-
-
-def _cached(processor: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
-    if processor is None:
-        return _unchanged
-    return lru_cache(maxsize=1 << 16)(processor)
-
-
-def _unchanged(value: T) -> T:
-    return value
 
 
 class _AppointmentWrites:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
@@ -57,6 +59,14 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         assert isinstance(value, datetime)
         return value.replace(tzinfo=UTC)
+
+    def result_processor(
+        self, dialect: Dialect, coltype: object
+    ) -> Callable[[Any], datetime | None] | None:
+        processor = super().result_processor(dialect, coltype)
+        # A clinic's rows share a few thousand moments (slots on the half hour, one
+        # import's `now`): each stored value is converted once, not once per row.
+        return None if processor is None else lru_cache(maxsize=1 << 16)(processor)
 
 
 def _enum(enum: type[StrEnum]) -> SAEnum:

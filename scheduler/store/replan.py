@@ -20,10 +20,11 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, event, inspect, or_, select, update
+from sqlalchemy import Table, event, inspect, or_, select, update
 from sqlalchemy.orm import Session, UOWTransaction
 
 from scheduler.store.batches import batches
+from scheduler.store.bulk import DriverRows, executemany
 from scheduler.store.models import (
     Appointment,
     CadenceChange,
@@ -69,18 +70,14 @@ def mark_everyone(session: Session) -> int:
 def set_replan_at(session: Session, moments: dict[int, datetime | None]) -> None:
     """Record when each planned patient is due to be planned again (None: only when
     their facts change)."""
-    if moments:
-        # Core executemany: the ORM's bulk update costs more per row than the database.
-        table = Patient.__table__
-        session.connection().execute(
-            update(table)  # type: ignore[arg-type]
-            .where(table.c.id == bindparam("patient"))
-            .values(replan_at=bindparam("at")),
-            [
-                {"patient": patient_id, "at": NEVER if at is None else at}
-                for patient_id, at in moments.items()
-            ],
-        )
+    table: Table = Patient.__table__  # type: ignore[assignment]
+    values = DriverRows(session.get_bind().dialect, table, ("replan_at", "id"))
+    # The driver's executemany: a plan of everyone writes a row for every patient.
+    executemany(
+        session,
+        f"UPDATE {table.name} SET replan_at = {values.marker} WHERE id = {values.marker}",
+        [values.row(NEVER if at is None else at, patient) for patient, at in moments.items()],
+    )
 
 
 def patients_to_plan(session: Session, now: datetime) -> list[int]:
