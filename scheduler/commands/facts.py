@@ -13,6 +13,7 @@ from scheduler.commands.common import CommandError, command_now, local, opened, 
 from scheduler.core.domain import Phase
 from scheduler.settings import Settings
 from scheduler.store import db
+from scheduler.store.clinics import clinic_of
 from scheduler.store.demo import load_demo
 from scheduler.store.importer import (
     ImportResult,
@@ -43,7 +44,11 @@ def import_csv(args: argparse.Namespace, settings: Settings) -> int:
                 )
         else:
             with db.reading(runtime.sessions) as session:
-                known = set(session.scalars(select(Patient.external_id)))
+                known = set(
+                    session.scalars(
+                        select(Patient.external_id).where(Patient.clinic_id == clinic_of(session))
+                    )
+                )
             appointments = read_appointments(args.file, settings.timezone, known)
             with db.transaction(runtime.sessions) as session:
                 result = save_appointments(

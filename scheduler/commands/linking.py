@@ -26,6 +26,7 @@ from scheduler.commands.common import CommandError, command_now, local, opened
 from scheduler.core.link_codes import chat_url, message_text
 from scheduler.settings import Settings
 from scheduler.store import db
+from scheduler.store.clinics import clinic_of
 from scheduler.store.linking import issue_code
 from scheduler.store.models import Patient
 from scheduler.store.patients import find_patient
@@ -137,7 +138,11 @@ def link_codes(args: argparse.Namespace, settings: Settings) -> int:
     with opened(settings) as runtime, db.transaction(runtime.sessions) as session:
         unlinked = session.scalars(
             select(Patient)
-            .where(Patient.line_user_id.is_(None), Patient.forgotten_at.is_(None))
+            .where(
+                Patient.clinic_id == clinic_of(session),
+                Patient.line_user_id.is_(None),
+                Patient.forgotten_at.is_(None),
+            )
             .order_by(Patient.external_id)
         ).all()
         for patient in unlinked:

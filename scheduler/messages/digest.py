@@ -37,6 +37,7 @@ from scheduler.outbox.budget import line_quota
 from scheduler.outbox.newsletters import expected_newsletters, occurrences_ahead
 from scheduler.settings import Settings
 from scheduler.store.batches import batches
+from scheduler.store.clinics import clinic_of
 from scheduler.store.facts import cadence_in_force, load_facts_of
 from scheduler.store.models import Appointment, CadenceChange, ConsentChange, Delivery, Patient
 
@@ -136,7 +137,9 @@ def _by_reason(session: Session, *conditions: Any) -> dict[Reason, int]:
     counts: dict[Reason, int] = {}
     for reason, count in session.execute(
         select(type_coerce(Delivery.reason, String), func.count())
-        .where(Delivery.patient_id.is_not(None), *conditions)
+        .where(
+            Delivery.clinic_id == clinic_of(session), Delivery.patient_id.is_not(None), *conditions
+        )
         .group_by(Delivery.reason)
     ):
         known = member(Reason, reason)
@@ -169,6 +172,7 @@ def _planned_line(session: Session, until: datetime) -> int:
     return (
         session.scalar(
             select(func.count()).where(
+                Delivery.clinic_id == clinic_of(session),
                 Delivery.patient_id.is_not(None),
                 Delivery.state == DeliveryState.PLANNED,
                 Delivery.channel == ChannelName.LINE,
@@ -190,6 +194,7 @@ def _foreseen_line(session: Session, now: datetime, until: datetime, settings: S
         select(Appointment.patient_id, Appointment.starts_at)
         .join(Patient, Patient.id == Appointment.patient_id)
         .where(
+            Patient.clinic_id == clinic_of(session),
             Appointment.status == AppointmentStatus.BOOKED,
             Appointment.starts_at > now,
             Appointment.starts_at <= until,
@@ -227,7 +232,7 @@ def _newsletters_foreseen(
         (campaign_id, day)
         for campaign_id, day in session.execute(
             select(Delivery.campaign_id, Delivery.campaign_day)
-            .where(Delivery.reason == Reason.NEWSLETTER)
+            .where(Delivery.clinic_id == clinic_of(session), Delivery.reason == Reason.NEWSLETTER)
             .distinct()
         )
     }
@@ -241,7 +246,10 @@ def _newsletters_foreseen(
         return []
     latest = (
         select(func.max(ConsentChange.id))
-        .where(ConsentChange.kind == ConsentKind.NEWSLETTER)
+        .join(Patient, Patient.id == ConsentChange.patient_id)
+        .where(
+            Patient.clinic_id == clinic_of(session), ConsentChange.kind == ConsentKind.NEWSLETTER
+        )
         .group_by(ConsentChange.patient_id)
     )
     readers = list(
@@ -277,6 +285,7 @@ def _not_delivered(session: Session, start: datetime, end: datetime) -> list[Pat
         )
         .join(Patient, Patient.id == Delivery.patient_id)
         .where(
+            Delivery.clinic_id == clinic_of(session),
             Delivery.updated_at >= start,
             Delivery.updated_at < end,
             Delivery.state.in_((DeliveryState.FAILED, DeliveryState.SKIPPED)),
@@ -320,6 +329,7 @@ def _newly_lapsed(session: Session, now: datetime, settings: Settings) -> list[P
         select(Patient.external_id, Patient.name, visit.starts_at)
         .join(Patient, Patient.id == visit.patient_id)
         .where(
+            Patient.clinic_id == clinic_of(session),
             visit.status.in_(_VISIT_STATES),
             visit.starts_at >= _day_start(that_day, settings),
             visit.starts_at < _day_start(that_day + timedelta(days=1), settings),
@@ -344,7 +354,12 @@ def _acute_for_review(session: Session, now: datetime, settings: Settings) -> li
     cutoff = _day_start(today - timedelta(days=settings.digest.review_after_days), settings)
     candidates = (
         select(CadenceChange.patient_id)
-        .where(CadenceChange.phase == Phase.ACUTE, CadenceChange.changed_at < cutoff)
+        .join(Patient, Patient.id == CadenceChange.patient_id)
+        .where(
+            Patient.clinic_id == clinic_of(session),
+            CadenceChange.phase == Phase.ACUTE,
+            CadenceChange.changed_at < cutoff,
+        )
         .distinct()
     )
     histories: dict[int, list[Any]] = {}

@@ -20,11 +20,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import String, case, func, select, type_coerce, update
+from sqlalchemy import ColumnElement, String, case, func, select, type_coerce, update
 from sqlalchemy.orm import Session
 
 from scheduler.core.domain import ChannelName, DeliveryState, Reason, member
 from scheduler.core.quota import grant, month_bounds, month_of, remaining
+from scheduler.store.clinics import clinic_of
 from scheduler.store.db import upsert_insert
 from scheduler.store.models import Delivery, LineQuotaMonth
 
@@ -57,12 +58,19 @@ def open_month(session: Session, now: datetime, tz: ZoneInfo, configured_limit: 
     sent = _sent_since(session, start)
     session.execute(
         upsert_insert(session, LineQuotaMonth)
-        .values(month=month, quota_limit=configured_limit, used=sent, reserved=0, read_at=None)
-        .on_conflict_do_nothing(index_elements=["month"])
+        .values(
+            clinic_id=clinic_of(session),
+            month=month,
+            quota_limit=configured_limit,
+            used=sent,
+            reserved=0,
+            read_at=None,
+        )
+        .on_conflict_do_nothing(index_elements=["clinic_id", "month"])
     )
     session.execute(
         update(LineQuotaMonth)
-        .where(LineQuotaMonth.month == month, LineQuotaMonth.read_at.is_(None))
+        .where(*_month(session, month), LineQuotaMonth.read_at.is_(None))
         .values(quota_limit=configured_limit)
     )
     return month
@@ -74,7 +82,7 @@ def record_reading(
     """LINE's own figures for the month: its limit, and its count if larger than ours."""
     session.execute(
         update(LineQuotaMonth)
-        .where(LineQuotaMonth.month == month)
+        .where(*_month(session, month))
         .values(
             quota_limit=limit,
             used=case((LineQuotaMonth.used < used, used), else_=LineQuotaMonth.used),
@@ -95,7 +103,7 @@ def reserve(
     deliveries asking are those of `claim_token`; returns how many each reason got."""
     row = session.execute(
         select(LineQuotaMonth.quota_limit, LineQuotaMonth.used, LineQuotaMonth.reserved)
-        .where(LineQuotaMonth.month == month)
+        .where(*_month(session, month))
         .with_for_update()  # PostgreSQL; SQLite's writer already holds the file
     ).one()
     left = None if row.quota_limit is None else row.quota_limit - row.used - row.reserved
@@ -107,7 +115,7 @@ def reserve(
     if taken:
         session.execute(
             update(LineQuotaMonth)
-            .where(LineQuotaMonth.month == month)
+            .where(*_month(session, month))
             .values(reserved=LineQuotaMonth.reserved + taken)
         )
     return granted
@@ -119,7 +127,7 @@ def give_back(session: Session, places: Counter[str]) -> None:
         if count:
             session.execute(
                 update(LineQuotaMonth)
-                .where(LineQuotaMonth.month == month)
+                .where(*_month(session, month))
                 .values(reserved=LineQuotaMonth.reserved - count)
             )
 
@@ -130,7 +138,7 @@ def count_as_used(session: Session, places: Counter[str]) -> None:
         if count:
             session.execute(
                 update(LineQuotaMonth)
-                .where(LineQuotaMonth.month == month)
+                .where(*_month(session, month))
                 .values(reserved=LineQuotaMonth.reserved - count, used=LineQuotaMonth.used + count)
             )
 
@@ -145,6 +153,7 @@ def line_quota(
     for reason, count in session.execute(
         select(type_coerce(Delivery.reason, String), func.count())
         .where(
+            Delivery.clinic_id == clinic_of(session),
             Delivery.channel == ChannelName.LINE,
             Delivery.state.in_(_WAITING),
             Delivery.send_after < next_month,
@@ -154,16 +163,22 @@ def line_quota(
         known = member(Reason, reason)
         if known is not None:  # a row this version cannot read is not counted
             planned[known] = count
-    row = session.get(LineQuotaMonth, month_of(now, tz))
+    row = session.get(LineQuotaMonth, (clinic_of(session), month_of(now, tz)))
     if row is None:
         return LineQuotaView(configured_limit, _sent_since(session, month_start), planned, None)
     return LineQuotaView(row.quota_limit, row.used, dict(planned), row.read_at)
+
+
+def _month(session: Session, month: str) -> tuple[ColumnElement[bool], ...]:
+    """The clinic's budget row for `month`."""
+    return (LineQuotaMonth.clinic_id == clinic_of(session), LineQuotaMonth.month == month)
 
 
 def _sent_since(session: Session, start: datetime) -> int:
     return (
         session.scalar(
             select(func.count()).where(
+                Delivery.clinic_id == clinic_of(session),
                 Delivery.channel == ChannelName.LINE,
                 Delivery.state == DeliveryState.SENT,
                 Delivery.sent_at >= start,
@@ -180,6 +195,7 @@ def _waiting(session: Session, month_ends: datetime, claim_token: str) -> Counte
     for reason, count in session.execute(
         select(type_coerce(Delivery.reason, String), func.count())
         .where(
+            Delivery.clinic_id == clinic_of(session),
             Delivery.channel == ChannelName.LINE,
             Delivery.state.in_(_WAITING),
             Delivery.quota_month.is_(None),

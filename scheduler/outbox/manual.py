@@ -26,6 +26,7 @@ from scheduler.outbox import transitions
 from scheduler.outbox.recorder import SAMPLE_NOT_RETRIED
 from scheduler.outbox.transitions import Claim, Claimed
 from scheduler.runtime import Runtime
+from scheduler.store.clinics import clinic_of
 from scheduler.store.db import reading, transaction
 from scheduler.store.facts import current_consent
 from scheduler.store.models import Appointment, Delivery, Patient, new_delivery_id
@@ -156,7 +157,7 @@ def requeue(session: Session, delivery_id: str, now: datetime, db_now: datetime)
     campaign ended) is withdrawn again by the next cycle. `db_now` is the database's
     time, on which LINE's retry-key window is measured."""
     delivery = session.get(Delivery, delivery_id)
-    if delivery is None:
+    if delivery is None or delivery.clinic_id != clinic_of(session):
         raise LookupError(f"no delivery {delivery_id!r}")
     first_request = delivery.line_first_request_at
     if delivery.maybe_sent and first_request and retry_key_expired(db_now - first_request):

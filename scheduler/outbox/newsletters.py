@@ -47,6 +47,7 @@ from scheduler.core.window import local_date
 from scheduler.messages.context import japanese_date
 from scheduler.settings import Settings
 from scheduler.store.batches import batches
+from scheduler.store.clinics import clinic_of
 from scheduler.store.db import among, upsert_insert
 from scheduler.store.facts import load_facts
 from scheduler.store.models import Delivery, PlannedOccurrence
@@ -85,7 +86,13 @@ def newsletters_live(
 def first_plan_pending(session: Session, live: Iterable[tuple[Campaign, Occurrence]]) -> bool:
     """Whether an occurrence's audience has not been planned yet: its first plan
     paces its whole audience."""
-    planned = set(session.execute(select(PlannedOccurrence.campaign_id, PlannedOccurrence.day)))
+    planned = set(
+        session.execute(
+            select(PlannedOccurrence.campaign_id, PlannedOccurrence.day).where(
+                PlannedOccurrence.clinic_id == clinic_of(session)
+            )
+        )
+    )
     return any((o.campaign_id, o.day) not in planned for _, o in live)
 
 
@@ -93,7 +100,11 @@ def record_planned(
     session: Session, live: Iterable[tuple[Campaign, Occurrence]], now: datetime
 ) -> None:
     """Remember that these occurrences' audiences have been planned (by any worker)."""
-    rows = [{"campaign_id": o.campaign_id, "day": o.day, "planned_at": now} for _, o in live]
+    clinic_id = clinic_of(session)
+    rows = [
+        {"clinic_id": clinic_id, "campaign_id": o.campaign_id, "day": o.day, "planned_at": now}
+        for _, o in live
+    ]
     if rows:
         session.execute(
             upsert_insert(session, PlannedOccurrence).values(rows).on_conflict_do_nothing()
@@ -198,7 +209,11 @@ def _waiting_in_outbox(session: Session, settings: Settings) -> list[tuple[Campa
     pairs = []
     for campaign_id, day in session.execute(
         select(Delivery.campaign_id, Delivery.campaign_day)
-        .where(Delivery.reason == Reason.NEWSLETTER, Delivery.state == DeliveryState.PLANNED)
+        .where(
+            Delivery.clinic_id == clinic_of(session),
+            Delivery.reason == Reason.NEWSLETTER,
+            Delivery.state == DeliveryState.PLANNED,
+        )
         .distinct()
     ):
         campaign = campaigns.get(campaign_id or "")
@@ -231,8 +246,9 @@ class _Row:
     send_after: datetime
 
 
-def _of_occurrence(occurrence: Occurrence) -> tuple[ColumnElement[bool], ...]:
+def _of_occurrence(session: Session, occurrence: Occurrence) -> tuple[ColumnElement[bool], ...]:
     return (
+        Delivery.clinic_id == clinic_of(session),
         Delivery.campaign_id == occurrence.campaign_id,
         Delivery.campaign_day == occurrence.day,
         Delivery.reason == Reason.NEWSLETTER,
@@ -242,7 +258,7 @@ def _of_occurrence(occurrence: Occurrence) -> tuple[ColumnElement[bool], ...]:
 def _rows_of(session: Session, occurrence: Occurrence) -> dict[int, _Row]:
     rows = session.execute(
         select(Delivery.patient_id, type_coerce(Delivery.state, String), Delivery.send_after).where(
-            *_of_occurrence(occurrence)
+            *_of_occurrence(session, occurrence)
         )
     )
     return {

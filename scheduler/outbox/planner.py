@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, select, type_coerce
+from sqlalchemy import ColumnElement, String, and_, select, type_coerce
 from sqlalchemy.orm import Session
 
 from scheduler.core.campaigns import Campaign, Occurrence, audience
@@ -43,6 +43,7 @@ from scheduler.outbox.newsletters import (
 from scheduler.outbox.transitions import REVIVABLE, WITHDRAWN_NOT_DUE
 from scheduler.settings import Settings
 from scheduler.store.batches import batches
+from scheduler.store.clinics import clinic_of
 from scheduler.store.db import among
 from scheduler.store.facts import load_facts_of
 from scheduler.store.models import Delivery, Patient, new_delivery_id
@@ -93,7 +94,10 @@ def _existing(session: Session, patient_ids: Sequence[int]) -> dict[str, _Existi
 def _existing_by_key(session: Session, keys: Sequence[str]) -> dict[str, _Existing]:
     found: dict[str, _Existing] = {}
     for chunk in batches(keys):
-        found |= _rows_where(session, Delivery.idempotency_key.in_(chunk))
+        found |= _rows_where(
+            session,
+            and_(Delivery.clinic_id == clinic_of(session), Delivery.idempotency_key.in_(chunk)),
+        )
     return found
 
 
@@ -302,7 +306,9 @@ def dry_run(
     """
     external_ids = {
         patient_id: external_id
-        for patient_id, external_id in session.execute(select(Patient.id, Patient.external_id))
+        for patient_id, external_id in session.execute(
+            select(Patient.id, Patient.external_id).where(Patient.clinic_id == clinic_of(session))
+        )
     }
     ahead = occurrences_ahead(session, now, until, settings) if settings is not None else []
     audiences: list[list[int]] = [[] for _ in ahead]

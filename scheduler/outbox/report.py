@@ -13,6 +13,7 @@ from scheduler.core.domain import DeliveryState
 from scheduler.outbox.budget import LineQuotaView, line_quota
 from scheduler.settings import Settings
 from scheduler.store.channel_state import Hold, active_holds
+from scheduler.store.clinics import clinic_of
 from scheduler.store.models import Delivery, Patient
 
 
@@ -56,19 +57,25 @@ def _lines(session: Session, query: Select[*tuple[Any, ...]]) -> list[DeliveryLi
 def status(session: Session, now: datetime, settings: Settings, limit: int = 10) -> Status:
     counts = {state.value: 0 for state in DeliveryState}
     for state, count in session.execute(
-        select(type_coerce(Delivery.state, String), func.count()).group_by(Delivery.state)
+        select(type_coerce(Delivery.state, String), func.count())
+        .where(Delivery.clinic_id == clinic_of(session))
+        .group_by(Delivery.state)
     ):
         counts[state] = count
-    joined = select(
-        Delivery.id,
-        Patient.external_id,
-        type_coerce(Delivery.reason, String).label("reason"),
-        type_coerce(Delivery.channel, String).label("channel"),
-        type_coerce(Delivery.state, String).label("state"),
-        Delivery.send_after,
-        Delivery.updated_at,
-        Delivery.last_error,
-    ).outerjoin(Patient, Patient.id == Delivery.patient_id)
+    joined = (
+        select(
+            Delivery.id,
+            Patient.external_id,
+            type_coerce(Delivery.reason, String).label("reason"),
+            type_coerce(Delivery.channel, String).label("channel"),
+            type_coerce(Delivery.state, String).label("state"),
+            Delivery.send_after,
+            Delivery.updated_at,
+            Delivery.last_error,
+        )
+        .outerjoin(Patient, Patient.id == Delivery.patient_id)
+        .where(Delivery.clinic_id == clinic_of(session))
+    )
     next_due = _lines(
         session,
         joined.where(Delivery.state == DeliveryState.PLANNED)

@@ -92,6 +92,7 @@ from scheduler.core.domain import ChannelName, DeliveryState, Reason, member
 from scheduler.outbox import budget
 from scheduler.store.batches import batches
 from scheduler.store.bulk import DriverRows, executemany
+from scheduler.store.clinics import clinic_of
 from scheduler.store.models import Delivery, UTCDateTime
 from scheduler.store.replan import mark_patient_of
 
@@ -170,14 +171,15 @@ def plan(session: Session, rows: Sequence[dict[str, Any]]) -> int:
     if not rows:
         return 0
     table: Table = Delivery.__table__  # type: ignore[assignment]
-    values = DriverRows(session.get_bind().dialect, table, rows[0])
+    values = DriverRows(session.get_bind().dialect, table, ("clinic_id", *rows[0]))
     sql = (
-        f"INSERT INTO {table.name} ({', '.join(values.columns)}) "
-        f"VALUES ({values.placeholders()}) ON CONFLICT (idempotency_key) DO NOTHING"
+        f"INSERT INTO {table.name} ({', '.join(values.columns)}) VALUES "
+        f"({values.placeholders()}) ON CONFLICT (clinic_id, idempotency_key) DO NOTHING"
     )
-    in_order = itemgetter(*values.columns)
+    clinic_id = clinic_of(session)
+    in_order = itemgetter(*rows[0])
     # The driver's executemany: a first plan inserts a row for most of a clinic.
-    return executemany(session, sql, [values.row(*in_order(row)) for row in rows])
+    return executemany(session, sql, [values.row(clinic_id, *in_order(row)) for row in rows])
 
 
 def withdraw(session: Session, ids: Collection[str], now: datetime, reason: str) -> int:
@@ -271,14 +273,17 @@ def claim(
     `db_now` (the database's clock). `only` narrows to one reason (outside the send
     window, only the clinic's digest goes). Rows claimed `max_attempts` times without
     an outcome are given up instead, and rows this version cannot read quarantined."""
+    clinic = Delivery.clinic_id == clinic_of(session)
     lease_ended = and_(
+        clinic,
         Delivery.state == DeliveryState.SENDING,
         # No lease at all: a row left by a version that had none.
         or_(Delivery.lease_until < db_now, Delivery.lease_until.is_(None)),
     )
     given_up = _give_up(session, lease_ended, max_attempts, now)
     claimable: ColumnElement[bool] = or_(
-        and_(Delivery.state == DeliveryState.PLANNED, Delivery.send_after <= now), lease_ended
+        and_(clinic, Delivery.state == DeliveryState.PLANNED, Delivery.send_after <= now),
+        lease_ended,
     )
     if only is not None:
         claimable = and_(claimable, Delivery.reason == only)

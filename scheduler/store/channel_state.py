@@ -12,6 +12,7 @@ from sqlalchemy import and_, case, func, literal, select, update
 from sqlalchemy.orm import Session
 
 from scheduler.core.domain import ChannelName, HoldCause
+from scheduler.store.clinics import clinic_of
 from scheduler.store.db import upsert_insert
 from scheduler.store.models import ChannelState, UTCDateTime
 
@@ -31,9 +32,13 @@ class Hold:
 def _set(session: Session, channel: ChannelName, values: dict[str, Any], **on_update: Any) -> None:
     """Change a channel's row, creating it if need be (two lanes may race to).
     `on_update` replaces some values when the row exists."""
-    statement = upsert_insert(session, ChannelState).values(channel=channel, **values)
+    statement = upsert_insert(session, ChannelState).values(
+        clinic_id=clinic_of(session), channel=channel, **values
+    )
     session.execute(
-        statement.on_conflict_do_update(index_elements=["channel"], set_={**values, **on_update})
+        statement.on_conflict_do_update(
+            index_elements=["clinic_id", "channel"], set_={**values, **on_update}
+        )
     )
 
 
@@ -46,7 +51,10 @@ def holds(session: Session) -> dict[ChannelName, Hold]:
     again soon after continues the same run (an unreachable server is tried less and
     less often) until a message gets through (`release_holds`)."""
     found: dict[ChannelName, Hold] = {}
-    for row in session.scalars(select(ChannelState).where(ChannelState.held_because.is_not(None))):
+    held = select(ChannelState).where(
+        ChannelState.clinic_id == clinic_of(session), ChannelState.held_because.is_not(None)
+    )
+    for row in session.scalars(held):
         assert row.held_because is not None and row.held_since is not None
         found[row.channel] = Hold(
             row.channel, row.held_because, row.held_reason or "", row.held_since, row.held_until
@@ -82,7 +90,9 @@ def release_holds(
 ) -> int:
     """Lift holds of one kind, e.g. credential holds when the worker starts with
     (possibly) corrected settings, or an unreachable channel's once it sent again."""
-    condition = ChannelState.held_because == cause
+    condition = and_(
+        ChannelState.clinic_id == clinic_of(session), ChannelState.held_because == cause
+    )
     if channels is not None:
         condition = and_(condition, ChannelState.channel.in_(list(channels)))
     result = session.execute(

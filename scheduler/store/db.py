@@ -28,6 +28,7 @@ from scheduler.clock import Clock
 
 # Imported for its flush hook, which marks the patients whose facts a session changes.
 from scheduler.store import replan as _replan  # noqa: F401
+from scheduler.store.clinics import DEFAULT_CLINIC_ID, clinic_of, session_info
 from scheduler.store.models import Patient
 
 if TYPE_CHECKING:
@@ -93,8 +94,9 @@ def _sqlite_begin_immediate(connection: Connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+def session_factory(engine: Engine, clinic_id: int = DEFAULT_CLINIC_ID) -> sessionmaker[Session]:
+    """Sessions that work for one clinic (see store/clinics.py)."""
+    return sessionmaker(engine, expire_on_commit=False, info=session_info(clinic_id))
 
 
 @contextmanager
@@ -178,7 +180,8 @@ def is_up_to_date(engine: Engine) -> bool:
 
 def is_empty(sessions: sessionmaker[Session]) -> bool:
     with sessions() as session:
-        return session.scalar(select(func.count()).select_from(Patient)) == 0
+        patients = select(func.count()).where(Patient.clinic_id == clinic_of(session))
+        return session.scalar(patients) == 0
 
 
 def among(

@@ -17,6 +17,7 @@ from sqlalchemy import String, select, type_coerce
 from sqlalchemy.orm import Session
 
 from scheduler.core.domain import ConsentKind
+from scheduler.store.clinics import clinic_of
 from scheduler.store.facts import current_consent
 from scheduler.store.models import Appointment, CadenceChange, ConsentChange, Delivery, Patient
 
@@ -43,7 +44,12 @@ class Table:
 
 def _patients(session: Session) -> Iterator[tuple[Any, ...]]:
     consent = current_consent(session)
-    query = select(Patient).order_by(Patient.external_id).execution_options(yield_per=BATCH)
+    query = (
+        select(Patient)
+        .where(Patient.clinic_id == clinic_of(session))
+        .order_by(Patient.external_id)
+        .execution_options(yield_per=BATCH)
+    )
     for p in session.scalars(query):
         given = consent.get(p.id, {})
         yield (
@@ -76,6 +82,7 @@ def _appointments(session: Session) -> Iterator[tuple[Any, ...]]:
             Appointment.updated_at,
         )
         .join(Patient, Appointment.patient_id == Patient.id)
+        .where(Patient.clinic_id == clinic_of(session))
         .order_by(Patient.external_id, Appointment.starts_at)
     )
     yield from _tuples(session, query)
@@ -91,6 +98,7 @@ def _consent_history(session: Session) -> Iterator[tuple[Any, ...]]:
             ConsentChange.source,
         )
         .join(Patient, ConsentChange.patient_id == Patient.id)
+        .where(Patient.clinic_id == clinic_of(session))
         .order_by(Patient.external_id, ConsentChange.id)
     )
     yield from _tuples(session, query)
@@ -107,6 +115,7 @@ def _cadence_history(session: Session) -> Iterator[tuple[Any, ...]]:
             CadenceChange.source,
         )
         .join(Patient, CadenceChange.patient_id == Patient.id)
+        .where(Patient.clinic_id == clinic_of(session))
         .order_by(Patient.external_id, CadenceChange.id)
     )
     yield from _tuples(session, query)
@@ -136,6 +145,7 @@ def _deliveries(session: Session) -> Iterator[tuple[Any, ...]]:
         )
         .outerjoin(Patient, Delivery.patient_id == Patient.id)
         .outerjoin(Appointment, Delivery.appointment_id == Appointment.id)
+        .where(Delivery.clinic_id == clinic_of(session))
         .order_by(Delivery.created_at, Delivery.id)
     )
     yield from _tuples(session, query)

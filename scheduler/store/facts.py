@@ -21,6 +21,7 @@ from scheduler.core.domain import (
     Phase,
 )
 from scheduler.store.batches import batches
+from scheduler.store.clinics import clinic_of
 from scheduler.store.db import among
 from scheduler.store.models import Appointment, CadenceChange, ConsentChange, Patient
 
@@ -69,6 +70,10 @@ def contacts_of(patient: PatientRow) -> Contacts:
     )
 
 
+def _clinic_patients(session: Session) -> Select[int]:
+    return select(Patient.id).where(Patient.clinic_id == clinic_of(session))
+
+
 def current_consent(
     session: Session, patient_ids: Iterable[int] | None = None
 ) -> dict[int, dict[ConsentKind, bool]]:
@@ -76,8 +81,11 @@ def current_consent(
     query = select(ConsentChange.patient_id, ConsentChange.kind, ConsentChange.granted).order_by(
         ConsentChange.id
     )
-    if patient_ids is not None:
-        query = query.where(among(session, ConsentChange.patient_id, list(patient_ids)))
+    query = query.where(
+        among(session, ConsentChange.patient_id, list(patient_ids))
+        if patient_ids is not None
+        else ConsentChange.patient_id.in_(_clinic_patients(session))
+    )
     consent: dict[int, dict[ConsentKind, bool]] = defaultdict(dict)
     for patient_id, kind, granted in session.connection().execute(query).all():
         consent[patient_id][kind] = granted
@@ -164,7 +172,11 @@ def load_facts(
     with every appointment, or only those the rules can still read."""
     # Plain rows rather than ORM objects: the planner reads many patients' histories.
     rows: list[PatientRow] = list(
-        session.connection().execute(select(*PATIENT_COLUMNS).order_by(Patient.id))
+        session.connection().execute(
+            select(*PATIENT_COLUMNS)
+            .where(Patient.clinic_id == clinic_of(session))
+            .order_by(Patient.id)
+        )
         if patients is None
         else patients
     )
@@ -180,7 +192,11 @@ def load_facts(
         CadenceChange.follow_up_days,
         CadenceChange.changed_at,
     ).order_by(CadenceChange.id)
-    if ids is not None:
+    if ids is None:
+        everyone = _clinic_patients(session)
+        appointment_query = appointment_query.where(Appointment.patient_id.in_(everyone))
+        history_query = history_query.where(CadenceChange.patient_id.in_(everyone))
+    else:
         appointment_query = (
             _relevant_appointments(session, ids, now)
             if relevant_only

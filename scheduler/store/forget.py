@@ -25,6 +25,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from scheduler.core.domain import PATIENT_REASONS, ConsentKind, Reason
+from scheduler.store.clinics import clinic_of
 from scheduler.store.consent import ConsentSource, record_consent, withdraw_planned
 from scheduler.store.models import Delivery, LinkCode, LinkFailure, Patient, WebhookEvent
 
@@ -72,10 +73,16 @@ def _forget_line_user(session: Session, line_user_id: str) -> None:
     """What the LINE side holds of the patient: wrong codes counted against their
     LINE user id, and the events their LINE sent. An event not yet dealt with is
     left to the webhook's processing (it finds no patient with that id any more)."""
-    session.execute(delete(LinkFailure).where(LinkFailure.line_user_id == line_user_id))
+    clinic_id = clinic_of(session)
+    session.execute(
+        delete(LinkFailure).where(
+            LinkFailure.clinic_id == clinic_id, LinkFailure.line_user_id == line_user_id
+        )
+    )
     session.execute(
         update(WebhookEvent)
         .where(
+            WebhookEvent.clinic_id == clinic_id,
             WebhookEvent.processed_at.is_not(None),
             WebhookEvent.body.contains(line_user_id, autoescape=True),
         )

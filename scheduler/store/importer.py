@@ -39,6 +39,7 @@ from scheduler.core.domain import (
 )
 from scheduler.store.batches import batches
 from scheduler.store.bulk import DriverRows, copy_rows, executemany
+from scheduler.store.clinics import clinic_of
 from scheduler.store.facts import current_consent
 from scheduler.store.models import (
     Appointment,
@@ -477,7 +478,7 @@ def save_patients(
                 Patient.nudge_after_days,
                 Patient.follow_up_days,
                 Patient.forgotten_at,
-            )
+            ).where(Patient.clinic_id == clinic_of(session))
         )
     }
     refused = [
@@ -579,6 +580,7 @@ class _PatientWrites:
             session,
             _PATIENTS,
             (
+                "clinic_id",
                 "external_id",
                 "name",
                 "email",
@@ -608,6 +610,7 @@ class _PatientWrites:
             return {}
         for row in rows:
             self.patients.add(
+                clinic_of(self.session),
                 row.external_id,
                 row.name,
                 row.email,
@@ -622,8 +625,7 @@ class _PatientWrites:
             )
         self.patients.flush()
         # Every patient's id in one query, rather than one per thousand new ones.
-        ids = self.session.execute(select(Patient.external_id, Patient.id))
-        return {external_id: patient_id for external_id, patient_id in ids}
+        return _patient_ids(self.session)
 
     def cadence_changed(self, patient_id: int, cadence: _Cadence) -> None:
         self.cadence.add(patient_id, *cadence, self.now, self.source)
@@ -634,6 +636,14 @@ class _PatientWrites:
     def flush(self) -> None:
         self.cadence.flush()
         self.consent.flush()
+
+
+def _patient_ids(session: Session) -> dict[str, int]:
+    """The clinic's patients' ids by external_id."""
+    found = session.execute(
+        select(Patient.external_id, Patient.id).where(Patient.clinic_id == clinic_of(session))
+    )
+    return {external_id: patient_id for external_id, patient_id in found}
 
 
 def _contact(row: PatientRow) -> dict[str, object]:
@@ -662,10 +672,7 @@ def save_appointments(
     session.flush()  # what the session holds is written before it is compared
     # Every patient's id in one query: a file usually names most of the clinic's
     # patients, and a query per thousand of them costs more.
-    patient_ids = {
-        external_id: patient_id
-        for external_id, patient_id in session.execute(select(Patient.external_id, Patient.id))
-    }
+    patient_ids = _patient_ids(session)
     problems = _Problems(path)
     for row in by_patient:
         if row.external_id not in patient_ids:

@@ -42,6 +42,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.core.domain import ChannelName, ConsentKind
 from scheduler.core.line_chat import Say, newsletter_request
+from scheduler.store.clinics import clinic_of
 from scheduler.store.consent import ConsentSource, record_consent
 from scheduler.store.db import transaction, upsert_insert
 from scheduler.store.linking import Linked, link
@@ -111,6 +112,7 @@ def store(session: Session, events: list[dict[str, Any]], now: datetime) -> list
             event["webhookEventId"],
             {
                 "id": event["webhookEventId"],
+                "clinic_id": clinic_of(session),
                 "event_type": event["type"],
                 "body": json.dumps(event, ensure_ascii=False),
                 "received_at": now,
@@ -131,7 +133,11 @@ def pending(session: Session, limit: int = 100) -> list[str]:
     return list(
         session.scalars(
             select(WebhookEvent.id)
-            .where(WebhookEvent.processed_at.is_(None), WebhookEvent.attempts < MAX_ATTEMPTS)
+            .where(
+                WebhookEvent.clinic_id == clinic_of(session),
+                WebhookEvent.processed_at.is_(None),
+                WebhookEvent.attempts < MAX_ATTEMPTS,
+            )
             .order_by(WebhookEvent.received_at, WebhookEvent.id)
             .limit(limit)
         )
@@ -145,7 +151,11 @@ def process(
     with transaction(sessions) as session:
         event = session.scalars(
             select(WebhookEvent)
-            .where(WebhookEvent.id == event_id, WebhookEvent.processed_at.is_(None))
+            .where(
+                WebhookEvent.id == event_id,
+                WebhookEvent.clinic_id == clinic_of(session),
+                WebhookEvent.processed_at.is_(None),
+            )
             .with_for_update()
         ).first()
         if event is None:
@@ -246,7 +256,11 @@ def _linked_to(session: Session, user: str) -> list[Patient]:
     return list(
         session.scalars(
             select(Patient)
-            .where(Patient.line_user_id == user, Patient.forgotten_at.is_(None))
+            .where(
+                Patient.clinic_id == clinic_of(session),
+                Patient.line_user_id == user,
+                Patient.forgotten_at.is_(None),
+            )
             .order_by(Patient.id)
         )
     )

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import delete, select
+from sqlalchemy import ColumnElement, delete, select
 from sqlalchemy.orm import Session
 
 from scheduler.core.domain import ConsentKind
 from scheduler.core.link_codes import LOCK_AFTER, LOCK_WINDOW, VALID_FOR, code_in, new_code
+from scheduler.store.clinics import clinic_of
 from scheduler.store.consent import ConsentSource, record_consent
 from scheduler.store.db import upsert_insert
 from scheduler.store.models import LinkCode, LinkFailure, Patient
@@ -66,7 +67,13 @@ def link(session: Session, line_user_id: str, text: str, now: datetime) -> LinkO
         return LinkOutcome(Linked.LOCKED)
     row = session.scalar(select(LinkCode).where(LinkCode.code == code))
     patient = session.get(Patient, row.patient_id) if row is not None else None
-    if row is None or patient is None or patient.forgotten_at is not None:
+    # A code is good only in its own clinic's LINE chat.
+    if (
+        row is None
+        or patient is None
+        or patient.clinic_id != clinic_of(session)
+        or patient.forgotten_at is not None
+    ):
         session.add(LinkFailure(line_user_id=line_user_id, at=now))
         return LinkOutcome(Linked.LOCKED if _locked(session, line_user_id, now) else Linked.WRONG)
     if patient.line_user_id == line_user_id:
@@ -76,7 +83,11 @@ def link(session: Session, line_user_id: str, text: str, now: datetime) -> LinkO
     if row.expires_at <= now:
         return LinkOutcome(Linked.EXPIRED)
     other = session.scalar(
-        select(Patient.id).where(Patient.line_user_id == line_user_id, Patient.id != patient.id)
+        select(Patient.id).where(
+            Patient.clinic_id == patient.clinic_id,
+            Patient.line_user_id == line_user_id,
+            Patient.id != patient.id,
+        )
     )
     if other is not None:
         return LinkOutcome(Linked.TAKEN)
@@ -87,7 +98,7 @@ def link(session: Session, line_user_id: str, text: str, now: datetime) -> LinkO
     row.used_at = now
     # Sending the code from LINE is asking for the clinic's messages there.
     record_consent(session, patient.id, ConsentKind.REMINDERS, True, ConsentSource.LINE, now)
-    session.execute(delete(LinkFailure).where(LinkFailure.line_user_id == line_user_id))
+    session.execute(delete(LinkFailure).where(*_failures_of(session, line_user_id)))
     return LinkOutcome(Linked.LINKED, patient.id)
 
 
@@ -96,7 +107,7 @@ def _locked(session: Session, line_user_id: str, now: datetime) -> bool:
     after the last of them."""
     times = session.scalars(
         select(LinkFailure.at)
-        .where(LinkFailure.line_user_id == line_user_id, LinkFailure.at > now - 2 * LOCK_WINDOW)
+        .where(*_failures_of(session, line_user_id), LinkFailure.at > now - 2 * LOCK_WINDOW)
         .order_by(LinkFailure.at)
     ).all()
     return any(
@@ -104,6 +115,10 @@ def _locked(session: Session, line_user_id: str, now: datetime) -> bool:
         and now < times[last] + LOCK_WINDOW
         for last in range(LOCK_AFTER - 1, len(times))
     )
+
+
+def _failures_of(session: Session, line_user_id: str) -> tuple[ColumnElement[bool], ...]:
+    return (LinkFailure.clinic_id == clinic_of(session), LinkFailure.line_user_id == line_user_id)
 
 
 def _unused_code(session: Session) -> str:

@@ -97,11 +97,36 @@ def new_public_id() -> str:
     return secrets.token_hex(16)
 
 
-class Patient(Base):
-    __tablename__ = "patients"
+class Clinic(Base):
+    """A clinic this installation serves. Its settings and secrets stay in files
+    (`config_dir`), never in the database. The first one, made by migration 0009, is
+    the installation's own settings (`config_dir` None)."""
+
+    __tablename__ = "clinics"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    external_id: Mapped[str] = mapped_column(String(64), unique=True)
+    slug: Mapped[str] = mapped_column(String(40), unique=True)
+    config_dir: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+def _clinic() -> Mapped[int]:
+    """The clinic a row belongs to; rows that hang off a patient (appointments,
+    consent and cadence changes, link codes) belong to their patient's."""
+    return mapped_column(ForeignKey("clinics.id"))
+
+
+class Patient(Base):
+    __tablename__ = "patients"
+    __table_args__ = (
+        UniqueConstraint("clinic_id", "external_id"),
+        # The worker's question each cycle: this clinic's patients due to be planned.
+        Index("ix_patients_clinic_id_replan_at", "clinic_id", "replan_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    clinic_id: Mapped[int] = _clinic()
+    external_id: Mapped[str] = mapped_column(String(64))
     name: Mapped[str] = mapped_column(String(200))
     phase: Mapped[Phase | None] = mapped_column(_enum(Phase))
     email: Mapped[str | None] = mapped_column(String(320))
@@ -125,7 +150,7 @@ class Patient(Base):
     # can change with time alone (a far-off date when only new facts can change
     # them). None: their facts changed, plan at the next cycle
     # (scheduler/store/replan.py keeps it so).
-    replan_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    replan_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -197,12 +222,14 @@ class Delivery(Base):
 
     __tablename__ = "deliveries"
     __table_args__ = (
+        UniqueConstraint("clinic_id", "idempotency_key"),
         Index("ix_deliveries_state_send_after", "state", "send_after"),
         Index("ix_deliveries_campaign_id_campaign_day", "campaign_id", "campaign_day"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_delivery_id)
-    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    clinic_id: Mapped[int] = _clinic()
+    idempotency_key: Mapped[str] = mapped_column(String(200))
     # None for messages to the clinic itself (the daily digest).
     patient_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id"), index=True)
     appointment_id: Mapped[int | None] = mapped_column(ForeignKey("appointments.id"))
@@ -246,6 +273,7 @@ class ChannelState(Base):
 
     __tablename__ = "channel_states"
 
+    clinic_id: Mapped[int] = mapped_column(ForeignKey("clinics.id"), primary_key=True)
     channel: Mapped[ChannelName] = mapped_column(_enum(ChannelName), primary_key=True)
     held_because: Mapped[HoldCause | None] = mapped_column(_enum(HoldCause))
     held_reason: Mapped[str | None] = mapped_column(Text)
@@ -260,6 +288,7 @@ class LineQuotaMonth(Base):
 
     __tablename__ = "line_quota_months"
 
+    clinic_id: Mapped[int] = mapped_column(ForeignKey("clinics.id"), primary_key=True)
     month: Mapped[str] = mapped_column(String(7), primary_key=True)  # "2026-11", clinic time
     # None: the plan has no monthly limit. Until LINE is read (`read_at`), the limit
     # is `[line] monthly_quota` from the settings.
@@ -280,6 +309,7 @@ class WebhookEvent(Base):
     __tablename__ = "webhook_events"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)  # webhookEventId
+    clinic_id: Mapped[int] = _clinic()  # whose channel LINE sent it to
     event_type: Mapped[str] = mapped_column(String(32))
     body: Mapped[str] = mapped_column(Text)  # the event's JSON, as LINE sent it
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -308,17 +338,18 @@ class LinkFailure(Base):
     __tablename__ = "link_failures"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    clinic_id: Mapped[int] = _clinic()
     line_user_id: Mapped[str] = mapped_column(String(64), index=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class PlanningSettings(Base):
-    """The digest of the settings the last plan used (one row): when the settings
-    differ, every patient is planned again."""
+    """The digest of the settings a clinic's last plan used: when the settings
+    differ, every patient of the clinic is planned again."""
 
     __tablename__ = "planning_settings"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    clinic_id: Mapped[int] = mapped_column(ForeignKey("clinics.id"), primary_key=True)
     fingerprint: Mapped[str] = mapped_column(String(64))
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -329,6 +360,7 @@ class PlannedOccurrence(Base):
 
     __tablename__ = "planned_occurrences"
 
+    clinic_id: Mapped[int] = mapped_column(ForeignKey("clinics.id"), primary_key=True)
     campaign_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     planned_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from scheduler.core.cadence import EffectiveCadence, effective_cadence, is_lapsed, last_visit
 from scheduler.core.config import Rules
 from scheduler.core.domain import ChannelName, ConsentKind, DeliveryState, Phase
+from scheduler.store.clinics import clinic_of
 from scheduler.store.facts import load_facts
 from scheduler.store.models import CadenceChange, ConsentChange, Delivery, Patient
 
@@ -73,7 +74,12 @@ def mark_contact_unusable(
 
 
 def find_patient(session: Session, external_id: str) -> Patient | None:
-    return session.scalars(select(Patient).where(Patient.external_id == external_id)).first()
+    """The clinic's patient with this number."""
+    return session.scalars(
+        select(Patient).where(
+            Patient.clinic_id == clinic_of(session), Patient.external_id == external_id
+        )
+    ).first()
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, UOWTransaction
 
 from scheduler.store.batches import batches
 from scheduler.store.bulk import DriverRows, executemany
+from scheduler.store.clinics import clinic_of
 from scheduler.store.models import (
     Appointment,
     CadenceChange,
@@ -62,8 +63,11 @@ def mark_patient_of(session: Session, delivery_id: str) -> None:
 
 
 def mark_everyone(session: Session) -> int:
-    """Plan every patient at the next cycle (the settings may have changed)."""
-    result = session.execute(update(Patient).values(replan_at=None))
+    """Plan every patient of the clinic at the next cycle (the settings may have
+    changed)."""
+    result = session.execute(
+        update(Patient).where(Patient.clinic_id == clinic_of(session)).values(replan_at=None)
+    )
     return int(getattr(result, "rowcount", 0) or 0)
 
 
@@ -86,7 +90,9 @@ def patients_to_plan(session: Session, now: datetime) -> list[int]:
     is skipped: another worker plans it, or its change is not committed yet (the
     next cycle plans it)."""
     due = or_(Patient.replan_at.is_(None), Patient.replan_at <= now)
-    query = select(Patient.id).where(due).order_by(Patient.id)
+    query = (
+        select(Patient.id).where(Patient.clinic_id == clinic_of(session), due).order_by(Patient.id)
+    )
     return list(session.scalars(query.with_for_update(key_share=True, skip_locked=True)))
 
 
@@ -94,7 +100,7 @@ def patient_ids(session: Session) -> list[int]:
     """Every patient, locked until the plan commits, waiting for those that other
     transactions hold: a plan of everyone (a campaign occurrence's first, which
     paces its whole audience at once) must leave no one out."""
-    query = select(Patient.id).order_by(Patient.id)
+    query = select(Patient.id).where(Patient.clinic_id == clinic_of(session)).order_by(Patient.id)
     return list(session.scalars(query.with_for_update(key_share=True)))
 
 
@@ -109,14 +115,16 @@ def patient_ids(session: Session) -> list[int]:
 
 def settings_changed(session: Session, fingerprint: str, now: datetime) -> bool:
     """Whether the settings differ from those of the last plan; records these."""
-    if session.scalar(select(PlanningSettings.fingerprint)) == fingerprint:
+    clinic_id = clinic_of(session)
+    last = select(PlanningSettings.fingerprint).where(PlanningSettings.clinic_id == clinic_id)
+    if session.scalar(last) == fingerprint:
         return False
     # Imported here: store.db imports this module for its flush hook.
     from scheduler.store.db import upsert_insert
 
-    values = {"id": 1, "fingerprint": fingerprint, "recorded_at": now}
-    statement = upsert_insert(session, PlanningSettings).values(values)
-    session.execute(statement.on_conflict_do_update(index_elements=["id"], set_=values))
+    values = {"fingerprint": fingerprint, "recorded_at": now}
+    statement = upsert_insert(session, PlanningSettings).values(clinic_id=clinic_id, **values)
+    session.execute(statement.on_conflict_do_update(index_elements=["clinic_id"], set_=values))
     return True
 
 

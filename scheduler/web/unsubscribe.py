@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 from scheduler.clock import SystemClock
 from scheduler.core.domain import ConsentKind
 from scheduler.core.unsubscribe import read_unsubscribe_token
+from scheduler.store.clinics import clinic_of
 from scheduler.store.consent import ConsentSource, record_consent
 from scheduler.store.db import reading, transaction
 from scheduler.store.facts import current_consent
@@ -122,7 +123,11 @@ def _patient(session: Session, token: str, *, for_update: bool = False) -> _Foun
         public_id, kind = read_unsubscribe_token(runtime_of(current_app).settings.secret_key, token)
     except ValueError:  # InvalidToken, or no key in the settings: no token is ours
         raise _NotFound from None
-    query = select(Patient.id).where(Patient.public_id == public_id, Patient.forgotten_at.is_(None))
+    query = select(Patient.id).where(
+        Patient.clinic_id == clinic_of(session),
+        Patient.public_id == public_id,
+        Patient.forgotten_at.is_(None),
+    )
     patient_id = session.scalar(query.with_for_update() if for_update else query)
     if patient_id is None:
         raise _NotFound

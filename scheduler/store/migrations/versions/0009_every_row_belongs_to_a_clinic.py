@@ -1,0 +1,139 @@
+"""every row belongs to a clinic
+
+Revision ID: 0009
+Revises: 0008
+Create Date: 2026-11-29
+
+One installation can serve several clinics. The clinic of this installation's own
+settings is the first one (id 1, slug "default"), and everything already in the
+database is moved into it: patients (and through them their appointments, consent
+and cadence histories and link codes), deliveries, channel holds, the LINE budget,
+webhook events, failed link attempts and the planner's records. A patient's number
+and a delivery's idempotency key are unique within their clinic.
+"""
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0009"
+down_revision: str | None = "0008"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+FIRST_CLINIC = 1
+# Tables whose primary key gains the clinic: rebuilt, their rows copied.
+REKEYED = {
+    "channel_states": (
+        ["channel"],
+        [
+            sa.Column("channel", sa.String(length=16), nullable=False),
+            sa.Column("held_because", sa.String(length=16), nullable=True),
+            sa.Column("held_reason", sa.Text(), nullable=True),
+            sa.Column("held_since", sa.DateTime(), nullable=True),
+            sa.Column("held_until", sa.DateTime(), nullable=True),
+        ],
+    ),
+    "line_quota_months": (
+        ["month"],
+        [
+            sa.Column("month", sa.String(length=7), nullable=False),
+            sa.Column("quota_limit", sa.Integer(), nullable=True),
+            sa.Column("used", sa.Integer(), nullable=False),
+            sa.Column("reserved", sa.Integer(), nullable=False),
+            sa.Column("read_at", sa.DateTime(), nullable=True),
+        ],
+    ),
+    "planning_settings": (
+        [],
+        [
+            sa.Column("fingerprint", sa.String(length=64), nullable=False),
+            sa.Column("recorded_at", sa.DateTime(), nullable=False),
+        ],
+    ),
+    "planned_occurrences": (
+        ["campaign_id", "day"],
+        [
+            sa.Column("campaign_id", sa.String(length=64), nullable=False),
+            sa.Column("day", sa.Date(), nullable=False),
+            sa.Column("planned_at", sa.DateTime(), nullable=False),
+        ],
+    ),
+}
+
+
+def upgrade() -> None:
+    clinics = op.create_table(
+        "clinics",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("slug", sa.String(length=40), nullable=False),
+        sa.Column("config_dir", sa.Text(), nullable=True),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_clinics")),
+        sa.UniqueConstraint("slug", name=op.f("uq_clinics_slug")),
+    )
+    now = datetime.now(UTC).replace(tzinfo=None)
+    op.bulk_insert(
+        clinics, [{"id": FIRST_CLINIC, "slug": "default", "config_dir": None, "created_at": now}]
+    )
+    with op.batch_alter_table("patients", schema=None) as batch_op:
+        _add_clinic(batch_op, "patients")
+        batch_op.drop_constraint(batch_op.f("uq_patients_external_id"), type_="unique")
+        batch_op.create_unique_constraint(
+            batch_op.f("uq_patients_clinic_id"), ["clinic_id", "external_id"]
+        )
+        batch_op.drop_index(batch_op.f("ix_patients_replan_at"))
+        batch_op.create_index("ix_patients_clinic_id_replan_at", ["clinic_id", "replan_at"])
+    with op.batch_alter_table("deliveries", schema=None) as batch_op:
+        _add_clinic(batch_op, "deliveries")
+        batch_op.drop_constraint(batch_op.f("uq_deliveries_idempotency_key"), type_="unique")
+        batch_op.create_unique_constraint(
+            batch_op.f("uq_deliveries_clinic_id"), ["clinic_id", "idempotency_key"]
+        )
+    for table in ("webhook_events", "link_failures"):
+        with op.batch_alter_table(table, schema=None) as batch_op:
+            _add_clinic(batch_op, table)
+    for table in ("patients", "deliveries", "webhook_events", "link_failures"):
+        with op.batch_alter_table(table, schema=None) as batch_op:
+            batch_op.alter_column("clinic_id", server_default=None)
+    for table, (key, columns) in REKEYED.items():
+        _rekey(table, key, columns)
+
+
+def _add_clinic(batch_op: object, table: str) -> None:
+    batch_op.add_column(  # type: ignore[attr-defined]
+        sa.Column("clinic_id", sa.Integer(), nullable=False, server_default=str(FIRST_CLINIC))
+    )
+    batch_op.create_foreign_key(  # type: ignore[attr-defined]
+        op.f(f"fk_{table}_clinic_id_clinics"), "clinics", ["clinic_id"], ["id"]
+    )
+
+
+def _rekey(table: str, key: list[str], columns: list[Any]) -> None:
+    """Rebuild `table` with the clinic first in its primary key, rows kept (these
+    tables hold a handful of rows)."""
+    names = [c.name for c in columns]
+    rows = op.get_bind().execute(sa.text(f"SELECT {', '.join(names)} FROM {table}")).all()
+    op.drop_table(table)
+    rebuilt = op.create_table(
+        table,
+        sa.Column("clinic_id", sa.Integer(), nullable=False),
+        *columns,
+        sa.ForeignKeyConstraint(
+            ["clinic_id"], ["clinics.id"], name=op.f(f"fk_{table}_clinic_id_clinics")
+        ),
+        sa.PrimaryKeyConstraint("clinic_id", *key, name=op.f(f"pk_{table}")),
+    )
+    op.bulk_insert(
+        rebuilt, [{"clinic_id": FIRST_CLINIC, **dict(zip(names, row, strict=True))} for row in rows]
+    )
+
+
+def downgrade() -> None:
+    raise NotImplementedError(
+        "0009 cannot be undone: patients of several clinics may share a number; "
+        "restore the backup taken before the upgrade"
+    )
