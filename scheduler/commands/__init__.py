@@ -2,8 +2,8 @@
 
 This module holds the command line itself, every command with its options; what a
 command does lives in the module of its group (`facts`, `outbox`, `worker`,
-`messages`, `seasonal`, `database`, `linking`, `data_rights`, `web`), imported only
-when that command runs.
+`messages`, `seasonal`, `database`, `linking`, `data_rights`, `web`, `operations`),
+imported only when that command runs.
 """
 
 from __future__ import annotations
