@@ -128,6 +128,17 @@ def clinic_env(
 
 
 @pytest.fixture
+def local_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sqlite_template: Path
+) -> dict[str, str]:
+    """Like `clinic_env`, on SQLite only: for behaviour that does not depend on the
+    database engine (arguments, settings, a database never migrated)."""
+    database = tmp_path / "tayori.db"
+    shutil.copy(sqlite_template, database)
+    return install_clinic_env(f"sqlite:///{database}", tmp_path, monkeypatch)
+
+
+@pytest.fixture
 def settings(clinic_env: dict[str, str]) -> Settings:
     return load_settings(clinic_env)
 

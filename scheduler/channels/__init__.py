@@ -42,10 +42,13 @@ class Receipt:
 
 
 class DeliveryError(Exception):
-    def __init__(self, reason: str, failure: Failure = Failure.TRANSIENT) -> None:
+    def __init__(
+        self, reason: str, failure: Failure = Failure.TRANSIENT, *, status: int | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.failure = failure
+        self.status = status  # the provider's HTTP status, when it answered with one
 
 
 class Transport(Protocol):

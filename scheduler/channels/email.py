@@ -283,6 +283,19 @@ class SmtpTransport:
                 raise self._failure(error, progress.stage, message.to) from error
         raise AssertionError("unreachable: the second attempt returns or raises")
 
+    def check(self) -> None:
+        """Connect, secure and log in as for a message, then QUIT, sending nothing
+        (`tayori doctor`). Raises DeliveryError as `send` does."""
+        progress = _Progress()
+        try:
+            connection = self._connect(progress)
+        except (smtplib.SMTPException, OSError) as error:
+            raise self._failure(error, progress.stage, to=None) from error
+        try:
+            connection.quit()
+        except (smtplib.SMTPException, OSError):
+            connection.close()
+
     def close(self) -> None:
         with self._lock:
             connections, self._open = self._open, set()
@@ -383,7 +396,7 @@ class SmtpTransport:
 
     # -- what a failure means ----------------------------------------------------
 
-    def _failure(self, error: Exception, stage: _Stage, to: str) -> DeliveryError:
+    def _failure(self, error: Exception, stage: _Stage, to: str | None) -> DeliveryError:
         """The one place that reads SMTP failures and decides what happens next."""
         smtp = self.smtp
         server = f"{smtp.host}:{smtp.port}"
@@ -472,13 +485,15 @@ class SmtpTransport:
             f"connection to the SMTP server lost at {stage.value}: {self._quote(str(error), to)}"
         )
 
-    def _quote(self, text: bytes | str, to: str) -> str:
+    def _quote(self, text: bytes | str, to: str | None) -> str:
         """A server's words, fit for a log line: one line, short, and without the
         recipient's address (servers echo it) or the password."""
         if isinstance(text, bytes):
             text = text.decode("utf-8", "replace")
         text = " ".join(text.split())
-        text = _ADDRESS.sub("<address>", text).replace(to, "<address>")
+        text = _ADDRESS.sub("<address>", text)
+        if to:
+            text = text.replace(to, "<address>")
         if self.smtp.password:
             text = text.replace(self.smtp.password, "***")
         if len(text) > REPLY_QUOTE_MAX:

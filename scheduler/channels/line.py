@@ -349,7 +349,7 @@ class LineTransport:
             if failure is None:
                 return _Answer(status, e.headers or {}, None)
             reason = describe(status, e.body, failure, retry_key=retry_key)
-            raise DeliveryError(self._redact(reason), failure) from None
+            raise DeliveryError(self._redact(reason), failure, status=status) from None
         except urllib3.exceptions.HTTPError as e:
             failure = network_failure(e)
             reason = self._no_answer(e, failure, retry_key)

@@ -2,8 +2,8 @@
 
 This module holds the command line itself, every command with its options; what a
 command does lives in the module of its group (`facts`, `outbox`, `worker`,
-`messages`, `seasonal`, `database`, `linking`, `data_rights`, `web`), imported only
-when that command runs.
+`messages`, `seasonal`, `database`, `linking`, `data_rights`, `web`, `operations`),
+imported only when that command runs.
 """
 
 from __future__ import annotations
@@ -13,36 +13,32 @@ import importlib
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scheduler.core.domain import PATIENT_REASONS, ChannelName, Phase, Reason
 from scheduler.core.seasons import FIRST_YEAR, LAST_YEAR
+
+if TYPE_CHECKING:
+    from scheduler.settings import Settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     # Imported after the arguments are read: `--help` and a mistyped option need none.
     from scheduler.commands.errors import report
-    from scheduler.settings import Settings, load_env_file, load_settings, log_level
 
     settings: Settings | None = None
     try:
-        load_env_file(Path(".env"))
-        # Logging first, so that a failure to read the rest can be logged at DEBUG.
-        logging.basicConfig(
-            level=log_level(os.environ),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            stream=sys.stderr,
-        )
-        for chatty in ("alembic", "apscheduler"):
-            logging.getLogger(chatty).setLevel(logging.WARNING)
-        settings = load_settings()
         module, _, function = args.command.partition(":")
-        command: Callable[[argparse.Namespace, Settings], int] = getattr(
-            importlib.import_module(f"scheduler.commands.{module}"), function
-        )
-        status = command(args, settings)
+        handler = getattr(importlib.import_module(f"scheduler.commands.{module}"), function)
+        if args.reads_settings:
+            # `tayori doctor`: a mistake in the settings is one of its findings.
+            status: int = handler(args)
+        else:
+            settings = read_settings()
+            status = handler(args, settings)
         # Written out here, not at exit, so that a reader who left early is noticed
         # while its error can still be answered.
         sys.stdout.flush()
@@ -50,6 +46,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (Exception, KeyboardInterrupt) as e:
         # Every failure, foreseen or not, is answered without a traceback: see errors.py.
         return report(e, settings.database_url if settings else None)
+
+
+def read_settings() -> Settings:
+    """The settings of a command: `.env`, logging, then the environment and the files
+    it names."""
+    from scheduler.settings import load_env_file, load_settings, log_level
+
+    load_env_file(Path(".env"))
+    # Logging first, so that a failure to read the rest can be logged at DEBUG.
+    logging.basicConfig(
+        level=log_level(os.environ),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for chatty in ("alembic", "apscheduler"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+    return load_settings()
 
 
 def parser() -> argparse.ArgumentParser:
@@ -60,11 +73,14 @@ def parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    def command(name: str, handler: str, help: str) -> argparse.ArgumentParser:
+    def command(
+        name: str, handler: str, help: str, *, reads_settings: bool = False
+    ) -> argparse.ArgumentParser:
         """A command whose `handler` is `module:function` in this package, imported
-        only when the command runs (so `tayori --help` starts at once)."""
+        only when the command runs (so `tayori --help` starts at once). It is given
+        the settings, unless it `reads_settings` itself (with `read_settings`)."""
         sub = commands.add_parser(name, help=help, description=help)
-        sub.set_defaults(command=handler)
+        sub.set_defaults(command=handler, reads_settings=reads_settings)
         return sub
 
     def now_option(sub: argparse.ArgumentParser, what: str) -> None:
@@ -77,6 +93,20 @@ def parser() -> argparse.ArgumentParser:
     database = command("db", "database:upgrade", "manage the database")
     database_commands = database.add_subparsers(required=True, metavar="ACTION")
     database_commands.add_parser("upgrade", help="apply the migrations (creates the database)")
+
+    command(
+        "release",
+        "operations:release",
+        "the release step of a deployment: check every template and tip, then migrate "
+        "the database; exit 1 with the problems, migrating nothing, if a template is wrong",
+    )
+
+    command(
+        "doctor",
+        "operations:doctor",
+        "check the settings, database, templates, LINE and SMTP; say what to fix",
+        reads_settings=True,
+    )
 
     importing = command("import", "facts:import_csv", "import patients or appointments from CSV")
     importing.add_argument("kind", choices=["patients", "appointments"])

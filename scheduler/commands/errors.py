@@ -83,6 +83,12 @@ def report(error: BaseException, database_url: str | None) -> int:
     return answer.status
 
 
+def in_words(error: BaseException, database_url: str | None) -> str:
+    """What `report` says of `error`, without the command's name: one finding among
+    others (`tayori doctor`)."""
+    return " ".join(line.removeprefix("tayori: ") for line in explain(error, database_url).lines)
+
+
 def explain(error: BaseException, database_url: str | None) -> Answer:
     match error:
         case ConfigError():

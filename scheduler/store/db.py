@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -168,14 +169,31 @@ def upgrade(engine: Engine) -> None:
     command.upgrade(_alembic_config(engine), "head")
 
 
-def is_up_to_date(engine: Engine) -> bool:
+class Migrations(Enum):
+    """Where a database stands against this version's migrations."""
+
+    CURRENT = "current"
+    BEHIND = "behind"  # some or all to apply: `tayori db upgrade`
+    # At a revision this version does not know: a newer Tayori migrated it.
+    NEWER = "newer"
+
+
+def migrations(engine: Engine) -> Migrations:
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
-    heads = set(ScriptDirectory.from_config(_alembic_config(engine)).get_heads())
+    script = ScriptDirectory.from_config(_alembic_config(engine))
     with engine.connect() as connection:
         current = set(MigrationContext.configure(connection).get_current_heads())
-    return current == heads
+    if current == set(script.get_heads()):
+        return Migrations.CURRENT
+    if current - {revision.revision for revision in script.walk_revisions()}:
+        return Migrations.NEWER
+    return Migrations.BEHIND
+
+
+def is_up_to_date(engine: Engine) -> bool:
+    return migrations(engine) is Migrations.CURRENT
 
 
 def is_empty(sessions: sessionmaker[Session]) -> bool:

@@ -29,7 +29,7 @@ from scheduler.commands import main
 from scheduler.core.domain import ChannelName, DeliveryState, Reason
 from scheduler.settings import Settings
 from scheduler.store.models import Appointment, Delivery, Patient
-from tests.conftest import ROOT, install_clinic_env
+from tests.conftest import ROOT
 from tests.integration.csv_files import (
     LINE_ID,
     appointments_csv,
@@ -96,17 +96,6 @@ def count(sessions: sessionmaker[Session], model: type[object]) -> int:
 
 def output(capsys: pytest.CaptureFixture[str]) -> str:
     return capsys.readouterr().out
-
-
-@pytest.fixture
-def local_env(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sqlite_template: Path
-) -> dict[str, str]:
-    """Like `clinic_env`, on SQLite only: for behaviour that does not depend on the
-    database engine (arguments, settings, a database never migrated)."""
-    database = tmp_path / "tayori.db"
-    shutil.copy(sqlite_template, database)
-    return install_clinic_env(f"sqlite:///{database}", tmp_path, monkeypatch)
 
 
 # --- plan --------------------------------------------------------------------------
@@ -248,9 +237,14 @@ def one_attempt_env(
     shipped = (ROOT / "config" / "tayori.toml").read_text(encoding="utf-8")
     assert "max_attempts = 5" in shipped
     config.write_text(shipped.replace("max_attempts = 5", "max_attempts = 1"), encoding="utf-8")
+    monkeypatch.setenv("TAYORI_CONFIG", str(config))
+    return own_messages(tmp_path, monkeypatch)
+
+
+def own_messages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the shipped messages, which a test may break, in use."""
     messages = tmp_path / "messages"
     shutil.copytree(ROOT / "messages", messages)
-    monkeypatch.setenv("TAYORI_CONFIG", str(config))
     monkeypatch.setenv("TAYORI_MESSAGES_DIR", str(messages))
     return messages
 
@@ -441,6 +435,32 @@ def test_db_upgrade_creates_the_database_and_is_safe_to_repeat(
     assert output(capsys).startswith("deliveries: 0 planned")
 
 
+def test_release_checks_the_templates_then_migrates_the_database(
+    unmigrated_database: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["release"]) == 0
+
+    checked, migrated = output(capsys).splitlines()
+    assert checked.endswith(" checked: no problems")
+    assert migrated == "database is up to date"
+    assert main(["status"]) == 0
+
+
+def test_release_with_a_template_problem_exits_1_listing_it_and_migrates_nothing(
+    unmigrated_database: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    messages = own_messages(tmp_path, monkeypatch)
+    broken = break_template(messages, "cadence_nudge/line.j2")
+
+    assert main(["release"]) == 1
+
+    assert f"{broken}:1: " in output(capsys)
+    assert not Path(sa.engine.make_url(unmigrated_database).database or "").exists()
+
+
 # --- settings and arguments ---------------------------------------------------------
 
 
@@ -520,7 +540,18 @@ def test_python_m_scheduler_prints_help(local_env: dict[str, str]) -> None:
     result = run_tayori("--help", env=local_env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: tayori")
-    for command in ("db", "import", "plan", "tick", "run", "status", "demo"):
+    for command in (
+        "db",
+        "import",
+        "plan",
+        "tick",
+        "run",
+        "status",
+        "demo",
+        "serve",
+        "release",
+        "doctor",
+    ):
         assert f"    {command} " in result.stdout
 
 
