@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -23,20 +22,15 @@ from scheduler.core.seasons import FIRST_YEAR, LAST_YEAR
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     # Imported after the arguments are read: `--help` and a mistyped option need none.
+    from scheduler import logs
     from scheduler.commands.errors import report
-    from scheduler.settings import Settings, load_env_file, load_settings, log_level
+    from scheduler.settings import Settings, load_env_file, load_settings, log_format, log_level
 
     settings: Settings | None = None
     try:
         load_env_file(Path(".env"))
         # Logging first, so that a failure to read the rest can be logged at DEBUG.
-        logging.basicConfig(
-            level=log_level(os.environ),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            stream=sys.stderr,
-        )
-        for chatty in ("alembic", "apscheduler"):
-            logging.getLogger(chatty).setLevel(logging.WARNING)
+        logs.configure(log_level(os.environ), log_format(os.environ))
         settings = load_settings()
         module, _, function = args.command.partition(":")
         command: Callable[[argparse.Namespace, Settings], int] = getattr(
