@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -125,6 +127,29 @@ def clinic_env(
     database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> dict[str, str]:
     return install_clinic_env(database_url, tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def local_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sqlite_template: Path
+) -> dict[str, str]:
+    """Like `clinic_env`, on SQLite only: for behaviour that does not depend on the
+    database engine (arguments, settings, a database never migrated)."""
+    database = tmp_path / "tayori.db"
+    shutil.copy(sqlite_template, database)
+    return install_clinic_env(f"sqlite:///{database}", tmp_path, monkeypatch)
+
+
+def run_tayori(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`python -m scheduler ARGS`, as a separate process in the current directory."""
+    return subprocess.run(
+        [sys.executable, "-m", "scheduler", *args],
+        env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from scheduler.commands import main
 from scheduler.core.domain import ChannelName, DeliveryState, Reason
 from scheduler.settings import Settings
 from scheduler.store.models import Appointment, Delivery, Patient
-from tests.conftest import ROOT, install_clinic_env
+from tests.conftest import ROOT, run_tayori
 from tests.integration.csv_files import (
     LINE_ID,
     appointments_csv,
@@ -96,17 +96,6 @@ def count(sessions: sessionmaker[Session], model: type[object]) -> int:
 
 def output(capsys: pytest.CaptureFixture[str]) -> str:
     return capsys.readouterr().out
-
-
-@pytest.fixture
-def local_env(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sqlite_template: Path
-) -> dict[str, str]:
-    """Like `clinic_env`, on SQLite only: for behaviour that does not depend on the
-    database engine (arguments, settings, a database never migrated)."""
-    database = tmp_path / "tayori.db"
-    shutil.copy(sqlite_template, database)
-    return install_clinic_env(f"sqlite:///{database}", tmp_path, monkeypatch)
 
 
 # --- plan --------------------------------------------------------------------------
@@ -502,18 +491,6 @@ def test_now_that_is_not_a_moment_exits_1_with_a_clear_message(
 
 
 # --- the real entry point ------------------------------------------------------------
-
-
-def run_tayori(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """`python -m scheduler ARGS`, as a separate process in the current directory."""
-    return subprocess.run(
-        [sys.executable, "-m", "scheduler", *args],
-        env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_python_m_scheduler_prints_help(local_env: dict[str, str]) -> None:
