@@ -37,15 +37,16 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
 
 class _GunicornLogs(Logger):  # type: ignore[misc]
     """gunicorn's own lines (started, a worker booted or timed out) go where Tayori's
-    go, at TAYORI_LOG_LEVEL and in LOG_FORMAT, rather than through gunicorn's own
-    handler and format."""
+    go, in LOG_FORMAT, rather than through gunicorn's own handler and format.
+    Never below INFO: at DEBUG gunicorn writes each request's path, which can hold
+    an unsubscribe token."""
 
     def setup(self, cfg: Any) -> None:
         super().setup(cfg)
         for log in (self.error_log, self.access_log):
             for handler in list(log.handlers):
                 log.removeHandler(handler)
-        self.error_log.setLevel(logging.NOTSET)
+        self.error_log.setLevel(max(logging.INFO, logging.getLogger().level))
         self.error_log.propagate = True
 
 
