@@ -61,6 +61,8 @@ class Worker:
         self.clock = clock
         self.stopping = threading.Event()
         self._window_was_open: bool | None = None
+        # The clinic whose lines these are (scheduler.logs).
+        self._facts = {"clinic": runtime.settings.clinic_slug}
 
     def run_once(self) -> None:
         """One scheduled cycle; an error is logged and the next cycle tries again."""
@@ -69,7 +71,7 @@ class Worker:
             self._log_window(now)
             result = tick(self.runtime, now, self.stopping.is_set)
         except Exception:
-            log.exception("tick failed; retrying at the next cycle")
+            log.exception("tick failed; retrying at the next cycle", extra=self._facts)
             return
         planned = result.planned
         if planned.created or planned.revived or planned.withdrawn:
@@ -78,6 +80,7 @@ class Worker:
                 planned.created,
                 planned.revived,
                 planned.withdrawn,
+                extra=self._facts,
             )
 
     def _log_window(self, now: datetime) -> None:
@@ -85,7 +88,12 @@ class Worker:
         open_now = is_open(now, rules.window, rules.timezone)
         if open_now != self._window_was_open:
             if open_now:
-                log.info("send window open (%s %s)", rules.window.describe(), rules.timezone.key)
+                log.info(
+                    "send window open (%s %s)",
+                    rules.window.describe(),
+                    rules.timezone.key,
+                    extra=self._facts,
+                )
             else:
                 opens = next_opening(now, rules.window, rules.timezone).astimezone(rules.timezone)
                 log.info(
@@ -93,6 +101,7 @@ class Worker:
                     rules.window.describe(),
                     rules.timezone.key,
                     opens.isoformat(timespec="minutes"),
+                    extra=self._facts,
                 )
         self._window_was_open = open_now
 

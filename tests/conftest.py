@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -136,6 +138,18 @@ def local_env(
     database = tmp_path / "tayori.db"
     shutil.copy(sqlite_template, database)
     return install_clinic_env(f"sqlite:///{database}", tmp_path, monkeypatch)
+
+
+def run_tayori(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`python -m scheduler ARGS`, as a separate process in the current directory."""
+    return subprocess.run(
+        [sys.executable, "-m", "scheduler", *args],
+        env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -51,17 +50,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def read_settings() -> Settings:
     """The settings of a command: `.env`, logging, then the environment and the files
     it names."""
-    from scheduler.settings import load_env_file, load_settings, log_level
+    from scheduler import logs
+    from scheduler.settings import load_env_file, load_settings, log_format, log_level
 
     load_env_file(Path(".env"))
     # Logging first, so that a failure to read the rest can be logged at DEBUG.
-    logging.basicConfig(
-        level=log_level(os.environ),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for chatty in ("alembic", "apscheduler"):
-        logging.getLogger(chatty).setLevel(logging.WARNING)
+    logs.configure(log_level(os.environ), log_format(os.environ))
     return load_settings()
 
 

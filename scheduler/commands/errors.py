@@ -24,6 +24,7 @@ from scheduler.commands.common import CommandError
 from scheduler.settings import ConfigError
 from scheduler.store.db import SQLITE_BUSY_TIMEOUT, DatabaseFolderError
 from scheduler.store.importer import ImportRejected
+from scheduler.store.worker_lock import WorkerRunning
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def explain(error: BaseException, database_url: str | None) -> Answer:
     match error:
         case ConfigError():
             return Answer((f"tayori: configuration: {error}",), CONFIGURATION, traceback=False)
-        case CommandError():
+        case CommandError() | WorkerRunning():
             return Answer((f"tayori: {error}",), FAILED, traceback=False)
         case ImportRejected():
             summary = f"tayori: nothing imported ({len(error.problems)} problem(s))"

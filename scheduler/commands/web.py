@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from typing import Any
 
 from flask import Flask
 from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
+from gunicorn.glogging import Logger  # type: ignore[import-untyped]
 
 from scheduler.commands.common import CommandError, migrated_runtime
 from scheduler.settings import Settings
@@ -33,6 +35,21 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
         return create_app(self._settings, migrated_runtime(self._settings))
 
 
+class _GunicornLogs(Logger):  # type: ignore[misc]
+    """gunicorn's own lines (started, a worker booted or timed out) go where Tayori's
+    go, in LOG_FORMAT, rather than through gunicorn's own handler and format.
+    Never below INFO: at DEBUG gunicorn writes each request's path, which can hold
+    an unsubscribe token."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for log in (self.error_log, self.access_log):
+            for handler in list(log.handlers):
+                log.removeHandler(handler)
+        self.error_log.setLevel(max(logging.INFO, logging.getLogger().level))
+        self.error_log.propagate = True
+
+
 def serve(args: argparse.Namespace, settings: Settings) -> int:
     port = args.port if args.port is not None else _port_from_env()
     migrated_runtime(settings).close()  # refuse to start on a database not up to date
@@ -41,7 +58,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
         "workers": int(os.environ.get("WEB_CONCURRENCY") or 2),
         "threads": 4,
         "accesslog": None,  # a request's path can carry an unsubscribe token
-        "errorlog": "-",
+        "logger_class": _GunicornLogs,
         "timeout": 30,
         "graceful_timeout": 10,
         # gunicorn's control socket sits in the home folder: two servers would share it.

@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.channels import DeliveryError, Failure, OutgoingMessage, Transport
 from scheduler.core.closures import reopens_on
-from scheduler.core.domain import ChannelName, HoldCause, Reason
+from scheduler.core.domain import ChannelName, DeliveryState, HoldCause, Reason
 from scheduler.core.failure_policy import (
     RETRY_KEY_EXPIRED,
     Attempt,
@@ -174,6 +174,10 @@ class Dispatcher:
     def composer(self) -> Composer:
         return Composer(self.settings, self.renderer)
 
+    def _facts(self, **facts: object) -> dict[str, object]:
+        """A log line's `extra=`: its clinic, and its own facts (scheduler.logs)."""
+        return {"clinic": self.settings.clinic_slug, **facts}
+
     def dispatch_due(
         self, now: datetime, should_stop: Callable[[], bool] = lambda: False
     ) -> DispatchSummary:
@@ -294,10 +298,20 @@ class Dispatcher:
                 only=None if window_open else Reason.DAILY_DIGEST,
             )
         for delivery_id, problem in batch.quarantined:
-            log.error("delivery %s quarantined: %s", delivery_id, problem)
+            log.error(
+                "delivery %s quarantined: %s",
+                delivery_id,
+                problem,
+                extra=self._facts(delivery_id=delivery_id, state=DeliveryState.FAILED),
+            )
             summary.add("quarantined")
         for delivery_id, attempts in batch.given_up:
-            log.error("delivery %s given up: claimed %d times, no outcome", delivery_id, attempts)
+            log.error(
+                "delivery %s given up: claimed %d times, no outcome",
+                delivery_id,
+                attempts,
+                extra=self._facts(delivery_id=delivery_id, state=DeliveryState.FAILED),
+            )
             summary.add("failed")
         if not batch.claimed:
             return [] if batch.quarantined or batch.given_up else None
@@ -358,7 +372,7 @@ class Dispatcher:
             cycle.leases.done(c.claim)
             if outcome:
                 summary.add(outcome)
-                log_outcome(c.id, c.reason, c.channel, outcome, reason)
+                log_outcome(self.settings.clinic_slug, c.id, c.reason, c.channel, outcome, reason)
         return prepared
 
     def _prepare(
@@ -443,12 +457,22 @@ class Dispatcher:
         `tayori status` and `tayori lint`) without using up its attempts. Anything
         else is a fault of ours that would fail the same way again: it fails."""
         if isinstance(error, TemplateError):
-            log.error("template problem: %s", error)
+            log.error(
+                "template problem: %s",
+                error,
+                extra=self._facts(delivery_id=claimed.id, reason=claimed.reason),
+            )
             return Wait(now + TEMPLATE_RECHECK, str(error))
         # The log gets where it happened, not the error's text (it may quote the patient).
         where = "".join(traceback.format_tb(error.__traceback__))
         kind = type(error).__name__
-        log.error("delivery %s could not be composed: %s\n%s", claimed.id, kind, where)
+        log.error(
+            "delivery %s could not be composed: %s\n%s",
+            claimed.id,
+            kind,
+            where,
+            extra=self._facts(delivery_id=claimed.id, reason=claimed.reason),
+        )
         return Stop(COMPOSE_FAILED.format(kind=kind))
 
     def _not_now(
@@ -479,7 +503,13 @@ class Dispatcher:
         fails them once their attempts are used up, rather than looping."""
         kind = type(error).__name__
         where = "".join(traceback.format_tb(error.__traceback__))
-        log.error("a batch of %d could not be composed: %s\n%s", len(claimed), kind, where)
+        log.error(
+            "a batch of %d could not be composed: %s\n%s",
+            len(claimed),
+            kind,
+            where,
+            extra=self._facts(),
+        )
         reason = COMPOSE_FAILED.format(kind=kind)
 
         def write(session: Session) -> list[_NotNow]:
@@ -508,7 +538,7 @@ class Dispatcher:
             cycle.leases.done(c.claim)
             if outcome:
                 summary.add(outcome)
-                log_outcome(c.id, c.reason, c.channel, outcome, why)
+                log_outcome(self.settings.clinic_slug, c.id, c.reason, c.channel, outcome, why)
 
     # -- a lane: send one message and record its outcome --------------------------------
 
@@ -546,7 +576,17 @@ class Dispatcher:
             # The message may have left before the fault: as uncertain as a timeout.
             where = "".join(traceback.format_tb(e.__traceback__))
             kind = type(e).__name__
-            log.error("delivery %s: unexpected %s in sending\n%s", message.delivery_id, kind, where)
+            log.error(
+                "delivery %s: unexpected %s in sending\n%s",
+                message.delivery_id,
+                kind,
+                where,
+                extra=self._facts(
+                    delivery_id=message.delivery_id,
+                    reason=message.reason,
+                    channel=message.channel,
+                ),
+            )
             failure = Failure.UNCERTAIN
             channel = message.channel.value
             reason = f"unexpected error in the {channel} channel ({kind}): see the worker's log"
@@ -579,7 +619,11 @@ class Dispatcher:
         try:
             reading_ = self.read_line_quota()
         except DeliveryError as e:
-            log.warning("LINE quota could not be read: %s", e.reason)
+            log.warning(
+                "LINE quota could not be read: %s",
+                e.reason,
+                extra=self._facts(channel=ChannelName.LINE),
+            )
             if e.failure in (Failure.CHANNEL_UNAVAILABLE, Failure.UNREACHABLE):
                 self._hold_line(e, now)
             return
@@ -605,7 +649,12 @@ class Dispatcher:
             hold_channel(
                 session, ChannelName.LINE, decision.cause, decision.reason, now, decision.until
             )
-        log.error("line channel held until %s: %s", decision.until.isoformat(), error.reason)
+        log.error(
+            "line channel held until %s: %s",
+            decision.until.isoformat(),
+            error.reason,
+            extra=self._facts(channel=ChannelName.LINE),
+        )
 
     def _end_cycle(self, cycle: Cycle) -> None:
         self.close_transports()
@@ -621,4 +670,9 @@ class Dispatcher:
                 with transaction(self.sessions) as session:
                     release_holds(session, HoldCause.UNREACHABLE, recovered)
             except SQLAlchemyError as e:
-                log.warning("could not lift the holds of %s: %s", recovered, type(e).__name__)
+                log.warning(
+                    "could not lift the holds of %s: %s",
+                    recovered,
+                    type(e).__name__,
+                    extra=self._facts(),
+                )

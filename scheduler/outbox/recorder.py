@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.channels import OutgoingMessage, Receipt
-from scheduler.core.domain import ChannelName, HoldCause, Reason
+from scheduler.core.domain import ChannelName, DeliveryState, HoldCause, Reason
 from scheduler.core.failure_policy import (
     Attempt,
     Decision,
@@ -157,7 +157,13 @@ class Recorder:
         took = self.until_written(write)
         if isinstance(decision, HoldChannel):
             until = decision.until.isoformat()
-            log.error("%s channel held until %s: %s", channel.value, until, decision.reason)
+            log.error(
+                "%s channel held until %s: %s",
+                channel.value,
+                until,
+                decision.reason,
+                extra={"clinic": self.settings.clinic_slug, "channel": channel},
+            )
         outcome = {Reroute: REROUTED, HoldChannel: HELD, Retry: "retry", Fail: "failed"}[
             type(decision)
         ]
@@ -212,11 +218,32 @@ class Recorder:
         return took
 
     def _logged(self, message: OutgoingMessage, outcome: str, error: str | None) -> str:
-        log_outcome(message.delivery_id, message.reason, message.channel, outcome, error)
+        log_outcome(
+            self.settings.clinic_slug,
+            message.delivery_id,
+            message.reason,
+            message.channel,
+            outcome,
+            error,
+        )
         return outcome
 
 
+# The state a delivery is left in by each outcome: the ones that try again leave it
+# planned.
+STATE_AFTER = {
+    "sent": DeliveryState.SENT,
+    "failed": DeliveryState.FAILED,
+    "skipped": DeliveryState.SKIPPED,
+    "retry": DeliveryState.PLANNED,
+    REROUTED: DeliveryState.PLANNED,
+    HELD: DeliveryState.PLANNED,
+    "released": DeliveryState.PLANNED,
+}
+
+
 def log_outcome(
+    clinic: str,
     delivery_id: str,
     reason: Reason,
     channel: ChannelName | None,
@@ -224,10 +251,12 @@ def log_outcome(
     error: str | None,
 ) -> None:
     # One line per delivery, and nothing that identifies the patient.
+    facts = {"clinic": clinic, "delivery_id": delivery_id, "reason": reason, "channel": channel}
     if outcome == TAKEN_OVER:
         log.warning(
             "delivery %s: its claim was taken over by another worker; this outcome is dropped",
             delivery_id,
+            extra={**facts, "outcome": outcome},
         )
         return
     log.info(
@@ -237,6 +266,7 @@ def log_outcome(
         channel.value if channel else "-",
         outcome,
         f" ({error})" if error else "",
+        extra={**facts, "outcome": outcome, "state": STATE_AFTER.get(outcome)},
     )
 
 

@@ -35,11 +35,16 @@ __all__ = [
     "Smtp",
     "load_env_file",
     "load_settings",
+    "log_format",
     "log_level",
 ]
 
 DEFAULT_DATABASE_URL = "sqlite:///var/tayori.db"
 DEFAULT_CONFIG_PATH = "config/tayori.toml"
+# An installation holds one clinic, known by this slug wherever a clinic is named
+# (the logs). The multi-clinic work (issue 15) gives each clinic its own.
+ONLY_CLINIC_SLUG = "default"
+LOG_FORMATS = ("text", "json")
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,8 @@ class Settings:
     messages_dir: Path = Path("messages")
     outbox_dir: Path = Path("var/outbox")
     log_level: str = "INFO"
+    log_format: str = "text"
+    clinic_slug: str = ONLY_CLINIC_SLUG
     config: ConfigFile = field(default_factory=ConfigFile)
     # Real channels; None means that channel's messages go to the preview outbox.
     smtp: Smtp | None = None
@@ -119,6 +126,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         messages_dir=Path(env.get("TAYORI_MESSAGES_DIR") or "messages"),
         outbox_dir=Path(env.get("TAYORI_OUTBOX_DIR") or "var/outbox"),
         log_level=log_level(env),
+        log_format=log_format(env),
         config=config,
         smtp=_smtp(env),
         line_api=_line_api(env),
@@ -138,6 +146,15 @@ def log_level(env: Mapping[str, str]) -> str:
             f"TAYORI_LOG_LEVEL: expected DEBUG, INFO, WARNING or ERROR, got {level!r}"
         )
     return level
+
+
+def log_format(env: Mapping[str, str]) -> str:
+    """LOG_FORMAT: `text` for people, `json` (one object a line) for a log collector;
+    read on its own, like TAYORI_LOG_LEVEL."""
+    text = env.get("LOG_FORMAT") or "text"
+    if text.lower() not in LOG_FORMATS:
+        raise ConfigError(f"LOG_FORMAT: expected text or json, got {text!r}")
+    return text.lower()
 
 
 def _campaigns(env: Mapping[str, str], config_path: Path) -> tuple[Campaign, ...]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, current_app, jsonify
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -69,3 +69,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Flask:
 def runtime_of(app: Flask) -> Runtime:
     runtime: Runtime = app.extensions["tayori"]
     return runtime
+
+
+def log_facts() -> dict[str, str]:
+    """A log line's `extra=` in a request (scheduler.logs): the clinic it is for."""
+    return {"clinic": runtime_of(current_app).settings.clinic_slug}

@@ -35,6 +35,10 @@ class EventProcessor:
         self._runtime = runtime
         self._renderer = Renderer(runtime.settings.messages_dir)
 
+    def _facts(self, event_id: str) -> dict[str, str]:
+        """A log line's `extra=` (scheduler.logs)."""
+        return {"clinic": self._runtime.settings.clinic_slug, "event_id": event_id}
+
     def process(self, event_id: str, now: datetime) -> bool:
         """Process one event and send its reply; whether it is processed (by this
         call or before)."""
@@ -46,7 +50,7 @@ class EventProcessor:
             return False
         if done is None:
             return True
-        log.info("LINE event %s: %s", event_id, done.outcome)
+        log.info("LINE event %s: %s", event_id, done.outcome, extra=self._facts(event_id))
         if done.reply is not None:
             self._reply(event_id, done.reply)
         return True
@@ -66,6 +70,7 @@ class EventProcessor:
                 event_id,
                 inbox.describe_error(error),
                 inbox.describe_error(e),
+                extra=self._facts(event_id),
             )
             return
         given_up = attempts >= inbox.MAX_ATTEMPTS
@@ -76,11 +81,12 @@ class EventProcessor:
             inbox.MAX_ATTEMPTS,
             inbox.describe_error(error),
             "given up: it stays in the inbox" if given_up else "tried again by the worker",
+            extra=self._facts(event_id),
         )
         # Where it failed, for a developer: the frames without the error's message,
         # which may quote a value (a database's "Key (line_user_id)=(U…)").
         where = "".join(traceback.format_tb(error.__traceback__))
-        log.debug("LINE event %s failed here:\n%s", event_id, where)
+        log.debug("LINE event %s failed here:\n%s", event_id, where, extra=self._facts(event_id))
 
     def _reply(self, event_id: str, reply: inbox.Reply) -> None:
         settings = self._runtime.settings
@@ -88,10 +94,24 @@ class EventProcessor:
             text = reply_text(reply.say, settings.clinic, self._renderer, linked=reply.linked)
             self._runtime.replier.reply(reply.token, text)
         except TemplateError as e:
-            log.error("LINE event %s: no reply, its template cannot render: %s", event_id, e)
+            log.error(
+                "LINE event %s: no reply, its template cannot render: %s",
+                event_id,
+                e,
+                extra=self._facts(event_id),
+            )
         except DeliveryError as e:
-            log.warning("LINE event %s: reply not sent: %s", event_id, e.reason)
+            log.warning(
+                "LINE event %s: reply not sent: %s", event_id, e.reason, extra=self._facts(event_id)
+            )
         except Exception as e:
-            log.error("LINE event %s: reply not sent (%s)", event_id, inbox.describe_error(e))
+            log.error(
+                "LINE event %s: reply not sent (%s)",
+                event_id,
+                inbox.describe_error(e),
+                extra=self._facts(event_id),
+            )
         else:
-            log.info("LINE event %s: replied (%s)", event_id, reply.say)
+            log.info(
+                "LINE event %s: replied (%s)", event_id, reply.say, extra=self._facts(event_id)
+            )

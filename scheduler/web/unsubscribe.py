@@ -36,7 +36,7 @@ from scheduler.store.consent import ConsentSource, record_consent
 from scheduler.store.db import reading, transaction
 from scheduler.store.facts import current_consent
 from scheduler.store.models import Patient
-from scheduler.web.app import runtime_of
+from scheduler.web.app import log_facts, runtime_of
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,7 @@ def stop(token: str) -> tuple[str, int]:
         patient.id,
         ", ".join(k.value for k in kinds),
         "changed " + ", ".join(k.value for k in changed) if changed else "already stopped",
+        extra=log_facts(),
     )
     return render_template(
         "unsubscribe/done.html",

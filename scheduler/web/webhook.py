@@ -35,7 +35,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from scheduler.clock import SystemClock
 from scheduler.store import inbox
 from scheduler.store.db import transaction
-from scheduler.web.app import runtime_of
+from scheduler.web.app import log_facts, runtime_of
 from scheduler.web.events import EventProcessor
 
 log = logging.getLogger(__name__)
@@ -50,18 +50,20 @@ def line_webhook() -> Response:
     runtime = runtime_of(current_app)
     secret = runtime.settings.line_channel_secret
     if not secret:
-        log.warning("LINE webhook refused: LINE_CHANNEL_SECRET is not set")
+        log.warning("LINE webhook refused: LINE_CHANNEL_SECRET is not set", extra=log_facts())
         return _plain("LINE_CHANNEL_SECRET is not set", 503)
     signature = request.headers.get(SIGNATURE_HEADER, "")
     raw = _body()
     if not _signed(secret, raw, signature):
         said = "no signature" if not signature else "the signature does not match"
-        log.warning("LINE webhook refused: %s", said)
+        log.warning("LINE webhook refused: %s", said, extra=log_facts())
         return _plain("invalid signature", 400)
     try:
         events = inbox.events_in(json.loads(raw))
     except ValueError as e:  # not JSON, or not LINE's shape
-        log.warning("LINE webhook refused: not LINE's JSON (%s)", _parse_problem(e))
+        log.warning(
+            "LINE webhook refused: not LINE's JSON (%s)", _parse_problem(e), extra=log_facts()
+        )
         return _plain("malformed body", 400)
     with transaction(runtime.sessions) as session:
         ids = inbox.store(session, events, _clock.now())

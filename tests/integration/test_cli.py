@@ -29,7 +29,7 @@ from scheduler.commands import main
 from scheduler.core.domain import ChannelName, DeliveryState, Reason
 from scheduler.settings import Settings
 from scheduler.store.models import Appointment, Delivery, Patient
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_tayori
 from tests.integration.csv_files import (
     LINE_ID,
     appointments_csv,
@@ -522,18 +522,6 @@ def test_now_that_is_not_a_moment_exits_1_with_a_clear_message(
 
 
 # --- the real entry point ------------------------------------------------------------
-
-
-def run_tayori(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """`python -m scheduler ARGS`, as a separate process in the current directory."""
-    return subprocess.run(
-        [sys.executable, "-m", "scheduler", *args],
-        env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_python_m_scheduler_prints_help(local_env: dict[str, str]) -> None:

@@ -214,6 +214,17 @@ def test_log_level_is_checked() -> None:
         load_settings({"TAYORI_CONFIG": str(SHIPPED), "TAYORI_LOG_LEVEL": "LOUD"})
 
 
+def test_log_format_is_checked() -> None:
+    with pytest.raises(ConfigError, match="LOG_FORMAT: expected text or json, got 'xml'"):
+        load_settings({"TAYORI_CONFIG": str(SHIPPED), "LOG_FORMAT": "xml"})
+
+
+@pytest.mark.parametrize(("value", "expected"), [("", "text"), ("json", "json"), ("JSON", "json")])
+def test_log_format_is_text_unless_json_is_asked_for(value: str, expected: str) -> None:
+    settings = load_settings({"TAYORI_CONFIG": str(SHIPPED), "LOG_FORMAT": value})
+    assert settings.log_format == expected
+
+
 @pytest.mark.parametrize(
     "mail_from",
     [
