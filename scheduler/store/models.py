@@ -13,6 +13,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -322,3 +323,14 @@ class PlannedOccurrence(Base):
     campaign_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     planned_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class WorkerHeartbeat(Base):
+    """Each worker's last completed cycle (one row a worker, replaced at every cycle):
+    the health check and the metrics read when the workers last got through one."""
+
+    __tablename__ = "worker_heartbeats"
+
+    worker: Mapped[str] = mapped_column(String(255), primary_key=True)  # host:pid
+    finished_at: Mapped[datetime] = mapped_column(UTCDateTime)  # the worker's clock
+    duration_seconds: Mapped[float] = mapped_column(Float)

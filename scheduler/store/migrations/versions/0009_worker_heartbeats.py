@@ -1,0 +1,34 @@
+"""worker heartbeats
+
+Revision ID: 0009
+Revises: 0008
+Create Date: 2026-12-01
+
+Each worker records its last completed cycle (when, how long, which worker), one row
+a worker: the health check reports a worker pool that stopped cycling, and the
+metrics show each worker's cycles.
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0009"
+down_revision: str | None = "0008"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "worker_heartbeats",
+        sa.Column("worker", sa.String(length=255), nullable=False),
+        sa.Column("finished_at", sa.DateTime(), nullable=False),
+        sa.Column("duration_seconds", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("worker", name=op.f("pk_worker_heartbeats")),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("worker_heartbeats")
