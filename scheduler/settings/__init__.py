@@ -40,6 +40,9 @@ __all__ = [
 
 DEFAULT_DATABASE_URL = "sqlite:///var/tayori.db"
 DEFAULT_CONFIG_PATH = "config/tayori.toml"
+# The one clinic of an installation, as the metrics name it (their `clinic` label),
+# until an installation holds several clinics, each with its own slug (issue 15).
+SINGLE_CLINIC_SLUG = "default"
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,12 @@ class Settings:
     secret_key: str = field(default="", repr=False)
     # Seasonal newsletters (config/campaigns.toml).
     campaigns: tuple[Campaign, ...] = ()
+    # When set, GET /metrics answers only requests bearing it (TAYORI_METRICS_TOKEN).
+    metrics_token: str = field(default="", repr=False)
+
+    @property
+    def clinic_slug(self) -> str:
+        return SINGLE_CLINIC_SLUG
 
     @property
     def timezone(self) -> ZoneInfo:
@@ -126,6 +135,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         public_url=public_url,
         secret_key=secret_key,
         campaigns=_campaigns(env, config_path),
+        metrics_token=env.get("TAYORI_METRICS_TOKEN", ""),
     )
 
 

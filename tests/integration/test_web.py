@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from scheduler.clock import FixedClock, SystemClock
 from scheduler.runtime import Runtime
@@ -40,6 +41,13 @@ def test_the_health_check_answers_200_while_the_database_answers_and_a_worker_cy
     with urllib.request.urlopen(f"{web}/healthz") as response:
         assert response.status == 200
         assert json.load(response) == {"status": "ok", "database": "ok", "worker": "ok"}
+
+
+def test_the_web_process_serves_its_metrics_in_prometheus_text_format(web: str) -> None:
+    with urllib.request.urlopen(f"{web}/metrics") as response:
+        assert response.headers["Content-Type"].startswith("text/plain; version=")
+        families = {f.name for f in text_string_to_metric_families(response.read().decode())}
+    assert {"tayori_deliveries", "tayori_worker_last_cycle_timestamp_seconds"} <= families
 
 
 def test_the_health_check_answers_503_before_any_worker_has_completed_a_cycle(
