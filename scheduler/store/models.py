@@ -190,6 +190,9 @@ class Delivery(Base):
     __table_args__ = (
         Index("ix_deliveries_state_send_after", "state", "send_after"),
         Index("ix_deliveries_campaign_id_campaign_day", "campaign_id", "campaign_day"),
+        # The metrics count deliveries by these at each scrape: from the index alone,
+        # without reading the rows (a second rather than tens at two million).
+        Index("ix_deliveries_state_reason_channel", "state", "reason", "channel"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_delivery_id)

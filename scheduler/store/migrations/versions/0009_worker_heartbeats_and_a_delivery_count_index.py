@@ -1,4 +1,4 @@
-"""worker heartbeats
+"""worker heartbeats, and deliveries counted from an index
 
 Revision ID: 0009
 Revises: 0008
@@ -6,7 +6,8 @@ Create Date: 2026-12-01
 
 Each worker records its last completed cycle (when, how long, which worker), one row
 a worker: the health check reports a worker pool that stopped cycling, and the
-metrics show each worker's cycles.
+metrics show each worker's cycles. The metrics count deliveries by state, reason and
+channel at every scrape: an index of those three answers from the index alone.
 """
 
 from collections.abc import Sequence
@@ -28,7 +29,14 @@ def upgrade() -> None:
         sa.Column("duration_seconds", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint("worker", name=op.f("pk_worker_heartbeats")),
     )
+    op.create_index(
+        "ix_deliveries_state_reason_channel",
+        "deliveries",
+        ["state", "reason", "channel"],
+        unique=False,
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_deliveries_state_reason_channel", table_name="deliveries")
     op.drop_table("worker_heartbeats")
