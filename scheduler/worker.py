@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -29,6 +30,7 @@ from scheduler.outbox.planner import PlanResult, plan, plan_digest
 from scheduler.runtime import Runtime
 from scheduler.store.channel_state import release_holds
 from scheduler.store.db import transaction
+from scheduler.store.heartbeats import record_cycle, this_worker
 
 log = logging.getLogger(__name__)
 
@@ -63,16 +65,21 @@ class Worker:
         self._window_was_open: bool | None = None
         # The clinic whose lines these are (scheduler.logs).
         self._facts = {"clinic": runtime.settings.clinic_slug}
+        self.name = this_worker()
 
     def run_once(self) -> None:
-        """One scheduled cycle; an error is logged and the next cycle tries again."""
+        """One scheduled cycle, recorded as this worker's heartbeat once complete;
+        an error is logged and the next cycle tries again."""
         now = self.clock.now()
+        # The duration is real time even when the clock is pinned (`--now`, tests).
+        started = time.monotonic()
         try:
             self._log_window(now)
             result = tick(self.runtime, now, self.stopping.is_set)
         except Exception:
             log.exception("tick failed; retrying at the next cycle", extra=self._facts)
             return
+        self._record_heartbeat(time.monotonic() - started)
         planned = result.planned
         if planned.created or planned.revived or planned.withdrawn:
             log.info(
@@ -82,6 +89,14 @@ class Worker:
                 planned.withdrawn,
                 extra=self._facts,
             )
+
+    def _record_heartbeat(self, duration_seconds: float) -> None:
+        try:
+            with transaction(self.runtime.sessions) as session:
+                record_cycle(session, self.name, self.clock.now(), duration_seconds)
+        except Exception:
+            # The cycle's work is done; a missing heartbeat only shows in /healthz.
+            log.exception("could not record this cycle's heartbeat")
 
     def _log_window(self, now: datetime) -> None:
         rules = self.runtime.settings.rules

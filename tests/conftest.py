@@ -97,7 +97,7 @@ def empty_database(request: pytest.FixtureRequest, which: str, folder: Path) -> 
             sa.text(
                 "TRUNCATE deliveries, channel_states, line_quota_months, consent_changes, "
                 "appointments, link_codes, link_failures, webhook_events, planning_settings, "
-                "planned_occurrences, patients "
+                "planned_occurrences, worker_heartbeats, patients "
                 "RESTART IDENTITY CASCADE"
             )
         )

@@ -91,3 +91,30 @@ def status(session: Session, now: datetime, settings: Settings, limit: int = 10)
     quota = line_quota(session, now, settings.timezone, settings.config.line.monthly_quota)
     holds = list(active_holds(session, now).values())
     return Status(counts, next_due, failures, holds, quota)
+
+
+def delivery_counts(session: Session) -> list[tuple[str, str, str | None, int]]:
+    """How many deliveries there are of each state, reason and channel (None: not
+    chosen yet), read as text like `status`."""
+    return [
+        (state, reason, channel, count)
+        for state, reason, channel, count in session.execute(
+            select(
+                type_coerce(Delivery.state, String),
+                type_coerce(Delivery.reason, String),
+                type_coerce(Delivery.channel, String),
+                func.count(),
+            ).group_by(Delivery.state, Delivery.reason, Delivery.channel)
+        )
+    ]
+
+
+def oldest_due(session: Session, now: datetime) -> datetime | None:
+    """When the delivery that has waited longest since it became due was due: one
+    not sent yet (planned, or claimed and being sent). None: nothing is due."""
+    return session.scalar(
+        select(func.min(Delivery.send_after)).where(
+            Delivery.state.in_((DeliveryState.PLANNED, DeliveryState.SENDING)),
+            Delivery.send_after <= now,
+        )
+    )

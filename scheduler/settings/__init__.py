@@ -92,6 +92,8 @@ class Settings:
     secret_key: str = field(default="", repr=False)
     # Seasonal newsletters (config/campaigns.toml).
     campaigns: tuple[Campaign, ...] = ()
+    # When set, GET /metrics answers only requests bearing it (TAYORI_METRICS_TOKEN).
+    metrics_token: str = field(default="", repr=False)
 
     @property
     def timezone(self) -> ZoneInfo:
@@ -134,6 +136,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         public_url=public_url,
         secret_key=secret_key,
         campaigns=_campaigns(env, config_path),
+        metrics_token=env.get("TAYORI_METRICS_TOKEN", ""),
     )
 
 

@@ -36,7 +36,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -165,6 +165,24 @@ def process(
         event.attempts += 1
         event.last_error = None
     return done
+
+
+def event_counts(session: Session) -> list[tuple[str, str, int]]:
+    """How many events the inbox holds of each type and outcome: `processed`,
+    `pending` (to be tried again) or `failed` (given up after MAX_ATTEMPTS)."""
+    outcome = case(
+        (WebhookEvent.processed_at.is_not(None), "processed"),
+        (WebhookEvent.attempts >= MAX_ATTEMPTS, "failed"),
+        else_="pending",
+    ).label("outcome")
+    return [
+        (kind, str(result), count)
+        for kind, result, count in session.execute(
+            select(WebhookEvent.event_type, outcome, func.count()).group_by(
+                WebhookEvent.event_type, outcome
+            )
+        )
+    ]
 
 
 def record_failure(sessions: sessionmaker[Session], event_id: str, error: BaseException) -> int:

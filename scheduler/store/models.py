@@ -15,6 +15,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -225,6 +226,9 @@ class Delivery(Base):
         UniqueConstraint("clinic_id", "idempotency_key"),
         Index("ix_deliveries_state_send_after", "state", "send_after"),
         Index("ix_deliveries_campaign_id_campaign_day", "campaign_id", "campaign_day"),
+        # The metrics count deliveries by these at each scrape: from the index alone,
+        # without reading the rows (a second rather than tens at two million).
+        Index("ix_deliveries_state_reason_channel", "state", "reason", "channel"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_delivery_id)
@@ -364,3 +368,14 @@ class PlannedOccurrence(Base):
     campaign_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     planned_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class WorkerHeartbeat(Base):
+    """Each worker's last completed cycle (one row a worker, replaced at every cycle):
+    the health check and the metrics read when the workers last got through one."""
+
+    __tablename__ = "worker_heartbeats"
+
+    worker: Mapped[str] = mapped_column(String(255), primary_key=True)  # host:pid
+    finished_at: Mapped[datetime] = mapped_column(UTCDateTime)  # the worker's clock
+    duration_seconds: Mapped[float] = mapped_column(Float)

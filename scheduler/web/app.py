@@ -7,11 +7,13 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, current_app, jsonify
-from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from scheduler.clock import Clock, SystemClock
 from scheduler.runtime import Runtime, open_runtime
 from scheduler.settings import Settings
+from scheduler.store.db import reading
+from scheduler.store.heartbeats import last_cycle, worker_problem
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +33,13 @@ SECURITY_HEADERS = {
 }
 
 
-def create_app(settings: Settings, runtime: Runtime | None = None) -> Flask:
+def create_app(
+    settings: Settings, runtime: Runtime | None = None, clock: Clock | None = None
+) -> Flask:
     app = Flask("scheduler.web")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.extensions["tayori"] = runtime or open_runtime(settings)
+    app.extensions["tayori.clock"] = clock or SystemClock()
 
     @app.after_request
     def strict_headers(response: Response) -> Response:
@@ -46,21 +51,27 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Flask:
 
     @app.get("/healthz")
     def healthz() -> tuple[Response, int]:
-        """200 while the database answers, 503 when it does not."""
+        """200 while the database answers and a worker has completed a cycle in the
+        last 5 minutes; 503 otherwise, saying which. A new installation whose worker
+        has not run yet is unavailable too: nothing is being sent."""
         try:
-            with runtime_of(app).engine.connect() as connection:
-                connection.execute(text("SELECT 1"))
+            with reading(runtime_of(app).sessions) as session:
+                last = last_cycle(session)
         except SQLAlchemyError as e:
             log.warning("health check: the database does not answer (%s)", type(e).__name__)
             return jsonify(status="unavailable", database="unreachable"), 503
-        return jsonify(status="ok", database="ok"), 200
+        problem = worker_problem(last, clock_of(app).now())
+        if problem is not None:
+            return jsonify(status="unavailable", database="ok", worker=problem), 503
+        return jsonify(status="ok", database="ok", worker="ok"), 200
 
     # Imported here: the blueprints reach the runtime through `runtime_of`, below.
-    from scheduler.web import unsubscribe
+    from scheduler.web import metrics, unsubscribe
     from scheduler.web.webhook import blueprint as line_webhook
 
     app.register_blueprint(line_webhook)
     app.register_blueprint(unsubscribe.blueprint)
+    app.register_blueprint(metrics.blueprint)
     if not settings.secret_key:
         log.info("unsubscribe links are off (TAYORI_PUBLIC_URL, TAYORI_SECRET_KEY unset)")
     return app
@@ -74,3 +85,8 @@ def runtime_of(app: Flask) -> Runtime:
 def log_facts() -> dict[str, str]:
     """A log line's `extra=` in a request (scheduler.logs): the clinic it is for."""
     return {"clinic": runtime_of(current_app).settings.clinic_slug}
+
+
+def clock_of(app: Flask) -> Clock:
+    clock: Clock = app.extensions["tayori.clock"]
+    return clock

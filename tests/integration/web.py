@@ -26,7 +26,8 @@ def free_port() -> int:
 
 @contextmanager
 def web_process(env: dict[str, str], log: Path) -> Iterator[str]:
-    """`tayori serve` on a free port; its base URL once it answers /healthz."""
+    """`tayori serve` on a free port; its base URL once it answers /healthz (an
+    answer of 503, no worker yet, is an answer)."""
     port = free_port()
     with log.open("w") as stderr:
         process = subprocess.Popen(
@@ -51,6 +52,8 @@ def web_process(env: dict[str, str], log: Path) -> Iterator[str]:
             try:
                 with urllib.request.urlopen(f"{base}/healthz", timeout=5):
                     break
+            except urllib.error.HTTPError:
+                break
             # A loaded machine may accept the connection before the worker answers.
             except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
                 if process.poll() is not None or time.monotonic() > deadline:

@@ -319,3 +319,10 @@ def test_unsubscribe_link_settings_both_or_neither(variables: dict[str, str]) ->
     assert settings.public_url == variables.get("TAYORI_PUBLIC_URL", "").rstrip("/")
     assert settings.secret_key == variables.get("TAYORI_SECRET_KEY", "")
     assert KEY_32 not in repr(settings)
+
+
+def test_the_metrics_token_is_read_and_never_shown() -> None:
+    token = "a-token-for-prometheus"
+    settings = load_settings({"TAYORI_CONFIG": str(SHIPPED), "TAYORI_METRICS_TOKEN": token})
+    assert settings.metrics_token == token
+    assert token not in repr(settings)

@@ -1,0 +1,130 @@
+"""`GET /metrics`: the outbox, LINE's quota, the workers' cycles and the webhook
+inbox, in Prometheus's text format (prometheus-client).
+
+Every number is read from the database when Prometheus asks, by aggregate queries,
+rather than counted in this process: every web process (and there are several)
+answers the same, and a restart loses nothing. The figures are counts and times;
+no label carries a patient's name, contact or message.
+
+The endpoint is open unless TAYORI_METRICS_TOKEN is set, when it answers only
+requests with `Authorization: Bearer <token>`; hosts keep it on an internal network
+either way.
+"""
+
+from __future__ import annotations
+
+import hmac
+import math
+from collections.abc import Iterator
+
+from flask import Blueprint, Response, current_app, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from scheduler.clock import Clock
+from scheduler.outbox.budget import line_quota
+from scheduler.outbox.report import delivery_counts, oldest_due
+from scheduler.runtime import Runtime
+from scheduler.store.db import reading
+from scheduler.store.heartbeats import heartbeats
+from scheduler.store.inbox import event_counts
+from scheduler.web.app import clock_of, runtime_of
+
+blueprint = Blueprint("metrics", __name__)
+NO_CHANNEL = "none"  # the channel label of a delivery whose channel is not chosen yet
+
+
+@blueprint.get("/metrics")
+def metrics() -> Response:
+    runtime = runtime_of(current_app)
+    token = runtime.settings.metrics_token
+    if token and not _bears(token):
+        return Response("a bearer token is required\n", 401, {"WWW-Authenticate": "Bearer"})
+    # A registry of our own: the default one would add this process's own figures,
+    # which differ between the web processes behind one address.
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(TayoriCollector(runtime, clock_of(current_app)))
+    return Response(generate_latest(registry), 200, {"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _bears(token: str) -> bool:
+    given = request.headers.get("Authorization", "")
+    return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+
+
+class TayoriCollector(Collector):
+    """The figures, read from the database at each scrape (one read-only session)."""
+
+    def __init__(self, runtime: Runtime, clock: Clock) -> None:
+        self.runtime = runtime
+        self.clock = clock
+
+    def collect(self) -> Iterator[Metric]:
+        settings = self.runtime.settings
+        clinic = settings.clinic_slug
+        now = self.clock.now()
+        with reading(self.runtime.sessions) as session:
+            deliveries = delivery_counts(session)
+            due_since = oldest_due(session, now)
+            quota = line_quota(session, now, settings.timezone, settings.config.line.monthly_quota)
+            beats = heartbeats(session)
+            events = event_counts(session)
+
+        by_state = GaugeMetricFamily(
+            "tayori_deliveries",
+            "Deliveries in the outbox, by state, reason and channel",
+            labels=["clinic", "state", "reason", "channel"],
+        )
+        for state, reason, channel, count in deliveries:
+            by_state.add_metric([clinic, state, reason, channel or NO_CHANNEL], count)
+        yield by_state
+
+        oldest = GaugeMetricFamily(
+            "tayori_oldest_due_delivery_age_seconds",
+            "How long the delivery due longest has waited unsent (0: none is due)",
+            labels=["clinic"],
+        )
+        waited = 0.0 if due_since is None else (now - due_since).total_seconds()
+        oldest.add_metric([clinic], waited)
+        yield oldest
+
+        used = GaugeMetricFamily(
+            "tayori_line_quota_used_messages",
+            "LINE messages counted this month (the larger of LINE's count and ours)",
+            labels=["clinic"],
+        )
+        used.add_metric([clinic], quota.used)
+        yield used
+        limit = GaugeMetricFamily(
+            "tayori_line_quota_limit_messages",
+            "LINE messages the plan allows this month (+Inf: no limit)",
+            labels=["clinic"],
+        )
+        limit.add_metric([clinic], math.inf if quota.limit is None else quota.limit)
+        yield limit
+
+        duration = GaugeMetricFamily(
+            "tayori_worker_last_cycle_duration_seconds",
+            "How long each worker's last completed cycle took",
+            labels=["worker"],
+        )
+        finished = GaugeMetricFamily(
+            "tayori_worker_last_cycle_timestamp_seconds",
+            "When each worker last completed a cycle (Unix time, by the worker's clock)",
+            labels=["worker"],
+        )
+        for beat in beats:
+            duration.add_metric([beat.worker], beat.duration_seconds)
+            finished.add_metric([beat.worker], beat.finished_at.timestamp())
+        yield duration
+        yield finished
+
+        webhook = GaugeMetricFamily(
+            "tayori_webhook_events",
+            "LINE webhook events in the inbox, by type and outcome",
+            labels=["clinic", "type", "outcome"],
+        )
+        for kind, outcome, count in events:
+            webhook.add_metric([clinic, kind, outcome], count)
+        yield webhook
