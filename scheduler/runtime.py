@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -12,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.channels import Replier, Transport
 from scheduler.core.domain import ChannelName
-from scheduler.settings import Settings
+from scheduler.settings import Settings, clinic_settings
 from scheduler.store.db import make_engine, session_factory
 
 if TYPE_CHECKING:
@@ -66,8 +67,19 @@ class Runtime:
 
 
 def open_runtime(settings: Settings) -> Runtime:
-    engine = make_engine(settings.database_url)
-    return Runtime(settings, engine, session_factory(engine))
+    """The runtime of the clinic the settings are for."""
+    [runtime] = open_runtimes([settings])
+    return runtime
+
+
+def open_runtimes(clinics: Sequence[Settings]) -> list[Runtime]:
+    """A runtime for each clinic's settings, all on one engine (one pool of
+    connections, whatever the number of clinics)."""
+    engine = make_engine(clinics[0].database_url)
+    return [
+        Runtime(settings, engine, session_factory(engine, settings.clinic_id))
+        for settings in clinics
+    ]
 
 
 def _channels(
@@ -101,3 +113,40 @@ def _sender(settings: Settings) -> str:
     if settings.smtp is not None:
         return settings.smtp.mail_from
     return f"{settings.clinic.name} <{settings.clinic.email or 'noreply@tayori.invalid'}>"
+
+
+class Clinics:
+    """The runtime of every clinic of the installation, by slug, on the engine of the
+    installation's own (for the web process, which answers for all of them). A
+    clinic added while the process runs is found when it is first asked for."""
+
+    def __init__(self, own: Runtime, env: Mapping[str, str]) -> None:
+        self.own = own
+        self.env = env
+        self._by_slug = {own.settings.clinic_slug: own}
+        self._lock = threading.Lock()
+
+    def find(self, slug: str) -> Runtime | None:
+        if slug not in self._by_slug:
+            self._load()
+        return self._by_slug.get(slug)
+
+    def every(self) -> list[Runtime]:
+        self._load()
+        return sorted(self._by_slug.values(), key=lambda runtime: runtime.settings.clinic_id)
+
+    def _load(self) -> None:
+        from scheduler.store.clinics import list_clinics
+        from scheduler.store.db import reading
+
+        with self._lock:
+            with reading(self.own.sessions) as session:
+                entries = list_clinics(session)
+            for entry in entries:
+                if entry.slug in self._by_slug:
+                    continue
+                settings = clinic_settings(
+                    self.own.settings, self.env, entry.config_dir, entry.id, entry.slug
+                )
+                sessions = session_factory(self.own.engine, entry.id)
+                self._by_slug[entry.slug] = Runtime(settings, self.own.engine, sessions)

@@ -37,6 +37,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             status: int = handler(args)
         else:
             settings = read_settings()
+            if args.clinics == ONE_CLINIC:
+                from scheduler.commands.common import one_clinic
+
+                settings = one_clinic(settings, args.clinic)
             status = handler(args, settings)
         # Written out here, not at exit, so that a reader who left early is noticed
         # while its error can still be answered.
@@ -68,13 +72,22 @@ def parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     def command(
-        name: str, handler: str, help: str, *, reads_settings: bool = False
+        name: str,
+        handler: str,
+        help: str,
+        clinics: str | None = ONE_CLINIC,
+        *,
+        reads_settings: bool = False,
     ) -> argparse.ArgumentParser:
         """A command whose `handler` is `module:function` in this package, imported
         only when the command runs (so `tayori --help` starts at once). It is given
-        the settings, unless it `reads_settings` itself (with `read_settings`)."""
+        the settings, unless it `reads_settings` itself (with `read_settings`). It
+        acts on one clinic (`--clinic`, needed when the installation serves several),
+        on every clinic unless `--clinic` narrows it, or on the installation itself."""
         sub = commands.add_parser(name, help=help, description=help)
-        sub.set_defaults(command=handler, reads_settings=reads_settings)
+        sub.set_defaults(command=handler, reads_settings=reads_settings, clinics=clinics)
+        if clinics is not None:
+            clinic_option(sub, clinics)
         return sub
 
     def now_option(sub: argparse.ArgumentParser, what: str) -> None:
@@ -84,7 +97,7 @@ def parser() -> argparse.ArgumentParser:
             help=f"{what} (ISO 8601; without an offset it is clinic time); default: the real time",
         )
 
-    database = command("db", "database:upgrade", "manage the database")
+    database = command("db", "database:upgrade", "manage the database", clinics=None)
     database_commands = database.add_subparsers(required=True, metavar="ACTION")
     database_commands.add_parser("upgrade", help="apply the migrations (creates the database)")
 
@@ -93,12 +106,14 @@ def parser() -> argparse.ArgumentParser:
         "operations:release",
         "the release step of a deployment: check every template and tip, then migrate "
         "the database; exit 1 with the problems, migrating nothing, if a template is wrong",
+        clinics=None,
     )
 
     command(
         "doctor",
         "operations:doctor",
         "check the settings, database, templates, LINE and SMTP; say what to fix",
+        clinics=None,
         reads_settings=True,
     )
 
@@ -113,7 +128,10 @@ def parser() -> argparse.ArgumentParser:
     planning.add_argument("--json", action="store_true", help="print a JSON array")
 
     ticking = command(
-        "tick", "worker:tick_once", "run one worker cycle: plan, then send what is due"
+        "tick",
+        "worker:tick_once",
+        "run one worker cycle: plan, then send what is due",
+        clinics=EVERY_CLINIC,
     )
     now_option(ticking, "run the cycle as of this moment")
 
@@ -127,7 +145,12 @@ def parser() -> argparse.ArgumentParser:
         help="every patient (a change of the settings does this by itself)",
     )
 
-    running = command("run", "worker:run", "start the worker (a cycle every minute) until stopped")
+    running = command(
+        "run",
+        "worker:run",
+        "start the worker (a cycle every minute) until stopped",
+        clinics=EVERY_CLINIC,
+    )
     now_option(running, "start the worker's clock at this moment")
 
     status_command = command(
@@ -185,13 +208,16 @@ def parser() -> argparse.ArgumentParser:
     digest = command("digest", "messages:digest", "print the practitioner's daily digest")
     now_option(digest, "the digest as of this moment")
 
-    patient = command("patient", "facts:patient", "show or change one patient")
+    patient = command("patient", "facts:patient", "show or change one patient", clinics=None)
+    patient.set_defaults(clinics=ONE_CLINIC)
     patient_actions = patient.add_subparsers(dest="action", required=True, metavar="ACTION")
     show = patient_actions.add_parser("show", help="facts, cadence, consent and messages")
+    clinic_option(show, ONE_CLINIC)
     show.add_argument("external_id")
     show.add_argument("--contacts", action="store_true", help="also print email and LINE id")
     now_option(show, "show the patient as of this moment")
     change = patient_actions.add_parser("set", help="change phase or the patient's own cadence")
+    clinic_option(change, ONE_CLINIC)
     change.add_argument("external_id")
     change.add_argument("--phase", choices=[p.value for p in Phase])
     for option in ("--nudge-after-days", "--follow-up-days"):
@@ -258,15 +284,52 @@ def parser() -> argparse.ArgumentParser:
     )
     now_option(forgetting, "record it at this moment")
 
-    serving = command("serve", "web:serve", "run the web process (LINE webhook, unsubscribe page)")
+    serving = command(
+        "serve",
+        "web:serve",
+        "run the web process (LINE webhook, unsubscribe page)",
+        clinics=None,
+    )
     serving.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     serving.add_argument("--port", type=positive_int, help="port (default: $PORT, else 8000)")
+
+    clinic = command("clinic", "clinics:list_clinics", "the clinics this installation serves", None)
+    clinic_actions = clinic.add_subparsers(dest="action", required=True, metavar="ACTION")
+    adding = clinic_actions.add_parser(
+        "add", help="serve another clinic, whose settings are in its own folder"
+    )
+    adding.set_defaults(command="clinics:add_clinic")
+    adding.add_argument("slug", metavar="SLUG", help="its short name: a-z, 0-9 and -")
+    adding.add_argument(
+        "--config",
+        metavar="DIR",
+        type=Path,
+        required=True,
+        help="its folder: tayori.toml, campaigns.toml, messages/ and .env (see README.md)",
+    )
+    clinic_actions.add_parser("list", help="every clinic, its folder and its channels")
 
     demo = command("demo", "facts:demo", "load the demo clinic from config/demo/")
     demo.add_argument("action", choices=["load"])
     demo.add_argument("--if-empty", action="store_true", help="only if there are no patients")
     now_option(demo, "date the demo visits relative to this moment")
     return parser
+
+
+ONE_CLINIC = "one"
+EVERY_CLINIC = "every"
+
+
+def clinic_option(sub: argparse.ArgumentParser, clinics: str) -> None:
+    sub.add_argument(
+        "--clinic",
+        metavar="SLUG",
+        help=(
+            "only this clinic (default: every clinic)"
+            if clinics == EVERY_CLINIC
+            else "the clinic (needed when the installation serves several)"
+        ),
+    )
 
 
 USE_DEFAULT = "default"

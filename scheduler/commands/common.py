@@ -4,11 +4,13 @@ runtime on a migrated database, and tables for the terminal."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import TypeVar
 
 from sqlalchemy.engine import make_url
@@ -16,8 +18,9 @@ from sqlalchemy.engine import make_url
 from scheduler.clock import FixedClock, SystemClock, parse_moment
 from scheduler.outbox.budget import LineQuotaView
 from scheduler.runtime import Runtime, open_runtime
-from scheduler.settings import Settings
+from scheduler.settings import Settings, clinic_settings
 from scheduler.store import db
+from scheduler.store.clinics import ClinicEntry, list_clinics
 
 T = TypeVar("T")
 PROGRESS_MIN_ROWS = 500
@@ -43,9 +46,8 @@ def command_now(args: argparse.Namespace, settings: Settings) -> datetime:
 def migrated_runtime(settings: Settings) -> Runtime:
     runtime = open_runtime(settings)
     if not db.is_up_to_date(runtime.engine):
-        where = make_url(settings.database_url).render_as_string(hide_password=True)
         runtime.close()
-        raise CommandError(f"the database {where} is not up to date: run `tayori db upgrade`")
+        raise CommandError(_not_migrated(settings))
     return runtime
 
 
@@ -103,3 +105,58 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
         ).rstrip()
         for row in [headers, *rows]
     )
+
+
+# --- which clinic -----------------------------------------------------------------
+
+
+def one_clinic(settings: Settings, slug: str | None) -> Settings:
+    """The settings of the clinic a command acts on: the one `--clinic` names, or
+    the only one. Without `--clinic` and without a migrated database, the
+    installation's own (a command that needs the database then says so)."""
+    registered = _registered(settings)
+    if slug is None:
+        if registered is None or len(registered) <= 1:
+            return settings
+        slugs = ", ".join(entry.slug for entry in registered)
+        raise CommandError(
+            f"this installation serves {len(registered)} clinics ({slugs}): "
+            "name one with --clinic SLUG"
+        )
+    [settings] = clinics_served(settings, slug)
+    return settings
+
+
+def clinics_served(settings: Settings, slug: str | None = None) -> list[Settings]:
+    """The settings of every clinic of the installation, or of the one named."""
+    registered = _registered(settings)
+    if registered is None:
+        raise CommandError(_not_migrated(settings))
+    if slug is not None:
+        registered = [entry for entry in registered if entry.slug == slug]
+        if not registered:
+            raise CommandError(f"--clinic {slug}: no such clinic (see `tayori clinic list`)")
+    return [
+        clinic_settings(settings, os.environ, entry.config_dir, entry.id, entry.slug)
+        for entry in registered
+    ]
+
+
+def _registered(settings: Settings) -> list[ClinicEntry] | None:
+    """The clinics in the database, or None when it is not there or not migrated."""
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
+        return None  # asking would create an empty database file
+    engine = db.make_engine(settings.database_url)
+    try:
+        if not db.is_up_to_date(engine):
+            return None
+        with db.reading(db.session_factory(engine)) as session:
+            return list_clinics(session)
+    finally:
+        engine.dispose()
+
+
+def _not_migrated(settings: Settings) -> str:
+    where = make_url(settings.database_url).render_as_string(hide_password=True)
+    return f"the database {where} is not up to date: run `tayori db upgrade`"

@@ -1,8 +1,11 @@
 """One-click unsubscribe tokens: which patient stops receiving which kind of message.
 
 A token is `<payload>.<signature>`, both URL-safe base64 without padding: the payload
-is `<public id>:<kind>`, the signature an HMAC-SHA256 of it under the installation's
-secret key (TAYORI_SECRET_KEY). The public id is the patient's random one
+is `<clinic>:<public id>:<kind>`, the signature an HMAC-SHA256 of it under the
+installation's secret key (TAYORI_SECRET_KEY). The clinic (its slug) is inside the
+signature: a token made for one clinic's patient acts in that clinic only. Tokens
+from before an installation served several clinics (v2, without one) stand for the
+installation's own clinic, the only one there was. The public id is the patient's random one
 (`Patient.public_id`), never the internal id: a token tells whoever holds it nothing
 about the clinic's records (not an id, not how many patients there are), only the kind
 of message its mail already showed. Without the key nobody can make a token for another
@@ -21,8 +24,11 @@ import re
 from scheduler.core.domain import ConsentKind
 
 # Keeps tokens made for unsubscribing from matching any other signature made with
-# the same key; a new token format gets a new label (v1 carried the internal id).
-_PURPOSE = b"tayori unsubscribe v2\n"
+# the same key; a new token format gets a new label (v1 carried the internal id, v2
+# no clinic).
+_PURPOSE = b"tayori unsubscribe v3\n"
+_PURPOSE_V2 = b"tayori unsubscribe v2\n"
+_SLUG = re.compile(r"^[a-z0-9-]{1,40}$")
 # As `scheduler.store.models.new_public_id` makes them: 16 random bytes in hex.
 _PUBLIC_ID = re.compile(r"^[0-9a-f]{32}$")
 _TOKEN = re.compile(r"^([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)$")
@@ -34,43 +40,58 @@ class InvalidToken(ValueError):
     """The token was not made with this key: tampered with, truncated or made up."""
 
 
-def unsubscribe_token(secret_key: str, public_id: str, kind: ConsentKind) -> str:
+def unsubscribe_token(secret_key: str, clinic: str, public_id: str, kind: ConsentKind) -> str:
+    if not isinstance(clinic, str) or not _SLUG.match(clinic):
+        raise ValueError(f"clinic must be a clinic's slug, got {clinic!r}")
     if not isinstance(public_id, str) or not _PUBLIC_ID.match(public_id):
         raise ValueError(f"public id must be 32 lower-case hex digits, got {public_id!r}")
     kind = ConsentKind(kind)  # a bare string of a kind is accepted; anything else refused
-    payload = f"{public_id}:{kind.value}".encode("ascii")
+    payload = f"{clinic}:{public_id}:{kind.value}".encode("ascii")
     return f"{_encode(payload)}.{_encode(_signature(secret_key, payload))}"
 
 
-def read_unsubscribe_token(secret_key: str, token: str) -> tuple[str, ConsentKind]:
-    """The (public id, kind) a token was made for; InvalidToken if it was not made
-    with `secret_key` or is malformed."""
+def read_unsubscribe_token(
+    secret_key: str, token: str, first_clinic: str
+) -> tuple[str, str, ConsentKind]:
+    """The (clinic, public id, kind) a token was made for, `first_clinic` for a token
+    made before there were clinics; InvalidToken if it was not made with
+    `secret_key` or is malformed."""
     match = _TOKEN.match(token) if len(token) <= _MAX_TOKEN_LENGTH else None
     if match is None:
         raise InvalidToken("not an unsubscribe token")
     payload = _decode(match.group(1))
     signature = _decode(match.group(2))
     # Compare before looking inside: an unsigned payload is never parsed.
-    if not hmac.compare_digest(signature, _signature(secret_key, payload)):
+    if hmac.compare_digest(signature, _signature(secret_key, payload)):
+        clinic, _, rest = payload.decode("ascii", "replace").partition(":")
+    elif hmac.compare_digest(signature, _signature(secret_key, payload, _PURPOSE_V2)):
+        clinic, rest = first_clinic, payload.decode("ascii", "replace")
+    else:
         raise InvalidToken("unsubscribe token does not match its signature")
-    public_id, _, kind = payload.decode("ascii", "replace").partition(":")
-    if not _PUBLIC_ID.match(public_id) or kind not in {k.value for k in ConsentKind}:
-        raise InvalidToken("unsubscribe token holds no patient and kind")
-    return public_id, ConsentKind(kind)
+    public_id, _, kind = rest.partition(":")
+    if (
+        not _SLUG.match(clinic)
+        or not _PUBLIC_ID.match(public_id)
+        or kind not in {k.value for k in ConsentKind}
+    ):
+        raise InvalidToken("unsubscribe token holds no clinic, patient and kind")
+    return clinic, public_id, ConsentKind(kind)
 
 
-def unsubscribe_url(public_url: str, secret_key: str, public_id: str, kind: ConsentKind) -> str:
+def unsubscribe_url(
+    public_url: str, secret_key: str, clinic: str, public_id: str, kind: ConsentKind
+) -> str:
     if not public_url:
         raise ValueError("an unsubscribe link needs TAYORI_PUBLIC_URL")
-    token = unsubscribe_token(secret_key, public_id, kind)
+    token = unsubscribe_token(secret_key, clinic, public_id, kind)
     return f"{public_url.rstrip('/')}/unsubscribe/{token}"
 
 
-def _signature(secret_key: str, payload: bytes) -> bytes:
+def _signature(secret_key: str, payload: bytes, purpose: bytes = _PURPOSE) -> bytes:
     if not secret_key:
         # Without a key anyone could sign: refuse rather than make forgeable links.
         raise ValueError("unsubscribe tokens need TAYORI_SECRET_KEY")
-    return hmac.new(secret_key.encode("utf-8"), _PURPOSE + payload, hashlib.sha256).digest()
+    return hmac.new(secret_key.encode("utf-8"), purpose + payload, hashlib.sha256).digest()
 
 
 def _encode(data: bytes) -> str:

@@ -345,7 +345,9 @@ class Composer:
         a mail to the clinic is the way to stop."""
         settings = self.settings
         if settings.public_url and settings.secret_key:
-            return unsubscribe_url(settings.public_url, settings.secret_key, public_id, kind)
+            return unsubscribe_url(
+                settings.public_url, settings.secret_key, settings.clinic_slug, public_id, kind
+            )
         if settings.clinic.email:
             return f"mailto:{settings.clinic.email}?subject={quote('配信停止')}"
         return None

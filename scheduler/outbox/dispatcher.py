@@ -179,11 +179,15 @@ class Dispatcher:
         return {"clinic": self.settings.clinic_slug, **facts}
 
     def dispatch_due(
-        self, now: datetime, should_stop: Callable[[], bool] = lambda: False
+        self,
+        now: datetime,
+        should_stop: Callable[[], bool] = lambda: False,
+        claiming_seconds: float = CLAIMING_SECONDS,
     ) -> DispatchSummary:
-        """Send everything due at `now` (to patients only inside the send window)."""
+        """Send everything due at `now` (to patients only inside the send window),
+        claiming messages for at most `claiming_seconds` (one batch at least)."""
         summary = DispatchSummary()
-        claim_until = time.monotonic() + CLAIMING_SECONDS
+        claim_until = time.monotonic() + claiming_seconds
         with Leases(self.sessions, self.database_clock, self.lease) as leases:
             cycle = self.start_cycle(now, leases)
 
@@ -196,7 +200,11 @@ class Dispatcher:
 
             try:
                 with Lanes(self.settings.dispatch.concurrency, send, name="dispatch") as lanes:
-                    while not stopping() and time.monotonic() < claim_until:
+                    # One batch at least, however short the time: a clinic that
+                    # shares the cycle with a busier one still sends.
+                    first = True
+                    while not stopping() and (first or time.monotonic() < claim_until):
+                        first = False
                         seen = lanes.made_more
                         batch = self._next_batch(cycle, summary)
                         if batch is None:  # nothing due: unless one in flight comes back

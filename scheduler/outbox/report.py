@@ -104,7 +104,9 @@ def delivery_counts(session: Session) -> list[tuple[str, str, str | None, int]]:
                 type_coerce(Delivery.reason, String),
                 type_coerce(Delivery.channel, String),
                 func.count(),
-            ).group_by(Delivery.state, Delivery.reason, Delivery.channel)
+            )
+            .where(Delivery.clinic_id == clinic_of(session))
+            .group_by(Delivery.state, Delivery.reason, Delivery.channel)
         )
     ]
 
@@ -114,6 +116,7 @@ def oldest_due(session: Session, now: datetime) -> datetime | None:
     not sent yet (planned, or claimed and being sent). None: nothing is due."""
     return session.scalar(
         select(func.min(Delivery.send_after)).where(
+            Delivery.clinic_id == clinic_of(session),
             Delivery.state.in_((DeliveryState.PLANNED, DeliveryState.SENDING)),
             Delivery.send_after <= now,
         )

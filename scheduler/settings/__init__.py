@@ -12,7 +12,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
@@ -40,10 +40,10 @@ __all__ = [
 ]
 
 DEFAULT_DATABASE_URL = "sqlite:///var/tayori.db"
+# The clinic of the installation's own settings (made by migration 0009).
+DEFAULT_CLINIC_ID = 1
+DEFAULT_CLINIC_SLUG = "default"
 DEFAULT_CONFIG_PATH = "config/tayori.toml"
-# An installation holds one clinic, known by this slug wherever a clinic is named
-# (the logs). The multi-clinic work (issue 15) gives each clinic its own.
-ONLY_CLINIC_SLUG = "default"
 LOG_FORMATS = ("text", "json")
 
 
@@ -78,7 +78,6 @@ class Settings:
     outbox_dir: Path = Path("var/outbox")
     log_level: str = "INFO"
     log_format: str = "text"
-    clinic_slug: str = ONLY_CLINIC_SLUG
     config: ConfigFile = field(default_factory=ConfigFile)
     # Real channels; None means that channel's messages go to the preview outbox.
     smtp: Smtp | None = None
@@ -94,6 +93,10 @@ class Settings:
     campaigns: tuple[Campaign, ...] = ()
     # When set, GET /metrics answers only requests bearing it (TAYORI_METRICS_TOKEN).
     metrics_token: str = field(default="", repr=False)
+    # The clinic these settings are for (store/clinics.py): the installation's own
+    # unless they were read from a clinic's folder (`clinic_settings`).
+    clinic_id: int = DEFAULT_CLINIC_ID
+    clinic_slug: str = DEFAULT_CLINIC_SLUG
 
     @property
     def timezone(self) -> ZoneInfo:
@@ -138,6 +141,71 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         campaigns=_campaigns(env, config_path),
         metrics_token=env.get("TAYORI_METRICS_TOKEN", ""),
     )
+
+
+# What a clinic's own `.env` may set: its channels and their credentials. They are
+# read for that clinic only; the installation's values never stand in for them.
+CLINIC_VARIABLES = (
+    "LINE_CHANNEL_ACCESS_TOKEN",
+    "LINE_CHANNEL_SECRET",
+    "LINE_API_BASE_URL",
+    "SMTP_HOST",
+    "SMTP_PORT",
+    "SMTP_SECURITY",
+    "SMTP_USERNAME",
+    "SMTP_PASSWORD",
+    "MAIL_FROM",
+)
+# Where a clinic's files are read from, set for each clinic from its folder.
+_CLINIC_PATHS = ("TAYORI_CONFIG", "TAYORI_MESSAGES_DIR", "TAYORI_CAMPAIGNS")
+
+
+def clinic_settings(
+    installation: Settings,
+    env: Mapping[str, str],
+    config_dir: Path | None,
+    clinic_id: int,
+    slug: str,
+) -> Settings:
+    """The settings of one clinic. Without a folder: the installation's own. With
+    one: the installation's database, outbox and links, and from the folder
+    everything of the clinic's own: `tayori.toml`, `campaigns.toml` if present,
+    `messages/`, and the credentials in its `.env` (CLINIC_VARIABLES)."""
+    if config_dir is None:
+        return replace(installation, clinic_id=clinic_id, clinic_slug=slug)
+    shared = {
+        name: value
+        for name, value in env.items()
+        if name not in CLINIC_VARIABLES and name not in _CLINIC_PATHS
+    }
+    own = {
+        "DATABASE_URL": installation.database_url,
+        "TAYORI_CONFIG": str(config_dir / "tayori.toml"),
+        "TAYORI_MESSAGES_DIR": str(config_dir / "messages"),
+        # Each clinic's previews apart, so that no one reads another's messages.
+        "TAYORI_OUTBOX_DIR": str(installation.outbox_dir / slug),
+    }
+    return replace(
+        load_settings(shared | own | clinic_secrets(config_dir / ".env")),
+        clinic_id=clinic_id,
+        clinic_slug=slug,
+    )
+
+
+def clinic_secrets(path: Path) -> dict[str, str]:
+    """A clinic's `.env`: only CLINIC_VARIABLES, each named in the error if wrong."""
+    from dotenv import dotenv_values
+
+    if not path.is_file():
+        return {}
+    values = dotenv_values(stream=io.StringIO(_read_text(path, "its permissions")))
+    unknown = sorted(name for name in values if name not in CLINIC_VARIABLES)
+    if unknown:
+        raise ConfigError(
+            f"{path}: {', '.join(unknown)}: a clinic's .env holds only its channels' "
+            f"settings ({', '.join(CLINIC_VARIABLES)})"
+        )
+    return {name: value or "" for name, value in values.items()}
 
 
 def log_level(env: Mapping[str, str]) -> str:

@@ -7,13 +7,17 @@ row added through the ORM is stamped with it when it is flushed.
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session, UOWTransaction
 
-# Migration 0009's clinic: the installation's own settings.
-DEFAULT_CLINIC_ID = 1
+from scheduler.store.models import Clinic
+
 _CLINIC = "tayori_clinic_id"
 
 
@@ -35,3 +39,35 @@ def _stamp_new_rows(session: Session, _flush: UOWTransaction, _instances: Any) -
     for row in session.new:
         if getattr(row, "clinic_id", 0) is None:
             row.clinic_id = clinic_of(session)
+
+
+# --- the clinics an installation serves ------------------------------------------
+
+SLUG = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?")
+
+
+@dataclass(frozen=True)
+class ClinicEntry:
+    id: int
+    slug: str
+    config_dir: Path | None  # None: the installation's own settings
+
+
+def list_clinics(session: Session) -> list[ClinicEntry]:
+    rows = session.execute(select(Clinic.id, Clinic.slug, Clinic.config_dir).order_by(Clinic.id))
+    return [ClinicEntry(id, slug, Path(folder) if folder else None) for id, slug, folder in rows]
+
+
+def add_clinic(session: Session, slug: str, config_dir: Path, now: datetime) -> ClinicEntry:
+    """Register a clinic whose settings are in `config_dir` (an absolute path)."""
+    if not SLUG.fullmatch(slug):
+        raise ValueError(
+            f"{slug!r}: a clinic's slug is 1 to 40 lowercase letters, digits and hyphens "
+            "(it goes in its webhook's address)"
+        )
+    if any(entry.slug == slug for entry in list_clinics(session)):
+        raise ValueError(f"a clinic {slug!r} exists already")
+    clinic = Clinic(slug=slug, config_dir=str(config_dir), created_at=now)
+    session.add(clinic)
+    session.flush()
+    return ClinicEntry(clinic.id, slug, config_dir)

@@ -26,10 +26,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
 from scheduler.clock import Clock
+from scheduler.settings import DEFAULT_CLINIC_ID
 
 # Imported for its flush hook, which marks the patients whose facts a session changes.
 from scheduler.store import replan as _replan  # noqa: F401
-from scheduler.store.clinics import DEFAULT_CLINIC_ID, clinic_of, session_info
+from scheduler.store.clinics import clinic_of, session_info
 from scheduler.store.models import Patient
 
 if TYPE_CHECKING:

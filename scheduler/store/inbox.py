@@ -178,9 +178,9 @@ def event_counts(session: Session) -> list[tuple[str, str, int]]:
     return [
         (kind, str(result), count)
         for kind, result, count in session.execute(
-            select(WebhookEvent.event_type, outcome, func.count()).group_by(
-                WebhookEvent.event_type, outcome
-            )
+            select(WebhookEvent.event_type, outcome, func.count())
+            .where(WebhookEvent.clinic_id == clinic_of(session))
+            .group_by(WebhookEvent.event_type, outcome)
         )
     ]
 

@@ -5,12 +5,13 @@ request is logged with what it carries (gunicorn's access log is off)."""
 from __future__ import annotations
 
 import logging
+import os
 
-from flask import Flask, Response, current_app, jsonify
+from flask import Flask, Response, jsonify
 from sqlalchemy.exc import SQLAlchemyError
 
 from scheduler.clock import Clock, SystemClock
-from scheduler.runtime import Runtime, open_runtime
+from scheduler.runtime import Clinics, Runtime, open_runtime
 from scheduler.settings import Settings
 from scheduler.store.db import reading
 from scheduler.store.heartbeats import last_cycle, worker_problem
@@ -39,6 +40,7 @@ def create_app(
     app = Flask("scheduler.web")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.extensions["tayori"] = runtime or open_runtime(settings)
+    app.extensions["tayori.clinics"] = Clinics(app.extensions["tayori"], os.environ)
     app.extensions["tayori.clock"] = clock or SystemClock()
 
     @app.after_request
@@ -78,13 +80,20 @@ def create_app(
 
 
 def runtime_of(app: Flask) -> Runtime:
+    """The runtime of the installation's own clinic."""
     runtime: Runtime = app.extensions["tayori"]
     return runtime
 
 
-def log_facts() -> dict[str, str]:
-    """A log line's `extra=` in a request (scheduler.logs): the clinic it is for."""
-    return {"clinic": runtime_of(current_app).settings.clinic_slug}
+def clinics_of(app: Flask) -> Clinics:
+    """Every clinic's runtime, by slug."""
+    clinics: Clinics = app.extensions["tayori.clinics"]
+    return clinics
+
+
+def log_facts(runtime: Runtime) -> dict[str, str]:
+    """A log line's `extra=` (scheduler.logs): the clinic it is for."""
+    return {"clinic": runtime.settings.clinic_slug}
 
 
 def clock_of(app: Flask) -> Clock:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import hmac
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
 
 from flask import Blueprint, Response, current_app, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -23,13 +25,13 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from scheduler.clock import Clock
-from scheduler.outbox.budget import line_quota
+from scheduler.outbox.budget import LineQuotaView, line_quota
 from scheduler.outbox.report import delivery_counts, oldest_due
 from scheduler.runtime import Runtime
 from scheduler.store.db import reading
 from scheduler.store.heartbeats import heartbeats
 from scheduler.store.inbox import event_counts
-from scheduler.web.app import clock_of, runtime_of
+from scheduler.web.app import clinics_of, clock_of, runtime_of
 
 blueprint = Blueprint("metrics", __name__)
 NO_CHANNEL = "none"  # the channel label of a delivery whose channel is not chosen yet
@@ -44,7 +46,7 @@ def metrics() -> Response:
     # A registry of our own: the default one would add this process's own figures,
     # which differ between the web processes behind one address.
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(TayoriCollector(runtime, clock_of(current_app)))
+    registry.register(TayoriCollector(clinics_of(current_app).every(), clock_of(current_app)))
     return Response(generate_latest(registry), 200, {"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -53,31 +55,44 @@ def _bears(token: str) -> bool:
     return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
 
 
-class TayoriCollector(Collector):
-    """The figures, read from the database at each scrape (one read-only session)."""
+@dataclass(frozen=True)
+class _ClinicFigures:
+    deliveries: list[tuple[str, str, str | None, int]]
+    due_since: datetime | None
+    quota: LineQuotaView
+    events: list[tuple[str, str, int]]
 
-    def __init__(self, runtime: Runtime, clock: Clock) -> None:
-        self.runtime = runtime
+
+class TayoriCollector(Collector):
+    """The figures of every clinic, read from the database at each scrape (a
+    read-only session per clinic)."""
+
+    def __init__(self, runtimes: list[Runtime], clock: Clock) -> None:
+        self.runtimes = runtimes
         self.clock = clock
 
     def collect(self) -> Iterator[Metric]:
-        settings = self.runtime.settings
-        clinic = settings.clinic_slug
         now = self.clock.now()
-        with reading(self.runtime.sessions) as session:
-            deliveries = delivery_counts(session)
-            due_since = oldest_due(session, now)
-            quota = line_quota(session, now, settings.timezone, settings.config.line.monthly_quota)
-            beats = heartbeats(session)
-            events = event_counts(session)
+        clinics: dict[str, _ClinicFigures] = {}
+        for runtime in self.runtimes:
+            settings = runtime.settings
+            with reading(runtime.sessions) as session:
+                clinics[settings.clinic_slug] = _ClinicFigures(
+                    delivery_counts(session),
+                    oldest_due(session, now),
+                    line_quota(session, now, settings.timezone, settings.config.line.monthly_quota),
+                    event_counts(session),
+                )
+                beats = heartbeats(session)  # the installation's: the same from any clinic
 
         by_state = GaugeMetricFamily(
             "tayori_deliveries",
             "Deliveries in the outbox, by state, reason and channel",
             labels=["clinic", "state", "reason", "channel"],
         )
-        for state, reason, channel, count in deliveries:
-            by_state.add_metric([clinic, state, reason, channel or NO_CHANNEL], count)
+        for clinic, figures in clinics.items():
+            for state, reason, channel, count in figures.deliveries:
+                by_state.add_metric([clinic, state, reason, channel or NO_CHANNEL], count)
         yield by_state
 
         oldest = GaugeMetricFamily(
@@ -85,8 +100,10 @@ class TayoriCollector(Collector):
             "How long the delivery due longest has waited unsent (0: none is due)",
             labels=["clinic"],
         )
-        waited = 0.0 if due_since is None else (now - due_since).total_seconds()
-        oldest.add_metric([clinic], waited)
+        for clinic, figures in clinics.items():
+            due_since = figures.due_since
+            waited = 0.0 if due_since is None else (now - due_since).total_seconds()
+            oldest.add_metric([clinic], waited)
         yield oldest
 
         used = GaugeMetricFamily(
@@ -94,14 +111,17 @@ class TayoriCollector(Collector):
             "LINE messages counted this month (the larger of LINE's count and ours)",
             labels=["clinic"],
         )
-        used.add_metric([clinic], quota.used)
+        for clinic, figures in clinics.items():
+            used.add_metric([clinic], figures.quota.used)
         yield used
         limit = GaugeMetricFamily(
             "tayori_line_quota_limit_messages",
             "LINE messages the plan allows this month (+Inf: no limit)",
             labels=["clinic"],
         )
-        limit.add_metric([clinic], math.inf if quota.limit is None else quota.limit)
+        for clinic, figures in clinics.items():
+            quota = figures.quota
+            limit.add_metric([clinic], math.inf if quota.limit is None else quota.limit)
         yield limit
 
         duration = GaugeMetricFamily(
@@ -125,6 +145,7 @@ class TayoriCollector(Collector):
             "LINE webhook events in the inbox, by type and outcome",
             labels=["clinic", "type", "outcome"],
         )
-        for kind, outcome, count in events:
-            webhook.add_metric([clinic, kind, outcome], count)
+        for clinic, figures in clinics.items():
+            for kind, outcome, count in figures.events:
+                webhook.add_metric([clinic, kind, outcome], count)
         yield webhook

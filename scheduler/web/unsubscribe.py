@@ -31,12 +31,13 @@ from sqlalchemy.orm import Session
 from scheduler.clock import SystemClock
 from scheduler.core.domain import ConsentKind
 from scheduler.core.unsubscribe import read_unsubscribe_token
+from scheduler.runtime import Runtime
 from scheduler.store.clinics import clinic_of
 from scheduler.store.consent import ConsentSource, record_consent
 from scheduler.store.db import reading, transaction
 from scheduler.store.facts import current_consent
 from scheduler.store.models import Patient
-from scheduler.web.app import log_facts, runtime_of
+from scheduler.web.app import clinics_of, log_facts, runtime_of
 
 log = logging.getLogger(__name__)
 
@@ -57,16 +58,17 @@ class _NotFound(Exception):
 @blueprint.get("/unsubscribe/<token>")
 def page(token: str) -> tuple[str, int]:
     try:
-        with reading(runtime_of(current_app).sessions) as session:
-            patient = _patient(session, token)
-            consent = _consent(session, patient.id)
+        found = _read(token)
+        with reading(found.runtime.sessions) as session:
+            patient = _patient(session, found)
+            consent = _consent(session, patient)
     except _NotFound:
         return _not_found()
-    kind = patient.kind
+    kind = found.kind
     others = [k for k in ConsentKind if k is not kind and consent[k]]
     return render_template(
         "unsubscribe/page.html",
-        clinic=_clinic(),
+        clinic=_clinic(found.runtime),
         label=KIND_LABELS[kind],
         stopped=not consent[kind],
         other_labels=[KIND_LABELS[k] for k in others],
@@ -81,14 +83,15 @@ def stop(token: str) -> tuple[str, int]:
     everything = request.form.get("scope") == EVERYTHING
     now = SystemClock().now()
     try:
-        with transaction(runtime_of(current_app).sessions) as session:
-            patient = _patient(session, token, for_update=True)
-            kinds = list(ConsentKind) if everything else [patient.kind]
+        found = _read(token)
+        with transaction(found.runtime.sessions) as session:
+            patient = _patient(session, found, for_update=True)
+            kinds = list(ConsentKind) if everything else [found.kind]
             changed = [
                 kind
                 for kind in kinds
                 if record_consent(
-                    session, patient.id, kind, False, ConsentSource.UNSUBSCRIBE_LINK, now
+                    session, patient, kind, False, ConsentSource.UNSUBSCRIBE_LINK, now
                 )
             ]
     except _NotFound:
@@ -96,43 +99,55 @@ def stop(token: str) -> tuple[str, int]:
     # The patient's internal id only: logs carry no names, contacts or tokens.
     log.info(
         "unsubscribe link: patient %s stopped %s (%s)",
-        patient.id,
+        patient,
         ", ".join(k.value for k in kinds),
         "changed " + ", ".join(k.value for k in changed) if changed else "already stopped",
-        extra=log_facts(),
+        extra=log_facts(found.runtime),
     )
     return render_template(
         "unsubscribe/done.html",
-        clinic=_clinic(),
+        clinic=_clinic(found.runtime),
         labels=[KIND_LABELS[k] for k in kinds],
     ), 200
 
 
 @dataclass(frozen=True)
-class _Found:
-    """The token's patient and the kind of message it stops."""
+class _Token:
+    """What a token names: the clinic (its runtime), the patient's public id and the
+    kind of message it stops."""
 
-    id: int
+    runtime: Runtime
+    public_id: str
     kind: ConsentKind
 
 
-def _patient(session: Session, token: str, *, for_update: bool = False) -> _Found:
-    """The patient a token names, if it is ours and they are still here. With
-    `for_update`, their row stays locked until the transaction ends, so two clicks at
-    once record one change (on SQLite every write transaction is serial anyway)."""
+def _read(token: str) -> _Token:
+    own = runtime_of(current_app)
     try:
-        public_id, kind = read_unsubscribe_token(runtime_of(current_app).settings.secret_key, token)
+        slug, public_id, kind = read_unsubscribe_token(
+            own.settings.secret_key, token, own.settings.clinic_slug
+        )
     except ValueError:  # InvalidToken, or no key in the settings: no token is ours
         raise _NotFound from None
+    runtime = clinics_of(current_app).find(slug)
+    if runtime is None:
+        raise _NotFound
+    return _Token(runtime, public_id, kind)
+
+
+def _patient(session: Session, token: _Token, *, for_update: bool = False) -> int:
+    """The id of the patient a token names, if they are still here. With
+    `for_update`, their row stays locked until the transaction ends, so two clicks at
+    once record one change (on SQLite every write transaction is serial anyway)."""
     query = select(Patient.id).where(
         Patient.clinic_id == clinic_of(session),
-        Patient.public_id == public_id,
+        Patient.public_id == token.public_id,
         Patient.forgotten_at.is_(None),
     )
     patient_id = session.scalar(query.with_for_update() if for_update else query)
     if patient_id is None:
         raise _NotFound
-    return _Found(patient_id, kind)
+    return patient_id
 
 
 def _consent(session: Session, patient_id: int) -> dict[ConsentKind, bool]:
@@ -141,9 +156,12 @@ def _consent(session: Session, patient_id: int) -> dict[ConsentKind, bool]:
 
 
 def _not_found() -> tuple[str, int]:
-    return render_template("unsubscribe/not_found.html", clinic=_clinic()), 404
+    # Whose the token was is not known: the installation's own clinic answers.
+    return render_template(
+        "unsubscribe/not_found.html", clinic=_clinic(runtime_of(current_app))
+    ), 404
 
 
-def _clinic() -> dict[str, str]:
-    clinic = runtime_of(current_app).settings.clinic
+def _clinic(runtime: Runtime) -> dict[str, str]:
+    clinic = runtime.settings.clinic
     return {"name": clinic.name, "phone": clinic.phone, "email": clinic.email}

@@ -1,8 +1,11 @@
-"""`POST /line/webhook`: the LINE webhook.
+"""`POST /line/webhook/{clinic}`: each clinic's LINE webhook (`POST /line/webhook`
+is the installation's own clinic's, as it was before there were several).
 
 Nothing in a request is used before its signature is checked:
-1. Without a channel secret (LINE_CHANNEL_SECRET) the endpoint answers 503 and does
-   nothing: no request could be told from a forged one.
+0. A clinic this installation does not serve: 404, nothing read.
+1. Without the clinic's channel secret (LINE_CHANNEL_SECRET in its settings) the
+   endpoint answers 503 and does nothing: no request could be told from a forged
+   one. Another clinic's secret never stands in.
 2. The body is read as bytes, at most the app's MAX_CONTENT_LENGTH (1 MB: a larger
    one, by its Content-Length or as a chunked body is read, is answered 413 before
    any of it is looked at), and its `X-Line-Signature` is checked over those exact
@@ -33,9 +36,10 @@ from linebot.v3.webhook import SignatureValidator  # type: ignore[import-untyped
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from scheduler.clock import SystemClock
+from scheduler.runtime import Runtime
 from scheduler.store import inbox
 from scheduler.store.db import transaction
-from scheduler.web.app import log_facts, runtime_of
+from scheduler.web.app import clinics_of, log_facts, runtime_of
 from scheduler.web.events import EventProcessor
 
 log = logging.getLogger(__name__)
@@ -46,24 +50,34 @@ _clock = SystemClock()  # the web process runs on the real clock
 
 
 @blueprint.post("/line/webhook")
-def line_webhook() -> Response:
-    runtime = runtime_of(current_app)
+def own_clinics_webhook() -> Response:
+    return _webhook(runtime_of(current_app))
+
+
+@blueprint.post("/line/webhook/<clinic>")
+def line_webhook(clinic: str) -> Response:
+    runtime = clinics_of(current_app).find(clinic)
+    if runtime is None:
+        return _plain("no such clinic", 404)
+    return _webhook(runtime)
+
+
+def _webhook(runtime: Runtime) -> Response:
     secret = runtime.settings.line_channel_secret
+    facts = log_facts(runtime)
     if not secret:
-        log.warning("LINE webhook refused: LINE_CHANNEL_SECRET is not set", extra=log_facts())
+        log.warning("LINE webhook refused: LINE_CHANNEL_SECRET is not set", extra=facts)
         return _plain("LINE_CHANNEL_SECRET is not set", 503)
     signature = request.headers.get(SIGNATURE_HEADER, "")
     raw = _body()
     if not _signed(secret, raw, signature):
         said = "no signature" if not signature else "the signature does not match"
-        log.warning("LINE webhook refused: %s", said, extra=log_facts())
+        log.warning("LINE webhook refused: %s", said, extra=facts)
         return _plain("invalid signature", 400)
     try:
         events = inbox.events_in(json.loads(raw))
     except ValueError as e:  # not JSON, or not LINE's shape
-        log.warning(
-            "LINE webhook refused: not LINE's JSON (%s)", _parse_problem(e), extra=log_facts()
-        )
+        log.warning("LINE webhook refused: not LINE's JSON (%s)", _parse_problem(e), extra=facts)
         return _plain("malformed body", 400)
     with transaction(runtime.sessions) as session:
         ids = inbox.store(session, events, _clock.now())

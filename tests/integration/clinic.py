@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from scheduler.core.domain import AppointmentStatus, ChannelName, Phase
 from scheduler.store.importer import AppointmentRow, PatientRow, save_appointments, save_patients
 from scheduler.store.models import Patient
+from scheduler.store.patients import find_patient
 
 LINE_ID = "U" + "0123456789abcdef" * 2
 
@@ -33,7 +34,8 @@ def add_patient(
     )
     save_patients(session, [row], now)
     session.flush()
-    patient = session.query(Patient).filter_by(external_id=external_id).one()
+    patient = find_patient(session, external_id)
+    assert patient is not None
     return patient
 
 

@@ -99,7 +99,7 @@ def test_worker_start_lifts_a_hold_the_settings_may_have_mended_but_not_a_quota_
     with transaction(runtime.sessions) as session:
         hold_channel(session, ChannelName.LINE, cause, "401", NUDGE_TIME, None)
         hold_channel(session, ChannelName.EMAIL, HoldCause.QUOTA, "limit", NUDGE_TIME, None)
-    Worker(runtime, FixedClock(NUDGE_TIME)).start_up()
+    Worker([runtime], FixedClock(NUDGE_TIME)).start_up()
     with runtime.sessions() as session:
         assert list(active_holds(session, NUDGE_TIME)) == [ChannelName.EMAIL]
 

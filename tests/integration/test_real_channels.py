@@ -80,7 +80,11 @@ def test_email_nudge_carries_a_signed_one_click_unsubscribe_link(
     with live.sessions() as session:
         patient = session.scalars(select(Patient)).one()
     token = link.rsplit("/", 1)[1]
-    assert read_unsubscribe_token(SECRET_KEY, token) == (patient.public_id, "reminders")
+    assert read_unsubscribe_token(SECRET_KEY, token, "x") == (
+        "default",
+        patient.public_id,
+        "reminders",
+    )
     assert link == f"{PUBLIC_URL}/unsubscribe/{token}"
     text = mail.get_body(preferencelist=("plain",))
     assert text is not None

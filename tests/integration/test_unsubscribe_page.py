@@ -140,7 +140,7 @@ def _post_multipart(url: str, name: str, value: str) -> Answer:
 
 
 def _url(site: Site, public_id: str, kind: ConsentKind, key: str = SECRET_KEY) -> str:
-    return f"{site.base}/unsubscribe/{unsubscribe_token(key, public_id, kind)}"
+    return f"{site.base}/unsubscribe/{unsubscribe_token(key, 'default', public_id, kind)}"
 
 
 # --- what the database holds --------------------------------------------------------
@@ -302,7 +302,7 @@ def _flip(text: str, index: int) -> str:
 def test_a_bad_token_or_a_missing_patient_gets_one_404_with_no_hint(
     site: Site, reader: Reader
 ) -> None:
-    token = unsubscribe_token(SECRET_KEY, reader.public_id, ConsentKind.NEWSLETTER)
+    token = unsubscribe_token(SECRET_KEY, "default", reader.public_id, ConsentKind.NEWSLETTER)
     payload, signature = token.split(".")
     other_key = "another-installation-key-of-32-chars!"
     refused = {
@@ -311,9 +311,11 @@ def test_a_bad_token_or_a_missing_patient_gets_one_404_with_no_hint(
         "truncated": token[:-5],
         "made up": "bm9ib2R5.c2lnbmF0dXJl",
         "not a token": "hello",
-        "another key": unsubscribe_token(other_key, reader.public_id, ConsentKind.NEWSLETTER),
+        "another key": unsubscribe_token(
+            other_key, "default", reader.public_id, ConsentKind.NEWSLETTER
+        ),
         "nobody's public id": unsubscribe_token(
-            SECRET_KEY, new_public_id(), ConsentKind.NEWSLETTER
+            SECRET_KEY, "default", new_public_id(), ConsentKind.NEWSLETTER
         ),
     }
     answers = {}
@@ -355,7 +357,7 @@ def test_a_token_is_refused_by_an_installation_without_a_secret_key(
         }
     )
     app = create_app(settings)
-    token = unsubscribe_token(SECRET_KEY, reader.public_id, ConsentKind.NEWSLETTER)
+    token = unsubscribe_token(SECRET_KEY, "default", reader.public_id, ConsentKind.NEWSLETTER)
     try:
         client = app.test_client()
         assert client.get(f"/unsubscribe/{token}").status_code == 404

@@ -1,6 +1,6 @@
-"""One-click unsubscribe tokens: they carry the patient's random public id and the
-kind of message, nothing of the clinic's records, and only the installation's secret
-key makes one that reads back."""
+"""One-click unsubscribe tokens: they carry the clinic, the patient's random public id
+and the kind of message, nothing of the clinic's records, and only the installation's
+secret key makes one that reads back."""
 
 from __future__ import annotations
 
@@ -24,31 +24,32 @@ KEY = "a-long-random-secret-key-for-tests"
 PUBLIC_ID = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
 OTHER_ID = "00112233445566778899aabbccddeeff"
 REMINDERS, NEWSLETTER = ConsentKind.REMINDERS, ConsentKind.NEWSLETTER
+CLINIC = "sakura-seikotsu"
 
 
 @pytest.mark.parametrize("kind", list(ConsentKind))
 def test_a_token_reads_back_as_its_patient_and_kind(kind: ConsentKind) -> None:
     public_id = new_public_id()
-    token = unsubscribe_token(KEY, public_id, kind)
-    assert read_unsubscribe_token(KEY, token) == (public_id, kind)
+    token = unsubscribe_token(KEY, CLINIC, public_id, kind)
+    assert read_unsubscribe_token(KEY, token, CLINIC) == (CLINIC, public_id, kind)
 
 
 def test_a_token_fits_in_a_url_path_unchanged() -> None:
-    token = unsubscribe_token(KEY, PUBLIC_ID, REMINDERS)
+    token = unsubscribe_token(KEY, CLINIC, PUBLIC_ID, REMINDERS)
     assert re.fullmatch(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+", token)
 
 
 def test_the_url_is_the_public_url_with_the_token() -> None:
-    url = unsubscribe_url("https://tayori.example.jp/", KEY, PUBLIC_ID, REMINDERS)
-    token = unsubscribe_token(KEY, PUBLIC_ID, REMINDERS)
+    url = unsubscribe_url("https://tayori.example.jp/", KEY, CLINIC, PUBLIC_ID, REMINDERS)
+    token = unsubscribe_token(KEY, CLINIC, PUBLIC_ID, REMINDERS)
     assert url == f"https://tayori.example.jp/unsubscribe/{token}"
 
 
 def test_tokens_differ_by_patient_and_by_kind() -> None:
     tokens = {
-        unsubscribe_token(KEY, PUBLIC_ID, REMINDERS),
-        unsubscribe_token(KEY, OTHER_ID, REMINDERS),
-        unsubscribe_token(KEY, PUBLIC_ID, NEWSLETTER),
+        unsubscribe_token(KEY, CLINIC, PUBLIC_ID, REMINDERS),
+        unsubscribe_token(KEY, CLINIC, OTHER_ID, REMINDERS),
+        unsubscribe_token(KEY, CLINIC, PUBLIC_ID, NEWSLETTER),
     }
     assert len(tokens) == 3
 
@@ -59,9 +60,9 @@ def _decoded(part: str) -> bytes:
 
 def test_a_token_holds_the_public_id_and_no_internal_id() -> None:
     """The payload is readable by anyone; what it shows is random, not a record number."""
-    token = unsubscribe_token(KEY, PUBLIC_ID, NEWSLETTER)
+    token = unsubscribe_token(KEY, CLINIC, PUBLIC_ID, NEWSLETTER)
     payload, signature = token.split(".")
-    assert _decoded(payload) == f"{PUBLIC_ID}:newsletter".encode()
+    assert _decoded(payload) == f"{CLINIC}:{PUBLIC_ID}:newsletter".encode()
     assert len(_decoded(signature)) == 32  # a whole HMAC-SHA256
 
 
@@ -78,13 +79,13 @@ def test_a_token_holds_the_public_id_and_no_internal_id() -> None:
 )
 def test_a_token_is_made_only_for_a_public_id(public_id: str) -> None:
     with pytest.raises(ValueError, match="public id"):
-        unsubscribe_token(KEY, public_id, REMINDERS)
+        unsubscribe_token(KEY, CLINIC, public_id, REMINDERS)
 
 
 @pytest.mark.parametrize("kind", ["", "Reminders", "reminders:x", "everything"])
 def test_a_token_is_made_only_for_a_kind_of_consent(kind: str) -> None:
     with pytest.raises(ValueError, match="ConsentKind"):
-        unsubscribe_token(KEY, PUBLIC_ID, kind)  # type: ignore[arg-type]
+        unsubscribe_token(KEY, CLINIC, PUBLIC_ID, kind)  # type: ignore[arg-type]
 
 
 def _flip(text: str, index: int) -> str:
@@ -101,10 +102,10 @@ def _signed_as_ours(payload: bytes) -> str:
 
 
 def _tampered() -> list[pytest.ParameterSet]:
-    token = unsubscribe_token(KEY, PUBLIC_ID, REMINDERS)
+    token = unsubscribe_token(KEY, CLINIC, PUBLIC_ID, REMINDERS)
     payload, signature = token.split(".")
-    other_payload = unsubscribe_token(KEY, OTHER_ID, REMINDERS).split(".")[0]
-    newsletter_payload = unsubscribe_token(KEY, PUBLIC_ID, NEWSLETTER).split(".")[0]
+    other_payload = unsubscribe_token(KEY, CLINIC, OTHER_ID, REMINDERS).split(".")[0]
+    newsletter_payload = unsubscribe_token(KEY, CLINIC, PUBLIC_ID, NEWSLETTER).split(".")[0]
     return [
         pytest.param(_flip(payload, 0) + "." + signature, id="payload-changed"),
         pytest.param(payload + "." + _flip(signature, 5), id="signature-changed"),
@@ -113,20 +114,46 @@ def _tampered() -> list[pytest.ParameterSet]:
         pytest.param(payload + "." + signature[:-2], id="signature-truncated"),
         pytest.param(payload[:-4] + "." + signature, id="payload-truncated"),
         pytest.param(token + "A", id="extra-character"),
-        pytest.param(_signed_as_ours(f"{PUBLIC_ID}:reminders".encode()), id="made-up"),
+        pytest.param(_signed_as_ours(f"{CLINIC}:{PUBLIC_ID}:reminders".encode()), id="made-up"),
+        pytest.param(
+            unsubscribe_token(KEY, "other", PUBLIC_ID, REMINDERS).split(".")[0] + "." + signature,
+            id="another-clinic-same-signature",
+        ),
     ]
 
 
 @pytest.mark.parametrize("token", _tampered())
 def test_a_tampered_token_is_refused(token: str) -> None:
     with pytest.raises(InvalidToken):
-        read_unsubscribe_token(KEY, token)
+        read_unsubscribe_token(KEY, token, CLINIC)
 
 
 def test_a_token_made_with_another_key_is_refused() -> None:
-    token = unsubscribe_token("another-installation-key-of-32-characters", PUBLIC_ID, REMINDERS)
+    token = unsubscribe_token(
+        "another-installation-key-of-32-characters", CLINIC, PUBLIC_ID, REMINDERS
+    )
     with pytest.raises(InvalidToken):
-        read_unsubscribe_token(KEY, token)
+        read_unsubscribe_token(KEY, token, CLINIC)
+
+
+def test_a_token_names_its_clinic_inside_the_signature() -> None:
+    token = unsubscribe_token(KEY, "ume", PUBLIC_ID, REMINDERS)
+    assert read_unsubscribe_token(KEY, token, CLINIC) == ("ume", PUBLIC_ID, REMINDERS)
+
+
+def test_a_token_from_before_clinics_stands_for_the_first_clinic() -> None:
+    """v2 tokens, sent before an installation served several clinics, keep working:
+    they can only have been for its own clinic."""
+    payload = f"{PUBLIC_ID}:newsletter".encode()
+    signature = hmac.new(KEY.encode(), b"tayori unsubscribe v2\n" + payload, hashlib.sha256)
+    token = f"{_encoded(payload)}.{_encoded(signature.digest())}"
+    assert read_unsubscribe_token(KEY, token, "default") == ("default", PUBLIC_ID, NEWSLETTER)
+
+
+@pytest.mark.parametrize("clinic", ["", "Ume", "ume:1", "u" * 41])
+def test_a_token_is_made_only_for_a_clinics_slug(clinic: str) -> None:
+    with pytest.raises(ValueError, match="clinic"):
+        unsubscribe_token(KEY, clinic, PUBLIC_ID, REMINDERS)
 
 
 def test_a_first_version_token_with_an_internal_id_is_refused() -> None:
@@ -136,7 +163,7 @@ def test_a_first_version_token_with_an_internal_id_is_refused() -> None:
     signature = hmac.new(KEY.encode(), b"tayori unsubscribe v1\n" + payload, hashlib.sha256)
     token = f"{_encoded(payload)}.{_encoded(signature.digest())}"
     with pytest.raises(InvalidToken):
-        read_unsubscribe_token(KEY, token)
+        read_unsubscribe_token(KEY, token, CLINIC)
 
 
 @pytest.mark.parametrize(
@@ -155,7 +182,7 @@ def test_a_first_version_token_with_an_internal_id_is_refused() -> None:
 )
 def test_a_malformed_token_is_refused(token: str) -> None:
     with pytest.raises(InvalidToken):
-        read_unsubscribe_token(KEY, token)
+        read_unsubscribe_token(KEY, token, CLINIC)
 
 
 def test_an_invalid_token_is_a_value_error() -> None:
@@ -164,12 +191,12 @@ def test_an_invalid_token_is_a_value_error() -> None:
 
 def test_without_a_secret_key_no_token_is_made_or_read() -> None:
     with pytest.raises(ValueError, match="TAYORI_SECRET_KEY"):
-        unsubscribe_token("", PUBLIC_ID, REMINDERS)
-    token = unsubscribe_token(KEY, PUBLIC_ID, REMINDERS)
+        unsubscribe_token("", CLINIC, PUBLIC_ID, REMINDERS)
+    token = unsubscribe_token(KEY, CLINIC, PUBLIC_ID, REMINDERS)
     with pytest.raises(ValueError, match="TAYORI_SECRET_KEY"):
-        read_unsubscribe_token("", token)
+        read_unsubscribe_token("", token, CLINIC)
 
 
 def test_without_a_public_url_no_link_is_made() -> None:
     with pytest.raises(ValueError, match="TAYORI_PUBLIC_URL"):
-        unsubscribe_url("", KEY, PUBLIC_ID, REMINDERS)
+        unsubscribe_url("", KEY, CLINIC, PUBLIC_ID, REMINDERS)

@@ -76,9 +76,9 @@ def upgrade() -> None:
         sa.UniqueConstraint("slug", name=op.f("uq_clinics_slug")),
     )
     now = datetime.now(UTC).replace(tzinfo=None)
-    op.bulk_insert(
-        clinics, [{"id": FIRST_CLINIC, "slug": "default", "config_dir": None, "created_at": now}]
-    )
+    # Its id comes from the table's own sequence (1, the table being new), so that
+    # PostgreSQL's next clinic gets 2.
+    op.bulk_insert(clinics, [{"slug": "default", "config_dir": None, "created_at": now}])
     with op.batch_alter_table("patients", schema=None) as batch_op:
         _add_clinic(batch_op, "patients")
         batch_op.drop_constraint(batch_op.f("uq_patients_external_id"), type_="unique")
