@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from scheduler.clock import FixedClock
 from scheduler.commands import main
-from scheduler.core.domain import ConsentKind, DeliveryState
+from scheduler.core.domain import ConsentKind, DeliveryState, Reason
 from scheduler.core.unsubscribe import unsubscribe_token
 from scheduler.outbox.budget import line_quota
 from scheduler.runtime import Clinics, Runtime, open_runtime
@@ -30,6 +30,7 @@ from tests.conftest import ROOT
 from tests.integration.channel_env import SECRET_KEY, install_channel_env
 from tests.integration.dispatching import NUDGE_TIME, nudged_patients
 from tests.integration.line_webhook import follow, new_user_id, signature, webhook_body
+from tests.integration.workers import start_workers, wait_until
 from tests.servers.line_api import LineApiServer
 from tests.servers.smtp import SmtpServer
 
@@ -236,7 +237,10 @@ def test_a_busy_clinic_does_not_hold_up_anothers_messages(clinics: TwoClinics) -
     assert len(clinics.line_b.accepted) == 1
     with reading(clinics.a.sessions) as session:
         waiting = session.scalars(
-            select(Delivery.id).where(Delivery.state == DeliveryState.PLANNED)
+            select(Delivery.id).where(
+                Delivery.clinic_id == clinics.a.settings.clinic_id,
+                Delivery.state == DeliveryState.PLANNED,
+            )
         ).all()
     assert waiting, "clinic A's backlog was sent in one cycle: nothing was shown"
 
@@ -284,3 +288,35 @@ def test_the_clinic_list_shows_each_clinic_and_its_channels(
     rows = capsys.readouterr().out.splitlines()
     assert rows[1].split()[:2] == ["default", "0"]
     assert rows[2].split()[:4] == ["b", "1", "yes", "yes"]
+
+
+def test_two_workers_send_each_clinics_messages_once_with_its_own_token(
+    clinics: TwoClinics, database_url: str, tmp_path: Path
+) -> None:
+    if database_url.startswith("sqlite"):
+        pytest.skip("one worker at a time on a SQLite database (see worker_lock.py)")
+    count = 20
+    nudged_patients(clinics.a, count=count)
+    nudged_patients(clinics.b, count=count, line_user_id=B_LINE_ID)
+    env = {"DATABASE_URL": database_url, "LINE_CHANNEL_SECRET": A_SECRET}
+    workers = start_workers(env, NUDGE_TIME.isoformat(), tmp_path / "logs", 2)
+    wait_until(
+        lambda: len(clinics.line_a.accepted) + len(clinics.line_b.accepted) >= 2 * count,
+        workers,
+        "every nudge sent",
+    )
+    for worker in workers:
+        worker.stop()
+    for runtime, line in ((clinics.a, clinics.line_a), (clinics.b, clinics.line_b)):
+        with reading(runtime.sessions) as session:
+            sent = set(
+                session.scalars(
+                    select(Delivery.id).where(
+                        Delivery.clinic_id == runtime.settings.clinic_id,
+                        Delivery.reason == Reason.CADENCE_NUDGE,
+                        Delivery.state == DeliveryState.SENT,
+                    )
+                )
+            )
+        assert set(line.accepted) == sent and len(sent) == count
+        assert line.usage == count
