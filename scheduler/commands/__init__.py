@@ -113,7 +113,6 @@ def parser() -> argparse.ArgumentParser:
         "doctor",
         "operations:doctor",
         "check the settings, database, templates, LINE and SMTP; say what to fix",
-        clinics=None,
         reads_settings=True,
     )
 

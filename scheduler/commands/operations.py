@@ -14,7 +14,7 @@ from sqlalchemy.engine import make_url
 
 from scheduler.channels import DeliveryError
 from scheduler.commands import read_settings
-from scheduler.commands.common import command_now
+from scheduler.commands.common import command_now, one_clinic
 from scheduler.commands.database import upgrade
 from scheduler.commands.errors import hide_password, in_words
 from scheduler.commands.messages import lint
@@ -50,7 +50,7 @@ PREVIEWS = "{what} are written to {outbox} as previews, not sent"
 
 
 def doctor(args: argparse.Namespace) -> int:
-    settings, finding = _settings()
+    settings, finding = _settings(args)
     findings = [("settings", finding)]
     for name, check in CHECKS:
         if settings is None:
@@ -66,9 +66,11 @@ def doctor(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
-def _settings() -> tuple[Settings | None, Finding]:
+def _settings(args: argparse.Namespace) -> tuple[Settings | None, Finding]:
     try:
         settings = read_settings()
+        if args.clinic is not None:
+            settings = one_clinic(settings, args.clinic)
     except Exception as e:
         log.debug("the settings could not be read", exc_info=e)
         return None, Finding(Outcome.PROBLEM, in_words(e, None))

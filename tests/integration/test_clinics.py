@@ -320,3 +320,13 @@ def test_two_workers_send_each_clinics_messages_once_with_its_own_token(
             )
         assert set(line.accepted) == sent and len(sent) == count
         assert line.usage == count
+
+
+def test_the_doctor_checks_the_named_clinics_own_channels(
+    clinics: TwoClinics, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clinics.line_b.usage_offset = 37  # B's LINE answers with B's own count
+    assert main(["doctor", "--clinic", "b"]) == 0
+    out = capsys.readouterr().out
+    assert "37 of 200" in out
+    assert str(clinics.folder_b / "tayori.toml") in out
