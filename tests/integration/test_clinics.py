@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
 from scheduler.clock import FixedClock
@@ -330,3 +331,17 @@ def test_the_doctor_checks_the_named_clinics_own_channels(
     out = capsys.readouterr().out
     assert "37 of 200" in out
     assert str(clinics.folder_b / "tayori.toml") in out
+
+
+def test_the_metrics_count_each_clinic_apart(clinics: TwoClinics) -> None:
+    nudged_patients(clinics.a, count=3)
+    nudged_patients(clinics.b, line_user_id=B_LINE_ID)
+    client = create_app(clinics.a.settings, clinics.a).test_client()
+    text = client.get("/metrics").text
+    planned = {
+        sample.labels["clinic"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "tayori_deliveries" and sample.labels["state"] == "planned"
+    }
+    assert planned == {"default": 3, "b": 1}
