@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -12,9 +14,12 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.channels import Replier, Transport
+from scheduler.core.config import ConfigError
 from scheduler.core.domain import ChannelName
 from scheduler.settings import Settings, clinic_settings
 from scheduler.store.db import make_engine, session_factory
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from scheduler.channels.line import LineQuota
@@ -118,13 +123,19 @@ def _sender(settings: Settings) -> str:
 class Clinics:
     """The runtime of every clinic of the installation, by slug, on the engine of the
     installation's own (for the web process, which answers for all of them). A
-    clinic added while the process runs is found when it is first asked for."""
+    clinic added while the process runs is found when it is first asked for; the
+    registry is read again at most every RELOAD_SECONDS, whatever is asked for (a
+    stranger posting to made-up clinics' addresses costs no query each time). A
+    clinic whose settings cannot be read is left out, and said in the log."""
+
+    RELOAD_SECONDS = 10.0
 
     def __init__(self, own: Runtime, env: Mapping[str, str]) -> None:
         self.own = own
         self.env = env
         self._by_slug = {own.settings.clinic_slug: own}
         self._lock = threading.Lock()
+        self._loaded_at: float | None = None
 
     def find(self, slug: str) -> Runtime | None:
         if slug not in self._by_slug:
@@ -140,13 +151,21 @@ class Clinics:
         from scheduler.store.db import reading
 
         with self._lock:
+            now = time.monotonic()
+            if self._loaded_at is not None and now - self._loaded_at < self.RELOAD_SECONDS:
+                return
+            self._loaded_at = now
             with reading(self.own.sessions) as session:
                 entries = list_clinics(session)
             for entry in entries:
                 if entry.slug in self._by_slug:
                     continue
-                settings = clinic_settings(
-                    self.own.settings, self.env, entry.config_dir, entry.id, entry.slug
-                )
+                try:
+                    settings = clinic_settings(
+                        self.own.settings, self.env, entry.config_dir, entry.id, entry.slug
+                    )
+                except ConfigError as e:
+                    log.error("clinic %s is not served: %s", entry.slug, e)
+                    continue
                 sessions = session_factory(self.own.engine, entry.id)
                 self._by_slug[entry.slug] = Runtime(settings, self.own.engine, sessions)

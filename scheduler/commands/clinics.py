@@ -45,6 +45,7 @@ def add_clinic(args: argparse.Namespace, settings: Settings) -> int:
     if copied:
         print(f"  its messages are a copy of {settings.messages_dir}: edit them in {messages}")
     print(f"  its LINE webhook: {settings.public_url or 'https://…'}/line/webhook/{entry.slug}")
+    print("  restart the workers to serve it (the web process finds it by itself)")
     return 0
 
 

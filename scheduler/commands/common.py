@@ -4,6 +4,7 @@ runtime on a migrated database, and tables for the terminal."""
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import unicodedata
@@ -16,6 +17,7 @@ from typing import TypeVar
 from sqlalchemy.engine import make_url
 
 from scheduler.clock import FixedClock, SystemClock, parse_moment
+from scheduler.core.config import ConfigError
 from scheduler.outbox.budget import LineQuotaView
 from scheduler.runtime import Runtime, open_runtime
 from scheduler.settings import Settings, clinic_settings
@@ -23,6 +25,7 @@ from scheduler.store import db
 from scheduler.store.clinics import ClinicEntry, list_clinics
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 PROGRESS_MIN_ROWS = 500
 
 
@@ -136,10 +139,20 @@ def clinics_served(settings: Settings, slug: str | None = None) -> list[Settings
         registered = [entry for entry in registered if entry.slug == slug]
         if not registered:
             raise CommandError(f"--clinic {slug}: no such clinic (see `tayori clinic list`)")
-    return [
-        clinic_settings(settings, os.environ, entry.config_dir, entry.id, entry.slug)
-        for entry in registered
-    ]
+    served = []
+    for entry in registered:
+        try:
+            served.append(
+                clinic_settings(settings, os.environ, entry.config_dir, entry.id, entry.slug)
+            )
+        except ConfigError as e:
+            if slug is not None:
+                raise
+            # One clinic's mistake leaves the others served; it is said at each start.
+            log.error("clinic %s is not served: %s", entry.slug, e, extra={"clinic": entry.slug})
+    if not served:
+        raise CommandError("no clinic's settings can be read: see the errors above")
+    return served
 
 
 def _registered(settings: Settings) -> list[ClinicEntry] | None:

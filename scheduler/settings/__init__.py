@@ -182,8 +182,9 @@ def clinic_settings(
         "DATABASE_URL": installation.database_url,
         "TAYORI_CONFIG": str(config_dir / "tayori.toml"),
         "TAYORI_MESSAGES_DIR": str(config_dir / "messages"),
-        # Each clinic's previews apart, so that no one reads another's messages.
-        "TAYORI_OUTBOX_DIR": str(installation.outbox_dir / slug),
+        # Each clinic's previews (and preview pages, beside them) apart, so that no
+        # one reads another's messages: var/clinics/<slug>/outbox.
+        "TAYORI_OUTBOX_DIR": str(installation.outbox_dir.parent / "clinics" / slug / "outbox"),
     }
     return replace(
         load_settings(shared | own | clinic_secrets(config_dir / ".env")),
@@ -198,7 +199,10 @@ def clinic_secrets(path: Path) -> dict[str, str]:
 
     if not path.is_file():
         return {}
-    values = dotenv_values(stream=io.StringIO(_read_text(path, "its permissions")))
+    # Not interpolated: `${SMTP_PASSWORD}` must not bring in the installation's.
+    values = dotenv_values(
+        stream=io.StringIO(_read_text(path, "its permissions")), interpolate=False
+    )
     unknown = sorted(name for name in values if name not in CLINIC_VARIABLES)
     if unknown:
         raise ConfigError(

@@ -65,8 +65,13 @@ def add_clinic(session: Session, slug: str, config_dir: Path, now: datetime) -> 
             f"{slug!r}: a clinic's slug is 1 to 40 lowercase letters, digits and hyphens "
             "(it goes in its webhook's address)"
         )
-    if any(entry.slug == slug for entry in list_clinics(session)):
-        raise ValueError(f"a clinic {slug!r} exists already")
+    for entry in list_clinics(session):
+        if entry.slug == slug:
+            raise ValueError(f"a clinic {slug!r} exists already")
+        if entry.config_dir == config_dir:
+            # Two clinics on one folder would share its LINE channel and count its
+            # quota twice over.
+            raise ValueError(f"{config_dir} is clinic {entry.slug}'s folder already")
     clinic = Clinic(slug=slug, config_dir=str(config_dir), created_at=now)
     session.add(clinic)
     session.flush()

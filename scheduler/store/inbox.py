@@ -36,7 +36,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import ColumnElement, case, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -123,7 +123,7 @@ def store(session: Session, events: list[dict[str, Any]], now: datetime) -> list
         session.execute(
             upsert_insert(session, WebhookEvent)
             .values(list(rows.values()))
-            .on_conflict_do_nothing(index_elements=["id"])
+            .on_conflict_do_nothing(index_elements=["clinic_id", "id"])
         )
     return list(rows)
 
@@ -151,11 +151,7 @@ def process(
     with transaction(sessions) as session:
         event = session.scalars(
             select(WebhookEvent)
-            .where(
-                WebhookEvent.id == event_id,
-                WebhookEvent.clinic_id == clinic_of(session),
-                WebhookEvent.processed_at.is_(None),
-            )
+            .where(*_the_event(session, event_id), WebhookEvent.processed_at.is_(None))
             .with_for_update()
         ).first()
         if event is None:
@@ -190,11 +186,17 @@ def record_failure(sessions: sessionmaker[Session], event_id: str, error: BaseEx
     with transaction(sessions) as session:
         session.execute(
             update(WebhookEvent)
-            .where(WebhookEvent.id == event_id, WebhookEvent.processed_at.is_(None))
+            .where(*_the_event(session, event_id), WebhookEvent.processed_at.is_(None))
             .values(attempts=WebhookEvent.attempts + 1, last_error=describe_error(error))
         )
-        attempts = session.scalar(select(WebhookEvent.attempts).where(WebhookEvent.id == event_id))
+        attempts = session.scalar(
+            select(WebhookEvent.attempts).where(*_the_event(session, event_id))
+        )
     return attempts or 0
+
+
+def _the_event(session: Session, event_id: str) -> tuple[ColumnElement[bool], ...]:
+    return (WebhookEvent.clinic_id == clinic_of(session), WebhookEvent.id == event_id)
 
 
 def describe_error(error: BaseException) -> str:

@@ -224,11 +224,23 @@ class Delivery(Base):
     __tablename__ = "deliveries"
     __table_args__ = (
         UniqueConstraint("clinic_id", "idempotency_key"),
-        Index("ix_deliveries_state_send_after", "state", "send_after"),
-        Index("ix_deliveries_campaign_id_campaign_day", "campaign_id", "campaign_day"),
+        # Each clinic's claims, and its campaigns' newsletters.
+        Index("ix_deliveries_clinic_id_state_send_after", "clinic_id", "state", "send_after"),
+        Index(
+            "ix_deliveries_clinic_id_campaign_id_campaign_day",
+            "clinic_id",
+            "campaign_id",
+            "campaign_day",
+        ),
         # The metrics count deliveries by these at each scrape: from the index alone,
         # without reading the rows (a second rather than tens at two million).
-        Index("ix_deliveries_state_reason_channel", "state", "reason", "channel"),
+        Index(
+            "ix_deliveries_clinic_id_state_reason_channel",
+            "clinic_id",
+            "state",
+            "reason",
+            "channel",
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_delivery_id)
@@ -312,8 +324,9 @@ class WebhookEvent(Base):
 
     __tablename__ = "webhook_events"
 
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # webhookEventId
-    clinic_id: Mapped[int] = _clinic()  # whose channel LINE sent it to
+    # Whose channel LINE sent it to, and its webhookEventId.
+    clinic_id: Mapped[int] = mapped_column(ForeignKey("clinics.id"), primary_key=True)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
     event_type: Mapped[str] = mapped_column(String(32))
     body: Mapped[str] = mapped_column(Text)  # the event's JSON, as LINE sent it
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -52,7 +52,12 @@ EVERYTHING = "all"  # the form's `scope` for stopping every kind
 
 
 class _NotFound(Exception):
-    """No patient for this token: one answer whatever the reason."""
+    """No patient for this token: one answer whatever the reason, in the name of the
+    token's clinic when the token is ours (else the installation's own)."""
+
+    def __init__(self, runtime: Runtime | None = None) -> None:
+        super().__init__()
+        self.runtime = runtime
 
 
 @blueprint.get("/unsubscribe/<token>")
@@ -62,8 +67,8 @@ def page(token: str) -> tuple[str, int]:
         with reading(found.runtime.sessions) as session:
             patient = _patient(session, found)
             consent = _consent(session, patient)
-    except _NotFound:
-        return _not_found()
+    except _NotFound as e:
+        return _not_found(e.runtime)
     kind = found.kind
     others = [k for k in ConsentKind if k is not kind and consent[k]]
     return render_template(
@@ -94,8 +99,8 @@ def stop(token: str) -> tuple[str, int]:
                     session, patient, kind, False, ConsentSource.UNSUBSCRIBE_LINK, now
                 )
             ]
-    except _NotFound:
-        return _not_found()
+    except _NotFound as e:
+        return _not_found(e.runtime)
     # The patient's internal id only: logs carry no names, contacts or tokens.
     log.info(
         "unsubscribe link: patient %s stopped %s (%s)",
@@ -146,7 +151,7 @@ def _patient(session: Session, token: _Token, *, for_update: bool = False) -> in
     )
     patient_id = session.scalar(query.with_for_update() if for_update else query)
     if patient_id is None:
-        raise _NotFound
+        raise _NotFound(token.runtime)
     return patient_id
 
 
@@ -155,11 +160,9 @@ def _consent(session: Session, patient_id: int) -> dict[ConsentKind, bool]:
     return {kind: given.get(kind, False) for kind in ConsentKind}
 
 
-def _not_found() -> tuple[str, int]:
-    # Whose the token was is not known: the installation's own clinic answers.
-    return render_template(
-        "unsubscribe/not_found.html", clinic=_clinic(runtime_of(current_app))
-    ), 404
+def _not_found(runtime: Runtime | None) -> tuple[str, int]:
+    clinic = _clinic(runtime or runtime_of(current_app))
+    return render_template("unsubscribe/not_found.html", clinic=clinic), 404
 
 
 def _clinic(runtime: Runtime) -> dict[str, str]:

@@ -345,3 +345,55 @@ def test_the_metrics_count_each_clinic_apart(clinics: TwoClinics) -> None:
         if sample.name == "tayori_deliveries" and sample.labels["state"] == "planned"
     }
     assert planned == {"default": 3, "b": 1}
+
+
+def test_a_clinic_whose_settings_break_leaves_the_others_served(
+    clinics: TwoClinics, caplog: pytest.LogCaptureFixture
+) -> None:
+    nudged_patients(clinics.a)
+    (clinics.folder_b / "tayori.toml").write_text("[clinic\n", encoding="utf-8")
+    assert main(["tick", "--now", NUDGE_TIME.isoformat()]) == 0
+    assert len(clinics.line_a.accepted) == 1
+    assert "clinic b is not served" in caplog.text
+
+
+def test_a_clinic_without_credentials_of_its_own_sends_to_previews(
+    clinics: TwoClinics, tmp_path: Path
+) -> None:
+    folder = tmp_path / "clinic-f"
+    folder.mkdir()
+    shutil.copy(ROOT / "config" / "tayori.toml", folder / "tayori.toml")
+    assert main(["clinic", "add", "f", "--config", str(folder)]) == 0
+    f = Clinics(clinics.a, os.environ).find("f")
+    assert f is not None
+    assert clinics.a.settings.line_api is not None and clinics.a.settings.smtp is not None
+    assert f.settings.line_api is None and f.settings.smtp is None
+    assert f.settings.outbox_dir == clinics.a.settings.outbox_dir.parent / "clinics/f/outbox"
+
+
+def test_a_clinic_env_cannot_borrow_the_installations_values(
+    clinics: TwoClinics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SMTP_PASSWORD", "the-installation's-password")
+    with (clinics.folder_b / ".env").open("a", encoding="utf-8") as env:
+        env.write("SMTP_PASSWORD=${SMTP_PASSWORD}\n")
+    b = Clinics(clinics.a, os.environ).find("b")
+    assert b is not None and b.settings.smtp is not None
+    assert b.settings.smtp.password == "${SMTP_PASSWORD}"
+
+
+def test_a_folder_serves_one_clinic_only(
+    clinics: TwoClinics, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["clinic", "add", "b2", "--config", str(clinics.folder_b)]) == 1
+    assert "clinic b's folder already" in capsys.readouterr().err
+
+
+def test_a_valid_token_for_a_patient_gone_answers_in_its_clinics_name(
+    clinics: TwoClinics,
+) -> None:
+    token = unsubscribe_token(SECRET_KEY, "b", "f" * 32, ConsentKind.NEWSLETTER)
+    client = create_app(clinics.a.settings, clinics.a).test_client()
+    answer = client.get(f"/unsubscribe/{token}")
+    assert answer.status_code == 404
+    assert B_NAME in answer.text

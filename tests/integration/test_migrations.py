@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy.engine import make_url
 
+from scheduler.store import db
 from scheduler.store.models import Base
+from tests.conftest import DATABASES
 
 
 def test_the_migrated_database_matches_the_models(database_url: str) -> None:
@@ -20,13 +29,9 @@ def test_the_migrated_database_matches_the_models(database_url: str) -> None:
 
 
 def test_the_latest_migration_downgrades_and_upgrades_again(database_url: str) -> None:
-    from alembic import command
-
-    from scheduler.store.db import _alembic_config
-
     engine = sa.create_engine(database_url)
     try:
-        config = _alembic_config(engine)
+        config = db._alembic_config(engine)
         command.downgrade(config, "-1")
         command.upgrade(config, "head")
         with engine.connect() as connection:
@@ -34,3 +39,70 @@ def test_the_latest_migration_downgrades_and_upgrades_again(database_url: str) -
     finally:
         engine.dispose()
     assert differences == []
+
+
+@pytest.fixture(params=DATABASES)
+def before_clinics(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine]:
+    """A database at 0008, the last migration before clinics, holding a row in every
+    table that 0009 changes."""
+    if request.param == "sqlite":
+        engine = db.make_engine(f"sqlite:///{tmp_path / 'tayori.db'}")
+        drop = None
+    else:
+        base = request.getfixturevalue("postgres_schema_url")  # skips without a server
+        schema = f"tayori_0008_{uuid.uuid4().hex[:8]}"
+        admin = sa.create_engine(base)
+        with admin.begin() as connection:
+            connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
+        engine = db.make_engine(url.render_as_string(hide_password=False))
+        drop = (admin, schema)
+    command.upgrade(db._alembic_config(engine), "0008")
+    at = "2026-11-20 09:00:00"
+    with engine.begin() as connection:
+        for statement in (
+            "INSERT INTO patients (external_id, name, preferred_channel, public_id, "
+            f"created_at, updated_at) VALUES ('P1', 'x', 'line', '{'0' * 32}', '{at}', '{at}')",
+            "INSERT INTO deliveries (id, idempotency_key, patient_id, reason, send_after, "
+            "state, attempts, maybe_sent, created_at, updated_at) VALUES "
+            f"('d1', 'k1', 1, 'cadence_nudge', '{at}', 'planned', 0, false, '{at}', '{at}')",
+            "INSERT INTO channel_states (channel, held_because, held_since) "
+            f"VALUES ('line', 'quota', '{at}')",
+            "INSERT INTO line_quota_months (month, quota_limit, used, reserved, read_at) "
+            f"VALUES ('2026-11', 200, 7, 0, '{at}')",
+            f"INSERT INTO planning_settings (id, fingerprint, recorded_at) VALUES (1, 'f', '{at}')",
+            "INSERT INTO planned_occurrences (campaign_id, day, planned_at) "
+            f"VALUES ('year-end', '2026-12-20', '{at}')",
+            "INSERT INTO webhook_events (id, event_type, body, received_at, attempts) "
+            f"VALUES ('e1', 'follow', '{{}}', '{at}', 0)",
+        ):
+            connection.execute(sa.text(statement))
+    yield engine
+    engine.dispose()
+    if drop is not None:
+        admin, schema = drop
+        with admin.begin() as connection:
+            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def test_the_clinics_migration_moves_every_existing_row_into_the_first_clinic(
+    before_clinics: sa.Engine,
+) -> None:
+    db.upgrade(before_clinics)
+    with before_clinics.connect() as connection:
+        for table in (
+            "patients",
+            "deliveries",
+            "channel_states",
+            "line_quota_months",
+            "planning_settings",
+            "planned_occurrences",
+            "webhook_events",
+        ):
+            clinics = connection.execute(sa.text(f"SELECT clinic_id FROM {table}")).scalars()
+            assert list(clinics) == [1], table
+        used = connection.execute(sa.text("SELECT used FROM line_quota_months")).scalar()
+        assert used == 7
+        slugs = connection.execute(sa.text("SELECT id, slug FROM clinics")).all()
+    assert [tuple(row) for row in slugs] == [(1, "default")]

@@ -619,7 +619,7 @@ def test_an_event_that_fails_is_tried_each_cycle_until_the_cap_with_its_error(
         processed = runtime.events.process_pending(now + timedelta(minutes=cycle))
         assert processed == 0
     with runtime.sessions() as session:
-        event = session.get_one(WebhookEvent, event_id)
+        event = session.get_one(WebhookEvent, (runtime.settings.clinic_id, event_id))
     assert event.processed_at is None
     assert event.attempts == inbox.MAX_ATTEMPTS  # then left alone, with why
     assert event.last_error == "JSONDecodeError"

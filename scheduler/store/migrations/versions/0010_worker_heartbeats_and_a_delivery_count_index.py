@@ -30,13 +30,13 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("worker", name=op.f("pk_worker_heartbeats")),
     )
     op.create_index(
-        "ix_deliveries_state_reason_channel",
+        "ix_deliveries_clinic_id_state_reason_channel",
         "deliveries",
-        ["state", "reason", "channel"],
+        ["clinic_id", "state", "reason", "channel"],
         unique=False,
     )
 
 
 def downgrade() -> None:
-    op.drop_index("ix_deliveries_state_reason_channel", table_name="deliveries")
+    op.drop_index("ix_deliveries_clinic_id_state_reason_channel", table_name="deliveries")
     op.drop_table("worker_heartbeats")
