@@ -22,7 +22,7 @@ def _recorded(runtime: Runtime) -> list[Heartbeat]:
 
 
 def test_a_completed_cycle_records_when_it_ended_by_the_workers_clock(runtime: Runtime) -> None:
-    Worker(runtime, FixedClock(NOW)).run_once()
+    Worker([runtime], FixedClock(NOW)).run_once()
 
     [beat] = _recorded(runtime)
     assert beat.finished_at == NOW
@@ -30,14 +30,14 @@ def test_a_completed_cycle_records_when_it_ended_by_the_workers_clock(runtime: R
 
 
 def test_a_worker_is_named_by_its_host_and_process_id(runtime: Runtime) -> None:
-    Worker(runtime, FixedClock(NOW)).run_once()
+    Worker([runtime], FixedClock(NOW)).run_once()
 
     assert [beat.worker for beat in _recorded(runtime)] == [f"{socket.gethostname()}:{os.getpid()}"]
 
 
 def test_a_workers_next_cycle_replaces_its_heartbeat(runtime: Runtime) -> None:
     clock = FixedClock(NOW)
-    worker = Worker(runtime, clock)
+    worker = Worker([runtime], clock)
     worker.run_once()
     clock.set(NOW + timedelta(minutes=1))
     worker.run_once()

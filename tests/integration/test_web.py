@@ -26,7 +26,7 @@ NOW = datetime(2026, 11, 25, 1, 30, tzinfo=UTC)
 @pytest.fixture
 def web(clinic_env: dict[str, str], runtime: Runtime, tmp_path: Path) -> Iterator[str]:
     """`tayori serve`, beside a worker that has just completed a cycle."""
-    Worker(runtime, SystemClock()).run_once()
+    Worker([runtime], SystemClock()).run_once()
     with web_process(clinic_env, tmp_path / "web.log") as base:
         yield base
 
@@ -65,7 +65,7 @@ def test_the_health_check_answers_503_before_any_worker_has_completed_a_cycle(
 def test_the_health_check_answers_503_when_no_worker_has_completed_a_cycle_for_5_minutes(
     runtime: Runtime,
 ) -> None:
-    Worker(runtime, FixedClock(NOW)).run_once()
+    Worker([runtime], FixedClock(NOW)).run_once()
 
     response = _app_at(runtime, NOW + timedelta(minutes=5, seconds=1)).get("/healthz")
     assert response.status_code == 503
@@ -79,7 +79,7 @@ def test_the_health_check_answers_503_when_no_worker_has_completed_a_cycle_for_5
 def test_the_health_check_answers_200_while_the_last_cycle_is_at_most_5_minutes_old(
     runtime: Runtime,
 ) -> None:
-    Worker(runtime, FixedClock(NOW)).run_once()
+    Worker([runtime], FixedClock(NOW)).run_once()
 
     assert _app_at(runtime, NOW + timedelta(minutes=5)).get("/healthz").status_code == 200
 
