@@ -97,7 +97,8 @@ def empty_database(request: pytest.FixtureRequest, which: str, folder: Path) -> 
             sa.text(
                 "TRUNCATE deliveries, channel_states, line_quota_months, consent_changes, "
                 "appointments, link_codes, link_failures, webhook_events, planning_settings, "
-                "planned_occurrences, worker_heartbeats, patients "
+                "planned_occurrences, worker_heartbeats, desk_audit, desk_sign_in_failures, "
+                "desk_users, patients "
                 "RESTART IDENTITY CASCADE"
             )
         )
@@ -143,11 +144,15 @@ def local_env(
     return install_clinic_env(f"sqlite:///{database}", tmp_path, monkeypatch)
 
 
-def run_tayori(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """`python -m scheduler ARGS`, as a separate process in the current directory."""
+def run_tayori(
+    *args: str, env: dict[str, str], stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python -m scheduler ARGS`, as a separate process in the current directory,
+    with `stdin` as its standard input (a pipe, not a terminal) when given."""
     return subprocess.run(
         [sys.executable, "-m", "scheduler", *args],
         env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=60,

@@ -2,8 +2,8 @@
 
 This module holds the command line itself, every command with its options; what a
 command does lives in the module of its group (`facts`, `outbox`, `worker`,
-`messages`, `seasonal`, `database`, `linking`, `data_rights`, `web`, `operations`),
-imported only when that command runs.
+`messages`, `seasonal`, `database`, `linking`, `data_rights`, `web`, `desk`,
+`operations`), imported only when that command runs.
 """
 
 from __future__ import annotations
@@ -291,6 +291,17 @@ def parser() -> argparse.ArgumentParser:
     )
     serving.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     serving.add_argument("--port", type=positive_int, help="port (default: $PORT, else 8000)")
+
+    user = command("user", "desk:user_add", "the desk's staff accounts", clinics=None)
+    user.set_defaults(clinics=ONE_CLINIC)
+    user_actions = user.add_subparsers(dest="action", required=True, metavar="ACTION")
+    adding_user = user_actions.add_parser(
+        "add",
+        help="add a staff account for the desk; the password is asked for (or read as one "
+        "line from standard input when that is not a terminal)",
+    )
+    clinic_option(adding_user, ONE_CLINIC)
+    adding_user.add_argument("email", metavar="EMAIL", help="the account's sign-in name")
 
     clinic = command("clinic", "clinics:list_clinics", "the clinics this installation serves", None)
     clinic_actions = clinic.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -392,3 +392,47 @@ class WorkerHeartbeat(Base):
     worker: Mapped[str] = mapped_column(String(255), primary_key=True)  # host:pid
     finished_at: Mapped[datetime] = mapped_column(UTCDateTime)  # the worker's clock
     duration_seconds: Mapped[float] = mapped_column(Float)
+
+
+class DeskUser(Base):
+    """A clinic's staff account for the desk (the web application). The email is the
+    sign-in name, unique within its clinic only: two clinics may share a
+    receptionist. Only an Argon2 hash of the password is kept."""
+
+    __tablename__ = "desk_users"
+    __table_args__ = (UniqueConstraint("clinic_id", "email"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    clinic_id: Mapped[int] = _clinic()
+    email: Mapped[str] = mapped_column(String(320))  # lowercased
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class DeskAudit(Base):
+    """Who did what in the desk, and when: one row for every change made there."""
+
+    __tablename__ = "desk_audit"
+    __table_args__ = (Index("ix_desk_audit_clinic_id_at", "clinic_id", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    clinic_id: Mapped[int] = _clinic()
+    user_id: Mapped[int] = mapped_column(ForeignKey("desk_users.id"))
+    action: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[str] = mapped_column(Text)  # ids, never a patient's name or contact
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class DeskSignInFailure(Base):
+    """A failed sign-in, kept for the rate limit's window. In the database, so that
+    every web process counts the same failures. `key` is a hash of the email typed
+    and the address it came from: what was typed (perhaps a password, in the wrong
+    field) is not kept."""
+
+    __tablename__ = "desk_sign_in_failures"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    clinic_id: Mapped[int] = _clinic()
+    key: Mapped[str] = mapped_column(String(64), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
