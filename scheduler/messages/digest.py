@@ -159,6 +159,35 @@ def _planned_by_reason(session: Session, until: datetime) -> dict[Reason, int]:
     )
 
 
+def planned_by_reason_and_channel(
+    session: Session, since: datetime | None, until: datetime
+) -> dict[tuple[Reason, ChannelName], int]:
+    """What the outbox will send before `until` (and from `since`, if given), by
+    reason and channel, counted as `_planned_by_reason` counts it: the desk's Today
+    page shows today and tomorrow this way."""
+    counts: dict[tuple[Reason, ChannelName], int] = {}
+    for reason, channel, count in session.execute(
+        select(
+            type_coerce(Delivery.reason, String),
+            type_coerce(Delivery.channel, String),
+            func.count(),
+        )
+        .where(
+            Delivery.clinic_id == clinic_of(session),
+            Delivery.patient_id.is_not(None),
+            Delivery.state == DeliveryState.PLANNED,
+            Delivery.channel.is_not(None),
+            Delivery.send_after < until,
+            *([Delivery.send_after >= since] if since is not None else []),
+        )
+        .group_by(Delivery.reason, Delivery.channel)
+    ):
+        known, by = member(Reason, reason), member(ChannelName, channel)
+        if known is not None and by is not None:
+            counts[known, by] = count
+    return counts
+
+
 def _sent_by_reason(session: Session, start: datetime, end: datetime) -> dict[Reason, int]:
     return _by_reason(
         session,
