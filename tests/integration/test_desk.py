@@ -8,7 +8,10 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -26,11 +29,13 @@ from scheduler.runtime import Runtime, open_runtime
 from scheduler.settings import load_settings
 from scheduler.store.db import transaction
 from scheduler.store.desk import FAILURE_WINDOW, FAILURES_ALLOWED, add_user
-from scheduler.store.models import Delivery, DeskAudit, DeskUser
+from scheduler.store.models import Base, Delivery, DeskAudit, DeskUser
 from scheduler.web.app import create_app
-from tests.conftest import run_tayori
+from tests.conftest import DATABASES, ROOT, empty_database, run_tayori
+from tests.integration.browser import PHONE, fits_the_width
 from tests.integration.channel_env import PUBLIC_URL, SECRET_KEY
 from tests.integration.clinic import add_appointment, add_patient, visited
+from tests.integration.web import web_process
 
 PASSWORD = "correct horse battery staple"
 STAFF = "reception@clinic.example"
@@ -399,3 +404,124 @@ def test_retrying_a_delivery_that_is_not_failed_changes_nothing_and_says_so(
     assert "このメッセージは再送できませんでした。" in client.get("/").get_data(as_text=True)
     with desk_runtime.sessions() as session:
         assert len(session.scalars(select(DeskAudit).where(DeskAudit.action == "retry")).all()) == 1
+
+
+# --- in a real browser, against a real `tayori serve` ------------------------------
+
+
+@dataclass
+class Site:
+    base: str
+    runtime: Runtime  # the same database, for the tests' own reads and writes
+
+
+@pytest.fixture(scope="module", params=DATABASES)
+def site(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Site]:
+    folder = tmp_path_factory.mktemp("desk")
+    env = {
+        "DATABASE_URL": empty_database(request, request.param, folder),
+        "TAYORI_CONFIG": str(ROOT / "config" / "tayori.toml"),
+        "TAYORI_MESSAGES_DIR": str(ROOT / "messages"),
+        "TAYORI_OUTBOX_DIR": str(folder / "outbox"),
+        # Plain http, as the browser reaches the test server: an https public URL
+        # would make the session cookie Secure, which a browser keeps only over https.
+        "TAYORI_PUBLIC_URL": "http://127.0.0.1",
+        "TAYORI_SECRET_KEY": SECRET_KEY,
+    }
+    runtime = open_runtime(load_settings(env))
+    with web_process(env, folder / "web.log") as base:
+        yield Site(base, runtime)
+    runtime.close()
+
+
+def a_failed_delivery(runtime: Runtime, now: datetime) -> str:
+    """An emptied clinic with one staff account and one nudge that failed yesterday
+    (the web process runs on the real clock); the delivery's id."""
+    with transaction(runtime.sessions) as session:
+        for table in reversed(Base.metadata.sorted_tables):
+            if table.name != "clinics":  # the first is the installation's own
+                session.execute(table.delete())
+    day = now.astimezone(JST).date() - timedelta(days=1)
+    yesterday_10am = datetime.combine(day, time(10), tzinfo=JST)
+    with transaction(runtime.sessions) as session:
+        add_user(session, STAFF, PASSWORD, now)
+        add_patient(session, yesterday_10am - timedelta(days=10), "FAIL", Phase.ACUTE)
+        visited(session, yesterday_10am, days_ago=3, external_id="FAIL")
+    with transaction(runtime.sessions) as session:
+        plan(session, yesterday_10am, runtime.settings.rules, runtime.settings)
+        [failing] = transitions.claim(
+            session,
+            now=yesterday_10am,
+            db_now=yesterday_10am,
+            lease=timedelta(minutes=5),
+            limit=10,
+            max_attempts=5,
+        ).claimed
+        transitions.fail(session, failing.claim, REFUSED_BY_LINE, yesterday_10am)
+    return failing.claim.id
+
+
+def _fits_the_phone(page: Any) -> bool:
+    """No horizontal scrolling: the document is no wider than the viewport."""
+    return bool(
+        page.evaluate(
+            "document.scrollingElement.scrollWidth <= document.documentElement.clientWidth"
+        )
+    )
+
+
+def test_staff_sign_in_and_retry_a_failed_message_on_a_phone(
+    site: Site, browser: Any, tmp_path: Path
+) -> None:
+    failed = a_failed_delivery(site.runtime, datetime.now(UTC))
+    page = browser.new_page(viewport=PHONE)
+    try:
+        page.goto(f"{site.base}/")
+        assert page.url == f"{site.base}/login"
+        assert _fits_the_phone(page) and fits_the_width(page)
+        page.screenshot(path=str(tmp_path / "desk-login-phone.png"), full_page=True)
+        page.get_by_label("メールアドレス").fill(STAFF)
+        page.get_by_label("パスワード").fill(PASSWORD)
+        page.get_by_role("button", name="ログイン").click()
+        page.wait_for_load_state()
+        assert "の状況" in page.inner_text("h1")
+        assert REFUSED_BY_LINE in page.inner_text("body")
+        assert _fits_the_phone(page)
+        page.screenshot(path=str(tmp_path / "desk-today-phone.png"), full_page=True)
+        page.get_by_role("button", name="再送する（患者番号 FAIL・次回来院のおすすめ）").click()
+        page.wait_for_load_state()
+        assert "再送を受け付けました。" in page.inner_text("body")
+        assert "送れなかったメッセージはありません。" in page.inner_text("body")
+        assert _fits_the_phone(page)
+        page.screenshot(path=str(tmp_path / "desk-today-retried-phone.png"), full_page=True)
+    finally:
+        page.close()
+    with site.runtime.sessions() as session:
+        delivery = session.get_one(Delivery, failed)
+        [record] = session.scalars(select(DeskAudit).where(DeskAudit.action == "retry")).all()
+    assert (delivery.state, delivery.attempts) == (DeliveryState.PLANNED, 0)
+    assert (record.action, record.detail) == (
+        "retry",
+        f"delivery {failed} (cadence_nudge) queued again",
+    )
+
+
+def test_the_today_page_on_a_desktop(site: Site, browser: Any, tmp_path: Path) -> None:
+    a_failed_delivery(site.runtime, datetime.now(UTC))
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    try:
+        page.goto(f"{site.base}/login")
+        page.get_by_label("メールアドレス").fill(STAFF)
+        page.get_by_label("パスワード").fill(PASSWORD)
+        page.get_by_role("button", name="ログイン").click()
+        page.wait_for_load_state()
+        assert _fits_the_phone(page)
+        page.screenshot(path=str(tmp_path / "desk-today-desktop.png"), full_page=True)
+        page.get_by_role("button", name="ログアウト").click()
+        page.wait_for_load_state()
+        assert page.url == f"{site.base}/login"
+        assert "ログアウトしました。" in page.inner_text("body")
+    finally:
+        page.close()
