@@ -6,7 +6,9 @@ real Chromium for the page."""
 from __future__ import annotations
 
 import logging
+import os
 import re
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
@@ -21,11 +23,12 @@ from sqlalchemy import select, update
 from werkzeug.test import TestResponse
 
 from scheduler.clock import FixedClock
+from scheduler.commands import main
 from scheduler.core.domain import ChannelName, DeliveryState, Phase
 from scheduler.messages.digest import build_digest
 from scheduler.outbox import transitions
 from scheduler.outbox.planner import plan
-from scheduler.runtime import Runtime, open_runtime
+from scheduler.runtime import Clinics, Runtime, open_runtime
 from scheduler.settings import load_settings
 from scheduler.store.db import transaction
 from scheduler.store.desk import FAILURE_WINDOW, FAILURES_ALLOWED, add_user
@@ -525,3 +528,50 @@ def test_the_today_page_on_a_desktop(site: Site, browser: Any, tmp_path: Path) -
         assert "ログアウトしました。" in page.inner_text("body")
     finally:
         page.close()
+
+
+# --- many clinics: each desk signs in its own accounts ---------------------------------
+
+NORTH_PASSWORD = "another clinic, another password"
+
+
+@pytest.fixture
+def north(desk_runtime: Runtime, tmp_path: Path) -> Runtime:
+    """A second clinic, `north`, with an account of the same email as the first's."""
+    folder = tmp_path / "north"
+    folder.mkdir()
+    shutil.copy(ROOT / "config" / "tayori.toml", folder / "tayori.toml")
+    assert main(["clinic", "add", "north", "--config", str(folder)]) == 0
+    runtime = Clinics(desk_runtime, os.environ).find("north")
+    assert runtime is not None
+    with transaction(runtime.sessions) as session:
+        add_user(session, STAFF, NORTH_PASSWORD, NOW)
+    return runtime
+
+
+def _sign_in_at(client: FlaskClient, base: str, password: str) -> TestResponse:
+    return client.post(
+        f"{base}/login",
+        data={"email": STAFF, "password": password, "csrf_token": _token(client, f"{base}/login")},
+    )
+
+
+def test_another_clinics_desk_signs_in_with_its_own_account(
+    client: FlaskClient, north: Runtime
+) -> None:
+    assert _sign_in_at(client, "/desk/north", PASSWORD).status_code == 200  # refused
+    signed_in = _sign_in_at(client, "/desk/north", NORTH_PASSWORD)
+    assert signed_in.location == "/desk/north/"
+    assert client.get("/desk/north/").status_code == 200
+
+
+def test_a_session_for_one_clinic_opens_no_other_clinics_desk(
+    client: FlaskClient, north: Runtime
+) -> None:
+    _sign_in(client)
+    assert client.get("/").status_code == 200
+    assert client.get("/desk/north/").location == "/desk/north/login"
+
+
+def test_a_clinic_not_served_has_no_desk(client: FlaskClient) -> None:
+    assert client.get("/desk/nowhere/login").status_code == 404
