@@ -291,11 +291,13 @@ def test_the_clinic_list_shows_each_clinic_and_its_channels(
     assert rows[2].split()[:4] == ["b", "1", "yes", "yes"]
 
 
+# PostgreSQL only: on SQLite one worker runs at a time (scheduler/store/worker_lock.py).
+@pytest.mark.parametrize(
+    "database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
 def test_two_workers_send_each_clinics_messages_once_with_its_own_token(
     clinics: TwoClinics, database_url: str, tmp_path: Path
 ) -> None:
-    if database_url.startswith("sqlite"):
-        pytest.skip("one worker at a time on a SQLite database (see worker_lock.py)")
     count = 20
     nudged_patients(clinics.a, count=count)
     nudged_patients(clinics.b, count=count, line_user_id=B_LINE_ID)
