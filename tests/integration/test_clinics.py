@@ -157,36 +157,29 @@ def test_the_same_patient_number_is_a_different_patient_in_each_clinic(
         assert in_a.id != in_b.id and in_b.line_user_id == B_LINE_ID
 
 
-def test_a_webhook_signed_with_another_clinics_secret_is_refused(clinics: TwoClinics) -> None:
+def _follow_event(clinics: TwoClinics, path: str, secret: str) -> int:
+    """A follow event posted to `path` signed with `secret`: the answer's status."""
     client = create_app(clinics.a.settings, clinics.a).test_client()
     body = webhook_body(follow(new_user_id(), clinics.line_b.issue_reply_token()))
-    refused = client.post(
-        "/line/webhook/b", data=body, headers={"X-Line-Signature": signature(body, A_SECRET)}
-    )
-    assert refused.status_code == 400
+    answer = client.post(path, data=body, headers={"X-Line-Signature": signature(body, secret)})
+    return answer.status_code
+
+
+def test_a_webhook_signed_with_another_clinics_secret_is_refused(clinics: TwoClinics) -> None:
+    assert _follow_event(clinics, "/line/webhook/b", A_SECRET) == 400
     with reading(clinics.b.sessions) as session:
         assert session.scalars(select(WebhookEvent)).all() == []
 
 
 def test_a_webhook_is_stored_for_the_clinic_whose_path_it_came_to(clinics: TwoClinics) -> None:
-    client = create_app(clinics.a.settings, clinics.a).test_client()
-    body = webhook_body(follow(new_user_id(), clinics.line_b.issue_reply_token()))
-    answer = client.post(
-        "/line/webhook/b", data=body, headers={"X-Line-Signature": signature(body, B_SECRET)}
-    )
-    assert answer.status_code == 200
+    assert _follow_event(clinics, "/line/webhook/b", B_SECRET) == 200
     with reading(clinics.b.sessions) as session:
         [event] = session.scalars(select(WebhookEvent)).all()
     assert event.clinic_id == clinics.b.settings.clinic_id
 
 
 def test_a_webhook_for_a_clinic_not_served_is_not_found(clinics: TwoClinics) -> None:
-    client = create_app(clinics.a.settings, clinics.a).test_client()
-    body = webhook_body(follow(new_user_id(), clinics.line_b.issue_reply_token()))
-    answer = client.post(
-        "/line/webhook/nowhere", data=body, headers={"X-Line-Signature": signature(body)}
-    )
-    assert answer.status_code == 404
+    assert _follow_event(clinics, "/line/webhook/nowhere", A_SECRET) == 404
 
 
 def test_an_unsubscribe_link_acts_in_its_own_clinic(clinics: TwoClinics) -> None:
