@@ -45,9 +45,10 @@ from scheduler.settings import Settings
 from scheduler.store.batches import batches
 from scheduler.store.clinics import clinic_of
 from scheduler.store.db import among
-from scheduler.store.facts import load_facts_of
+from scheduler.store.facts import contacts_of, load_facts_of
 from scheduler.store.models import Delivery, Patient, new_delivery_id
 from scheduler.store.replan import (
+    last_fingerprint,
     patient_ids,
     patients_to_plan,
     set_replan_at,
@@ -297,12 +298,17 @@ def dry_run(
     until: datetime,
     rules: Rules,
     settings: Settings | None = None,
+    *,
+    everyone: bool = False,
 ) -> list[PlannedMessage]:
     """What would be sent between `now` and `until` if no new facts arrive. Writes nothing.
 
     The rules are evaluated at `now` and again whenever time alone changes a
     patient's facts (a booked appointment passes and starts a new episode), as the
-    worker's own cycles would.
+    worker's own cycles would. A patient whom the worker planned with these settings
+    and whose due messages cannot change before `until` (`replan_at` beyond it) is
+    answered from the outbox instead, where that plan put them; with `everyone`, the
+    rules run for every patient.
     """
     external_ids = {
         patient_id: external_id
@@ -310,16 +316,20 @@ def dry_run(
             select(Patient.id, Patient.external_id).where(Patient.clinic_id == clinic_of(session))
         )
     }
+    settled = set() if everyone else _settled(session, until, rules, settings)
     ahead = occurrences_ahead(session, now, until, settings) if settings is not None else []
     audiences: list[list[int]] = [[] for _ in ahead]
     # The first moment each message appears is when the worker would plan it.
     first_seen: dict[str, tuple[datetime, Due]] = {}
     channels: dict[int, ChannelName | None] = {}
     # A batch of patients at a time: the facts of a whole clinic need not be in memory.
-    for batch in batches(sorted(external_ids)):
+    # The settled patients' facts are read only for the audiences of newsletters ahead.
+    for batch in batches(sorted(external_ids if ahead else set(external_ids) - settled)):
         facts = load_facts_of(session, now, batch)
         for patient in facts:
             channels[patient.id] = choose_channel(patient.preferred_channel, patient.contacts)
+            if patient.id in settled:
+                continue
             for moment in _moments_facts_change(patient, now, until):
                 for message in messages_due(patient, moment, rules):
                     first_seen.setdefault(message.key, (moment, message))
@@ -345,7 +355,79 @@ def dry_run(
                 template=template_in(message.folder, channel),
             )
         )
+    expected += _planned_for(session, settled, external_ids, now, until, rules)
     return sorted(expected, key=lambda m: (m.send_at, m.patient, m.reason))
+
+
+def _settled(
+    session: Session, until: datetime, rules: Rules, settings: Settings | None
+) -> set[int]:
+    """The patients whose due messages the outbox holds as they will stay until
+    `until`: planned with the settings in force, their next moment beyond it."""
+    if settings is None:
+        return set()
+    fingerprint = settings_fingerprint(rules, settings.campaigns, settings.config.closures)
+    if last_fingerprint(session) != fingerprint:
+        return set()  # the next cycle plans everyone again
+    return set(
+        session.scalars(
+            select(Patient.id).where(
+                Patient.clinic_id == clinic_of(session),
+                Patient.replan_at.is_not(None),
+                Patient.replan_at > until,
+            )
+        )
+    )
+
+
+def _planned_for(
+    session: Session,
+    patients: set[int],
+    external_ids: dict[int, str],
+    now: datetime,
+    until: datetime,
+    rules: Rules,
+) -> list[PlannedMessage]:
+    """The settled patients' planned messages but newsletters (whose pacing the dry run
+    works out for the whole audience), when and how the worker would send them: by
+    the channel it would choose then, from the contacts as they are now."""
+    expected = []
+    for chunk in batches(sorted(patients)):
+        rows = session.execute(
+            select(
+                Delivery.patient_id,
+                type_coerce(Delivery.reason, String).label("reason"),
+                Delivery.send_after,
+                Delivery.template,
+                Patient.preferred_channel,
+                Patient.email,
+                Patient.line_user_id,
+                Patient.email_unusable_reason,
+                Patient.line_unusable_reason,
+            )
+            .join(Patient, Patient.id == Delivery.patient_id)
+            .where(
+                among(session, Delivery.patient_id, chunk),
+                Delivery.state == DeliveryState.PLANNED,
+                Delivery.reason != Reason.NEWSLETTER,
+            )
+        )
+        for row in rows:
+            channel = choose_channel(row.preferred_channel, contacts_of(row))
+            send_at = next_opening(max(row.send_after, now), rules.window, rules.timezone)
+            if channel is None or row.patient_id is None or send_at > until:
+                continue  # no usable contact: it would be skipped
+            folder = row.template.rpartition("/")[0] if row.template else row.reason
+            expected.append(
+                PlannedMessage(
+                    external_ids[row.patient_id],
+                    row.reason,
+                    channel,
+                    send_at,
+                    template_in(folder, channel),
+                )
+            )
+    return expected
 
 
 def _expected_send_at(

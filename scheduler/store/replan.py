@@ -113,11 +113,17 @@ def patient_ids(session: Session) -> list[int]:
 # neither blocks the plan nor deadlocks with it; only its marks wait.
 
 
+def last_fingerprint(session: Session) -> str | None:
+    """The digest of the settings of the clinic's last plan (None: never planned)."""
+    return session.scalar(
+        select(PlanningSettings.fingerprint).where(PlanningSettings.clinic_id == clinic_of(session))
+    )
+
+
 def settings_changed(session: Session, fingerprint: str, now: datetime) -> bool:
     """Whether the settings differ from those of the last plan; records these."""
     clinic_id = clinic_of(session)
-    last = select(PlanningSettings.fingerprint).where(PlanningSettings.clinic_id == clinic_id)
-    if session.scalar(last) == fingerprint:
+    if last_fingerprint(session) == fingerprint:
         return False
     # Imported here: store.db imports this module for its flush hook.
     from scheduler.store.db import upsert_insert

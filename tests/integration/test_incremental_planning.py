@@ -26,7 +26,7 @@ from scheduler.core.domain import (
     Reason,
 )
 from scheduler.messages.templates import Renderer
-from scheduler.outbox.planner import plan
+from scheduler.outbox.planner import PlannedMessage, dry_run, plan
 from scheduler.outbox.transitions import requeue
 from scheduler.runtime import Runtime, open_runtime
 from scheduler.settings import Settings
@@ -177,6 +177,42 @@ def test_planning_the_changed_patients_gives_the_outbox_of_planning_everyone(
             compared += 1
     assert compared == 31 * len(CYCLE_TIMES)
     assert any(row[1] == "sent" for row in _outbox(whole))
+
+
+def _week_ahead(runtime: Runtime, now: datetime, *, everyone: bool) -> list[PlannedMessage]:
+    with runtime.sessions() as session:
+        settings = runtime.settings
+        return dry_run(
+            session, now, now + timedelta(days=7), settings.rules, settings, everyone=everyone
+        )
+
+
+def test_the_dry_run_answers_settled_patients_from_the_outbox_as_the_rules_would(
+    twins: tuple[Runtime, Runtime],
+) -> None:
+    """Over a month of daily changes, the week ahead read partly from the outbox (the
+    patients whose due messages cannot change within it) is the week the rules give
+    for every patient."""
+    runtime, _ = twins
+    rng, facts = random.Random(15), random.Random(1500)
+    with transaction(runtime.sessions) as session:
+        _clinic(session, START, random.Random(8))
+    settled_seen = 0
+    for day in range(31):
+        now = (START + timedelta(days=day)).replace(hour=13, minute=17)
+        with transaction(runtime.sessions) as session:
+            for change in [_a_change(facts) for _ in range(rng.choice([0, 1, 2, 3]))]:
+                change(session, now)
+        _cycle(runtime, now, everyone=False)
+        with runtime.sessions() as session:
+            settled_seen += len(
+                session.scalars(
+                    select(Patient.id).where(Patient.replan_at > now + timedelta(days=7))
+                ).all()
+            )
+        week = _week_ahead(runtime, now, everyone=False)
+        assert week == _week_ahead(runtime, now, everyone=True), f"at {now.isoformat()}"
+    assert settled_seen > 0, "no patient was answered from the outbox: nothing was shown"
 
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=JST)
