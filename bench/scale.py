@@ -52,6 +52,7 @@ TARGETS = {
     "plan --days 7 --json": "≤ 2.5 s, ≤ 200 MB",
     "tick, first cycle": "≤ 5 s",
     "tick, nothing changed": "(a new process: start-up included)",
+    "plan --days 7, a planned clinic": "(a running installation's dry run)",
     "a worker's cycle, nothing changed": "≤ 0.3 s, ≤ 200 MB",
     "import 1,000 new bookings": "",
     "tick, 1,000 changed": "≤ 1 s",
@@ -396,6 +397,10 @@ def run_size(patients: int, base_url: str | None, seed: int, idle_seconds: float
             ("plan --days 7 --json", tayori("plan", "--days", "7", "--json", "--now", iso(NOW))),
             ("tick, first cycle", tayori("tick", "--now", iso(NOW))),
             ("tick, nothing changed", tayori("tick", "--now", iso(NOW + timedelta(minutes=1)))),
+            (
+                "plan --days 7, a planned clinic",
+                tayori("plan", "--days", "7", "--json", "--now", iso(NOW + timedelta(minutes=1))),
+            ),
             (
                 "import 1,000 new bookings",
                 tayori(
