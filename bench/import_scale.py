@@ -32,17 +32,9 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from scheduler.store.importer import PATIENT_COLUMNS
+
 ROOT = Path(__file__).resolve().parent.parent
-PATIENTS_HEADER = [
-    "external_id",
-    "name",
-    "phase",
-    "email",
-    "line_user_id",
-    "preferred_channel",
-    "reminders_opt_in",
-    "newsletter_opt_in",
-]
 # The imports run at this moment: visits before it are past, the rest booked.
 NOW = "2026-11-25T10:30+09:00"
 FIRST_DAY = date(2026, 9, 1)
@@ -64,7 +56,7 @@ def write_clinic(directory: Path, patients: int, visits: int) -> tuple[Path, Pat
     patients_path = directory / "patients.csv"
     with patients_path.open("w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(PATIENTS_HEADER)
+        writer.writerow(PATIENT_COLUMNS)
         for n in range(patients):
             line_id = f"U{n:032x}" if n % 3 else ""
             email = f"patient{n}@example.jp" if n % 2 else ""

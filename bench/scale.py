@@ -33,6 +33,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from scheduler.store.importer import PATIENT_COLUMNS
+
 ROOT = Path(__file__).resolve().parent.parent
 JST = ZoneInfo("Asia/Tokyo")
 # Before the 09:00 send window and the 08:30 digest: a cycle plans and sends nothing.
@@ -140,18 +142,7 @@ def write_clinic(directory: Path, patients: int, seed: int) -> Clinic:
     paths = [directory / name for name in ("patients.csv", "appointments.csv")]
     with paths[0].open("w", newline="") as pf, paths[1].open("w", newline="") as af:
         patients_out, appointments_out = csv.writer(pf), csv.writer(af)
-        patients_out.writerow(
-            [
-                "external_id",
-                "name",
-                "phase",
-                "email",
-                "line_user_id",
-                "preferred_channel",
-                "reminders_opt_in",
-                "newsletter_opt_in",
-            ]
-        )
+        patients_out.writerow(PATIENT_COLUMNS)
         appointments_out.writerow(["external_id", "starts_at", "status"])
         for n in range(patients):
             row, phase = _patient_row(n, rng)

@@ -95,34 +95,28 @@ class TayoriCollector(Collector):
                 by_state.add_metric([clinic, state, reason, channel or NO_CHANNEL], count)
         yield by_state
 
-        oldest = GaugeMetricFamily(
+        def waited(figures: _ClinicFigures) -> float:
+            since = figures.due_since
+            return 0.0 if since is None else (now - since).total_seconds()
+
+        yield _by_clinic(
             "tayori_oldest_due_delivery_age_seconds",
             "How long the delivery due longest has waited unsent (0: none is due)",
-            labels=["clinic"],
+            {clinic: waited(figures) for clinic, figures in clinics.items()},
         )
-        for clinic, figures in clinics.items():
-            due_since = figures.due_since
-            waited = 0.0 if due_since is None else (now - due_since).total_seconds()
-            oldest.add_metric([clinic], waited)
-        yield oldest
-
-        used = GaugeMetricFamily(
+        yield _by_clinic(
             "tayori_line_quota_used_messages",
             "LINE messages counted this month (the larger of LINE's count and ours)",
-            labels=["clinic"],
+            {clinic: figures.quota.used for clinic, figures in clinics.items()},
         )
-        for clinic, figures in clinics.items():
-            used.add_metric([clinic], figures.quota.used)
-        yield used
-        limit = GaugeMetricFamily(
+        yield _by_clinic(
             "tayori_line_quota_limit_messages",
             "LINE messages the plan allows this month (+Inf: no limit)",
-            labels=["clinic"],
+            {
+                clinic: math.inf if figures.quota.limit is None else figures.quota.limit
+                for clinic, figures in clinics.items()
+            },
         )
-        for clinic, figures in clinics.items():
-            quota = figures.quota
-            limit.add_metric([clinic], math.inf if quota.limit is None else quota.limit)
-        yield limit
 
         duration = GaugeMetricFamily(
             "tayori_worker_last_cycle_duration_seconds",
@@ -149,3 +143,11 @@ class TayoriCollector(Collector):
             for kind, outcome, count in figures.events:
                 webhook.add_metric([clinic, kind, outcome], count)
         yield webhook
+
+
+def _by_clinic(name: str, documentation: str, values: dict[str, float]) -> GaugeMetricFamily:
+    """A gauge with one value a clinic."""
+    gauge = GaugeMetricFamily(name, documentation, labels=["clinic"])
+    for clinic, value in values.items():
+        gauge.add_metric([clinic], value)
+    return gauge

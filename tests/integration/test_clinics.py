@@ -88,6 +88,13 @@ def clinic_folder(folder: Path, line: LineApiServer, smtp: SmtpServer) -> Path:
     return folder
 
 
+def settings_only(folder: Path) -> Path:
+    """A clinic's folder holding only the shipped settings file."""
+    folder.mkdir()
+    shutil.copy(ROOT / "config" / "tayori.toml", folder / "tayori.toml")
+    return folder
+
+
 @pytest.fixture
 def clinics(
     database_url: str,
@@ -242,9 +249,7 @@ def test_a_busy_clinic_does_not_hold_up_anothers_messages(clinics: TwoClinics) -
 def test_a_clinic_folder_gets_the_installations_messages_when_it_has_none(
     clinics: TwoClinics, tmp_path: Path
 ) -> None:
-    folder = tmp_path / "clinic-c"
-    folder.mkdir()
-    shutil.copy(ROOT / "config" / "tayori.toml", folder / "tayori.toml")
+    folder = settings_only(tmp_path / "clinic-c")
     assert main(["clinic", "add", "c", "--config", str(folder)]) == 0
     assert (folder / "messages" / "cadence_nudge" / "line.j2").is_file()
 
@@ -252,9 +257,7 @@ def test_a_clinic_folder_gets_the_installations_messages_when_it_has_none(
 def test_a_clinic_env_with_another_variable_is_refused_naming_it(
     clinics: TwoClinics, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    folder = tmp_path / "clinic-d"
-    folder.mkdir()
-    shutil.copy(ROOT / "config" / "tayori.toml", folder / "tayori.toml")
+    folder = settings_only(tmp_path / "clinic-d")
     (folder / ".env").write_text("DATABASE_URL=sqlite:///elsewhere.db\n", encoding="utf-8")
     assert main(["clinic", "add", "d", "--config", str(folder)]) == 1
     error = capsys.readouterr().err
@@ -266,9 +269,7 @@ def test_a_clinic_env_with_another_variable_is_refused_naming_it(
 def test_a_slug_must_fit_in_a_web_address(
     clinics: TwoClinics, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    folder = tmp_path / "clinic-e"
-    folder.mkdir()
-    shutil.copy(ROOT / "config" / "tayori.toml", folder / "tayori.toml")
+    folder = settings_only(tmp_path / "clinic-e")
     assert main(["clinic", "add", "Ume Clinic", "--config", str(folder)]) == 1
     assert "slug" in capsys.readouterr().err
 
@@ -355,9 +356,7 @@ def test_a_clinic_whose_settings_break_leaves_the_others_served(
 def test_a_clinic_without_credentials_of_its_own_sends_to_previews(
     clinics: TwoClinics, tmp_path: Path
 ) -> None:
-    folder = tmp_path / "clinic-f"
-    folder.mkdir()
-    shutil.copy(ROOT / "config" / "tayori.toml", folder / "tayori.toml")
+    folder = settings_only(tmp_path / "clinic-f")
     assert main(["clinic", "add", "f", "--config", str(folder)]) == 0
     f = Clinics(clinics.a, os.environ).find("f")
     assert f is not None
