@@ -9,12 +9,9 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 from flask import Flask
@@ -28,21 +25,26 @@ from scheduler.core.domain import ChannelName, DeliveryState, Phase
 from scheduler.messages.digest import build_digest
 from scheduler.outbox import transitions
 from scheduler.outbox.planner import plan
-from scheduler.runtime import Clinics, Runtime, open_runtime
-from scheduler.settings import load_settings
+from scheduler.runtime import Clinics, Runtime
 from scheduler.store.db import transaction
 from scheduler.store.desk import FAILURE_WINDOW, FAILURES_ALLOWED, add_user
-from scheduler.store.models import Base, Delivery, DeskAudit, DeskUser
+from scheduler.store.models import Delivery, DeskAudit, DeskUser
 from scheduler.web.app import create_app
-from tests.conftest import DATABASES, ROOT, empty_database, run_tayori
+from tests.conftest import ROOT, run_tayori
 from tests.integration.browser import PHONE, fits_the_width
-from tests.integration.channel_env import PUBLIC_URL, SECRET_KEY
 from tests.integration.clinic import add_appointment, add_patient, visited
-from tests.integration.web import web_process
-
-PASSWORD = "correct horse battery staple"
-STAFF = "reception@clinic.example"
-
+from tests.integration.desk import (
+    JST,
+    NOW,
+    PASSWORD,
+    STAFF,
+    Site,
+    csrf_of,
+    emptied,
+    fits_the_phone,
+    sign_in,
+    sign_in_with_browser,
+)
 
 # --- accounts: `tayori user add` --------------------------------------------------
 
@@ -83,28 +85,8 @@ def test_user_add_refuses_a_second_account_with_the_same_email(
 
 # --- the HTTP rules: the Flask app against a real database --------------------------
 
-JST = ZoneInfo("Asia/Tokyo")
-NOW = datetime(2026, 11, 25, 9, 30, tzinfo=JST)  # a Wednesday, the send window open
 YESTERDAY_10AM = datetime(2026, 11, 24, 10, 0, tzinfo=JST)
-CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 REFUSED_BY_LINE = "LINE: the user blocked the account (400)"
-
-
-@pytest.fixture
-def desk_env(clinic_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    env = {**clinic_env, "TAYORI_PUBLIC_URL": PUBLIC_URL, "TAYORI_SECRET_KEY": SECRET_KEY}
-    for key in ("TAYORI_PUBLIC_URL", "TAYORI_SECRET_KEY"):
-        monkeypatch.setenv(key, env[key])
-    return env
-
-
-@pytest.fixture
-def desk_runtime(desk_env: dict[str, str]) -> Iterator[Runtime]:
-    opened = open_runtime(load_settings(desk_env))
-    with transaction(opened.sessions) as session:
-        add_user(session, STAFF, PASSWORD, NOW)
-    yield opened
-    opened.close()
 
 
 @pytest.fixture
@@ -117,24 +99,8 @@ def client(desk_runtime: Runtime, clock: FixedClock) -> FlaskClient:
     return create_app(desk_runtime.settings, desk_runtime, clock).test_client()
 
 
-def _token(client: FlaskClient, page: str = "/login") -> str:
-    match = CSRF.search(client.get(page).get_data(as_text=True))
-    assert match is not None, f"no CSRF token on {page}"
-    return match.group(1)
-
-
-def _sign_in(
-    client: FlaskClient, password: str = PASSWORD, address: str = "192.0.2.10"
-) -> TestResponse:
-    return client.post(
-        "/login",
-        data={"email": STAFF, "password": password, "csrf_token": _token(client)},
-        environ_base={"REMOTE_ADDR": address},
-    )
-
-
 def test_signing_in_opens_the_today_page(client: FlaskClient) -> None:
-    signed_in = _sign_in(client)
+    signed_in = sign_in(client)
     assert (signed_in.status_code, signed_in.location) == (302, "/")
     today = client.get("/")
     assert today.status_code == 200
@@ -142,7 +108,7 @@ def test_signing_in_opens_the_today_page(client: FlaskClient) -> None:
 
 
 def test_a_wrong_password_is_refused_and_opens_nothing(client: FlaskClient) -> None:
-    refused = _sign_in(client, password="not the password at all")
+    refused = sign_in(client, password="not the password at all")
     assert refused.status_code == 200
     assert "メールアドレスまたはパスワードが正しくありません。" in refused.get_data(as_text=True)
     assert client.get("/").location == "/login"
@@ -151,7 +117,11 @@ def test_a_wrong_password_is_refused_and_opens_nothing(client: FlaskClient) -> N
 def test_an_unknown_email_gets_the_same_answer_as_a_wrong_password(client: FlaskClient) -> None:
     answer = client.post(
         "/login",
-        data={"email": "nobody@clinic.example", "password": PASSWORD, "csrf_token": _token(client)},
+        data={
+            "email": "nobody@clinic.example",
+            "password": PASSWORD,
+            "csrf_token": csrf_of(client),
+        },
     )
     assert "メールアドレスまたはパスワードが正しくありません。" in answer.get_data(as_text=True)
 
@@ -160,8 +130,8 @@ def test_after_five_failures_even_the_right_password_is_refused_for_a_while(
     client: FlaskClient,
 ) -> None:
     for _ in range(FAILURES_ALLOWED):
-        assert _sign_in(client, password="a wrong password!").status_code == 200
-    locked = _sign_in(client)
+        assert sign_in(client, password="a wrong password!").status_code == 200
+    locked = sign_in(client)
     assert locked.status_code == 429
     assert locked.headers["Retry-After"] == "900"
     assert "ログインの失敗が続いたため、しばらくログインできません。" in locked.get_data(
@@ -172,17 +142,17 @@ def test_after_five_failures_even_the_right_password_is_refused_for_a_while(
 
 def test_the_failures_of_one_address_do_not_lock_out_another(client: FlaskClient) -> None:
     for _ in range(FAILURES_ALLOWED):
-        _sign_in(client, password="a wrong password!", address="192.0.2.66")
-    assert _sign_in(client, address="192.0.2.10").status_code == 302
+        sign_in(client, password="a wrong password!", address="192.0.2.66")
+    assert sign_in(client, address="192.0.2.10").status_code == 302
 
 
 def test_the_lock_ends_when_the_failures_leave_the_window(
     client: FlaskClient, clock: FixedClock
 ) -> None:
     for _ in range(FAILURES_ALLOWED):
-        _sign_in(client, password="a wrong password!")
+        sign_in(client, password="a wrong password!")
     clock.set(NOW + FAILURE_WINDOW + timedelta(seconds=1))
-    assert _sign_in(client).status_code == 302
+    assert sign_in(client).status_code == 302
 
 
 def test_the_failures_are_counted_in_the_database_by_every_web_process(
@@ -192,12 +162,12 @@ def test_the_failures_are_counted_in_the_database_by_every_web_process(
         create_app(desk_runtime.settings, desk_runtime, clock).test_client() for _ in "ab"
     )
     for _ in range(FAILURES_ALLOWED):
-        _sign_in(one, password="a wrong password!")
-    assert _sign_in(other).status_code == 429
+        sign_in(one, password="a wrong password!")
+    assert sign_in(other).status_code == 429
 
 
 def test_a_post_without_the_csrf_token_is_refused(client: FlaskClient) -> None:
-    _sign_in(client)
+    sign_in(client)
     answer = client.post("/logout")
     assert answer.status_code == 400
     assert client.get("/").status_code == 200  # still signed in: the POST did nothing
@@ -216,7 +186,7 @@ def test_a_csrf_token_of_another_session_is_refused(
     stranger = create_app(desk_runtime.settings, desk_runtime, clock).test_client()
     client.get("/login")
     answer = client.post(
-        "/login", data={"email": STAFF, "password": PASSWORD, "csrf_token": _token(stranger)}
+        "/login", data={"email": STAFF, "password": PASSWORD, "csrf_token": csrf_of(stranger)}
     )
     assert answer.status_code == 400
 
@@ -246,7 +216,7 @@ def test_every_desk_page_redirects_to_login_when_signed_out(
     client: FlaskClient, desk_runtime: Runtime
 ) -> None:
     slug = desk_runtime.settings.clinic_slug
-    token = _token(client)  # a session with a CSRF token, signed in as nobody
+    token = csrf_of(client)  # a session with a CSRF token, signed in as nobody
     urls = _desk_urls(client.application, slug)
     assert ("GET", "/") in urls and ("POST", "/logout") in urls
     for method, url in urls:
@@ -256,8 +226,8 @@ def test_every_desk_page_redirects_to_login_when_signed_out(
 
 
 def test_signing_out_ends_the_session(client: FlaskClient) -> None:
-    _sign_in(client)
-    answer = client.post("/logout", data={"csrf_token": _token(client, "/")})
+    sign_in(client)
+    answer = client.post("/logout", data={"csrf_token": csrf_of(client, "/")})
     assert answer.location == "/login"
     assert client.get("/").location == "/login"
 
@@ -265,14 +235,14 @@ def test_signing_out_ends_the_session(client: FlaskClient) -> None:
 def test_a_disabled_account_is_signed_out_at_its_next_request(
     client: FlaskClient, desk_runtime: Runtime
 ) -> None:
-    _sign_in(client)
+    sign_in(client)
     with transaction(desk_runtime.sessions) as session:
         session.execute(update(DeskUser).values(disabled_at=NOW))
     assert client.get("/").location == "/login"
 
 
 def test_the_session_cookie_is_httponly_samesite_and_secure(client: FlaskClient) -> None:
-    cookie = _sign_in(client).headers["Set-Cookie"]
+    cookie = sign_in(client).headers["Set-Cookie"]
     assert cookie.startswith("tayori_desk=")
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" in cookie
 
@@ -281,8 +251,8 @@ def test_the_log_names_no_email_and_no_password(
     client: FlaskClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    _sign_in(client, password="a wrong password!")
-    _sign_in(client)
+    sign_in(client, password="a wrong password!")
+    sign_in(client)
     assert "signed in" in caplog.text
     assert STAFF not in caplog.text and "wrong password!" not in caplog.text
     assert PASSWORD not in caplog.text
@@ -353,7 +323,7 @@ def test_the_today_page_shows_the_numbers_of_a_known_outbox(
     client: FlaskClient, desk_runtime: Runtime
 ) -> None:
     failed = known_outbox(desk_runtime)
-    _sign_in(client)
+    sign_in(client)
     page = _text(client.get("/").get_data(as_text=True))
     today, tomorrow = page.split("今日の送信予定")[1].split("明日の送信予定")
     assert "次回来院のおすすめ 1 1 2" in today  # LINE, email, total
@@ -375,8 +345,8 @@ def test_the_retry_button_requeues_a_failed_delivery_and_records_who(
     client: FlaskClient, desk_runtime: Runtime
 ) -> None:
     failed = known_outbox(desk_runtime)
-    _sign_in(client)
-    answer = client.post(f"/deliveries/{failed}/retry", data={"csrf_token": _token(client, "/")})
+    sign_in(client)
+    answer = client.post(f"/deliveries/{failed}/retry", data={"csrf_token": csrf_of(client, "/")})
     assert answer.location == "/"
     assert "再送を受け付けました。" in client.get("/").get_data(as_text=True)
     with desk_runtime.sessions() as session:
@@ -400,8 +370,8 @@ def test_retrying_a_delivery_that_is_not_failed_changes_nothing_and_says_so(
     client: FlaskClient, desk_runtime: Runtime
 ) -> None:
     failed = known_outbox(desk_runtime)
-    _sign_in(client)
-    token = _token(client, "/")
+    sign_in(client)
+    token = csrf_of(client, "/")
     client.post(f"/deliveries/{failed}/retry", data={"csrf_token": token})
     client.post(f"/deliveries/{failed}/retry", data={"csrf_token": token})
     assert "このメッセージは再送できませんでした。" in client.get("/").get_data(as_text=True)
@@ -412,44 +382,13 @@ def test_retrying_a_delivery_that_is_not_failed_changes_nothing_and_says_so(
 # --- in a real browser, against a real `tayori serve` ------------------------------
 
 
-@dataclass
-class Site:
-    base: str
-    runtime: Runtime  # the same database, for the tests' own reads and writes
-
-
-@pytest.fixture(scope="module", params=DATABASES)
-def site(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Site]:
-    folder = tmp_path_factory.mktemp("desk")
-    env = {
-        "DATABASE_URL": empty_database(request, request.param, folder),
-        "TAYORI_CONFIG": str(ROOT / "config" / "tayori.toml"),
-        "TAYORI_MESSAGES_DIR": str(ROOT / "messages"),
-        "TAYORI_OUTBOX_DIR": str(folder / "outbox"),
-        # Plain http, as the browser reaches the test server: an https public URL
-        # would make the session cookie Secure, which a browser keeps only over https.
-        "TAYORI_PUBLIC_URL": "http://127.0.0.1",
-        "TAYORI_SECRET_KEY": SECRET_KEY,
-    }
-    runtime = open_runtime(load_settings(env))
-    with web_process(env, folder / "web.log") as base:
-        yield Site(base, runtime)
-    runtime.close()
-
-
 def a_failed_delivery(runtime: Runtime, now: datetime) -> str:
     """An emptied clinic with one staff account and one nudge that failed yesterday
     (the web process runs on the real clock); the delivery's id."""
-    with transaction(runtime.sessions) as session:
-        for table in reversed(Base.metadata.sorted_tables):
-            if table.name != "clinics":  # the first is the installation's own
-                session.execute(table.delete())
+    emptied(runtime, now)
     day = now.astimezone(JST).date() - timedelta(days=1)
     yesterday_10am = datetime.combine(day, time(10), tzinfo=JST)
     with transaction(runtime.sessions) as session:
-        add_user(session, STAFF, PASSWORD, now)
         add_patient(session, yesterday_10am - timedelta(days=10), "FAIL", Phase.ACUTE)
         visited(session, yesterday_10am, days_ago=3, external_id="FAIL")
     with transaction(runtime.sessions) as session:
@@ -466,15 +405,6 @@ def a_failed_delivery(runtime: Runtime, now: datetime) -> str:
     return failing.claim.id
 
 
-def _fits_the_phone(page: Any) -> bool:
-    """No horizontal scrolling: the document is no wider than the viewport."""
-    return bool(
-        page.evaluate(
-            "document.scrollingElement.scrollWidth <= document.documentElement.clientWidth"
-        )
-    )
-
-
 def test_staff_sign_in_and_retry_a_failed_message_on_a_phone(
     site: Site, browser: Any, tmp_path: Path
 ) -> None:
@@ -483,7 +413,7 @@ def test_staff_sign_in_and_retry_a_failed_message_on_a_phone(
     try:
         page.goto(f"{site.base}/")
         assert page.url == f"{site.base}/login"
-        assert _fits_the_phone(page) and fits_the_width(page)
+        assert fits_the_phone(page) and fits_the_width(page)
         page.screenshot(path=str(tmp_path / "desk-login-phone.png"), full_page=True)
         page.get_by_label("メールアドレス").fill(STAFF)
         page.get_by_label("パスワード").fill(PASSWORD)
@@ -491,13 +421,13 @@ def test_staff_sign_in_and_retry_a_failed_message_on_a_phone(
         page.wait_for_load_state()
         assert "の状況" in page.inner_text("h1")
         assert REFUSED_BY_LINE in page.inner_text("body")
-        assert _fits_the_phone(page)
+        assert fits_the_phone(page)
         page.screenshot(path=str(tmp_path / "desk-today-phone.png"), full_page=True)
         page.get_by_role("button", name="再送する（患者番号 FAIL・次回来院のおすすめ）").click()
         page.wait_for_load_state()
         assert "再送を受け付けました。" in page.inner_text("body")
         assert "送れなかったメッセージはありません。" in page.inner_text("body")
-        assert _fits_the_phone(page)
+        assert fits_the_phone(page)
         page.screenshot(path=str(tmp_path / "desk-today-retried-phone.png"), full_page=True)
     finally:
         page.close()
@@ -515,12 +445,8 @@ def test_the_today_page_on_a_desktop(site: Site, browser: Any, tmp_path: Path) -
     a_failed_delivery(site.runtime, datetime.now(UTC))
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     try:
-        page.goto(f"{site.base}/login")
-        page.get_by_label("メールアドレス").fill(STAFF)
-        page.get_by_label("パスワード").fill(PASSWORD)
-        page.get_by_role("button", name="ログイン").click()
-        page.wait_for_load_state()
-        assert _fits_the_phone(page)
+        sign_in_with_browser(page, site.base)
+        assert fits_the_phone(page)
         page.screenshot(path=str(tmp_path / "desk-today-desktop.png"), full_page=True)
         page.get_by_role("button", name="ログアウト").click()
         page.wait_for_load_state()
@@ -552,7 +478,7 @@ def north(desk_runtime: Runtime, tmp_path: Path) -> Runtime:
 def _sign_in_at(client: FlaskClient, base: str, password: str) -> TestResponse:
     return client.post(
         f"{base}/login",
-        data={"email": STAFF, "password": password, "csrf_token": _token(client, f"{base}/login")},
+        data={"email": STAFF, "password": password, "csrf_token": csrf_of(client, f"{base}/login")},
     )
 
 
@@ -568,7 +494,7 @@ def test_another_clinics_desk_signs_in_with_its_own_account(
 def test_a_session_for_one_clinic_opens_no_other_clinics_desk(
     client: FlaskClient, north: Runtime
 ) -> None:
-    _sign_in(client)
+    sign_in(client)
     assert client.get("/").status_code == 200
     assert client.get("/desk/north/").location == "/desk/north/login"
 

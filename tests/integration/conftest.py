@@ -1,0 +1,57 @@
+"""Fixtures of the integration tests that more than one module needs: a desk."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from scheduler.runtime import Runtime, open_runtime
+from scheduler.settings import load_settings
+from scheduler.store.db import transaction
+from scheduler.store.desk import add_user
+from tests.conftest import DATABASES, ROOT, empty_database
+from tests.integration.channel_env import PUBLIC_URL, SECRET_KEY
+from tests.integration.desk import NOW, PASSWORD, STAFF, Site
+from tests.integration.web import web_process
+
+
+@pytest.fixture
+def desk_env(clinic_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """A clinic whose desk is on: a public URL and a secret key."""
+    env = {**clinic_env, "TAYORI_PUBLIC_URL": PUBLIC_URL, "TAYORI_SECRET_KEY": SECRET_KEY}
+    for key in ("TAYORI_PUBLIC_URL", "TAYORI_SECRET_KEY"):
+        monkeypatch.setenv(key, env[key])
+    return env
+
+
+@pytest.fixture
+def desk_runtime(desk_env: dict[str, str]) -> Iterator[Runtime]:
+    """The clinic of `desk_env`, with the staff account."""
+    opened = open_runtime(load_settings(desk_env))
+    with transaction(opened.sessions) as session:
+        add_user(session, STAFF, PASSWORD, NOW)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture(scope="module", params=DATABASES)
+def site(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Site]:
+    """A real `tayori serve` of one clinic, for a module's browser tests."""
+    folder = tmp_path_factory.mktemp("desk")
+    env = {
+        "DATABASE_URL": empty_database(request, request.param, folder),
+        "TAYORI_CONFIG": str(ROOT / "config" / "tayori.toml"),
+        "TAYORI_MESSAGES_DIR": str(ROOT / "messages"),
+        "TAYORI_OUTBOX_DIR": str(folder / "outbox"),
+        # Plain http, as the browser reaches the test server: an https public URL
+        # would make the session cookie Secure, which a browser keeps only over https.
+        "TAYORI_PUBLIC_URL": "http://127.0.0.1",
+        "TAYORI_SECRET_KEY": SECRET_KEY,
+    }
+    runtime = open_runtime(load_settings(env))
+    with web_process(env, folder / "web.log") as base:
+        yield Site(base, runtime)
+    runtime.close()

@@ -1,0 +1,80 @@
+"""What the desk's tests share: the staff account, signing in (with the Flask test
+client, or in a real browser), and the phone-width check. The fixtures that open a
+desk (`desk_env`, `desk_runtime`, `site`) are in `tests/integration/conftest.py`."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
+
+from scheduler.runtime import Runtime
+from scheduler.store.db import transaction
+from scheduler.store.desk import add_user
+from scheduler.store.models import Base
+
+PASSWORD = "correct horse battery staple"
+STAFF = "reception@clinic.example"
+JST = ZoneInfo("Asia/Tokyo")
+NOW = datetime(2026, 11, 25, 9, 30, tzinfo=JST)  # a Wednesday, the send window open
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def csrf_of(client: FlaskClient, page: str = "/login") -> str:
+    """The session's CSRF token, as `page` carries it in its forms."""
+    match = CSRF.search(client.get(page).get_data(as_text=True))
+    assert match is not None, f"no CSRF token on {page}"
+    return match.group(1)
+
+
+def sign_in(
+    client: FlaskClient, password: str = PASSWORD, address: str = "192.0.2.10"
+) -> TestResponse:
+    return client.post(
+        "/login",
+        data={"email": STAFF, "password": password, "csrf_token": csrf_of(client)},
+        environ_base={"REMOTE_ADDR": address},
+    )
+
+
+@dataclass
+class Site:
+    """A real `tayori serve`, and a runtime on its database for the tests' own reads
+    and writes. The web process runs on the real clock."""
+
+    base: str
+    runtime: Runtime
+
+
+def emptied(runtime: Runtime, now: datetime) -> None:
+    """The site's clinic emptied of everything but itself, with the staff account:
+    the site is shared by the tests of a module, each starts from here."""
+    with transaction(runtime.sessions) as session:
+        for table in reversed(Base.metadata.sorted_tables):
+            if table.name != "clinics":  # the first is the installation's own
+                session.execute(table.delete())
+    with transaction(runtime.sessions) as session:
+        add_user(session, STAFF, PASSWORD, now)
+
+
+def sign_in_with_browser(page: Any, base: str) -> None:
+    """Sign in as the staff account on the site at `base`, as a person would."""
+    page.goto(f"{base}/login")
+    page.get_by_label("メールアドレス").fill(STAFF)
+    page.get_by_label("パスワード").fill(PASSWORD)
+    page.get_by_role("button", name="ログイン").click()
+    page.wait_for_load_state()
+
+
+def fits_the_phone(page: Any) -> bool:
+    """No horizontal scrolling: the document is no wider than the viewport."""
+    return bool(
+        page.evaluate(
+            "document.scrollingElement.scrollWidth <= document.documentElement.clientWidth"
+        )
+    )
