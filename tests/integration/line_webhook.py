@@ -131,24 +131,19 @@ def post(base_url: str, body: bytes, signature: str | None, *, chunked: bool = F
     }
     if signature is not None:
         headers["X-Line-Signature"] = signature
-    if chunked:
-        return _post_chunked(base_url, body, headers)
-    request = urllib.request.Request(
-        f"{base_url}/line/webhook", data=body, headers=headers, method="POST"
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return Answer(response.status, response.read().decode())
-    except urllib.error.HTTPError as e:
-        return Answer(e.code, e.read().decode(errors="replace"))
-
-
-def _post_chunked(base_url: str, body: bytes, headers: dict[str, str]) -> Answer:
     host, port = urllib.parse.urlsplit(base_url).netloc.split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=30)
-    pieces = (body[i : i + 65536] for i in range(0, len(body), 65536))
     try:
-        connection.request("POST", "/line/webhook", pieces, headers, encode_chunked=True)
+        try:
+            if chunked:
+                pieces = (body[i : i + 65536] for i in range(0, len(body), 65536))
+                connection.request("POST", "/line/webhook", pieces, headers, encode_chunked=True)
+            else:
+                connection.request("POST", "/line/webhook", body, headers)
+        except (BrokenPipeError, ConnectionResetError):
+            # The server refuses a body too large as soon as it knows its size and
+            # closes while the rest is still on its way: its answer is there to read.
+            pass
         response = connection.getresponse()
         return Answer(response.status, response.read().decode(errors="replace"))
     finally:

@@ -100,15 +100,15 @@ class Logs:
         return result.stdout
 
 
-@pytest.mark.parametrize("log_format", ["text", "json"])
 def test_a_whole_run_at_debug_logs_no_name_contact_message_or_secret(
-    log_format: str,
     local_env: dict[str, str],
     tmp_path: Path,
     servers: tuple[LineApiServer, SmtpServer],
 ) -> None:
     line_api, smtp_server = servers
-    previews = {**local_env, "LOG_FORMAT": log_format, "TAYORI_LOG_LEVEL": "DEBUG"}
+    # In the text format only: the JSON format writes the same records with the same
+    # facts (scheduler/logs.py `fields_of`), and the tests below check its shape.
+    previews = {**local_env, "LOG_FORMAT": "text", "TAYORI_LOG_LEVEL": "DEBUG"}
     live = {**previews, **_channels(line_api, smtp_server)}
     logs = Logs()
 
