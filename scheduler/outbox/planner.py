@@ -42,6 +42,7 @@ from scheduler.outbox.newsletters import (
 )
 from scheduler.outbox.transitions import REVIVABLE, WITHDRAWN_NOT_DUE
 from scheduler.settings import Settings
+from scheduler.store.audiences import audience_members
 from scheduler.store.batches import batches
 from scheduler.store.clinics import clinic_of
 from scheduler.store.db import among
@@ -323,18 +324,27 @@ def dry_run(
     first_seen: dict[str, tuple[datetime, Due]] = {}
     channels: dict[int, ChannelName | None] = {}
     # A batch of patients at a time: the facts of a whole clinic need not be in memory.
-    # The settled patients' facts are read only for the audiences of newsletters ahead.
-    for batch in batches(sorted(external_ids if ahead else set(external_ids) - settled)):
+    for batch in batches(sorted(set(external_ids) - settled)):
         facts = load_facts_of(session, now, batch)
         for patient in facts:
             channels[patient.id] = choose_channel(patient.preferred_channel, patient.contacts)
-            if patient.id in settled:
-                continue
             for moment in _moments_facts_change(patient, now, until):
                 for message in messages_due(patient, moment, rules):
                     first_seen.setdefault(message.key, (moment, message))
         for (campaign, occurrence), members in zip(ahead, audiences, strict=True):
             members += audience(campaign, occurrence, facts, rules.timezone)
+    # The settled patients' facts are not read: the database says which of them are
+    # in each audience (the same answer, tests/integration/test_audiences.py).
+    for chunk in batches(sorted(settled) if ahead else []):
+        for (campaign, occurrence), members in zip(ahead, audiences, strict=True):
+            among_chunk = among(session, Patient.id, chunk)
+            for chosen in audience_members(
+                session, campaign, occurrence, now, rules.timezone, among_chunk
+            ):
+                members.append(chosen.patient_id)
+                channels[chosen.patient_id] = chosen.channel
+    for members in audiences:
+        members.sort()
     if settings is not None:
         for newsletter in expected_newsletters(session, ahead, audiences, now, until, settings):
             first_seen.setdefault(newsletter.key, (now, newsletter))
