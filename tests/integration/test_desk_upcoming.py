@@ -126,12 +126,17 @@ def test_the_messages_are_grouped_by_day_with_their_labels(
     client: FlaskClient, desk_runtime: Runtime
 ) -> None:
     a_clinic(desk_runtime, NOW)
-    page = _text(client.get("/upcoming").get_data(as_text=True))
-    today = page.split("11月25日（水）")[1].split("11月26日")[0]
+    html = client.get("/upcoming").get_data(as_text=True)
+    today = _day(html, "11月25日（水）")
     assert "10:00 次回来院のおすすめ（LINE） 患者番号 LINE1・山田 花子 様" in today
     assert "10:00 次回来院のおすすめ（メール） 患者番号 MAIL1・鈴木 次郎 様" in today
-    evening_before = page.split("12月4日（金）")[1]
+    evening_before = _day(html, "12月4日（金）")
     assert "18:00 予約前日のお知らせ（LINE） 患者番号 REMIND・佐藤 三郎 様" in evening_before
+
+
+def _day(html: str, label: str) -> str:
+    """The text of one day's section of the page."""
+    return _text(html.split(f'<section aria-label="{label}">')[1].split("</section>")[0])
 
 
 def test_filtering_by_reason_shows_only_that_reason(
@@ -150,6 +155,25 @@ def test_filtering_by_channel_shows_only_that_channel(
     page = _text(client.get("/upcoming?channel=email").get_data(as_text=True))
     assert "患者番号 MAIL1" in page
     assert "患者番号 LINE1" not in page and "患者番号 REMIND" not in page
+
+
+def test_filtering_by_day_shows_only_that_day(client: FlaskClient, desk_runtime: Runtime) -> None:
+    a_clinic(desk_runtime, NOW)
+    page = _text(client.get("/upcoming?day=2026-12-04").get_data(as_text=True))
+    assert "18:00 予約前日のお知らせ（LINE） 患者番号 REMIND" in page
+    assert "患者番号 LINE1" not in page and "患者番号 MAIL1" not in page
+
+
+def test_past_200_messages_the_page_shows_the_first_and_asks_for_a_filter(
+    client: FlaskClient, desk_runtime: Runtime
+) -> None:
+    with transaction(desk_runtime.sessions) as session:
+        for n in range(201):
+            add_patient(session, NOW - timedelta(days=10), f"N{n:03d}", Phase.ACUTE)
+            visited(session, NOW, days_ago=3, external_id=f"N{n:03d}")
+    page = _text(client.get("/upcoming").get_data(as_text=True))
+    assert "日時の早い順に 200 件を表示しています。" in page
+    assert page.count("保留する") == 200
 
 
 def test_a_filter_that_matches_nothing_says_so(client: FlaskClient, desk_runtime: Runtime) -> None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import date, timedelta
+from enum import Enum
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 from flask import current_app, flash, redirect, render_template, request
 from flask.typing import ResponseReturnValue
@@ -62,25 +64,38 @@ class Day:
 class Filters:
     reason: Reason | None
     channel: ChannelName | None
+    day: date | None = None  # the clinic's day
 
     @classmethod
     def read(cls, values: dict[str, str]) -> Filters:
         """From the query or a form; an unknown value is no filter."""
         reason = member(Reason, values.get("reason", ""))
+        try:
+            day: date | None = date.fromisoformat(values.get("day", ""))
+        except ValueError:
+            day = None
         return cls(
             reason if reason in REASONS else None,
             member(ChannelName, values.get("channel", "")),
+            day,
         )
 
-    def keeps(self, message: PlannedMessage) -> bool:
-        return (self.reason is None or message.reason == self.reason.value) and (
-            self.channel is None or message.channel is self.channel
+    def keeps(self, message: PlannedMessage, tz: ZoneInfo) -> bool:
+        return (
+            (self.reason is None or message.reason == self.reason.value)
+            and (self.channel is None or message.channel is self.channel)
+            and (self.day is None or local_date(message.send_at, tz) == self.day)
         )
+
+    @property
+    def any(self) -> bool:
+        return any(value is not None for value in (self.reason, self.channel, self.day))
 
     def query(self) -> str:
+        chosen = (("reason", self.reason), ("channel", self.channel), ("day", self.day))
         values = {
-            name: value.value
-            for name, value in (("reason", self.reason), ("channel", self.channel))
+            name: value.value if isinstance(value, Enum) else value.isoformat()
+            for name, value in chosen
             if value is not None
         }
         return f"?{urlencode(values)}" if values else ""
@@ -95,7 +110,7 @@ def upcoming(clinic: str | None) -> ResponseReturnValue:
     filters = Filters.read(request.args.to_dict())
     with reading(here.runtime.sessions) as db:
         planned = dry_run(db, now, now + timedelta(days=DAYS), settings.rules, settings)
-        kept = [m for m in planned if filters.keeps(m)]
+        kept = [m for m in planned if filters.keeps(m, tz)]
         shown = kept[:SHOWN]
         names = _names(db, {m.patient for m in shown})
     days: dict[date, list[Item]] = {}
@@ -124,6 +139,10 @@ def upcoming(clinic: str | None) -> ResponseReturnValue:
         filters=filters,
         reasons=[(r.value, REASON_LABELS[r]) for r in REASONS],
         channels=[(c.value, label) for c, label in CHANNEL_LABELS.items()],
+        dates=[
+            (day.isoformat(), japanese_date(day))
+            for day in (local_date(now, tz) + timedelta(days=n) for n in range(DAYS + 1))
+        ],
     )
 
 
