@@ -32,7 +32,13 @@ from scheduler.runtime import Runtime
 from scheduler.store.clinics import clinic_of
 from scheduler.store.db import reading, transaction
 from scheduler.store.facts import current_consent
-from scheduler.store.models import Appointment, Delivery, Patient, new_delivery_id
+from scheduler.store.models import (
+    Appointment,
+    Delivery,
+    Patient,
+    new_delivery_id,
+    new_public_id,
+)
 from scheduler.store.patients import find_patient
 
 # The appointment a sample reminder or no-show follow-up talks about.
@@ -211,9 +217,6 @@ def parse_key(key: str) -> MessageKey:
     return parts
 
 
-# Stands in for the patient's random public id in a copy sent to the staff: the copy's
-# unsubscribe link then stops no one's messages, whoever clicks it.
-NO_ONE = "0" * 32
 COPY_SUBJECT = "【確認用】"
 
 
@@ -237,7 +240,11 @@ def send_copy(runtime: Runtime, key: str, address: str, now: datetime) -> str:
         if patient is None or patient.clinic_id != clinic_of(session):
             raise LookupError(f"no patient of this clinic for {key!r}")
         batch = read_batch(session, [claimed], now, runtime.settings)
-    recipient = replace(batch.recipients[parts.patient_id], email=address, public_id=NO_ONE)
+    # A fresh random public id in place of the patient's: the copy's unsubscribe link
+    # then stops no one's messages, whoever clicks it.
+    recipient = replace(
+        batch.recipients[parts.patient_id], email=address, public_id=new_public_id()
+    )
     batch = replace(batch, recipients={parts.patient_id: recipient})
     message, _ = dispatcher.composer.message(claimed, ChannelName.EMAIL, batch, dispatcher.day(now))
     message = replace(message, subject=COPY_SUBJECT + (message.subject or ""))

@@ -21,10 +21,11 @@ from sqlalchemy import select
 from scheduler.clock import FixedClock
 from scheduler.commands import main
 from scheduler.core.domain import ChannelName, DeliveryState, Phase, Reason
+from scheduler.core.unsubscribe import read_unsubscribe_token
 from scheduler.outbox.planner import PlannedMessage, dry_run, plan
 from scheduler.runtime import Runtime
 from scheduler.store.db import transaction
-from scheduler.store.models import Delivery, DeskAudit, HeldMessage
+from scheduler.store.models import Delivery, DeskAudit, HeldMessage, Patient
 from scheduler.web.app import create_app
 from scheduler.worker import tick
 from tests.integration.browser import PHONE, fits_the_width
@@ -312,6 +313,12 @@ def test_send_to_me_mails_the_patients_message_to_the_staff_and_not_the_patient(
     body = mail_file.read_bytes().decode("utf-8", "replace")
     assert "U0123456789abcdef" not in body  # the patient's LINE id goes nowhere
     with desk_runtime.sessions() as session:
+        patient = session.scalars(select(Patient).where(Patient.external_id == "LINE1")).one()
+    token = str(mail["List-Unsubscribe"]).strip("<>").rsplit("/", 1)[1]
+    settings = desk_runtime.settings
+    _, stops, _ = read_unsubscribe_token(settings.secret_key, token, settings.clinic_slug)
+    assert stops != patient.public_id  # its unsubscribe link stops no one
+    with desk_runtime.sessions() as session:
         assert session.scalars(select(Delivery)).all() == []  # no delivery to anyone
         [record] = session.scalars(select(DeskAudit).where(DeskAudit.action == "send_to_me"))
     assert record.detail.startswith(f"message {key} sent as copy-")
@@ -334,6 +341,25 @@ def test_tayori_hold_and_unhold_by_key(
     assert main(["unhold", key]) == 0
     tick(desk_runtime, TEN_AM + timedelta(minutes=1))
     assert _state(desk_runtime, key) is DeliveryState.SENT
+
+
+def test_tayori_status_counts_held_messages_apart_from_those_going_out(
+    desk_runtime: Runtime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a_clinic(desk_runtime, NOW)
+    with transaction(desk_runtime.sessions) as session:
+        plan(session, NOW, desk_runtime.settings.rules, desk_runtime.settings)
+    delivery = _delivery_id(desk_runtime, the_key(desk_runtime, NOW, "LINE1", Reason.CADENCE_NUDGE))
+    assert main(["hold", delivery, "--now", NOW.isoformat()]) == 0
+    assert main(["status", "--now", NOW.isoformat()]) == 0
+    out = capsys.readouterr().out
+    assert "1 of the planned held by hand: not sent until `tayori unhold`" in out
+    assert delivery not in out.split("next due:")[1].split("failures:")[0]
+
+
+def _delivery_id(runtime: Runtime, key: str) -> str:
+    with runtime.sessions() as session:
+        return session.scalars(select(Delivery.id).where(Delivery.idempotency_key == key)).one()
 
 
 def _state(runtime: Runtime, key: str) -> DeliveryState | None:
