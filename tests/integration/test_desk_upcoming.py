@@ -8,6 +8,7 @@ PostgreSQL), the worker's own `tick` with the preview channel, the CLI, and a re
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
 from email import message_from_bytes
 from email.header import decode_header, make_header
@@ -23,8 +24,10 @@ from scheduler.commands import main
 from scheduler.core.domain import ChannelName, DeliveryState, Phase, Reason
 from scheduler.core.unsubscribe import read_unsubscribe_token
 from scheduler.outbox.planner import PlannedMessage, dry_run, plan
-from scheduler.runtime import Runtime
+from scheduler.runtime import Runtime, open_runtime
+from scheduler.settings import load_settings
 from scheduler.store.db import transaction
+from scheduler.store.desk import add_user
 from scheduler.store.models import Delivery, DeskAudit, HeldMessage, Patient
 from scheduler.web.app import create_app
 from scheduler.worker import tick
@@ -33,6 +36,7 @@ from tests.integration.clinic import add_appointment, add_patient, visited
 from tests.integration.desk import (
     JST,
     NOW,
+    PASSWORD,
     STAFF,
     Site,
     csrf_of,
@@ -41,6 +45,7 @@ from tests.integration.desk import (
     sign_in,
     sign_in_with_browser,
 )
+from tests.servers.smtp import SmtpServer, smtp_server_fixture
 
 TEN_AM = datetime(2026, 11, 25, 10, 0, tzinfo=JST)  # when today's nudges are due
 KEY_FIELD = re.compile(r'name="key" value="([^"]+)"')
@@ -322,6 +327,44 @@ def test_send_to_me_mails_the_patients_message_to_the_staff_and_not_the_patient(
         assert session.scalars(select(Delivery)).all() == []  # no delivery to anyone
         [record] = session.scalars(select(DeskAudit).where(DeskAudit.action == "send_to_me"))
     assert record.detail.startswith(f"message {key} sent as copy-")
+
+
+smtp_server = smtp_server_fixture()
+
+
+@pytest.fixture
+def client_with_smtp(
+    desk_env: dict[str, str], smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[FlaskClient, Runtime]]:
+    """The desk of a clinic that sends email by SMTP (aiosmtpd on loopback), signed in."""
+    smtp = {
+        "SMTP_HOST": smtp_server.host,
+        "SMTP_PORT": str(smtp_server.port),
+        "SMTP_SECURITY": "none",
+        "MAIL_FROM": "たより整体院 <info@clinic.example>",
+    }
+    for name, value in smtp.items():
+        monkeypatch.setenv(name, value)
+    runtime = open_runtime(load_settings({**desk_env, **smtp}))
+    with transaction(runtime.sessions) as session:
+        add_user(session, STAFF, PASSWORD, NOW)
+    client = create_app(runtime.settings, runtime, FixedClock(NOW)).test_client()
+    sign_in(client)
+    yield client, runtime
+    runtime.close()
+
+
+def test_send_to_me_goes_by_smtp_to_the_staff_address_only(
+    client_with_smtp: tuple[FlaskClient, Runtime], smtp_server: SmtpServer
+) -> None:
+    client, runtime = client_with_smtp
+    a_clinic(runtime, NOW)
+    page = post(client, "send-to-me", the_key(runtime, NOW, "MAIL1", Reason.CADENCE_NUDGE))
+    assert f"{STAFF} 宛てに確認用のメールをお送りしました。" in page
+    [mail] = smtp_server.received
+    assert mail.rcpt_tos == (STAFF,)
+    assert "鈴木 次郎" in mail.message.get_body(("plain",)).get_content()  # written for him
+    assert "jiro@example.jp" not in mail.data.decode("utf-8", "replace")
 
 
 # --- the command line --------------------------------------------------------------------
