@@ -286,14 +286,17 @@ def hold(session: Session, key: str, now: datetime, held_by: int | None) -> bool
     sent or was sent."""
     clinic_id = clinic_of(session)
     this_key = and_(Delivery.clinic_id == clinic_id, Delivery.idempotency_key == key)
-    # Written (not only read) so that it waits for, or holds up, a claim of the row.
+    # A planned row is written (not only read) so that the hold waits for, or holds
+    # up, a claim of it; rows in other states are not claimed, and keep their times.
     touched = _count(
         session,
-        update(Delivery).where(this_key, Delivery.state.in_(HOLDABLE)).values(updated_at=now),
+        update(Delivery)
+        .where(this_key, Delivery.state == DeliveryState.PLANNED)
+        .values(updated_at=now),
     )
     if not touched:
         state = session.scalar(select(type_coerce(Delivery.state, String)).where(this_key))
-        if state is not None:
+        if state is not None and state not in HOLDABLE:
             raise HoldRefused(f"the message {key} is {state}: it can no longer be held")
     inserted = session.execute(
         upsert_insert(session, HeldMessage)
