@@ -125,6 +125,9 @@ def parser() -> argparse.ArgumentParser:
     now_option(planning, "plan as of this moment")
     planning.add_argument("--days", type=positive_int, default=7, help="look ahead (default 7)")
     planning.add_argument("--json", action="store_true", help="print a JSON array")
+    planning.add_argument(
+        "--keys", action="store_true", help="also each message's key (for `tayori hold`)"
+    )
 
     ticking = command(
         "tick",
@@ -203,6 +206,19 @@ def parser() -> argparse.ArgumentParser:
     retry = command("retry", "outbox:retry", "send a failed or skipped delivery again")
     retry.add_argument("delivery", help="the delivery id (see `tayori status`)")
     now_option(retry, "queue it as of this moment")
+
+    holding = command(
+        "hold", "outbox:hold", "keep a coming message from being sent until `tayori unhold`"
+    )
+    holding.add_argument(
+        "message", metavar="KEY|DELIVERY", help="its key (`tayori plan --keys`) or delivery id"
+    )
+    now_option(holding, "record the hold at this moment")
+
+    unholding = command("unhold", "outbox:unhold", "let a held message be sent again")
+    unholding.add_argument(
+        "message", metavar="KEY|DELIVERY", help="its key (`tayori plan --keys`) or delivery id"
+    )
 
     digest = command("digest", "messages:digest", "print the practitioner's daily digest")
     now_option(digest, "the digest as of this moment")

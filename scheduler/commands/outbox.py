@@ -1,4 +1,4 @@
-"""The outbox: `tayori plan`, `status`, `send-test` and `retry`."""
+"""The outbox: `tayori plan`, `status`, `send-test`, `retry`, `hold` and `unhold`."""
 
 from __future__ import annotations
 
@@ -6,15 +6,19 @@ import argparse
 import json
 from datetime import timedelta
 
+from sqlalchemy.orm import Session
+
 from scheduler.commands.common import CommandError, command_now, local, opened, quota_line, table
 from scheduler.core.domain import ChannelName, Reason
+from scheduler.outbox import transitions
 from scheduler.outbox.budget import line_quota
-from scheduler.outbox.manual import requeue, send_sample
+from scheduler.outbox.manual import parse_key, requeue, send_sample
 from scheduler.outbox.planner import dry_run
 from scheduler.outbox.report import DeliveryLine
 from scheduler.outbox.report import status as outbox_status
 from scheduler.settings import Settings
 from scheduler.store import db
+from scheduler.store.clinics import clinic_of
 from scheduler.store.models import Delivery
 
 
@@ -33,6 +37,8 @@ def plan(args: argparse.Namespace, settings: Settings) -> int:
                 "channel": m.channel.value,
                 "send_at": m.send_at.astimezone(tz).isoformat(),
                 "template": m.template,
+                **({"key": m.key} if args.keys else {}),
+                **({"held": True} if m.held else {}),
             }
             for m in messages
         ]
@@ -43,9 +49,17 @@ def plan(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     print(
         table(
-            ["send at", "patient", "reason", "channel", "template"],
+            ["send at", "patient", "reason", "channel", "template"]
+            + (["key"] if args.keys else []),
             [
-                [local(m.send_at, settings), m.patient, m.reason, m.channel.value, m.template]
+                [
+                    local(m.send_at, settings),
+                    m.patient,
+                    m.reason + (" (held)" if m.held else ""),
+                    m.channel.value,
+                    m.template,
+                ]
+                + ([m.key] if args.keys else [])
                 for m in messages
             ],
         )
@@ -60,6 +74,8 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
     with opened(settings) as runtime, runtime.sessions() as session:
         report = outbox_status(session, now, settings)
     print("deliveries: " + ", ".join(f"{n} {state}" for state, n in report.counts.items()))
+    if report.held_by_hand:
+        print(f"{report.held_by_hand} of the planned held by hand: not sent until `tayori unhold`")
     print(quota_line(report.line_quota, settings))
     # Here, not at the top: lint checks LINE messages with the LINE SDK, whose import
     # would slow down every command of this module.
@@ -118,3 +134,43 @@ def retry(args: argparse.Namespace, settings: Settings) -> int:
         when = local(delivery.send_after, settings)
     print(f"delivery {args.delivery} queued again: it goes with the next cycle ({when})")
     return 0
+
+
+def hold(args: argparse.Namespace, settings: Settings) -> int:
+    now = command_now(args, settings)
+    with opened(settings) as runtime, db.transaction(runtime.sessions) as session:
+        key = _message_key(session, args.message)
+        try:
+            held = transitions.hold(session, key, now, held_by=None)
+        except transitions.HoldRefused as e:
+            raise CommandError(str(e)) from None
+    print(
+        f"message {key} held: it is not sent until `tayori unhold`"
+        if held
+        else f"message {key} was held already"
+    )
+    return 0
+
+
+def unhold(args: argparse.Namespace, settings: Settings) -> int:
+    with opened(settings) as runtime, db.transaction(runtime.sessions) as session:
+        key = _message_key(session, args.message)
+        if not transitions.unhold(session, key):
+            raise CommandError(f"message {key} is not held")
+    print(f"message {key} released: it goes when it is due")
+    return 0
+
+
+def _message_key(session: Session, message: str) -> str:
+    """The key of a message named by its key or by its delivery's id."""
+    delivery = session.get(Delivery, message)
+    if delivery is not None and delivery.clinic_id == clinic_of(session):
+        return delivery.idempotency_key
+    try:
+        parse_key(message)
+    except ValueError:
+        raise CommandError(
+            f"{message!r} is neither a delivery of this clinic nor a message's key "
+            "(see `tayori plan --keys`)"
+        ) from None
+    return message

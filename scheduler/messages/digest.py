@@ -35,6 +35,7 @@ from scheduler.core.window import at_local, local_date
 from scheduler.messages.context import REASON_LABELS, SAMPLE_PATIENT, japanese_date
 from scheduler.outbox.budget import line_quota
 from scheduler.outbox.newsletters import expected_newsletters, occurrences_ahead
+from scheduler.outbox.transitions import held_by_hand
 from scheduler.settings import Settings
 from scheduler.store.batches import batches
 from scheduler.store.clinics import clinic_of
@@ -154,6 +155,7 @@ def _planned_by_reason(session: Session, until: datetime) -> dict[Reason, int]:
     return _by_reason(
         session,
         Delivery.state == DeliveryState.PLANNED,
+        ~held_by_hand(),  # held at the desk: not going out unless released
         Delivery.channel.is_not(None),
         Delivery.send_after < until,
     )
@@ -176,6 +178,7 @@ def planned_by_reason_and_channel(
             Delivery.clinic_id == clinic_of(session),
             Delivery.patient_id.is_not(None),
             Delivery.state == DeliveryState.PLANNED,
+            ~held_by_hand(),
             Delivery.channel.is_not(None),
             Delivery.send_after < until,
             *([Delivery.send_after >= since] if since is not None else []),

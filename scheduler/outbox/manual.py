@@ -1,12 +1,13 @@
 """What the practitioner or the operator does by hand: see a message as a patient
-would, send one sample now, or queue a failed message again. Each goes through the
-same composing and rendering as the worker's messages."""
+would, send one sample now, send a coming message to oneself, or queue a failed
+message again. Each goes through the same composing and rendering as the worker's
+messages."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import replace
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import date, datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -18,18 +19,26 @@ from scheduler.core.domain import (
     ConsentKind,
     Phase,
     Reason,
+    member,
 )
 from scheduler.core.failure_policy import retry_key_expired
 from scheduler.messages.context import sample_context
 from scheduler.messages.templates import template_name
 from scheduler.outbox import transitions
+from scheduler.outbox.composer import read_batch
 from scheduler.outbox.recorder import SAMPLE_NOT_RETRIED
 from scheduler.outbox.transitions import Claim, Claimed
 from scheduler.runtime import Runtime
 from scheduler.store.clinics import clinic_of
 from scheduler.store.db import reading, transaction
 from scheduler.store.facts import current_consent
-from scheduler.store.models import Appointment, Delivery, Patient, new_delivery_id
+from scheduler.store.models import (
+    Appointment,
+    Delivery,
+    Patient,
+    new_delivery_id,
+    new_public_id,
+)
 from scheduler.store.patients import find_patient
 
 # The appointment a sample reminder or no-show follow-up talks about.
@@ -174,3 +183,70 @@ def requeue(session: Session, delivery_id: str, now: datetime, db_now: datetime)
         )
     session.refresh(delivery)
     return delivery
+
+
+@dataclass(frozen=True)
+class MessageKey:
+    """What a patient message's idempotency key (`reason:occurrence:patient`) names."""
+
+    reason: Reason
+    patient_id: int
+    appointment_id: int | None = None  # occurrence "a<id>"
+    campaign_id: str | None = None  # occurrence "<campaign>:<day>"
+    campaign_day: date | None = None
+
+
+def parse_key(key: str) -> MessageKey:
+    """The parts of a patient message's key; ValueError for anything else."""
+    first, _, rest = key.partition(":")
+    occurrence, _, patient = rest.rpartition(":")
+    reason = member(Reason, first)
+    if reason is None or reason is Reason.DAILY_DIGEST or not occurrence or not patient.isdigit():
+        raise ValueError(f"{key!r} is not the key of a patient's message")
+    parts = MessageKey(reason, int(patient))
+    if reason in SAMPLE_APPOINTMENT:
+        if not (occurrence.startswith("a") and occurrence[1:].isdigit()):
+            raise ValueError(f"{key!r} names no appointment")
+        return replace(parts, appointment_id=int(occurrence[1:]))
+    if reason is Reason.NEWSLETTER:
+        campaign, _, day = occurrence.rpartition(":")
+        try:
+            return replace(parts, campaign_id=campaign, campaign_day=date.fromisoformat(day))
+        except ValueError:
+            raise ValueError(f"{key!r} names no campaign day") from None
+    return parts
+
+
+COPY_SUBJECT = "【確認用】"
+
+
+def send_copy(runtime: Runtime, key: str, address: str, now: datetime) -> str:
+    """Send the coming message of `key`, composed for its patient as it would be now,
+    to `address` (a staff member's own) by email, or to the preview folder when the
+    clinic has no SMTP; the id the copy went under. Never to the patient, and not a
+    delivery: no outbox row (nothing of the patient's record changes, no tip is
+    spent), no LINE message counted. LookupError if the key names no patient of the
+    clinic; TemplateError, DeliveryError as composing and sending raise them."""
+    parts = parse_key(key)
+    dispatcher = runtime.dispatcher
+    copy_id = f"copy-{new_delivery_id()}"
+    claimed = replace(
+        _unsaved(copy_id, parts.reason, parts.patient_id, parts.appointment_id),
+        campaign_id=parts.campaign_id,
+        campaign_day=parts.campaign_day,
+    )
+    with reading(runtime.sessions) as session:
+        patient = session.get(Patient, parts.patient_id)
+        if patient is None or patient.clinic_id != clinic_of(session):
+            raise LookupError(f"no patient of this clinic for {key!r}")
+        batch = read_batch(session, [claimed], now, runtime.settings)
+    # A fresh random public id in place of the patient's: the copy's unsubscribe link
+    # then stops no one's messages, whoever clicks it.
+    recipient = replace(
+        batch.recipients[parts.patient_id], email=address, public_id=new_public_id()
+    )
+    batch = replace(batch, recipients={parts.patient_id: recipient})
+    message, _ = dispatcher.composer.message(claimed, ChannelName.EMAIL, batch, dispatcher.day(now))
+    message = replace(message, subject=COPY_SUBJECT + (message.subject or ""))
+    dispatcher.transports[ChannelName.EMAIL].send(message)
+    return copy_id

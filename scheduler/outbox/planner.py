@@ -7,7 +7,7 @@ every change goes through the outbox's transitions (only rows still `planned` mo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -73,6 +73,8 @@ class PlannedMessage:
     channel: ChannelName
     send_at: datetime
     template: str
+    key: str = ""  # the idempotency key: what a hold by hand names
+    held: bool = False  # held by hand: the worker will not send it until released
 
 
 @dataclass(frozen=True)
@@ -349,6 +351,7 @@ def dry_run(
         for newsletter in expected_newsletters(session, ahead, audiences, now, until, settings):
             first_seen.setdefault(newsletter.key, (now, newsletter))
     existing = _existing_by_key(session, list(first_seen))
+    held = transitions.held_keys(session)
 
     expected = []
     for key, (moment, message) in first_seen.items():
@@ -363,9 +366,11 @@ def dry_run(
                 channel=channel,
                 send_at=send_at,
                 template=template_in(message.folder, channel),
+                key=key,
+                held=key in held,
             )
         )
-    expected += _planned_for(session, settled, external_ids, now, until, rules)
+    expected += _planned_for(session, settled, external_ids, now, until, rules, held)
     return sorted(expected, key=lambda m: (m.send_at, m.patient, m.reason))
 
 
@@ -397,6 +402,7 @@ def _planned_for(
     now: datetime,
     until: datetime,
     rules: Rules,
+    held: Collection[str],
 ) -> list[PlannedMessage]:
     """The settled patients' planned messages but newsletters (whose pacing the dry run
     works out for the whole audience), when and how the worker would send them: by
@@ -406,6 +412,7 @@ def _planned_for(
         rows = session.execute(
             select(
                 Delivery.patient_id,
+                Delivery.idempotency_key,
                 type_coerce(Delivery.reason, String).label("reason"),
                 Delivery.send_after,
                 Delivery.template,
@@ -435,6 +442,8 @@ def _planned_for(
                     channel,
                     send_at,
                     template_in(folder, channel),
+                    row.idempotency_key,
+                    row.idempotency_key in held,
                 )
             )
     return expected

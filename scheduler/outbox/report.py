@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from scheduler.core.domain import DeliveryState
 from scheduler.outbox.budget import LineQuotaView, line_quota
+from scheduler.outbox.transitions import held_by_hand
 from scheduler.settings import Settings
 from scheduler.store.channel_state import Hold, active_holds
 from scheduler.store.clinics import clinic_of
@@ -35,6 +36,7 @@ class Status:
     failures: list[DeliveryLine]
     holds: list[Hold]
     line_quota: LineQuotaView
+    held_by_hand: int = 0  # planned messages held at the desk (`tayori hold`)
 
 
 def _lines(session: Session, query: Select[*tuple[Any, ...]]) -> list[DeliveryLine]:
@@ -78,7 +80,7 @@ def status(session: Session, now: datetime, settings: Settings, limit: int = 10)
     )
     next_due = _lines(
         session,
-        joined.where(Delivery.state == DeliveryState.PLANNED)
+        joined.where(Delivery.state == DeliveryState.PLANNED, ~held_by_hand())
         .order_by(Delivery.send_after, Delivery.id)
         .limit(limit),
     )
@@ -90,7 +92,14 @@ def status(session: Session, now: datetime, settings: Settings, limit: int = 10)
     )
     quota = line_quota(session, now, settings.timezone, settings.config.line.monthly_quota)
     holds = list(active_holds(session, now).values())
-    return Status(counts, next_due, failures, holds, quota)
+    held = session.scalar(
+        select(func.count()).where(
+            Delivery.clinic_id == clinic_of(session),
+            Delivery.state == DeliveryState.PLANNED,
+            held_by_hand(),
+        )
+    )
+    return Status(counts, next_due, failures, holds, quota, held or 0)
 
 
 def delivery_counts(session: Session) -> list[tuple[str, str, str | None, int]]:

@@ -9,6 +9,9 @@ Every message is a row in `deliveries` before anything is sent, and moves
     planned ──withdraw──▶ withdrawn ──revive──▶ planned   (skipped revives too)
     failed, skipped ──requeue──▶ planned                  (by hand)
 
+A message held by hand (`hold`, by its idempotency key, before or after its row is
+written) stays `planned` and is not claimed until `unhold`.
+
 Each transition is one conditional UPDATE guarded by the state it expects and, for a
 claimed row, by the claim's token (random per claim, stored on the row): it takes
 effect only while the row is still where the caller believes it is, and says whether
@@ -22,7 +25,7 @@ outcome, and the new claimer's stands.
 | withdraw    | planned                               |              | withdrawn |
 | revive      | withdrawn, skipped                    |              | planned   |
 | move        | planned                               |              | planned   |
-| claim       | planned and due; sending, lease ended |              | sending   |
+| claim       | planned, due, not held; sending, lease ended |       | sending   |
 | give_up     | sending, lease ended, attempts used   |              | failed    |
 | claim_new   | (a new row: a sample sent at once)    |              | sending   |
 | renew       | sending                               | token        | sending   |
@@ -36,6 +39,8 @@ outcome, and the new claimer's stands.
 | skip        | sending                               | token        | skipped   |
 | quarantine  | sending                               | token        | failed    |
 | requeue     | failed, skipped                       |              | planned   |
+| hold        | (no row yet), planned, withdrawn, skipped, failed |  | (held)    |
+| unhold      | (held)                                |              | (as it was) |
 
 - `claim` counts an attempt and gives the row a lease on the database's clock; `renew`
   extends it while the worker still works on the row, so only a dead (or cut off)
@@ -54,6 +59,12 @@ outcome, and the new claimer's stands.
 - `wait` and `release` do not count the attempt: the message did not fail (its
   channel is held, LINE's quota is kept for more important messages, its template
   is being mended, or its worker is stopping).
+- `hold` and `unhold` change no state: they write the key's record in
+  `held_messages`, which `claim` honours. A row that is being sent, or was sent,
+  cannot be held. `hold` writes the row it finds (a guarded UPDATE), so that a claim
+  racing it either finishes first (the hold is refused) or waits for it and then
+  finds the record (`claim` reads the held keys again after its UPDATE, whose
+  condition PostgreSQL re-checks against the statement's older snapshot).
 - Every transition back to `planned` other than the planner's own, and `skip`, marks
   the row's patient for the next cycle's plan (scheduler/store/replan.py): the rules
   may no longer want the message, a newsletter may need another slot of its pacing,
@@ -80,6 +91,8 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
+    delete,
+    exists,
     or_,
     select,
     type_coerce,
@@ -93,13 +106,22 @@ from scheduler.outbox import budget
 from scheduler.store.batches import batches
 from scheduler.store.bulk import DriverRows, executemany
 from scheduler.store.clinics import clinic_of
-from scheduler.store.models import Delivery, UTCDateTime
+from scheduler.store.db import upsert_insert
+from scheduler.store.models import Delivery, HeldMessage, UTCDateTime
 from scheduler.store.replan import mark_patient_of
 
 GIVEN_UP = "claimed {attempts} times without an outcome (its worker stopped each time): given up"
 UNREADABLE = "unreadable: {problem}"
 WITHDRAWN_NOT_DUE = (
     "no longer due (a visit, a booking, a cancellation, or a change of consent, phase or cadence)"
+)
+# A message may be held by hand while it is not on its way: not yet written, waiting,
+# or in a state it may come back from.
+HOLDABLE = (
+    DeliveryState.PLANNED,
+    DeliveryState.WITHDRAWN,
+    DeliveryState.SKIPPED,
+    DeliveryState.FAILED,
 )
 # States a message may come back from when it is due again: a booking that was made
 # and then cancelled, or a contact that was added after a skip.
@@ -254,6 +276,71 @@ def requeue(session: Session, delivery_id: str, now: datetime, note: str) -> boo
     return took
 
 
+class HoldRefused(LookupError):
+    """The message is on its way or gone: it can no longer be held."""
+
+
+def hold(session: Session, key: str, now: datetime, held_by: int | None) -> bool:
+    """Keep the message of `key` from being sent until `unhold`, whether its row is
+    written yet or not. False if it was held already; HoldRefused if its row is being
+    sent or was sent."""
+    clinic_id = clinic_of(session)
+    this_key = and_(Delivery.clinic_id == clinic_id, Delivery.idempotency_key == key)
+    # A planned row is written (not only read) so that the hold waits for, or holds
+    # up, a claim of it; rows in other states are not claimed, and keep their times.
+    touched = _count(
+        session,
+        update(Delivery)
+        .where(this_key, Delivery.state == DeliveryState.PLANNED)
+        .values(updated_at=now),
+    )
+    if not touched:
+        state = session.scalar(select(type_coerce(Delivery.state, String)).where(this_key))
+        if state is not None and state not in HOLDABLE:
+            raise HoldRefused(f"the message {key} is {state}: it can no longer be held")
+    inserted = session.execute(
+        upsert_insert(session, HeldMessage)
+        .values(clinic_id=clinic_id, idempotency_key=key, held_by=held_by, held_at=now)
+        .on_conflict_do_nothing()
+        .returning(HeldMessage.idempotency_key)
+    ).first()
+    return inserted is not None
+
+
+def unhold(session: Session, key: str) -> bool:
+    """Let the message of `key` go again: a planned row is claimed when it is due (at
+    once, if its moment passed while it was held). False if it was not held."""
+    return (
+        _count(
+            session,
+            delete(HeldMessage).where(
+                HeldMessage.clinic_id == clinic_of(session), HeldMessage.idempotency_key == key
+            ),
+        )
+        == 1
+    )
+
+
+def held_keys(session: Session) -> dict[str, datetime]:
+    """The keys of the clinic's messages held by hand, and since when."""
+    return {
+        key: at
+        for key, at in session.execute(
+            select(HeldMessage.idempotency_key, HeldMessage.held_at).where(
+                HeldMessage.clinic_id == clinic_of(session)
+            )
+        )
+    }
+
+
+def held_by_hand() -> ColumnElement[bool]:
+    """The row's message is held by hand."""
+    return exists().where(
+        HeldMessage.clinic_id == Delivery.clinic_id,
+        HeldMessage.idempotency_key == Delivery.idempotency_key,
+    )
+
+
 # -- claiming ----------------------------------------------------------------------
 
 
@@ -282,7 +369,12 @@ def claim(
     )
     given_up = _give_up(session, lease_ended, max_attempts, now)
     claimable: ColumnElement[bool] = or_(
-        and_(clinic, Delivery.state == DeliveryState.PLANNED, Delivery.send_after <= now),
+        and_(
+            clinic,
+            Delivery.state == DeliveryState.PLANNED,
+            Delivery.send_after <= now,
+            ~held_by_hand(),
+        ),
         lease_ended,
     )
     if only is not None:
@@ -313,9 +405,18 @@ def claim(
         .returning(*_CLAIMED_COLUMNS),
         execution_options={"synchronize_session": False},
     ).all()
+    # A hold that committed while this UPDATE waited for its row is seen only now.
+    held_meanwhile = set(
+        session.scalars(
+            select(Delivery.id).where(Delivery.id.in_([row.id for row in rows]), held_by_hand())
+        )
+    )
     order = {delivery_id: n for n, delivery_id in enumerate(candidates)}
     claimed, quarantined = [], []
     for row in sorted(rows, key=lambda row: order[row.id]):
+        if row.id in held_meanwhile:
+            release(session, Claim(row.id, token, row.quota_month, bool(row.maybe_sent)), now)
+            continue
         try:
             claimed.append(_read_claimed(row, token))
         except _Unreadable as problem:

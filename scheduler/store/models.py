@@ -436,3 +436,20 @@ class DeskSignInFailure(Base):
     clinic_id: Mapped[int] = _clinic()
     key: Mapped[str] = mapped_column(String(64), index=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class HeldMessage(Base):
+    """A message the clinic's staff held by hand (the desk's Upcoming page, `tayori
+    hold`), by its idempotency key: the worker claims no row of that key while the
+    record exists. A key, not a row, because most of the month's messages are not in
+    the outbox yet (the planner writes a row when a message becomes due): the hold
+    applies to the row whenever it is written, and survives its withdrawal and
+    revival by replanning. Releasing the message deletes the record."""
+
+    __tablename__ = "held_messages"
+
+    clinic_id: Mapped[int] = mapped_column(ForeignKey("clinics.id"), primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    # The desk account that held it; None when held from the command line.
+    held_by: Mapped[int | None] = mapped_column(ForeignKey("desk_users.id"))
+    held_at: Mapped[datetime] = mapped_column(UTCDateTime)
