@@ -29,8 +29,9 @@ from scheduler.store.forget import forget_patient
 from scheduler.store.models import CadenceChange, Delivery, DeskAudit, LinkCode, Patient
 from scheduler.store.patients import find_patient
 from scheduler.web.app import create_app
-from tests.conftest import ROOT
+from tests.conftest import ROOT, empty_database
 from tests.integration.browser import PHONE, fits_the_width
+from tests.integration.channel_env import SECRET_KEY
 from tests.integration.clinic import add_patient, visited
 from tests.integration.desk import (
     JST,
@@ -44,6 +45,7 @@ from tests.integration.desk import (
     sign_in,
     sign_in_with_browser,
 )
+from tests.integration.web import web_process
 
 EMAIL = "hanako@example.jp"
 BASIC_ID = "@123abcde"
@@ -60,12 +62,19 @@ def client(desk_runtime: Runtime, clock: FixedClock) -> FlaskClient:
     return create_app(desk_runtime.settings, desk_runtime, clock).test_client()
 
 
-def a_maintenance_patient(runtime: Runtime, now: datetime, external_id: str = "P001") -> int:
+def a_maintenance_patient(
+    runtime: Runtime, now: datetime, external_id: str = "P001", *, reminders: bool = True
+) -> int:
     """A patient in maintenance who visited 4 days before `now`, planned by a worker
     cycle at `now`; their row id."""
     with transaction(runtime.sessions) as session:
         patient = add_patient(
-            session, now - timedelta(days=30), external_id, Phase.MAINTENANCE, email=EMAIL
+            session,
+            now - timedelta(days=30),
+            external_id,
+            Phase.MAINTENANCE,
+            email=EMAIL,
+            reminders=reminders,
         )
         visited(session, now, days_ago=4, external_id=external_id)
         patient_id = patient.id
@@ -227,7 +236,7 @@ def test_the_patient_page_shows_phase_cadence_consent_contacts_and_messages(
     assert "フェーズ メンテナンス期" in page
     assert "来院のおすすめ 最後の来院から 12日後（フェーズの標準）" in page
     assert "最後の来院 11月20日（金）09:30" in page
-    assert "来院のおすすめ・予約のお知らせ 同意あり 季節のお便り 同意あり" in page
+    assert "来院のおすすめ・予約のお知らせ 同意あり 取り消す 季節のお便り 同意あり 取り消す" in page
     assert "11月25日（水）09:30 季節のお便り：同意 管理画面" in page
     assert f"LINE 連携済み（取り込み） メール {EMAIL} 希望する連絡方法 LINE" in page
     assert (
@@ -393,16 +402,69 @@ def test_a_change_without_the_csrf_token_is_refused(
         assert session.get_one(Patient, patient_id).phase is Phase.MAINTENANCE
 
 
+# --- consent -------------------------------------------------------------------------
+
+
+def change_consent(client: FlaskClient, patient_id: int, kind: str, granted: str) -> Any:
+    return client.post(
+        f"/patients/{patient_id}/consent",
+        data={
+            "kind": kind,
+            "granted": granted,
+            "csrf_token": csrf_of(client, f"/patients/{patient_id}"),
+        },
+    )
+
+
+def test_withdrawing_consent_withdraws_the_planned_messages_at_once(
+    client: FlaskClient, desk_runtime: Runtime
+) -> None:
+    patient_id = a_maintenance_patient(desk_runtime, NOW)
+    assert len(planned(desk_runtime, patient_id)) == 2
+    sign_in(client)
+    change_consent(client, patient_id, "reminders", "no")
+    assert planned(desk_runtime, patient_id) == []
+    with desk_runtime.sessions() as session:
+        [record] = session.scalars(select(DeskAudit).where(DeskAudit.action == "consent")).all()
+    assert record.detail == f"patient {patient_id}: reminders withdrawn"
+    page = _text(client.get(f"/patients/{patient_id}").get_data(as_text=True))
+    assert "来院のおすすめ・予約のお知らせを「同意なし」にしました。" in page
+    assert "11月25日（水）09:30 来院のおすすめ・予約のお知らせ：同意なし 管理画面" in page
+
+
+def test_granting_consent_plans_the_messages_at_once(
+    client: FlaskClient, desk_runtime: Runtime
+) -> None:
+    patient_id = a_maintenance_patient(desk_runtime, NOW, reminders=False)
+    assert planned(desk_runtime, patient_id) == []
+    sign_in(client)
+    change_consent(client, patient_id, "reminders", "yes")
+    assert planned(desk_runtime, patient_id) == [
+        (Reason.CADENCE_NUDGE, at_10(NOW, 8)),
+        (Reason.CADENCE_FOLLOW_UP, at_10(NOW, 15)),
+    ]
+
+
+def test_a_consent_form_of_an_unknown_kind_changes_nothing(
+    client: FlaskClient, desk_runtime: Runtime
+) -> None:
+    patient_id = a_maintenance_patient(desk_runtime, NOW)
+    sign_in(client)
+    change_consent(client, patient_id, "everything", "no")
+    assert len(planned(desk_runtime, patient_id)) == 2
+    assert "同意の変更を受け付けられませんでした。" in client.get(
+        f"/patients/{patient_id}"
+    ).get_data(as_text=True)
+
+
 # --- the LINE link code -------------------------------------------------------------
 
 
 @pytest.fixture
 def line_runtime(desk_env: dict[str, str], tmp_path: Path) -> Iterator[Runtime]:
     """The desk's clinic with its LINE official account's ID set."""
-    shipped = (ROOT / "config" / "tayori.toml").read_text("utf-8")
-    config = tmp_path / "line" / "tayori.toml"
-    config.parent.mkdir()
-    config.write_text(shipped.replace('\nbasic_id = ""', f'\nbasic_id = "{BASIC_ID}"'), "utf-8")
+    (tmp_path / "line").mkdir()
+    config = with_basic_id(tmp_path / "line")
     opened = open_runtime(load_settings({**desk_env, "TAYORI_CONFIG": str(config)}))
     with transaction(opened.sessions) as session:
         add_user(session, STAFF, PASSWORD, NOW)
@@ -609,3 +671,75 @@ def test_change_the_phase_in_the_browser_and_see_the_coming_messages_change(
     assert after == [("cadence_nudge", at_10(later, 3)), ("cadence_follow_up", at_10(later, 5))]
     with site.runtime.sessions() as session:
         assert session.get_one(Patient, patient_id).phase is Phase.ACUTE
+
+
+def with_basic_id(folder: Path) -> Path:
+    """The shipped settings with the LINE official account's ID set, in `folder`."""
+    shipped = (ROOT / "config" / "tayori.toml").read_text("utf-8")
+    config = folder / "tayori.toml"
+    config.write_text(shipped.replace('\nbasic_id = ""', f'\nbasic_id = "{BASIC_ID}"'), "utf-8")
+    return config
+
+
+@pytest.fixture(scope="module")
+def line_site(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Site]:
+    """A real `tayori serve` (SQLite: the page is the same on both engines) whose
+    clinic has its LINE official account's ID, so the desk can print link codes."""
+    folder = tmp_path_factory.mktemp("line-desk")
+    env = {
+        "DATABASE_URL": empty_database(request, "sqlite", folder),
+        "TAYORI_CONFIG": str(with_basic_id(folder)),
+        "TAYORI_MESSAGES_DIR": str(ROOT / "messages"),
+        "TAYORI_OUTBOX_DIR": str(folder / "outbox"),
+        "TAYORI_PUBLIC_URL": "http://127.0.0.1",
+        "TAYORI_SECRET_KEY": SECRET_KEY,
+    }
+    runtime = open_runtime(load_settings(env))
+    with web_process(env, folder / "web.log") as base:
+        yield Site(base, runtime)
+    runtime.close()
+
+
+def test_print_a_link_code_with_its_qr_code_on_a_phone(
+    line_site: Site, browser: Any, tmp_path: Path
+) -> None:
+    patient_id = a_patient_today(line_site.runtime, datetime.now(UTC))
+    page = browser.new_page(viewport=PHONE)
+    try:
+        sign_in_with_browser(page, line_site.base)
+        page.goto(f"{line_site.base}/patients/{patient_id}")
+        page.get_by_role("button", name="コードを発行して印刷").click()
+        page.wait_for_load_state()
+        assert page.url == f"{line_site.base}/patients/{patient_id}/link-code"
+        with line_site.runtime.sessions() as session:
+            code = session.get_one(LinkCode, patient_id).code
+        assert page.inner_text(".code") == code
+        assert page.locator(".qr svg").is_visible()
+        assert fits_the_phone(page) and fits_the_width(page)
+        page.screenshot(path=str(tmp_path / "desk-link-code-phone.png"), full_page=True)
+        page.get_by_role("link", name="← 患者のページへ戻る").click()
+        page.wait_for_load_state()
+        assert "発行済みのコードを印刷する" in page.inner_text("main")
+        assert fits_the_phone(page)
+        page.screenshot(path=str(tmp_path / "desk-patient-line-phone.png"), full_page=True)
+    finally:
+        page.close()
+    with line_site.runtime.sessions() as session:
+        [record] = session.scalars(select(DeskAudit).where(DeskAudit.action == "link_code")).all()
+    assert record.detail == f"patient {patient_id}: a new LINE link code"
+
+
+def test_the_link_code_page_on_a_desktop(line_site: Site, browser: Any, tmp_path: Path) -> None:
+    patient_id = a_patient_today(line_site.runtime, datetime.now(UTC))
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    try:
+        sign_in_with_browser(page, line_site.base)
+        page.goto(f"{line_site.base}/patients/{patient_id}")
+        page.get_by_role("button", name="コードを発行して印刷").click()
+        page.wait_for_load_state()
+        assert page.locator(".qr svg").is_visible()
+        page.screenshot(path=str(tmp_path / "desk-link-code-desktop.png"), full_page=True)
+    finally:
+        page.close()

@@ -24,6 +24,7 @@ from scheduler.core.domain import ChannelName, ConsentKind, DeliveryState, Phase
 from scheduler.messages.context import PHASE_LABELS, REASON_LABELS, japanese_datetime
 from scheduler.outbox.planner import plan_patient
 from scheduler.store.clinics import clinic_of
+from scheduler.store.consent import ConsentSource, record_consent
 from scheduler.store.db import reading, transaction
 from scheduler.store.desk import audit
 from scheduler.store.linking import issue_code
@@ -144,7 +145,9 @@ def patient(clinic: str | None, patient_id: str) -> ResponseReturnValue:
             "days": CADENCE_DAYS,
             "last_visit": japanese_datetime(view.last_visit, tz) if view.last_visit else None,
             "lapsed": view.lapsed,
-            "consent": [(CONSENT_LABELS[k], granted) for k, granted in view.consent.items()],
+            "consent": [
+                (k.value, CONSENT_LABELS[k], granted) for k, granted in view.consent.items()
+            ],
             "consent_history": [
                 Change(
                     japanese_datetime(c.changed_at, tz),
@@ -296,6 +299,53 @@ def change_cadence(clinic: str | None, patient_id: str) -> ResponseReturnValue:
         extra=log_facts(here.runtime),
     )
     flash("フェーズと通院の間隔を変更しました。今後の送信予定も組み直しました。", "done")
+    return back
+
+
+@desk_route("/patients/<patient_id>/consent", methods=("POST",))
+def change_consent(clinic: str | None, patient_id: str) -> ResponseReturnValue:
+    """Record a consent the patient gave or withdrew at the clinic (source `desk`),
+    as every other source records it; a withdrawal withdraws the messages it no
+    longer allows, and the patient is planned again at once either way."""
+    here = desk()
+    assert here.user_id is not None
+    settings = here.settings
+    now = clock_of(current_app).now()
+    if not patient_id.isdigit():
+        abort(404)
+    back = redirect(here.url(f"/patients/{patient_id}"))
+    kind = member(ConsentKind, request.form.get("kind", ""))
+    granted = {"yes": True, "no": False}.get(request.form.get("granted", ""))
+    if kind is None or granted is None:
+        flash("同意の変更を受け付けられませんでした。もう一度お試しください。", "problem")
+        return back
+    with transaction(here.runtime.sessions) as db:
+        found = _patient(db, patient_id)
+        if found.forgotten_at is not None:
+            flash("この方の記録は削除の依頼で消去されています。変更できません。", "problem")
+            return back
+        changed = record_consent(db, found.id, kind, granted, ConsentSource.DESK, now)
+        if changed:
+            db.flush()
+            plan_patient(db, found.id, now, settings.rules, settings)
+            audit(
+                db,
+                here.user_id,
+                "consent",
+                f"patient {found.id}: {kind.value} {'granted' if granted else 'withdrawn'}",
+                now,
+            )
+    if changed:
+        log.info(
+            "desk: account %s recorded a change of consent of patient %s",
+            here.user_id,
+            patient_id,
+            extra=log_facts(here.runtime),
+        )
+        state = "同意あり" if granted else "同意なし"
+        flash(f"{CONSENT_LABELS[kind]}を「{state}」にしました。", "done")
+    else:
+        flash("変更はありませんでした。", "done")
     return back
 
 
