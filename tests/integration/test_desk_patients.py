@@ -19,7 +19,7 @@ from sqlalchemy import select
 from scheduler.clock import FixedClock
 from scheduler.core.domain import ChannelName, ConsentKind, DeliveryState, Phase, Reason
 from scheduler.outbox import transitions
-from scheduler.outbox.planner import PlannedMessage, dry_run, plan
+from scheduler.outbox.planner import PlannedMessage, dry_run, plan, plan_patient
 from scheduler.runtime import Runtime, open_runtime
 from scheduler.settings import load_settings
 from scheduler.store.consent import ConsentSource, record_consent
@@ -313,6 +313,26 @@ def test_changing_the_phase_replans_the_patient_at_once(
     page = _text(client.get(f"/patients/{patient_id}").get_data(as_text=True))
     assert "フェーズと通院の間隔を変更しました。今後の送信予定も組み直しました。" in page
     assert "次回来院のおすすめ（LINE） 11月28日（土）10:00・ 送信予定" in page
+
+
+def test_planning_one_patient_leaves_the_others_to_the_workers_next_cycle(
+    desk_runtime: Runtime,
+) -> None:
+    settings = desk_runtime.settings
+    with transaction(desk_runtime.sessions) as session:
+        for external_id in ("P001", "P002"):
+            add_patient(session, NOW - timedelta(days=30), external_id, Phase.MAINTENANCE)
+            visited(session, NOW, days_ago=4, external_id=external_id)
+        one = find_patient(session, "P001")
+        assert one is not None
+        result = plan_patient(session, one.id, NOW, settings.rules, settings)
+    assert (result.created, result.withdrawn) == (2, 0)
+    with desk_runtime.sessions() as session:
+        rows = session.scalars(select(Patient).order_by(Patient.external_id)).all()
+        deliveries = session.scalars(select(Delivery)).all()
+    assert {d.patient_id for d in deliveries} == {rows[0].id}
+    assert rows[0].replan_at is not None  # planned: its next moment recorded
+    assert rows[1].replan_at is None  # still marked for the next cycle
 
 
 def test_a_phase_change_is_kept_in_the_history_and_the_audit_log(
