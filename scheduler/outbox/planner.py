@@ -158,12 +158,13 @@ def plan_patient(
     now: datetime,
     rules: Rules,
     settings: Settings | None = None,
-) -> PlanResult:
+) -> PlanResult | None:
     """Plan one patient now, as the worker's next cycle would: for a change made at
     the desk, whose effect the staff expect to see at once. The patient's row is
     locked first, as a cycle locks it, so the two never plan it from different
     facts. While a campaign occurrence waits for its first plan (which paces its
-    whole audience at once) the patient is left to that cycle, marked as they are."""
+    whole audience at once) the patient is left to that cycle, marked as they are:
+    None."""
     session.execute(
         select(Patient.id).where(Patient.id == patient_id).with_for_update(key_share=True)
     )
@@ -171,7 +172,7 @@ def plan_patient(
     if settings is not None:
         live = newsletters_live(session, now, settings)
         if live and first_plan_pending(session, live):
-            return PlanResult(0, 0, 0)
+            return None
     return _plan_patients(session, [patient_id], now, rules, settings, live)
 
 

@@ -326,13 +326,32 @@ def test_planning_one_patient_leaves_the_others_to_the_workers_next_cycle(
         one = find_patient(session, "P001")
         assert one is not None
         result = plan_patient(session, one.id, NOW, settings.rules, settings)
-    assert (result.created, result.withdrawn) == (2, 0)
+    assert result is not None and (result.created, result.withdrawn) == (2, 0)
     with desk_runtime.sessions() as session:
         rows = session.scalars(select(Patient).order_by(Patient.external_id)).all()
         deliveries = session.scalars(select(Delivery)).all()
     assert {d.patient_id for d in deliveries} == {rows[0].id}
     assert rows[0].replan_at is not None  # planned: its next moment recorded
     assert rows[1].replan_at is None  # still marked for the next cycle
+
+
+def test_while_a_campaigns_first_plan_is_pending_the_patient_is_left_to_the_worker(
+    client: FlaskClient, desk_runtime: Runtime, clock: FixedClock
+) -> None:
+    # The year-end newsletter starts on 1 December: its first plan paces its whole
+    # audience at once, which is the worker's to do, not a web request's.
+    year_end = datetime(2026, 12, 1, 10, 30, tzinfo=JST)
+    patient_id = a_maintenance_patient(desk_runtime, NOW)
+    clock.set(year_end)
+    sign_in(client)
+    change_phase(client, patient_id, "acute")
+    assert "今後の送信予定は、まもなく組み直します。" in client.get(
+        f"/patients/{patient_id}"
+    ).get_data(as_text=True)
+    with desk_runtime.sessions() as session:
+        assert session.get_one(Patient, patient_id).replan_at is None  # marked
+        [record] = session.scalars(select(DeskAudit).where(DeskAudit.action == "cadence")).all()
+    assert record.detail.endswith("left to the next cycle (a campaign's first plan)")
 
 
 def test_a_phase_change_is_kept_in_the_history_and_the_audit_log(

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from scheduler.commands.linking import card_of, card_page
 from scheduler.core.domain import ChannelName, ConsentKind, DeliveryState, Phase, Reason, member
 from scheduler.messages.context import PHASE_LABELS, REASON_LABELS, japanese_datetime
-from scheduler.outbox.planner import plan_patient
+from scheduler.outbox.planner import PlanResult, plan_patient
 from scheduler.store.clinics import clinic_of
 from scheduler.store.consent import ConsentSource, record_consent
 from scheduler.store.db import reading, transaction
@@ -285,8 +285,12 @@ def change_cadence(clinic: str | None, patient_id: str) -> ResponseReturnValue:
                 db,
                 here.user_id,
                 "cadence",
-                f"patient {found.id}: {before} -> {after}; planned again "
-                f"({planned.created} new, {planned.withdrawn} withdrawn)",
+                f"patient {found.id}: {before} -> {after}; "
+                + (
+                    f"planned again ({planned.created} new, {planned.withdrawn} withdrawn)"
+                    if planned is not None
+                    else "left to the next cycle (a campaign's first plan)"
+                ),
                 now,
             )
     if not changed:
@@ -298,8 +302,16 @@ def change_cadence(clinic: str | None, patient_id: str) -> ResponseReturnValue:
         patient_id,
         extra=log_facts(here.runtime),
     )
-    flash("フェーズと通院の間隔を変更しました。今後の送信予定も組み直しました。", "done")
+    flash(f"フェーズと通院の間隔を変更しました。{_replanned(planned)}", "done")
     return back
+
+
+def _replanned(planned: PlanResult | None) -> str:
+    if planned is None:
+        # A campaign's first plan is pacing everyone: the worker's next cycle (within
+        # a minute) plans this patient with the rest.
+        return "今後の送信予定は、まもなく組み直します。"
+    return "今後の送信予定も組み直しました。"
 
 
 @desk_route("/patients/<patient_id>/consent", methods=("POST",))
@@ -327,6 +339,7 @@ def change_consent(clinic: str | None, patient_id: str) -> ResponseReturnValue:
         changed = record_consent(db, found.id, kind, granted, ConsentSource.DESK, now)
         if changed:
             db.flush()
+            # A withdrawal has withdrawn its messages already; a grant plans them now.
             plan_patient(db, found.id, now, settings.rules, settings)
             audit(
                 db,
