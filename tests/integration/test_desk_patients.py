@@ -6,7 +6,9 @@ driven by a real Chromium."""
 from __future__ import annotations
 
 import logging
+import os
 import re
+import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
@@ -17,10 +19,11 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from scheduler.clock import FixedClock
+from scheduler.commands import main
 from scheduler.core.domain import ChannelName, ConsentKind, DeliveryState, Phase, Reason
 from scheduler.outbox import transitions
 from scheduler.outbox.planner import PlannedMessage, dry_run, plan, plan_patient
-from scheduler.runtime import Runtime, open_runtime
+from scheduler.runtime import Clinics, Runtime, open_runtime
 from scheduler.settings import load_settings
 from scheduler.store.consent import ConsentSource, record_consent
 from scheduler.store.db import transaction
@@ -205,17 +208,11 @@ def test_search_finds_no_patient_of_another_clinic(
 
 
 def a_second_clinic(runtime: Runtime, tmp_path: Path) -> Runtime:
-    from scheduler.commands import main
-    from scheduler.runtime import Clinics
-
+    """Another clinic of the installation, `north`, with the shipped settings."""
     folder = tmp_path / "north"
     folder.mkdir()
-    (folder / "tayori.toml").write_text(
-        (ROOT / "config" / "tayori.toml").read_text("utf-8"), "utf-8"
-    )
+    shutil.copy(ROOT / "config" / "tayori.toml", folder / "tayori.toml")
     assert main(["clinic", "add", "north", "--config", str(folder)]) == 0
-    import os
-
     found = Clinics(runtime, os.environ).find("north")
     assert found is not None
     return found
