@@ -13,6 +13,7 @@ import argparse
 import os
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from pathlib import Path
 from urllib.parse import quote
 
@@ -153,15 +154,7 @@ def link_codes(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     # Written once the codes are committed, so that no page holds a code that is not.
     cards = [
-        Card(
-            external_id=external_id,
-            name=name,
-            code=code,
-            expires=_japanese_moment(expires_at, settings),
-            url=chat_url(basic_id, code),
-            qr_svg=_inline_svg(chat_url(basic_id, code)),
-            file=f"{PAGES}/{page_name(external_id)}",
-        )
+        card_of(external_id, name, code, expires_at, basic_id, settings)
         for external_id, name, code, expires_at in issued
     ]
     _write_pages(args.directory, cards, settings, now)
@@ -173,6 +166,37 @@ def link_codes(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def card_of(
+    external_id: str, name: str, code: str, expires_at: datetime, basic_id: str, settings: Settings
+) -> Card:
+    """A patient's page for a code issued to them."""
+    url = chat_url(basic_id, code)
+    return Card(
+        external_id=external_id,
+        name=name,
+        code=code,
+        expires=_japanese_moment(expires_at, settings),
+        url=url,
+        qr_svg=_inline_svg(url),
+        file=f"{PAGES}/{page_name(external_id)}",
+    )
+
+
+def card_page(card: Card, settings: Settings, now: datetime, back: str | None = None) -> str:
+    """The printable page of one patient's code, as `link-codes` writes it; the desk
+    serves the same page, with a link `back` to the patient's (not printed)."""
+    page = _templates().get_template("link_code.html.j2")
+    return page.render(c=card, back=back, **_common(settings, now))
+
+
+def _common(settings: Settings, now: datetime) -> dict[str, object]:
+    return {
+        "clinic": settings.clinic,
+        "basic_id": settings.config.line.basic_id,
+        "issued": _japanese_moment(now, settings),
+    }
+
+
 def page_name(external_id: str) -> str:
     """The file of a patient's page: the external_id, with anything that is not a
     letter, a digit or `._-~` %-encoded (so no id can name another folder, and two
@@ -182,15 +206,10 @@ def page_name(external_id: str) -> str:
 
 def _write_pages(directory: Path, cards: list[Card], settings: Settings, now: datetime) -> None:
     environment = _templates()
-    common = {
-        "clinic": settings.clinic,
-        "basic_id": settings.config.line.basic_id,
-        "issued": _japanese_moment(now, settings),
-    }
+    common = _common(settings, now)
     (directory / PAGES).mkdir(parents=True, exist_ok=True)
-    page = environment.get_template("link_code.html.j2")
     for card in cards:
-        _write(directory / card.file, page.render(c=card, **common))
+        _write(directory / card.file, card_page(card, settings, now))
     _write(
         directory / "all.html",
         environment.get_template("link_codes_all.html.j2").render(cards=cards, **common),
@@ -208,6 +227,7 @@ def _write(path: Path, text: str) -> None:
     os.replace(partial, path)
 
 
+@cache
 def _templates() -> jinja2.Environment:
     """The pages' templates, inside the package (they are Tayori's, not the
     practitioner's messages); every value is HTML-escaped."""

@@ -155,6 +155,30 @@ def plan(
     return total
 
 
+def plan_patient(
+    session: Session,
+    patient_id: int,
+    now: datetime,
+    rules: Rules,
+    settings: Settings | None = None,
+) -> PlanResult | None:
+    """Plan one patient now, as the worker's next cycle would: for a change made at
+    the desk, whose effect the staff expect to see at once. The patient's row is
+    locked first, as a cycle locks it, so the two never plan it from different
+    facts. While a campaign occurrence waits for its first plan (which paces its
+    whole audience at once) the patient is left to that cycle, marked as they are:
+    None."""
+    session.execute(
+        select(Patient.id).where(Patient.id == patient_id).with_for_update(key_share=True)
+    )
+    live: list[tuple[Campaign, Occurrence]] = []
+    if settings is not None:
+        live = newsletters_live(session, now, settings)
+        if live and first_plan_pending(session, live):
+            return None
+    return _plan_patients(session, [patient_id], now, rules, settings, live)
+
+
 def _plan_patients(
     session: Session,
     ids: Sequence[int],

@@ -3,11 +3,12 @@ what `tayori patient show` prints."""
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select, update
+from sqlalchemy import case, or_, select, update
 from sqlalchemy.orm import Session
 
 from scheduler.core.cadence import EffectiveCadence, effective_cadence, is_lapsed, last_visit
@@ -118,3 +119,25 @@ def view_patient(session: Session, patient: Patient, now: datetime, rules: Rules
         upcoming=[d for d in deliveries if d.state is DeliveryState.PLANNED],
         history=[d for d in deliveries if d.state is not DeliveryState.PLANNED],
     )
+
+
+def search_patients(session: Session, text: str, limit: int, offset: int = 0) -> list[Patient]:
+    """The clinic's patients whose number or name holds `text` (letters in any
+    case; also as NFKC folds it, so a number typed in full-width digits is found),
+    the patient whose number it is first, then by number; at most `limit` from
+    `offset`. An empty `text` lists every patient by number."""
+    query = select(Patient).where(Patient.clinic_id == clinic_of(session))
+    wanted = text.strip()
+    if wanted:
+        variants = {wanted, unicodedata.normalize("NFKC", wanted)}
+        query = query.where(
+            or_(
+                *(Patient.external_id.icontains(v, autoescape=True) for v in variants),
+                *(Patient.name.icontains(v, autoescape=True) for v in variants),
+            )
+        )
+        exact = case((Patient.external_id.in_(variants), 0), else_=1)
+        query = query.order_by(exact, Patient.external_id)
+    else:
+        query = query.order_by(Patient.external_id)
+    return list(session.scalars(query.limit(limit).offset(offset)))
