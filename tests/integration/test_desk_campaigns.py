@@ -7,7 +7,9 @@ the CLI as a user runs it, and a real `tayori serve` driven by a real Chromium."
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -27,9 +29,11 @@ from scheduler.outbox import transitions
 from scheduler.outbox.campaign_control import pause, resume
 from scheduler.outbox.planner import plan
 from scheduler.outbox.transitions import WITHDRAWN_CAMPAIGN_PAUSED
-from scheduler.runtime import Runtime
+from scheduler.runtime import Clinics, Runtime
 from scheduler.store.db import transaction
 from scheduler.store.models import Delivery, DeskAudit, PausedCampaign
+from scheduler.store.paused_campaigns import paused_ids
+from tests.conftest import ROOT
 from tests.integration.browser import PHONE, fits_the_width
 from tests.integration.clinic import add_appointment, add_patient, visited
 from tests.integration.desk import (
@@ -119,7 +123,9 @@ def _year_end(runtime: Runtime) -> list[Delivery]:
         return list(
             session.scalars(
                 select(Delivery).where(
-                    Delivery.reason == Reason.NEWSLETTER, Delivery.campaign_id == "year_end"
+                    Delivery.clinic_id == runtime.settings.clinic_id,
+                    Delivery.reason == Reason.NEWSLETTER,
+                    Delivery.campaign_id == "year_end",
                 )
             )
         )
@@ -414,6 +420,28 @@ def test_a_campaign_switched_off_in_the_campaigns_file_has_its_planned_newslette
     rows = _year_end(desk_runtime)
     assert _states(rows) == {DeliveryState.WITHDRAWN: 3}
     assert {r.last_error for r in rows} == {WITHDRAWN_CAMPAIGN_PAUSED}
+
+
+def test_a_pause_in_one_clinic_leaves_another_clinics_campaign_running(
+    client: FlaskClient, desk_runtime: Runtime, tmp_path: Path
+) -> None:
+    folder = tmp_path / "north"
+    folder.mkdir()
+    for name in ("tayori.toml", "campaigns.toml"):
+        shutil.copy(ROOT / "config" / name, folder / name)
+    assert main(["clinic", "add", "north", "--config", str(folder)]) == 0
+    north = Clinics(desk_runtime, os.environ).find("north")
+    assert north is not None
+    readers(desk_runtime, 2)
+    readers(north, 3)
+    sign_in(client)
+    _post(client, "/campaigns/year_end/pause")
+    _plan(desk_runtime, YEAR_END)
+    _plan(north, YEAR_END)
+    with north.sessions() as session:
+        assert paused_ids(session) == frozenset()
+    assert _states(_year_end(north)) == {DeliveryState.PLANNED: 3}
+    assert _year_end(desk_runtime) == []
 
 
 # --- in a real browser, against a real `tayori serve` ------------------------------
