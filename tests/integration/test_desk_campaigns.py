@@ -195,6 +195,22 @@ def test_an_occurrence_needing_more_line_than_the_month_has_says_how_many_go_ove
     assert "LINEの残りを超える分は、メールアドレスのある方にはメールで" in page
 
 
+def test_a_campaign_switched_off_in_the_campaigns_file_is_shown_without_a_button(
+    desk_runtime: Runtime, clock: FixedClock
+) -> None:
+    from scheduler.web.app import create_app
+
+    settings = desk_runtime.settings
+    off = tuple(replace(c, enabled=c.id != "year_end") for c in settings.campaigns)
+    switched = replace(settings, campaigns=off)
+    client = create_app(switched, replace(desk_runtime, settings=switched), clock).test_client()
+    sign_in(client)
+    html = client.get("/campaigns").get_data(as_text=True)
+    assert "設定ファイル（campaigns.toml）で止められています" in _section(_text(html), "year_end")
+    assert "停止する（year_end）" not in html and "再開する（year_end）" not in html
+    assert "停止する（season_change）" in html
+
+
 # --- pausing and resuming -----------------------------------------------------------
 
 
