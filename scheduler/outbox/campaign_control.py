@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from scheduler.core.campaigns import Campaign
@@ -73,6 +73,8 @@ class CampaignOutlook:
     occurrences: list[ComingOccurrence]
     quota: LineQuotaView  # this month's
     paused: frozenset[str]  # the ids of the paused campaigns
+    # Each campaign's newsletters planned in the outbox now (what a pause withdraws).
+    planned: dict[str, int]
 
 
 def outlook(
@@ -92,7 +94,21 @@ def outlook(
     coming = [
         ComingOccurrence(f, f.campaign.id in paused, line_left(f.occurrence.day)) for f in forecasts
     ]
-    return CampaignOutlook(coming, quota, paused)
+    return CampaignOutlook(coming, quota, paused, _planned_by_campaign(session))
+
+
+def _planned_by_campaign(session: Session) -> dict[str, int]:
+    rows = session.execute(
+        select(Delivery.campaign_id, func.count())
+        .where(
+            Delivery.clinic_id == clinic_of(session),
+            Delivery.reason == Reason.NEWSLETTER,
+            Delivery.state == DeliveryState.PLANNED,
+            Delivery.campaign_id.is_not(None),
+        )
+        .group_by(Delivery.campaign_id)
+    )
+    return {campaign_id: count for campaign_id, count in rows if campaign_id is not None}
 
 
 def campaign_named(settings: Settings, campaign_id: str) -> Campaign:

@@ -231,6 +231,7 @@ def test_pausing_withdraws_the_planned_newsletters_but_not_the_sent_and_records_
         transitions.record_sent(session, [(first.claim, None, None)], YEAR_END)
     clock.set(YEAR_END + timedelta(minutes=5))
     sign_in(client)
+    assert "いま送信を待っているお便り： 3 件" in _section(_campaigns_page(client), "year_end")
     answer = _post(client, "/campaigns/year_end/pause")
     assert answer.location == "/campaigns"
     page = _campaigns_page(client)

@@ -54,6 +54,7 @@ class CampaignView:
     state: str  # "on", "paused" (here or by the command), "off" (in the campaigns file)
     paused_at: str | None
     paused_by: str | None
+    planned: int  # its newsletters in the outbox now, waiting to go
     occurrences: list[OccurrenceRow]
 
 
@@ -67,7 +68,14 @@ def campaigns(clinic: str | None) -> ResponseReturnValue:
         seen = outlook(db, settings, today, today + HORIZON, now)
         paused = pauses(db)
     views = [
-        _view(campaign, paused.get(campaign.id), seen.occurrences, today, settings.timezone)
+        _view(
+            campaign,
+            paused.get(campaign.id),
+            seen.planned.get(campaign.id, 0),
+            seen.occurrences,
+            today,
+            settings.timezone,
+        )
         for campaign in settings.campaigns
     ]
     return render_template(
@@ -82,6 +90,7 @@ def campaigns(clinic: str | None) -> ResponseReturnValue:
 def _view(
     campaign: Campaign,
     paused: Pause | None,
+    planned: int,
     coming: list[ComingOccurrence],
     today: date,
     tz: ZoneInfo,
@@ -94,6 +103,7 @@ def _view(
         state=state,
         paused_at=japanese_datetime(paused.at, tz) if paused is not None else None,
         paused_by=(paused.by or "コマンド") if paused is not None else None,
+        planned=planned,
         occurrences=[
             OccurrenceRow(
                 day=_date(c.forecast.occurrence.day, today),
