@@ -188,6 +188,18 @@ def parser() -> argparse.ArgumentParser:
     campaigns.add_argument("--json", action="store_true", help="print a JSON array")
     now_option(campaigns, "count the audience as of this moment")
 
+    pausing = command("campaign", "seasonal:campaign", "pause or resume a campaign", clinics=None)
+    pausing.set_defaults(clinics=ONE_CLINIC)
+    pausing_actions = pausing.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, help in (
+        ("pause", "stop a campaign: its planned newsletters are withdrawn, none is sent"),
+        ("resume", "send a paused campaign again from the next worker cycle"),
+    ):
+        acting = pausing_actions.add_parser(action, help=help, description=help)
+        clinic_option(acting, ONE_CLINIC)
+        acting.add_argument("name", metavar="NAME", help="the campaign's id in campaigns.toml")
+        now_option(acting, "record it at this moment")
+
     lint = command(
         "lint", "messages:lint", "check every template and tip; exit 1 with every problem"
     )

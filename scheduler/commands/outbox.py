@@ -20,6 +20,7 @@ from scheduler.settings import Settings
 from scheduler.store import db
 from scheduler.store.clinics import clinic_of
 from scheduler.store.models import Delivery
+from scheduler.store.paused_campaigns import paused_ids
 
 
 def plan(args: argparse.Namespace, settings: Settings) -> int:
@@ -28,7 +29,10 @@ def plan(args: argparse.Namespace, settings: Settings) -> int:
         until = now + timedelta(days=args.days)
         messages = dry_run(session, now, until, settings.rules, settings)
         quota = line_quota(session, now, settings.timezone, settings.config.line.monthly_quota)
+        paused = sorted(paused_ids(session))
     tz = settings.timezone
+    # Said in the text only: the JSON stays a list of messages.
+    paused_note = f"paused, so none of their newsletters: {', '.join(paused)}" if paused else ""
     if args.json:
         document = [
             {
@@ -46,6 +50,8 @@ def plan(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if not messages:
         print(f"nothing to send in the next {args.days} day(s)")
+        if paused_note:
+            print(paused_note)
         return 0
     print(
         table(
@@ -66,6 +72,8 @@ def plan(args: argparse.Namespace, settings: Settings) -> int:
     )
     by_line = sum(m.channel is ChannelName.LINE for m in messages)
     print(f"\n{by_line} of these by LINE. {quota_line(quota, settings)}")
+    if paused_note:
+        print(paused_note)
     return 0
 
 

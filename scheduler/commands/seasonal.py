@@ -1,4 +1,4 @@
-"""The calendar: `tayori seasons` and `tayori campaigns`."""
+"""The calendar: `tayori seasons`, `tayori campaigns` and `tayori campaign pause|resume`."""
 
 from __future__ import annotations
 
@@ -6,12 +6,18 @@ import argparse
 import json
 from datetime import date, timedelta
 
-from scheduler.commands.common import command_now, opened, table
+from scheduler.commands.common import CommandError, command_now, opened, table
 from scheduler.core.closures import WEEKDAYS, closure_spans
 from scheduler.core.seasons import JAPANESE, seasonal_dates
-from scheduler.outbox.budget import line_quota
-from scheduler.outbox.newsletters import CampaignForecast, forecast_campaigns
+from scheduler.outbox.campaign_control import (
+    ComingOccurrence,
+    UnknownCampaign,
+    outlook,
+    pause,
+    resume,
+)
 from scheduler.settings import Settings
+from scheduler.store.db import transaction
 
 
 def seasons(args: argparse.Namespace, settings: Settings) -> int:
@@ -52,55 +58,76 @@ def campaigns(args: argparse.Namespace, settings: Settings) -> int:
         else (today, today + timedelta(days=365))
     )
     with opened(settings) as runtime, runtime.sessions() as session:
-        forecasts = forecast_campaigns(session, settings, first, last, now)
-        quota = line_quota(session, now, settings.timezone, settings.config.line.monthly_quota)
-    month = (today.year, today.month)
-
-    def line_left(day: date) -> int | None:
-        """LINE messages the month of `day` has room for, as far as known now."""
-        return quota.left if (day.year, day.month) == month else quota.limit
-
-    def over(forecast: CampaignForecast) -> int:
-        left = line_left(forecast.occurrence.day)
-        return 0 if left is None else max(forecast.by_line - left, 0)
-
+        coming = outlook(session, settings, first, last, now).occurrences
     if args.json:
         document = [
             {
-                "campaign": f.campaign.id,
-                "day": f.occurrence.day.isoformat(),
-                "starts_at": f.occurrence.starts_at.astimezone(settings.timezone).isoformat(),
-                "audience": f.audience,
-                "line": f.by_line,
-                "email": f.by_email,
-                "line_left_that_month": line_left(f.occurrence.day),
-                "line_over_quota": over(f),
+                "campaign": c.forecast.campaign.id,
+                "day": c.forecast.occurrence.day.isoformat(),
+                "starts_at": c.forecast.occurrence.starts_at.astimezone(
+                    settings.timezone
+                ).isoformat(),
+                "audience": c.forecast.audience,
+                "line": c.forecast.by_line,
+                "email": c.forecast.by_email,
+                "paused": c.paused,
+                "line_left_that_month": c.line_left,
+                "line_over_quota": c.line_over,
             }
-            for f in forecasts
+            for c in coming
         ]
         print(json.dumps(document, ensure_ascii=False, indent=2))
         return 0
-    if not forecasts:
+    if not coming:
         print(f"no campaign occurrences from {first} to {last}")
         return 0
 
-    def quota_note(forecast: CampaignForecast) -> str:
-        left = line_left(forecast.occurrence.day)
-        if left is None:
+    def quota_note(c: ComingOccurrence) -> str:
+        if c.paused:
+            return "paused: nothing sent"
+        if c.line_left is None:
             return "no limit"
-        excess = over(forecast)
-        return f"{left} left" + (f", {excess} over: by email or later" if excess else "")
+        excess = f", {c.line_over} over: by email or later" if c.line_over else ""
+        return f"{c.line_left} left{excess}"
 
     rows = [
         [
-            f.occurrence.day.isoformat(),
-            f.campaign.id,
-            str(f.audience),
-            str(f.by_line),
-            str(f.by_email),
-            quota_note(f),
+            c.forecast.occurrence.day.isoformat(),
+            c.forecast.campaign.id,
+            str(c.forecast.audience),
+            str(c.forecast.by_line),
+            str(c.forecast.by_email),
+            quota_note(c),
         ]
-        for f in forecasts
+        for c in coming
     ]
     print(table(["day", "campaign", "audience", "LINE", "email", "LINE quota"], rows))
+    return 0
+
+
+def campaign(args: argparse.Namespace, settings: Settings) -> int:
+    """`tayori campaign pause|resume NAME`: as the desk's Campaigns page does (by no
+    desk account, so the desk shows it as paused from the command line)."""
+    now = command_now(args, settings)
+    with opened(settings) as runtime, transaction(runtime.sessions) as session:
+        try:
+            if args.action == "pause":
+                paused = pause(session, settings, args.name, None, now)
+                changed, withdrawn = paused.done, paused.withdrawn
+            else:
+                changed, withdrawn = resume(session, settings, args.name), 0
+        except UnknownCampaign as e:
+            raise CommandError(f"{e}: {', '.join(c.id for c in settings.campaigns)}") from None
+    if args.action == "pause":
+        print(
+            f"campaign {args.name} paused: {withdrawn} planned newsletter(s) withdrawn"
+            if changed
+            else f"campaign {args.name} was paused already"
+        )
+    else:
+        print(
+            f"campaign {args.name} resumed: the next worker cycle plans its newsletters"
+            if changed
+            else f"campaign {args.name} was not paused"
+        )
     return 0

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -45,12 +45,14 @@ from scheduler.core.routing import choose_channel
 from scheduler.core.seasons import JAPANESE
 from scheduler.core.window import local_date
 from scheduler.messages.context import japanese_date
+from scheduler.outbox.transitions import REVIVABLE
 from scheduler.settings import Settings
 from scheduler.store.batches import batches
 from scheduler.store.clinics import clinic_of
 from scheduler.store.db import among, upsert_insert
 from scheduler.store.facts import load_facts
 from scheduler.store.models import Delivery, PlannedOccurrence
+from scheduler.store.paused_campaigns import paused_ids
 
 # Messages of which a patient gets at most one a day, and the states that count.
 _ONE_A_DAY = (Reason.NEWSLETTER, Reason.CADENCE_NUDGE, Reason.CADENCE_FOLLOW_UP)
@@ -72,15 +74,31 @@ class _Calendar:
         return is_closed(day, self.closures)
 
 
+def campaigns_in_force(session: Session, settings: Settings) -> tuple[Campaign, ...]:
+    """The clinic's campaigns as the planner reads them: those of the campaigns file,
+    with the ones paused in the desk (`scheduler.store.paused_campaigns`) disabled,
+    exactly as `enabled = false` in the file would. The planner's settings
+    fingerprint is taken of these, so a pause or a resume has every patient planned
+    again at the next cycle."""
+    paused = paused_ids(session)
+    return tuple(
+        replace(campaign, enabled=False) if campaign.id in paused else campaign
+        for campaign in settings.campaigns
+    )
+
+
 def newsletters_live(
     session: Session, now: datetime, settings: Settings
 ) -> list[tuple[Campaign, Occurrence]]:
     """The campaign occurrences being sent at `now`: those whose time has come, and
     those whose planned newsletters are still waiting (moved to a later day, or
-    beyond the spread when the audience outgrew the hourly cap)."""
+    beyond the spread when the audience outgrew the hourly cap). A paused campaign
+    has none."""
     tz, calendar = settings.timezone, _Calendar(settings.config.closures)
-    live = live_occurrences(settings.campaigns, now, tz, calendar.closure_start, calendar.closed)
-    return live + [pair for pair in _waiting_in_outbox(session, settings) if pair not in live]
+    campaigns = campaigns_in_force(session, settings)
+    live = live_occurrences(campaigns, now, tz, calendar.closure_start, calendar.closed)
+    waiting = _waiting_in_outbox(session, settings, campaigns)
+    return live + [pair for pair in waiting if pair not in live]
 
 
 def first_plan_pending(session: Session, live: Iterable[tuple[Campaign, Occurrence]]) -> bool:
@@ -129,7 +147,7 @@ def newsletters_due(
         members = audience(campaign, occurrence, patients, tz)
         moments = _moments(rows, campaign, occurrence, members, now, settings)
         for patient_id, send_at in sorted(
-            _placed(rows, moments, campaign, occurrence, busy, settings).items()
+            _placed(rows, moments, campaign, occurrence, busy, now, settings).items()
         ):
             message = _due(campaign, occurrence, patient_id, send_at)
             busy[patient_id].append((local_date(send_at, tz), message.key))
@@ -141,9 +159,10 @@ def occurrences_ahead(
     session: Session, now: datetime, until: datetime, settings: Settings
 ) -> list[tuple[Campaign, Occurrence]]:
     """For the dry run: the occurrences with newsletters from now to `until` (waiting
-    in the outbox, being sent, or starting)."""
+    in the outbox, being sent, or starting); a paused campaign has none."""
     tz, calendar = settings.timezone, _Calendar(settings.config.closures)
-    campaigns = {campaign.id: campaign for campaign in settings.campaigns}
+    in_force = campaigns_in_force(session, settings)
+    campaigns = {campaign.id: campaign for campaign in in_force}
     coming = [
         (campaigns[o.campaign_id], o)
         for o in occurrences_between(
@@ -154,8 +173,8 @@ def occurrences_ahead(
             calendar.closure_start,
         )
     ]
-    started = live_occurrences(settings.campaigns, now, tz, calendar.closure_start, calendar.closed)
-    waiting = _waiting_in_outbox(session, settings)
+    started = live_occurrences(in_force, now, tz, calendar.closure_start, calendar.closed)
+    waiting = _waiting_in_outbox(session, settings, in_force)
     return list(dict.fromkeys([*waiting, *started, *coming]))
 
 
@@ -202,10 +221,13 @@ def _moments(
     return pace(members, occurrence, campaign.pacing, window, tz, calendar.closed, not_before=now)
 
 
-def _waiting_in_outbox(session: Session, settings: Settings) -> list[tuple[Campaign, Occurrence]]:
-    """Occurrences with newsletters still planned in the outbox."""
+def _waiting_in_outbox(
+    session: Session, settings: Settings, in_force: Iterable[Campaign]
+) -> list[tuple[Campaign, Occurrence]]:
+    """Occurrences of the enabled campaigns with newsletters still planned in the
+    outbox. A disabled (paused) campaign's are not: the planner withdraws them."""
     tz, calendar = settings.timezone, _Calendar(settings.config.closures)
-    campaigns = {campaign.id: campaign for campaign in settings.campaigns}
+    campaigns = {campaign.id: campaign for campaign in in_force if campaign.enabled}
     pairs = []
     for campaign_id, day in session.execute(
         select(Delivery.campaign_id, Delivery.campaign_day)
@@ -218,7 +240,8 @@ def _waiting_in_outbox(session: Session, settings: Settings) -> list[tuple[Campa
     ):
         campaign = campaigns.get(campaign_id or "")
         if campaign is None or day is None:
-            continue  # its campaign left the file: the dispatcher skips its rows
+            # Its campaign left the file (the dispatcher skips its rows), or is paused.
+            continue
         for occurrence in occurrences(campaign, day.year, tz, calendar.closure_start):
             if occurrence.day == day:
                 pairs.append((campaign, occurrence))
@@ -319,12 +342,16 @@ def _placed(
     campaign: Campaign,
     occurrence: Occurrence,
     busy: _Busy,
+    now: datetime,
     settings: Settings,
 ) -> dict[int, datetime]:
     """Each recipient's moment, or a free slot of the campaign's pacing grid
     (`free_slots`) when it cannot stay: its day is closed or holds another of the
     patient's cadence messages or newsletters, or another newsletter of the occurrence
-    holds that very moment. A row sent, being sent or failed stays put."""
+    holds that very moment. A row sent, being sent or failed stays put. A row coming
+    back (withdrawn or skipped, then due again) whose moment has passed takes a free
+    slot from `now`: a campaign resumed after a pause keeps to its pacing, rather
+    than sending every newsletter whose moment passed meanwhile at once."""
     tz, calendar = settings.timezone, _Calendar(settings.config.closures)
     # Rows of patients who left the audience hold their slots until the planner
     # withdraws them, after this: a slot is free only once no row holds it.
@@ -352,6 +379,10 @@ def _placed(
             continue
         key = _due(campaign, occurrence, patient_id, moment).key
         days = frozenset(day for day, other in busy[patient_id] if other != key)
+        coming_back = patient_id in rows and rows[patient_id].state in REVIVABLE
+        if coming_back and moment < now:
+            displaced.append(Displaced(patient_id, now, days))
+            continue
         day = local_date(moment, tz)
         if day in days or calendar.closed(day) or moment in occupied:
             displaced.append(Displaced(patient_id, moment, days))

@@ -33,6 +33,7 @@ from scheduler.core.window import at_local, local_date, next_opening
 from scheduler.messages.templates import template_in
 from scheduler.outbox import transitions
 from scheduler.outbox.newsletters import (
+    campaigns_in_force,
     expected_newsletters,
     first_plan_pending,
     newsletters_due,
@@ -40,7 +41,11 @@ from scheduler.outbox.newsletters import (
     occurrences_ahead,
     record_planned,
 )
-from scheduler.outbox.transitions import REVIVABLE, WITHDRAWN_NOT_DUE
+from scheduler.outbox.transitions import (
+    REVIVABLE,
+    WITHDRAWN_CAMPAIGN_PAUSED,
+    WITHDRAWN_NOT_DUE,
+)
 from scheduler.settings import Settings
 from scheduler.store.audiences import audience_members
 from scheduler.store.batches import batches
@@ -85,6 +90,7 @@ class _Existing:
     id: str
     state: DeliveryState | None
     send_after: datetime
+    campaign_id: str | None
 
 
 def _existing(session: Session, patient_ids: Sequence[int]) -> dict[str, _Existing]:
@@ -107,13 +113,14 @@ def _existing_by_key(session: Session, keys: Sequence[str]) -> dict[str, _Existi
 
 def _rows_where(session: Session, condition: ColumnElement[bool]) -> dict[str, _Existing]:
     return {
-        key: _Existing(delivery_id, member(DeliveryState, state), send_after)
-        for key, delivery_id, state, send_after in session.execute(
+        key: _Existing(delivery_id, member(DeliveryState, state), send_after, campaign_id)
+        for key, delivery_id, state, send_after, campaign_id in session.execute(
             select(
                 Delivery.idempotency_key,
                 Delivery.id,
                 type_coerce(Delivery.state, String),
                 Delivery.send_after,
+                Delivery.campaign_id,
             ).where(condition)
         )
     }
@@ -131,10 +138,14 @@ def plan(
     with the seasonal campaigns) for the patients whose facts changed or whose
     moment to be planned again has come; for every patient when `everyone` is set,
     the settings changed since the last plan, or a campaign occurrence starts (its
-    pacing spreads its whole audience)."""
+    pacing spreads its whole audience). A paused campaign counts as disabled: its
+    newsletters are withdrawn, and planned again once it is resumed."""
     live: list[tuple[Campaign, Occurrence]] = []
+    paused: frozenset[str] = frozenset()
     if settings is not None:
-        fingerprint = settings_fingerprint(rules, settings.campaigns, settings.config.closures)
+        campaigns = campaigns_in_force(session, settings)
+        paused = _paused(campaigns)
+        fingerprint = settings_fingerprint(rules, campaigns, settings.config.closures)
         everyone = settings_changed(session, fingerprint, now) or everyone
         live = newsletters_live(session, now, settings)
         if live and first_plan_pending(session, live):
@@ -146,7 +157,7 @@ def plan(
     groups = [ids] if live else list(batches(ids))
     total = PlanResult(0, 0, 0)
     for batch in groups:
-        result = _plan_patients(session, batch, now, rules, settings, live)
+        result = _plan_patients(session, batch, now, rules, settings, live, paused)
         total = PlanResult(
             total.created + result.created,
             total.revived + result.revived,
@@ -172,11 +183,17 @@ def plan_patient(
         select(Patient.id).where(Patient.id == patient_id).with_for_update(key_share=True)
     )
     live: list[tuple[Campaign, Occurrence]] = []
+    paused: frozenset[str] = frozenset()
     if settings is not None:
         live = newsletters_live(session, now, settings)
         if live and first_plan_pending(session, live):
             return None
-    return _plan_patients(session, [patient_id], now, rules, settings, live)
+        paused = _paused(campaigns_in_force(session, settings))
+    return _plan_patients(session, [patient_id], now, rules, settings, live, paused)
+
+
+def _paused(campaigns: Sequence[Campaign]) -> frozenset[str]:
+    return frozenset(campaign.id for campaign in campaigns if not campaign.enabled)
 
 
 def _plan_patients(
@@ -186,6 +203,7 @@ def _plan_patients(
     rules: Rules,
     settings: Settings | None,
     live: list[tuple[Campaign, Occurrence]],
+    paused: frozenset[str],
 ) -> PlanResult:
     facts = {f.id: f for f in load_facts_of(session, now, ids)}
     by_patient = {patient: messages_due(f, now, rules) for patient, f in facts.items()}
@@ -196,12 +214,20 @@ def _plan_patients(
             due[newsletter.key] = newsletter
     existing = _existing(session, list(facts))
 
-    stale_ids = [
-        row.id
+    stale = [
+        row
         for key, row in existing.items()
         if row.state is DeliveryState.PLANNED and key not in due
     ]
-    withdrawn = transitions.withdraw(session, stale_ids, now, WITHDRAWN_NOT_DUE)
+    # A paused campaign's newsletters say so: resuming it plans them again.
+    withdrawn = transitions.withdraw(
+        session, [row.id for row in stale if row.campaign_id not in paused], now, WITHDRAWN_NOT_DUE
+    ) + transitions.withdraw(
+        session,
+        [row.id for row in stale if row.campaign_id in paused],
+        now,
+        WITHDRAWN_CAMPAIGN_PAUSED,
+    )
 
     new_rows: list[dict[str, Any]] = []
     revived = 0
@@ -405,7 +431,8 @@ def _settled(
     `until`: planned with the settings in force, their next moment beyond it."""
     if settings is None:
         return set()
-    fingerprint = settings_fingerprint(rules, settings.campaigns, settings.config.closures)
+    campaigns = campaigns_in_force(session, settings)
+    fingerprint = settings_fingerprint(rules, campaigns, settings.config.closures)
     if last_fingerprint(session) != fingerprint:
         return set()  # the next cycle plans everyone again
     return set(

@@ -123,6 +123,9 @@ HOLDABLE = (
     DeliveryState.SKIPPED,
     DeliveryState.FAILED,
 )
+# A newsletter whose campaign was paused (in the desk, with `tayori campaign pause`, or
+# `enabled = false` in the campaigns file); resuming it plans the newsletter again.
+WITHDRAWN_CAMPAIGN_PAUSED = "its campaign is paused"
 # States a message may come back from when it is due again: a booking that was made
 # and then cancelled, or a contact that was added after a skip.
 REVIVABLE = (DeliveryState.WITHDRAWN, DeliveryState.SKIPPED)

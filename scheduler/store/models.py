@@ -453,3 +453,18 @@ class HeldMessage(Base):
     # The desk account that held it; None when held from the command line.
     held_by: Mapped[int | None] = mapped_column(ForeignKey("desk_users.id"))
     held_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class PausedCampaign(Base):
+    """A campaign of the clinic's campaigns file that the desk (or `tayori campaign
+    pause`) has paused: its newsletters are neither planned nor sent until it is
+    resumed, which deletes the row. In the database because the desk cannot edit the
+    clinic's TOML, and every worker must see the same pauses."""
+
+    __tablename__ = "paused_campaigns"
+
+    clinic_id: Mapped[int] = mapped_column(ForeignKey("clinics.id"), primary_key=True)
+    campaign_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # The desk account that paused it; None: the command line.
+    paused_by: Mapped[int | None] = mapped_column(ForeignKey("desk_users.id"))
+    paused_at: Mapped[datetime] = mapped_column(UTCDateTime)
