@@ -41,6 +41,7 @@ from scheduler.outbox.newsletters import (
     record_planned,
 )
 from scheduler.outbox.transitions import REVIVABLE, WITHDRAWN_NOT_DUE
+from scheduler.outbox.unconsented import record_unconsented
 from scheduler.settings import Settings
 from scheduler.store.batches import batches
 from scheduler.store.clinics import clinic_of
@@ -163,6 +164,7 @@ def _plan_patients(
     facts = {f.id: f for f in load_facts_of(session, now, ids)}
     by_patient = {patient: messages_due(f, now, rules) for patient, f in facts.items()}
     due = {message.key: message for messages in by_patient.values() for message in messages}
+    record_unconsented(session, facts.values(), now, rules)
     if settings is not None and live:
         patients = facts.values()
         for newsletter in newsletters_due(session, live, patients, due.values(), now, settings):
