@@ -223,9 +223,10 @@ def test_the_results_page_shows_the_numbers_of_a_known_data_set(
     page = _text(answer.get_data(as_text=True))
     assert "10月1日（木）〜10月31日（土）にお送りしたメッセージ" in page
     nudges, follow_ups = page.split("次回来院のおすすめ")[1].split("おすすめの再送")
-    # Columns: count, then rate and responded/observed within 7 and 14 days, presses.
-    assert "メール cadence_nudge/email.j2 1 100% 1/1 100% 1/1 0通（0回）" in nudges
-    assert "LINE cadence_nudge/line.j2 3 33% 1/3 67% 2/3 0通（0回）" in nudges
+    # Columns: count, then rate and responded/observed within 7 and 14 days, then
+    # the messages whose link was pressed and the presses.
+    assert "メール cadence_nudge 1 100% 1/1 100% 1/1 0通 0回" in nudges
+    assert "LINE cadence_nudge 3 33% 1/3 67% 2/3 0通 0回" in nudges
     assert "送れなかった方 同意なし 2・連絡先なし 1 3 33% 1/3 67% 2/3 —" in nudges
     assert "お送りした方 75%（3/4）" in nudges  # the chart's bars, 14 days
     assert "送れなかった方 67%（2/3）" in nudges
@@ -328,6 +329,17 @@ def test_presses_are_counted_per_message_in_the_report(
     assert report(desk_env)["reasons"] == expected_reasons(line_clicks=3, line_clicked=2)
 
 
+def test_the_results_page_shows_the_presses_per_message(
+    client: FlaskClient, desk_runtime: Runtime
+) -> None:
+    known = known_results(desk_runtime)
+    for patient in ("A", "A", "B"):
+        client.get(f"/r/{link_of(desk_runtime, known.nudges[patient])}")
+    sign_in(client)
+    page = _text(client.get(f"/results?from={PERIOD[0]}&to={PERIOD[1]}").get_data(as_text=True))
+    assert "LINE cadence_nudge 3 33% 1/3 67% 2/3 2通 3回" in page
+
+
 # --- who could not be messaged: recorded by the planner ---------------------------------
 
 
@@ -396,7 +408,7 @@ def test_the_results_page_on_a_phone(site: Site, browser: Any, tmp_path: Path) -
         assert chart.get_attribute("aria-label") == (
             "次回来院のおすすめ：お送りした方 75%（3/4）、送れなかった方 67%（2/3）"
         )
-        assert "LINE cadence_nudge/line.j2" in " ".join(page.inner_text("main").split())
+        assert "LINE cadence_nudge 3" in " ".join(page.inner_text("main").split())
         assert fits_the_phone(page) and fits_the_width(page)
         page.screenshot(path=str(tmp_path / "desk-results-phone.png"), full_page=True)
     finally:

@@ -42,7 +42,8 @@ class Row:
     note: str
     count: int
     cells: list[Cell]
-    clicks: str
+    clicked: int = 0  # messages whose booking link was pressed
+    clicks: int = 0  # presses
     unmessaged: bool = False  # the row of those who could not be messaged
 
 
@@ -89,10 +90,12 @@ def results_page(clinic: str | None) -> ResponseReturnValue:
                 *(
                     Row(
                         CHANNEL_LABELS[g.channel] if g.channel else "—",
-                        g.template,
+                        g.template.rpartition("/")[0]
+                        or g.template,  # its folder: the channel is beside
                         g.outcome.count,
                         _cells(g.outcome),
-                        f"{g.clicked}通（{g.clicks}回）",
+                        clicked=g.clicked,
+                        clicks=g.clicks,
                     )
                     for g in r.groups
                 ),
@@ -103,7 +106,6 @@ def results_page(clinic: str | None) -> ResponseReturnValue:
                             f"同意なし {r.no_consent}・連絡先なし {r.no_contact}",
                             r.unmessaged.count,
                             _cells(r.unmessaged),
-                            "—",
                             unmessaged=True,
                         )
                     ]
