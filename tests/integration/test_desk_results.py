@@ -23,7 +23,13 @@ from scheduler.core.domain import AppointmentStatus, ChannelName, DeliveryState,
 from scheduler.outbox.planner import plan
 from scheduler.runtime import Runtime
 from scheduler.store.db import transaction
-from scheduler.store.models import Delivery, LinkClick, Patient, UnconsentedDue
+from scheduler.store.models import (
+    Delivery,
+    LinkClick,
+    Patient,
+    UnconsentedDue,
+    new_delivery_id,
+)
 from scheduler.web.app import create_app
 from scheduler.worker import tick
 from tests.conftest import run_tayori
@@ -213,6 +219,30 @@ def test_the_report_gives_the_numbers_of_a_known_data_set(
     assert document["reasons"] == expected_reasons()
 
 
+def test_the_report_prints_a_table_of_the_same_numbers(
+    desk_env: dict[str, str], desk_runtime: Runtime
+) -> None:
+    known_results(desk_runtime)
+    done = run_tayori(
+        "report", "--from", PERIOD[0], "--to", PERIOD[1], "--now", NOW.isoformat(), env=desk_env
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [" ".join(line.split()) for line in done.stdout.splitlines()]
+    assert "cadence_nudge cadence_nudge/line.j2 line 3 1/3 33% 2/3 67% 0 (0 presses)" in lines
+    assert (
+        "cadence_nudge could not be messaged (no consent 2, no contact 1) - 3 1/3 33% 2/3 67% -"
+        in lines
+    )
+
+
+def test_the_report_refuses_a_period_that_ends_before_it_starts(
+    desk_env: dict[str, str],
+) -> None:
+    done = run_tayori("report", "--from", "2026-10-31", "--to", "2026-10-01", env=desk_env)
+    assert done.returncode == 1
+    assert "--from 2026-10-31 is after --to 2026-10-01" in done.stderr
+
+
 def test_the_results_page_shows_the_numbers_of_a_known_data_set(
     client: FlaskClient, desk_runtime: Runtime
 ) -> None:
@@ -295,6 +325,21 @@ def test_a_tampered_link_is_refused_and_counts_nothing(
         answer = client.get(f"/r/{bad}")
         assert answer.status_code == 404, bad
         assert answer.location is None
+    with desk_runtime.sessions() as session:
+        assert session.scalars(select(LinkClick)).all() == []
+
+
+def test_a_link_of_a_clinic_not_served_is_refused(client: FlaskClient) -> None:
+    token = booking_token(SECRET_KEY, "elsewhere", new_delivery_id(), BookingTarget.LINE)
+    assert client.get(f"/r/{token}").status_code == 404
+
+
+def test_a_link_whose_message_is_not_in_this_clinics_outbox_redirects_uncounted(
+    client: FlaskClient, desk_runtime: Runtime
+) -> None:
+    token = booking_token(SECRET_KEY, "default", new_delivery_id(), BookingTarget.LINE)
+    answer = client.get(f"/r/{token}")
+    assert (answer.status_code, answer.location) == (302, LINE_BOOKING)
     with desk_runtime.sessions() as session:
         assert session.scalars(select(LinkClick)).all() == []
 
