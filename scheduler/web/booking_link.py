@@ -9,15 +9,16 @@ message the token names and redirects (302) to the clinic's booking page.
 - A token that is not ours (tampered, truncated, made up) gets a 404 and counts
   nothing. A token of ours whose message is not in the outbox (it cannot be, short
   of a restored backup) still takes the patient to the booking page, uncounted.
-- Link scanners of some mail providers fetch links on their own: their fetches count
-  as presses too. The results call them presses of the link, not patients.
+- Link scanners of some mail providers fetch links on their own: their GETs count as
+  presses too (the results call them presses of the link, not patients); a HEAD,
+  which no browser sends for a press, redirects without counting.
 """
 
 from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, current_app, redirect, render_template
+from flask import Blueprint, current_app, redirect, render_template, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
@@ -46,6 +47,8 @@ def follow(token: str) -> ResponseReturnValue:
     url = clinic.booking_url_line if target is BookingTarget.LINE else clinic.booking_url_web
     if not url:  # the clinic has since removed that booking URL from its settings
         return _not_found()
+    if request.method == "HEAD":
+        return redirect(url, code=302)
     now = clock_of(current_app).now()
     with transaction(runtime.sessions) as session:
         known = session.scalar(

@@ -308,6 +308,16 @@ def test_a_valid_link_redirects_to_the_clinics_booking_url_and_counts_one_press(
     assert (click.delivery_id, click.clicked_at) == (known.nudges["A"], NOW.astimezone(UTC))
 
 
+def test_a_head_request_redirects_without_counting(
+    client: FlaskClient, desk_runtime: Runtime
+) -> None:
+    known = known_results(desk_runtime)
+    answer = client.head(f"/r/{link_of(desk_runtime, known.nudges['A'])}")
+    assert (answer.status_code, answer.location) == (302, LINE_BOOKING)
+    with desk_runtime.sessions() as session:
+        assert session.scalars(select(LinkClick)).all() == []
+
+
 def test_a_tampered_link_is_refused_and_counts_nothing(
     client: FlaskClient, desk_runtime: Runtime
 ) -> None:
