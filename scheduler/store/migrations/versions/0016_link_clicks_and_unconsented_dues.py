@@ -71,6 +71,10 @@ def upgrade() -> None:
     op.create_index(
         op.f("ix_unconsented_dues_patient_id"), "unconsented_dues", ["patient_id"], unique=False
     )
+    # Every patient is planned again at the next cycle (as after a change of the
+    # settings): a patient without consent was given a far-off next moment, and would
+    # otherwise have no would-be reminders recorded until their facts change.
+    op.execute("UPDATE patients SET replan_at = NULL")
 
 
 def downgrade() -> None:
