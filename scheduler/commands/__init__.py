@@ -2,7 +2,7 @@
 
 This module holds the command line itself, every command with its options; what a
 command does lives in the module of its group (`facts`, `outbox`, `worker`,
-`messages`, `seasonal`, `database`, `linking`, `data_rights`, `web`, `desk`,
+`messages`, `seasonal`, `database`, `linking`, `data_rights`, `web`, `desk`, `results`,
 `operations`), imported only when that command runs.
 """
 
@@ -13,6 +13,7 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -199,6 +200,18 @@ def parser() -> argparse.ArgumentParser:
         clinic_option(acting, ONE_CLINIC)
         acting.add_argument("name", metavar="NAME", help="the campaign's id in campaigns.toml")
         now_option(acting, "record it at this moment")
+    reporting = command(
+        "report",
+        "results:report",
+        "results: messages sent and how many were followed by a booking or visit within "
+        "7 and 14 days, beside those who could not be messaged; booking-link presses",
+    )
+    reporting.add_argument(
+        "--from", dest="first", type=_day, help="first day, YYYY-MM-DD (default: 89 days ago)"
+    )
+    reporting.add_argument("--to", dest="last", type=_day, help="last day (default: today)")
+    reporting.add_argument("--json", action="store_true", help="print a JSON object")
+    now_option(reporting, "report as of this moment")
 
     lint = command(
         "lint", "messages:lint", "check every template and tip; exit 1 with every problem"
@@ -395,6 +408,13 @@ def positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {text!r}")
     return int(text)
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {text!r}") from None
 
 
 def _year(text: str) -> int:

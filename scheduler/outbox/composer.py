@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from scheduler.channels import DeliveryError, OutgoingMessage
 from scheduler.channels.line import check_line_text
+from scheduler.core.booking_links import BookingTarget, booking_link, is_delivery_id
 from scheduler.core.cadence import last_visit
 from scheduler.core.campaigns import Campaign
 from scheduler.core.domain import (
@@ -49,6 +50,8 @@ from scheduler.store.channel_state import Hold
 from scheduler.store.facts import contacts_of, load_facts
 from scheduler.store.models import Delivery, Patient
 
+# The template variables (`clinic.*`) that hold the clinic's booking URLs.
+BOOKING_URLS = {"booking_url_line": BookingTarget.LINE, "booking_url_web": BookingTarget.WEB}
 HOLD_RECHECK = timedelta(hours=1)  # a held message looks again this often
 QUOTA_HELD_REASON = f"{QUOTA_HELD}: this month's LINE messages are kept for more important ones"
 
@@ -300,6 +303,7 @@ class Composer:
             season=season_label(day.seasons),
             reopens=day.reopens,
         )
+        context["clinic"] = self.booking_links(context["clinic"], claimed.id)
         campaign = campaign_of(claimed, self.settings)
         if campaign is not None:
             assert claimed.campaign_day is not None
@@ -351,6 +355,27 @@ class Composer:
         if settings.clinic.email:
             return f"mailto:{settings.clinic.email}?subject={quote('配信停止')}"
         return None
+
+    def booking_links(self, clinic: dict[str, str], delivery_id: str) -> dict[str, str]:
+        """The clinic's booking URLs as this message's own links through `/r/<token>`,
+        which count a press for the message (the desk's results) and redirect to the
+        same URL; as they are when the installation has no public URL and key (then
+        nothing could answer such a link), and in a staff member's copy, which is no
+        delivery (`manual.send_copy`): its presses are not the patient's."""
+        settings = self.settings
+        if not (settings.public_url and settings.secret_key) or not is_delivery_id(delivery_id):
+            return clinic
+        links = dict(clinic)
+        for key, target in BOOKING_URLS.items():
+            if clinic[key]:
+                links[key] = booking_link(
+                    settings.public_url,
+                    settings.secret_key,
+                    settings.clinic_slug,
+                    delivery_id,
+                    target,
+                )
+        return links
 
     def _tip_for(self, claimed: Claimed, phase: Phase | None, batch: Batch, day: Day) -> Tip | None:
         """The self-care tip for this message. A retry keeps the tip its first

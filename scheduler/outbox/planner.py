@@ -46,6 +46,7 @@ from scheduler.outbox.transitions import (
     WITHDRAWN_CAMPAIGN_PAUSED,
     WITHDRAWN_NOT_DUE,
 )
+from scheduler.outbox.unconsented import record_unconsented
 from scheduler.settings import Settings
 from scheduler.store.audiences import audience_members
 from scheduler.store.batches import batches
@@ -208,6 +209,7 @@ def _plan_patients(
     facts = {f.id: f for f in load_facts_of(session, now, ids)}
     by_patient = {patient: messages_due(f, now, rules) for patient, f in facts.items()}
     due = {message.key: message for messages in by_patient.values() for message in messages}
+    record_unconsented(session, facts.values(), now, rules)
     if settings is not None and live:
         patients = facts.values()
         for newsletter in newsletters_due(session, live, patients, due.values(), now, settings):

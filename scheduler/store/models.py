@@ -468,3 +468,39 @@ class PausedCampaign(Base):
     # The desk account that paused it; None: the command line.
     paused_by: Mapped[int | None] = mapped_column(ForeignKey("desk_users.id"))
     paused_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class LinkClick(Base):
+    """One press of the booking link in a sent message (`/r/<token>`, a signed
+    redirect to the clinic's booking page): the results count them per message."""
+
+    __tablename__ = "link_clicks"
+    __table_args__ = (Index("ix_link_clicks_clinic_id_delivery_id", "clinic_id", "delivery_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    clinic_id: Mapped[int] = _clinic()
+    delivery_id: Mapped[str] = mapped_column(ForeignKey("deliveries.id"))
+    clicked_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class UnconsentedDue(Base):
+    """A reminder the rules would have given a patient who has not consented to
+    reminders: recorded by the planner as it plans (the rules with consent assumed),
+    so the results can set those who got a message beside those who could not. Like
+    the outbox, one row per idempotency key; a row whose moment has not come is
+    removed when it is no longer due (a booking came in, consent was given)."""
+
+    __tablename__ = "unconsented_dues"
+    __table_args__ = (
+        UniqueConstraint("clinic_id", "idempotency_key"),
+        Index("ix_unconsented_dues_clinic_id_due_at", "clinic_id", "due_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    clinic_id: Mapped[int] = _clinic()
+    idempotency_key: Mapped[str] = mapped_column(String(200))
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    reason: Mapped[Reason] = mapped_column(_enum(Reason))
+    # When the message would have gone (the rules' send_at, inside the send window).
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

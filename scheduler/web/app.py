@@ -68,11 +68,12 @@ def create_app(
         return jsonify(status="ok", database="ok", worker="ok"), 200
 
     # Imported here: the blueprints reach the runtime through `runtime_of`, below.
-    from scheduler.web import desk, metrics, unsubscribe
+    from scheduler.web import booking_link, desk, metrics, unsubscribe
     from scheduler.web.webhook import blueprint as line_webhook
 
     app.register_blueprint(line_webhook)
     app.register_blueprint(unsubscribe.blueprint)
+    app.register_blueprint(booking_link.blueprint)
     app.register_blueprint(metrics.blueprint)
     desk.install(app, settings)
     if not settings.secret_key:

@@ -84,7 +84,14 @@ def install(app: Flask, settings: Settings) -> None:
     )
     app.jinja_env.globals["csrf_field"] = CSRF_FIELD
     # Imported for their routes, which they add to the blueprint.
-    from scheduler.web.desk import auth, campaigns, patients, today, upcoming  # noqa: F401
+    from scheduler.web.desk import (  # noqa: F401
+        auth,
+        campaigns,
+        patients,
+        results,
+        today,
+        upcoming,
+    )
 
     app.register_blueprint(blueprint)
 

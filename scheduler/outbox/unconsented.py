@@ -1,0 +1,77 @@
+"""The reminders patients without consent would have had, recorded as the planner
+plans them: the other half of the results' comparison (scheduler/outbox/results.py).
+
+A patient who has not consented to reminders gets no message and so no outbox row;
+nobody would know they were due one. The planner asks the same rules with consent
+assumed and keeps what they say here, the way it keeps real messages in the outbox:
+one row per idempotency key, recorded ahead with the moment it would have gone, and
+removed while that moment is still ahead if it stops being due (the patient booked,
+or consented and gets the real message). A row whose moment has passed is history
+and stays. Newsletters are left out: their audience is chosen by consent itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+from datetime import datetime
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from scheduler.core.config import Rules
+from scheduler.core.domain import Due, PatientFacts
+from scheduler.core.rules import messages_due
+from scheduler.store.batches import batches
+from scheduler.store.clinics import clinic_of
+from scheduler.store.db import among, upsert_insert
+from scheduler.store.models import UnconsentedDue
+
+
+def would_be_due(facts: Iterable[PatientFacts], now: datetime, rules: Rules) -> list[Due]:
+    """What the rules would give the patients without reminder consent if they had
+    it (pure)."""
+    return [
+        message
+        for patient in facts
+        if not patient.reminders_opt_in
+        for message in messages_due(replace(patient, reminders_opt_in=True), now, rules)
+        if message.may_create
+    ]
+
+
+def record_unconsented(
+    session: Session, facts: Iterable[PatientFacts], now: datetime, rules: Rules
+) -> None:
+    """Bring these patients' would-be reminders in line with the rules at `now`."""
+    facts = list(facts)
+    due = {message.key: message for message in would_be_due(facts, now, rules)}
+    clinic_id = clinic_of(session)
+    for chunk in batches(sorted(f.id for f in facts)):
+        ahead = session.execute(
+            select(UnconsentedDue.id, UnconsentedDue.idempotency_key).where(
+                UnconsentedDue.clinic_id == clinic_id,
+                among(session, UnconsentedDue.patient_id, chunk),
+                UnconsentedDue.due_at > now,
+            )
+        ).all()
+        stale = [row.id for row in ahead if row.idempotency_key not in due]
+        if stale:
+            session.execute(delete(UnconsentedDue).where(UnconsentedDue.id.in_(stale)))
+    rows = [
+        {
+            "clinic_id": clinic_id,
+            "idempotency_key": key,
+            "patient_id": message.patient_id,
+            "reason": message.reason,
+            "due_at": message.send_at,
+            "created_at": now,
+        }
+        for key, message in due.items()
+    ]
+    for part in batches(rows):
+        session.execute(
+            upsert_insert(session, UnconsentedDue)
+            .values(part)
+            .on_conflict_do_nothing(index_elements=["clinic_id", "idempotency_key"])
+        )
