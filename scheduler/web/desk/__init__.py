@@ -84,7 +84,7 @@ def install(app: Flask, settings: Settings) -> None:
     )
     app.jinja_env.globals["csrf_field"] = CSRF_FIELD
     # Imported for their routes, which they add to the blueprint.
-    from scheduler.web.desk import auth, today  # noqa: F401
+    from scheduler.web.desk import auth, messages, today  # noqa: F401
 
     app.register_blueprint(blueprint)
 
