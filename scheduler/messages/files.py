@@ -71,7 +71,8 @@ def write_atomically(path: Path, text: str) -> None:
     worker's renderer, the tip library) see the old file or the new one, never a
     part of it. The text goes to a hidden temporary file in the same folder (so the
     rename stays on one file system), is flushed to disk, then renamed over it."""
-    mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o644
+    before = path.stat() if path.exists() else None
+    mode = stat.S_IMODE(before.st_mode) if before else 0o644
     descriptor, temporary = tempfile.mkstemp(
         dir=path.parent, prefix=f".{path.name}.", suffix=".saving"
     )
@@ -81,6 +82,12 @@ def write_atomically(path: Path, text: str) -> None:
             file.flush()
             os.fsync(file.fileno())
         os.chmod(temporary, mode)
+        if before is not None and os.stat(temporary).st_mtime_ns <= before.st_mtime_ns:
+            # Readers notice a change by the file's time (Jinja's auto_reload, the tip
+            # library): on a file system with a coarse clock, a second save within
+            # the same tick would otherwise look like no change at all.
+            later = before.st_mtime_ns + 10**9
+            os.utime(temporary, ns=(later, later))
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

@@ -178,6 +178,19 @@ def test_the_preview_for_a_chosen_patient_is_composed_for_them(
     assert "この患者番号の方は見つかりません。" in page
 
 
+def test_every_template_opens_with_a_preview_of_each_of_its_channels(
+    client: FlaskClient, messages_dir: Path
+) -> None:
+    for name in template_files(messages_dir):
+        answer = client.get(f"/messages/edit/{name}")
+        page = answer.get_data(as_text=True)
+        assert answer.status_code == 200, name
+        assert 'role="alert"' not in page and 'class="problem"' not in page, name
+        assert "のプレビュー" in page, name
+    page = client.get("/messages/edit/daily_digest/email.j2").get_data(as_text=True)
+    assert "件名：" in page.split('aria-label="メールのプレビュー"')[1]
+
+
 def test_a_shared_part_is_checked_in_every_message_that_includes_it(
     client: FlaskClient, messages_dir: Path
 ) -> None:
@@ -417,6 +430,13 @@ def test_the_list_and_the_editor_fit_a_phone(site: Site, browser: Any, tmp_path:
         assert "件名：" in page.get_by_label("メールのプレビュー").inner_text()
         assert fits_the_phone(page) and fits_the_width(page)
         page.screenshot(path=str(tmp_path / "desk-message-edit-phone.png"), full_page=True)
+        editor = page.get_by_label("本文", exact=True)
+        editor.fill(with_a_mistake(editor.input_value(), line=3))
+        page.get_by_role("button", name="プレビュー").click()
+        page.wait_for_load_state()
+        assert "3行目：unknown variable" in page.get_by_role("alert").inner_text()
+        assert fits_the_phone(page) and fits_the_width(page)
+        page.screenshot(path=str(tmp_path / "desk-message-mistake-phone.png"), full_page=True)
         page.goto(f"{site.base}/messages/edit/tips/winter-warm-drinks.md")
         assert fits_the_phone(page) and fits_the_width(page)
         page.screenshot(path=str(tmp_path / "desk-tip-edit-phone.png"), full_page=True)

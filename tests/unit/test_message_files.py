@@ -77,3 +77,11 @@ def test_a_write_that_fails_leaves_the_old_file_whole(folder: Path) -> None:
         write_atomically(path, "half\ud800")  # a lone surrogate: no UTF-8 for it
     assert path.read_text(encoding="utf-8") == "こんにちは\n"
     assert sorted(p.name for p in path.parent.iterdir()) == ["line.j2"]
+
+
+def test_a_written_file_is_newer_than_the_one_it_replaced(folder: Path) -> None:
+    path = folder / "cadence_nudge" / "line.j2"
+    ahead = path.stat().st_mtime_ns + 10 * 10**9  # as a coarse or skewed clock leaves it
+    os.utime(path, ns=(ahead, ahead))
+    write_atomically(path, "こんばんは\n")
+    assert path.stat().st_mtime_ns > ahead  # so the worker's renderer reads it again

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import quote
 
 from flask import abort, current_app, flash, redirect, render_template, request
 from flask.typing import ResponseReturnValue
@@ -273,7 +274,7 @@ def edit(clinic: str | None, name: str) -> ResponseReturnValue:
             status = 409
         else:
             _save(name, path, on_disk, text, now)
-            return redirect(here.url(f"/messages/edit/{name}"))
+            return redirect(here.url(f"/messages/edit/{quote(name)}"))
     previews: list[Preview] = []
     if not is_tip(name):
         previews = _previews(settings, name, text, now, patient or None, reason)
@@ -318,7 +319,7 @@ def restore(clinic: str | None, name: str) -> ResponseReturnValue:
         content = version.content
     if _lint(settings, now, name, content):
         flash("この版は今の設定では問題があるため、戻せません。編集して直してください。", "problem")
-        return redirect(here.url(f"/messages/edit/{name}"))
+        return redirect(here.url(f"/messages/edit/{quote(name)}"))
     on_disk = _read(path)
     with transaction(here.runtime.sessions) as db:
         keep_as_found(db, name, on_disk, now)
@@ -340,7 +341,7 @@ def restore(clinic: str | None, name: str) -> ResponseReturnValue:
         extra=log_facts(here.runtime),
     )
     flash("選んだ版に戻しました。次にお送りするメッセージから使われます。", "done")
-    return redirect(here.url(f"/messages/edit/{name}"))
+    return redirect(here.url(f"/messages/edit/{quote(name)}"))
 
 
 def _editable(settings: Settings, name: str) -> Path:
