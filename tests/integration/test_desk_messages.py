@@ -191,6 +191,35 @@ def test_every_template_opens_with_a_preview_of_each_of_its_channels(
     assert "件名：" in page.split('aria-label="メールのプレビュー"')[1]
 
 
+def test_the_live_preview_answers_with_the_results_and_saves_nothing(
+    client: FlaskClient, desk: Runtime, messages_dir: Path
+) -> None:
+    before = (messages_dir / NUDGE_LINE).read_text(encoding="utf-8")
+    answer = client.post(
+        f"/messages/preview/{NUDGE_LINE}",
+        data={"csrf_token": csrf_of(client, EDITOR), "text": with_a_mistake(before)},
+    )
+    part = answer.get_data(as_text=True)
+    assert answer.status_code == 200
+    assert "<html" not in part  # a part of the page, for the script to put in place
+    assert f"{MISTAKE_LINE}行目：unknown variable &#39;patient_nmae&#39;" in part
+    assert 'aria-label="LINEのプレビュー"' in part
+    assert (messages_dir / NUDGE_LINE).read_text(encoding="utf-8") == before
+    with desk.sessions() as session:
+        assert session.scalars(select(TemplateVersion)).all() == []
+
+
+def test_only_the_editor_may_run_a_script_and_only_its_own(client: FlaskClient) -> None:
+    editor = client.get(EDITOR)
+    policy = editor.headers["Content-Security-Policy"]
+    assert "default-src 'none'" in policy
+    assert "script-src 'self'" in policy and "connect-src 'self'" in policy
+    assert '<script src="/messages/editor.js" defer></script>' in editor.get_data(as_text=True)
+    script = client.get("/messages/editor.js")
+    assert (script.status_code, script.mimetype) == (200, "text/javascript")
+    assert "script-src" not in client.get("/messages").headers["Content-Security-Policy"]
+
+
 def test_a_shared_part_is_checked_in_every_message_that_includes_it(
     client: FlaskClient, messages_dir: Path
 ) -> None:
@@ -442,6 +471,28 @@ def test_the_list_and_the_editor_fit_a_phone(site: Site, browser: Any, tmp_path:
         page.screenshot(path=str(tmp_path / "desk-tip-edit-phone.png"), full_page=True)
     finally:
         page.close()
+
+
+def test_the_preview_follows_the_typing_without_a_button(
+    site: Site, browser: Any, tmp_path: Path
+) -> None:
+    emptied(site.runtime, datetime.now(UTC))
+    original = (site_messages(site) / NUDGE_LINE).read_text(encoding="utf-8")
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    try:
+        sign_in_with_browser(page, site.base)
+        page.goto(f"{site.base}{EDITOR}")
+        page.get_by_label("本文", exact=True).fill(with_a_change(original))
+        # Waits for the script's answer (Playwright watches the page), not for a time.
+        page.locator("#results", has_text="その後、お加減").wait_for()
+        page.get_by_label("本文", exact=True).fill(with_a_mistake(original))
+        page.locator("#results", has_text="patient_nmae").wait_for()
+        assert f"{MISTAKE_LINE}行目" in page.get_by_role("alert").inner_text()
+        page.screenshot(path=str(tmp_path / "desk-message-live-desktop.png"), full_page=True)
+        assert page.url == f"{site.base}{EDITOR}"  # nothing was posted as a page
+    finally:
+        page.close()
+    assert (site_messages(site) / NUDGE_LINE).read_text(encoding="utf-8") == original
 
 
 def test_the_list_on_a_desktop(site: Site, browser: Any, tmp_path: Path) -> None:

@@ -24,10 +24,18 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote
 
-from flask import abort, current_app, flash, redirect, render_template, request
+from flask import (
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    send_from_directory,
+)
 from flask.typing import ResponseReturnValue
 
 from scheduler.core.domain import PATIENT_REASONS, ChannelName, Reason, member
@@ -59,7 +67,7 @@ from scheduler.store.template_versions import (
     keep_version,
     versions_of,
 )
-from scheduler.web.app import clock_of, log_facts
+from scheduler.web.app import SECURITY_HEADERS, clock_of, log_facts
 from scheduler.web.desk import desk, desk_route
 
 log = logging.getLogger(__name__)
@@ -80,6 +88,12 @@ SEASON_LABELS = {
 }
 # A template or tip is a page of text at most; anything longer was pasted by mistake.
 MAX_TEXT = 20_000
+# Not the web app's `static` folder: Flask would serve that to anyone, signed in or not.
+ASSETS = Path(__file__).resolve().parent / "assets"
+EDITOR_SCRIPT = "messages.js"
+EDITOR_POLICY = (
+    SECURITY_HEADERS["Content-Security-Policy"] + "; script-src 'self'; connect-src 'self'"
+)
 VERSIONS_SHOWN = 20
 _LINE = re.compile(r"(\d+): (.*)", re.DOTALL)
 
@@ -254,12 +268,10 @@ def edit(clinic: str | None, name: str) -> ResponseReturnValue:
         text = _normalized(request.form.get("text", ""))
         base = request.form.get("base", "")
         action = request.form.get("action", "preview")
-    patient = request.form.get("patient", "").strip()
-    reason = member(Reason, request.form.get("reason", "")) or Reason.CADENCE_NUDGE
-    problems = _problems(settings, path, _lint(settings, now, name, text))
+    results = _results(settings, name, path, text, on_disk, now)
     status = 200
     if action == "save":
-        if problems:
+        if results["problems"]:
             flash(
                 "問題があるため保存していません。下の内容を直してから、もう一度保存してください。",
                 "problem",
@@ -275,28 +287,61 @@ def edit(clinic: str | None, name: str) -> ResponseReturnValue:
         else:
             _save(name, path, on_disk, text, now)
             return redirect(here.url(f"/messages/edit/{quote(name)}"))
-    previews: list[Preview] = []
-    if not is_tip(name):
-        previews = _previews(settings, name, text, now, patient or None, reason)
-    return render_template(
+    page = render_template(
         "desk/message_edit.html",
         desk=here,
         name=name,
         title=_title(settings, name),
         text=text,
         base=base,
-        lines=text.splitlines(),
-        problems=problems,
-        previews=previews,
-        tip=_tip_preview(path, text) if is_tip(name) else None,
-        patient=patient,
         sample=SAMPLE_PATIENT,
         patient_preview=_folder_reason(name) is not None,
         reasons=[(r, REASON_LABELS[r]) for r in PATIENT_REASONS] if "/" not in name else [],
-        reason=reason,
         versions=_versions(name, on_disk),
-        changed=text != on_disk,
-    ), status
+        **results,
+    )
+    # This page alone runs a script (the live preview), served by the desk itself,
+    # and fetches from its own site; every other page keeps the app's stricter policy.
+    return page, status, {"Content-Security-Policy": EDITOR_POLICY}
+
+
+@desk_route("/messages/preview/<path:name>", methods=("POST",))
+def live_preview(clinic: str | None, name: str) -> ResponseReturnValue:
+    """The editor's results for the text typed so far (problems and previews), as a
+    part of the page: the live preview's script puts it in place. Saves nothing."""
+    settings = desk().settings
+    path = _editable(settings, name)
+    text = _normalized(request.form.get("text", ""))
+    now = clock_of(current_app).now()
+    results = _results(settings, name, path, text, _read(path), now)
+    return render_template("desk/message_results.html", desk=desk(), name=name, **results)
+
+
+@desk_route("/messages/editor.js")
+def editor_script(clinic: str | None) -> ResponseReturnValue:
+    """The live preview's script, from the package (no build step, no CDN)."""
+    return send_from_directory(ASSETS, EDITOR_SCRIPT, mimetype="text/javascript", max_age=0)
+
+
+def _results(
+    settings: Settings, name: str, path: Path, text: str, on_disk: str, now: datetime
+) -> dict[str, Any]:
+    """What the editor shows of `text`: the lint's problems by line, and the preview
+    for the patient and reason the form names."""
+    patient = request.form.get("patient", "").strip()
+    reason = member(Reason, request.form.get("reason", "")) or Reason.CADENCE_NUDGE
+    previews: list[Preview] = []
+    if not is_tip(name):
+        previews = _previews(settings, name, text, now, patient or None, reason)
+    return {
+        "problems": _problems(settings, path, _lint(settings, now, name, text)),
+        "lines": text.splitlines(),
+        "previews": previews,
+        "tip": _tip_preview(path, text) if is_tip(name) else None,
+        "patient": patient,
+        "reason": reason,
+        "changed": text != on_disk,
+    }
 
 
 @desk_route("/messages/restore/<path:name>", methods=("POST",))
