@@ -280,6 +280,43 @@ def test_restoring_a_version_puts_its_text_back_and_is_kept_as_a_version(
     assert record.detail == f"{NUDGE_LINE}: version {first.id} restored as version {kept[2].id}"
 
 
+def kept(runtime: Runtime, path: str, content: str) -> int:
+    """A version kept as if saved earlier; its id."""
+    with transaction(runtime.sessions) as session:
+        version = TemplateVersion(path=path, content=content, saved_at=NOW)
+        session.add(version)
+        session.flush()
+        return version.id
+
+
+def test_a_version_the_lint_now_refuses_is_not_restored(
+    client: FlaskClient, desk: Runtime, messages_dir: Path
+) -> None:
+    before = (messages_dir / NUDGE_LINE).read_text(encoding="utf-8")
+    old = kept(desk, NUDGE_LINE, "{{ a_variable_since_removed }}\n")
+    client.post(
+        f"/messages/restore/{NUDGE_LINE}",
+        data={"csrf_token": csrf_of(client, EDITOR), "version": str(old)},
+    )
+    assert "この版は今の設定では問題があるため、戻せません。" in client.get(EDITOR).get_data(
+        as_text=True
+    )
+    assert (messages_dir / NUDGE_LINE).read_text(encoding="utf-8") == before
+
+
+def test_a_version_of_another_file_is_not_restored_here(
+    client: FlaskClient, desk: Runtime, messages_dir: Path
+) -> None:
+    before = (messages_dir / NUDGE_LINE).read_text(encoding="utf-8")
+    other = kept(desk, "cadence_nudge/email.j2", "{{ clinic.name }}\n")
+    answer = client.post(
+        f"/messages/restore/{NUDGE_LINE}",
+        data={"csrf_token": csrf_of(client, EDITOR), "version": str(other)},
+    )
+    assert answer.status_code == 404
+    assert (messages_dir / NUDGE_LINE).read_text(encoding="utf-8") == before
+
+
 def test_the_workers_renderer_uses_the_saved_file_without_a_restart(
     client: FlaskClient, desk: Runtime, messages_dir: Path
 ) -> None:
