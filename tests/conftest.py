@@ -97,9 +97,9 @@ def empty_database(request: pytest.FixtureRequest, which: str, folder: Path) -> 
             sa.text(
                 "TRUNCATE deliveries, channel_states, line_quota_months, consent_changes, "
                 "appointments, link_codes, link_failures, webhook_events, planning_settings, "
-                "planned_occurrences, worker_heartbeats, desk_audit, desk_sign_in_failures, "
-                "desk_users, held_messages, paused_campaigns, link_clicks, unconsented_dues, "
-                "patients "
+                "planned_occurrences, worker_heartbeats, template_versions, desk_audit, "
+                "desk_sign_in_failures, desk_users, held_messages, paused_campaigns, link_clicks, "
+                "unconsented_dues, patients "
                 "RESTART IDENTITY CASCADE"
             )
         )

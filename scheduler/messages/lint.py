@@ -45,7 +45,7 @@ from scheduler.messages.templates import (
     template_in,
     template_name,
 )
-from scheduler.messages.tips import TipError, load_tips
+from scheduler.messages.tips import TipError, load_tips, read_tip
 from scheduler.settings import Settings
 
 
@@ -91,10 +91,11 @@ def lint_messages(settings: Settings, now: datetime) -> LintReport:
     return LintReport(list(dict.fromkeys(problems)), len(paths), tips)
 
 
-def cure_promises(path: Path) -> list[str]:
-    """`file:line: problem` for each line of a template or tip that promises a cure."""
+def cure_promises(path: Path, text: str | None = None) -> list[str]:
+    """`file:line: problem` for each line of a template or tip that promises a cure;
+    `text` is the file's text being edited (else the file is read)."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = (path.read_text(encoding="utf-8") if text is None else text).splitlines()
     except (OSError, UnicodeDecodeError):
         return []  # reported where the file is read for its content
     return [
@@ -103,6 +104,47 @@ def cure_promises(path: Path) -> list[str]:
         for number, line in enumerate(lines, 1)
         if (match := CURE_PROMISE.search(line))
     ]
+
+
+def lint_template(settings: Settings, now: datetime, name: str, text: str) -> list[str]:
+    """The problems `text` would have as the template `name` of the messages folder
+    (a path relative to it), found as `lint_messages` finds them, before the text is
+    saved: its syntax and variables, promises of a cure, and the messages rendered
+    with it in the file's place. A shared part (`_footer.j2`) is checked in every
+    message the settings use, since each includes it or may."""
+    directory = settings.messages_dir
+    path = directory / name
+    problems = _source_problems(directory, path, text) + cure_promises(path, text)
+    renderer = Renderer(directory, edited={name: text})
+    if "/" in name:
+        rendered = [name] if _channel_of(name) is not None else []
+    else:
+        rendered = [n for n in _required_templates(settings) if (directory / n).is_file()]
+    for each in rendered:
+        problems += _render_problems(renderer, each, settings, now)
+    return list(dict.fromkeys(problems))
+
+
+def lint_tip(path: Path, text: str) -> list[str]:
+    """The problems `text` would have as the tip file at `path`, before it is saved."""
+    return read_tip(path, text)[1] + cure_promises(path, text)
+
+
+def _channel_of(name: str) -> ChannelName | None:
+    """The channel of a message template `<folder>/<channel>.j2`, None for another file."""
+    stem = name.rsplit("/", 1)[-1].removesuffix(".j2")
+    return next((c for c in ChannelName if c.value == stem), None)
+
+
+def sample_message_context(settings: Settings, name: str, now: datetime) -> dict[str, Any]:
+    """The first made-up message `lint` renders the template `name` with: the sample
+    patient, for a preview of a message the desk cannot compose for a patient (the
+    digest, the LINE greeting, a campaign's newsletter)."""
+    folder = name.split("/")[0]
+    if folder == LINE_FOLLOW:
+        return line_follow_context(settings.clinic, False)
+    reason = Reason(folder) if folder in {r.value for r in Reason} else Reason.NEWSLETTER
+    return _sample_contexts(reason, folder, settings, now)[0][0]
 
 
 def _required_templates(settings: Settings) -> list[str]:
@@ -121,11 +163,12 @@ def _required_templates(settings: Settings) -> list[str]:
     return names
 
 
-def _source_problems(directory: Path, path: Path) -> list[str]:
-    """Syntax errors, and names a template uses that no message provides."""
+def _source_problems(directory: Path, path: Path, text: str | None = None) -> list[str]:
+    """Syntax errors, and names a template uses that no message provides; `text` is
+    the file's text being edited (else the file is read)."""
     name = path.relative_to(directory).as_posix()
     try:
-        source = path.read_text(encoding="utf-8")
+        source = path.read_text(encoding="utf-8") if text is None else text
         tree = LimitedEnvironment().parse(source, name, str(path))
     except UnicodeDecodeError:
         return [f"{path}: not UTF-8 text: save the file as UTF-8"]

@@ -24,7 +24,7 @@ import builtins
 import logging
 import re
 import threading
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,13 +84,28 @@ class _LastGoodLoader(jinja2.FileSystemLoader):
 
     Jinja asks its loader again whenever a file changed; this is the one place
     that sees both the new source and the old template.
+
+    `edited` maps template names to a text that stands in for the file's: the
+    desk's editor previews and lints the text being edited, before it is saved,
+    through this same loader (and so through the same Renderer as the worker).
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, edited: Mapping[str, str] | None = None) -> None:
         super().__init__(directory, encoding="utf-8")
+        self.directory = directory
+        self.edited = dict(edited or {})
         self.last_good: dict[tuple[int, str], jinja2.Template] = {}
         self.problems: dict[str, str] = {}  # template name -> what is wrong now
         self._lock = threading.Lock()
+
+    def get_source(
+        self, environment: jinja2.Environment, template: str
+    ) -> tuple[str, str, Callable[[], bool]]:
+        text = self.edited.get(template)
+        if text is None:
+            return super().get_source(environment, template)
+        # Named as the file it stands for, so that problems name that file and line.
+        return text, str(self.directory / template), lambda: True
 
     def load(
         self,
@@ -122,10 +137,21 @@ class _LastGoodLoader(jinja2.FileSystemLoader):
 
 
 class Renderer:
-    def __init__(self, messages_dir: Path, *, time_limit: float = TIME_LIMIT_SECONDS) -> None:
+    """Renders the templates of `messages_dir`; `edited` (template name -> text) puts
+    a text being edited in the place of its file, for a preview or a lint."""
+
+    def __init__(
+        self,
+        messages_dir: Path,
+        *,
+        time_limit: float = TIME_LIMIT_SECONDS,
+        edited: Mapping[str, str] | None = None,
+    ) -> None:
         self.messages_dir = messages_dir
         self.time_limit = time_limit
-        self._loader = _LastGoodLoader(messages_dir)
+        self._loader = _LastGoodLoader(messages_dir, edited)
+        # An error's line is quoted from the text that was rendered, edited or not.
+        self._sources = {str(messages_dir / name): text for name, text in (edited or {}).items()}
         options: dict[str, Any] = {
             "loader": self._loader,
             "undefined": jinja2.StrictUndefined,
@@ -206,15 +232,16 @@ class Renderer:
         except TemplateError:
             raise
         except DeadlinePassed as e:
-            problem = _describe(e, self.messages_dir / name)
+            problem = _describe(e, self.messages_dir / name, self._sources)
             with self._lock:
                 self._too_slow[templates] = problem
             raise TemplateLimitError(problem) from None
         except (LimitExceeded, RecursionError) as e:
             # RecursionError: nesting that Python found before the sandbox did.
-            raise TemplateLimitError(_describe(e, self.messages_dir / name)) from None
+            problem = _describe(e, self.messages_dir / name, self._sources)
+            raise TemplateLimitError(problem) from None
         except Exception as e:
-            raise TemplateError(_describe(e, self.messages_dir / name)) from None
+            raise TemplateError(_describe(e, self.messages_dir / name, self._sources)) from None
         if not rendered.text or rendered.subject == "":
             raise TemplateError(f"{self.messages_dir / name}: renders an empty message")
         return rendered
@@ -250,15 +277,16 @@ def _load_problem(error: Exception, name: str) -> str:
     return f"{name}: the file is missing"
 
 
-def _describe(error: Exception, path: Path) -> str:
-    """`file:line: problem`, for a failure while rendering the template at `path`."""
+def _describe(error: Exception, path: Path, sources: Mapping[str, str]) -> str:
+    """`file:line: problem`, for a failure while rendering the template at `path`;
+    `sources` holds the texts that stand in for files (being edited)."""
     if isinstance(error, jinja2.TemplateSyntaxError):  # an include that does not compile
         return f"{error.filename or path}:{error.lineno}: {error.message}"
     position = _template_position(error)
     if position is None:
         return f"{path}: {_problem(error, '')}"
     file, line = position
-    return f"{file}:{line}: {_problem(error, _source_line(file, line))}"
+    return f"{file}:{line}: {_problem(error, _source_line(file, line, sources))}"
 
 
 def _template_position(error: BaseException) -> tuple[str, int] | None:
@@ -276,9 +304,12 @@ def _template_position(error: BaseException) -> tuple[str, int] | None:
     return position
 
 
-def _source_line(file: str, line: int) -> str:
+def _source_line(file: str, line: int, sources: Mapping[str, str]) -> str:
     try:
-        return Path(file).read_text(encoding="utf-8").splitlines()[line - 1]
+        text = sources.get(file)
+        if text is None:
+            text = Path(file).read_text(encoding="utf-8")
+        return text.splitlines()[line - 1]
     except (OSError, UnicodeDecodeError, IndexError):
         return ""
 

@@ -104,9 +104,9 @@ def load_tips(directory: Path) -> dict[str, Tip]:
     tips: dict[str, Tip] = {}
     problems: list[str] = []
     for path in sorted(directory.iterdir()):
-        if not _is_tip_file(path):
+        if not is_tip_file(path):
             continue
-        tip, found = _read_tip(path)
+        tip, found = read_tip(path)
         problems += found
         if tip is not None:
             tips[tip.id] = tip
@@ -115,7 +115,7 @@ def load_tips(directory: Path) -> dict[str, Tip]:
     return tips
 
 
-def _is_tip_file(path: Path) -> bool:
+def is_tip_file(path: Path) -> bool:
     name = path.name
     return (
         path.suffix.lower() == ".md"
@@ -125,7 +125,9 @@ def _is_tip_file(path: Path) -> bool:
     )
 
 
-def _read_tip(path: Path) -> tuple[Tip | None, list[str]]:
+def read_tip(path: Path, text: str | None = None) -> tuple[Tip | None, list[str]]:
+    """The tip in the file at `path` (or `text`, the file's text being edited), and
+    every problem found in it as `FILE:LINE: problem`."""
     problems: list[str] = []
 
     def problem(line: int, text: str) -> None:
@@ -139,8 +141,8 @@ def _read_tip(path: Path) -> tuple[Tip | None, list[str]]:
             "hyphens ending in .md, like breathing-long-exhale.md",
         )
     try:
-        source = path.read_text(encoding="utf-8-sig")  # a BOM is harmless
-    except UnicodeDecodeError as e:
+        source = path.read_text(encoding="utf-8-sig") if text is None else text.lstrip("\ufeff")
+    except UnicodeDecodeError as e:  # a BOM is harmless, but not another encoding
         problem(_line_of_byte(path, e.start), "not UTF-8 text: save the file as UTF-8")
         return None, problems
     lines = source.splitlines()

@@ -267,18 +267,25 @@ class Dispatcher:
         return next(iter(summary.counts), "failed")
 
     def preview(
-        self, session: Session, claimed: Claimed, channel: ChannelName, now: datetime
+        self,
+        session: Session,
+        claimed: Claimed,
+        channel: ChannelName,
+        now: datetime,
+        renderer: Renderer | None = None,
     ) -> OutgoingMessage:
         """The message a delivery would be, by `channel`, composed as if sent at `now`
-        (holds and the LINE quota aside). Raises TemplateError, or LookupError when
-        the patient has no usable contact on that channel."""
+        (holds and the LINE quota aside), by `renderer` (one with a text being edited
+        in its file's place) or the worker's. Raises TemplateError, or LookupError
+        when the patient has no usable contact on that channel."""
         batch = read_batch(session, [claimed], now, self.settings)
         assert claimed.patient_id is not None
         recipient = batch.recipients.get(claimed.patient_id)
         decision = route(claimed, recipient, self.settings, {}, now, None, forced=channel)
         if not isinstance(decision, Go):
             raise LookupError(decision.reason)
-        message, _ = self.composer.message(claimed, channel, batch, self.day(now))
+        composer = self.composer if renderer is None else Composer(self.settings, renderer)
+        message, _ = composer.message(claimed, channel, batch, self.day(now))
         return message
 
     def close_transports(self) -> None:

@@ -23,9 +23,9 @@ from scheduler.core.domain import (
 )
 from scheduler.core.failure_policy import retry_key_expired
 from scheduler.messages.context import sample_context
-from scheduler.messages.templates import template_name
+from scheduler.messages.templates import Renderer, template_name
 from scheduler.outbox import transitions
-from scheduler.outbox.composer import read_batch
+from scheduler.outbox.composer import Composer, read_batch
 from scheduler.outbox.recorder import SAMPLE_NOT_RETRIED
 from scheduler.outbox.transitions import Claim, Claimed
 from scheduler.runtime import Runtime
@@ -54,21 +54,25 @@ def preview_message(
     channel: ChannelName,
     now: datetime,
     external_id: str | None = None,
+    renderer: Renderer | None = None,
 ) -> OutgoingMessage:
-    """What a patient (or, without `external_id`, a made-up one) would receive."""
+    """What a patient (or, without `external_id`, a made-up one) would receive,
+    rendered by `renderer` (the desk's editor passes one with the text being edited
+    in its file's place) or else the worker's own."""
     settings = runtime.settings
     dispatcher = runtime.dispatcher
     if external_id is None:
         context = sample_context(reason, Phase.ACUTE, settings.clinic, now, settings.timezone)
         claimed = _unsaved(f"preview-{new_delivery_id()}", reason, None, None)
-        return dispatcher.composer.render(
+        composer = dispatcher.composer if renderer is None else Composer(settings, renderer)
+        return composer.render(
             claimed, channel, "(sample)", context, context["unsubscribe_url"], now
         )
     with reading(runtime.sessions) as session:
         patient = _patient(session, external_id)
         appointment_id = _appointment_for(session, patient.id, reason)
         claimed = _unsaved(f"preview-{new_delivery_id()}", reason, patient.id, appointment_id)
-        return dispatcher.preview(session, claimed, channel, now)
+        return dispatcher.preview(session, claimed, channel, now, renderer)
 
 
 def send_sample(

@@ -504,3 +504,21 @@ class UnconsentedDue(Base):
     # When the message would have gone (the rules' send_at, inside the send window).
     due_at: Mapped[datetime] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class TemplateVersion(Base):
+    """A version of one of the practitioner's message or tip files (`path`, relative
+    to the clinic's messages folder), kept when the desk saves or restores it, so
+    that any earlier text can be restored. The file on disk stays what the worker
+    reads; these rows are its history. `saved_by` is None for the text a file had
+    before the desk first saved it (written by hand, or shipped with Tayori)."""
+
+    __tablename__ = "template_versions"
+    __table_args__ = (Index("ix_template_versions_clinic_id_path", "clinic_id", "path"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    clinic_id: Mapped[int] = _clinic()
+    path: Mapped[str] = mapped_column(String(255))
+    content: Mapped[str] = mapped_column(Text)
+    saved_by: Mapped[int | None] = mapped_column(ForeignKey("desk_users.id"))
+    saved_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 
 import pytest
@@ -41,10 +42,12 @@ def site(
 ) -> Iterator[Site]:
     """A real `tayori serve` of one clinic, for a module's browser tests."""
     folder = tmp_path_factory.mktemp("desk")
+    # A copy of the messages: the desk's editor writes them.
+    shutil.copytree(ROOT / "messages", folder / "messages")
     env = {
         "DATABASE_URL": empty_database(request, request.param, folder),
         "TAYORI_CONFIG": str(ROOT / "config" / "tayori.toml"),
-        "TAYORI_MESSAGES_DIR": str(ROOT / "messages"),
+        "TAYORI_MESSAGES_DIR": str(folder / "messages"),
         "TAYORI_OUTBOX_DIR": str(folder / "outbox"),
         # Plain http, as the browser reaches the test server: an https public URL
         # would make the session cookie Secure, which a browser keeps only over https.

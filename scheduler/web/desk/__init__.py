@@ -18,7 +18,8 @@ The rules every page follows (this module, `before_request`):
 - Every page but the sign-in form needs a signed-in, enabled account of the clinic;
   otherwise it redirects to the clinic's `/login`.
 - Pages are server-rendered, with their styles inline and no scripts (the web app's
-  Content-Security-Policy allows none).
+  Content-Security-Policy allows none). The message editor alone loads a script, its
+  own, for a live preview (messages.py sets its page's policy); it works without.
 - Logs carry account ids, never emails, passwords, tokens or patients' details.
 """
 
@@ -87,6 +88,7 @@ def install(app: Flask, settings: Settings) -> None:
     from scheduler.web.desk import (  # noqa: F401
         auth,
         campaigns,
+        messages,
         patients,
         results,
         today,
