@@ -97,7 +97,9 @@ def _a_patient(session: Session, external_id: str, rng: random.Random) -> None:
         add_appointment(session, NOW, starts_at, AppointmentStatus.BOOKED, external_id)
 
 
-@pytest.mark.parametrize("rules", RULES, ids=lambda r: repr(r))
+@pytest.mark.parametrize(
+    "rules", RULES, ids=["default", "no-bookings", "maintenance", "acute-rehab"]
+)
 def test_the_query_chooses_the_patients_the_rule_chooses(
     sessions: sessionmaker[Session], rules: Audience
 ) -> None:
