@@ -1,9 +1,13 @@
-"""Fixtures of the integration tests that more than one module needs: a desk."""
+"""Fixtures of the integration tests that more than one module needs: a desk, and a
+place for the browser tests' screenshots."""
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +19,10 @@ from tests.conftest import DATABASES, ROOT, empty_database
 from tests.integration.channel_env import PUBLIC_URL, SECRET_KEY
 from tests.integration.desk import NOW, PASSWORD, STAFF, Site
 from tests.integration.web import web_process
+
+# The browser tests' screenshots are the run's artefacts: kept after it, for a person
+# to look at the pages (CI can publish the folder).
+SCREENSHOTS = Path(os.environ.get("TAYORI_SCREENSHOTS", ROOT / "var" / "screenshots"))
 
 
 @pytest.fixture
@@ -58,3 +66,13 @@ def site(
     with web_process(env, folder / "web.log") as base:
         yield Site(base, runtime)
     runtime.close()
+
+
+@pytest.fixture
+def screenshots(request: pytest.FixtureRequest) -> Path:
+    """This test's folder of screenshots, emptied: SCREENSHOTS/<module>/<test>/."""
+    test = re.sub(r"[^\w.-]+", "_", request.node.name)
+    folder = SCREENSHOTS / request.node.module.__name__.rpartition(".")[2] / test
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return folder

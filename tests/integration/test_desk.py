@@ -406,7 +406,7 @@ def a_failed_delivery(runtime: Runtime, now: datetime) -> str:
 
 
 def test_staff_sign_in_and_retry_a_failed_message_on_a_phone(
-    site: Site, browser: Any, tmp_path: Path
+    site: Site, browser: Any, screenshots: Path
 ) -> None:
     failed = a_failed_delivery(site.runtime, datetime.now(UTC))
     page = browser.new_page(viewport=PHONE)
@@ -414,7 +414,7 @@ def test_staff_sign_in_and_retry_a_failed_message_on_a_phone(
         page.goto(f"{site.base}/")
         assert page.url == f"{site.base}/login"
         assert fits_the_phone(page) and fits_the_width(page)
-        page.screenshot(path=str(tmp_path / "desk-login-phone.png"), full_page=True)
+        page.screenshot(path=str(screenshots / "desk-login-phone.png"), full_page=True)
         page.get_by_label("メールアドレス").fill(STAFF)
         page.get_by_label("パスワード").fill(PASSWORD)
         page.get_by_role("button", name="ログイン").click()
@@ -422,13 +422,13 @@ def test_staff_sign_in_and_retry_a_failed_message_on_a_phone(
         assert "の状況" in page.inner_text("h1")
         assert REFUSED_BY_LINE in page.inner_text("body")
         assert fits_the_phone(page)
-        page.screenshot(path=str(tmp_path / "desk-today-phone.png"), full_page=True)
+        page.screenshot(path=str(screenshots / "desk-today-phone.png"), full_page=True)
         page.get_by_role("button", name="再送する（患者番号 FAIL・次回来院のおすすめ）").click()
         page.wait_for_load_state()
         assert "再送を受け付けました。" in page.inner_text("body")
         assert "送れなかったメッセージはありません。" in page.inner_text("body")
         assert fits_the_phone(page)
-        page.screenshot(path=str(tmp_path / "desk-today-retried-phone.png"), full_page=True)
+        page.screenshot(path=str(screenshots / "desk-today-retried-phone.png"), full_page=True)
     finally:
         page.close()
     with site.runtime.sessions() as session:
@@ -441,13 +441,13 @@ def test_staff_sign_in_and_retry_a_failed_message_on_a_phone(
     )
 
 
-def test_the_today_page_on_a_desktop(site: Site, browser: Any, tmp_path: Path) -> None:
+def test_the_today_page_on_a_desktop(site: Site, browser: Any, screenshots: Path) -> None:
     a_failed_delivery(site.runtime, datetime.now(UTC))
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     try:
         sign_in_with_browser(page, site.base)
         assert fits_the_phone(page)
-        page.screenshot(path=str(tmp_path / "desk-today-desktop.png"), full_page=True)
+        page.screenshot(path=str(screenshots / "desk-today-desktop.png"), full_page=True)
         page.get_by_role("button", name="ログアウト").click()
         page.wait_for_load_state()
         assert page.url == f"{site.base}/login"

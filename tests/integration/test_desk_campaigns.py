@@ -507,12 +507,12 @@ def _audited(runtime: Runtime) -> list[tuple[str, str]]:
     "name, viewport", [("phone", PHONE), ("desktop", {"width": 1280, "height": 900})]
 )
 def test_staff_pause_and_resume_a_campaign_in_a_browser(
-    site: Site, browser: Any, tmp_path: Path, name: str, viewport: dict[str, int]
+    site: Site, browser: Any, screenshots: Path, name: str, viewport: dict[str, int]
 ) -> None:
     _browser_clinic(site.runtime, datetime.now(UTC))
     page = browser.new_page(viewport=viewport)
     try:
-        _pause_then_resume(page, site.base, tmp_path, name)
+        _pause_then_resume(page, site.base, screenshots, name)
     finally:
         page.close()
     assert _audited(site.runtime) == [

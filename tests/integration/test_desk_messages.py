@@ -436,7 +436,7 @@ def site_messages(site: Site) -> Path:
 
 
 def test_edit_a_template_see_the_mistake_fix_it_save_and_restore(
-    site: Site, browser: Any, tmp_path: Path
+    site: Site, browser: Any, screenshots: Path
 ) -> None:
     emptied(site.runtime, datetime.now(UTC))
     file = site_messages(site) / NUDGE_LINE
@@ -455,7 +455,7 @@ def test_edit_a_template_see_the_mistake_fix_it_save_and_restore(
         page.wait_for_load_state()
         alert = page.get_by_role("alert").inner_text()
         assert f"{MISTAKE_LINE}行目：unknown variable 'patient_nmae'" in alert
-        page.screenshot(path=str(tmp_path / "desk-message-mistake-desktop.png"), full_page=True)
+        page.screenshot(path=str(screenshots / "desk-message-mistake-desktop.png"), full_page=True)
         assert file.read_text(encoding="utf-8") == original
 
         page.get_by_label("本文", exact=True).fill(with_a_change(original))
@@ -466,7 +466,7 @@ def test_edit_a_template_see_the_mistake_fix_it_save_and_restore(
             "その後、お加減はいかがですか。" in page.get_by_label("LINEのプレビュー").inner_text()
         )
         assert "件名：" in page.get_by_label("メールのプレビュー").inner_text()
-        page.screenshot(path=str(tmp_path / "desk-message-preview-desktop.png"), full_page=True)
+        page.screenshot(path=str(screenshots / "desk-message-preview-desktop.png"), full_page=True)
 
         page.get_by_role("button", name="保存する").click()
         page.wait_for_load_state()
@@ -484,34 +484,34 @@ def test_edit_a_template_see_the_mistake_fix_it_save_and_restore(
         file.write_text(original, encoding="utf-8")
 
 
-def test_the_list_and_the_editor_fit_a_phone(site: Site, browser: Any, tmp_path: Path) -> None:
+def test_the_list_and_the_editor_fit_a_phone(site: Site, browser: Any, screenshots: Path) -> None:
     emptied(site.runtime, datetime.now(UTC))
     page = browser.new_page(viewport=PHONE)
     try:
         sign_in_with_browser(page, site.base)
         page.goto(f"{site.base}/messages")
         assert fits_the_phone(page) and fits_the_width(page)
-        page.screenshot(path=str(tmp_path / "desk-messages-phone.png"), full_page=True)
+        page.screenshot(path=str(screenshots / "desk-messages-phone.png"), full_page=True)
         page.goto(f"{site.base}/messages/edit/cadence_nudge/email.j2")
         assert "件名：" in page.get_by_label("メールのプレビュー").inner_text()
         assert fits_the_phone(page) and fits_the_width(page)
-        page.screenshot(path=str(tmp_path / "desk-message-edit-phone.png"), full_page=True)
+        page.screenshot(path=str(screenshots / "desk-message-edit-phone.png"), full_page=True)
         editor = page.get_by_label("本文", exact=True)
         editor.fill(with_a_mistake(editor.input_value(), line=3))
         page.get_by_role("button", name="プレビュー").click()
         page.wait_for_load_state()
         assert "3行目：unknown variable" in page.get_by_role("alert").inner_text()
         assert fits_the_phone(page) and fits_the_width(page)
-        page.screenshot(path=str(tmp_path / "desk-message-mistake-phone.png"), full_page=True)
+        page.screenshot(path=str(screenshots / "desk-message-mistake-phone.png"), full_page=True)
         page.goto(f"{site.base}/messages/edit/tips/winter-warm-drinks.md")
         assert fits_the_phone(page) and fits_the_width(page)
-        page.screenshot(path=str(tmp_path / "desk-tip-edit-phone.png"), full_page=True)
+        page.screenshot(path=str(screenshots / "desk-tip-edit-phone.png"), full_page=True)
     finally:
         page.close()
 
 
 def test_the_preview_follows_the_typing_without_a_button(
-    site: Site, browser: Any, tmp_path: Path
+    site: Site, browser: Any, screenshots: Path
 ) -> None:
     emptied(site.runtime, datetime.now(UTC))
     original = (site_messages(site) / NUDGE_LINE).read_text(encoding="utf-8")
@@ -525,21 +525,21 @@ def test_the_preview_follows_the_typing_without_a_button(
         page.get_by_label("本文", exact=True).fill(with_a_mistake(original))
         page.locator("#results", has_text="patient_nmae").wait_for()
         assert f"{MISTAKE_LINE}行目" in page.get_by_role("alert").inner_text()
-        page.screenshot(path=str(tmp_path / "desk-message-live-desktop.png"), full_page=True)
+        page.screenshot(path=str(screenshots / "desk-message-live-desktop.png"), full_page=True)
         assert page.url == f"{site.base}{EDITOR}"  # nothing was posted as a page
     finally:
         page.close()
     assert (site_messages(site) / NUDGE_LINE).read_text(encoding="utf-8") == original
 
 
-def test_the_list_on_a_desktop(site: Site, browser: Any, tmp_path: Path) -> None:
+def test_the_list_on_a_desktop(site: Site, browser: Any, screenshots: Path) -> None:
     emptied(site.runtime, datetime.now(UTC))
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     try:
         sign_in_with_browser(page, site.base)
         page.goto(f"{site.base}/messages")
         assert fits_the_width(page)
-        page.screenshot(path=str(tmp_path / "desk-messages-desktop.png"), full_page=True)
+        page.screenshot(path=str(screenshots / "desk-messages-desktop.png"), full_page=True)
     finally:
         page.close()
 

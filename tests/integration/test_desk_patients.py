@@ -637,7 +637,7 @@ def a_patient_today(runtime: Runtime, now: datetime) -> int:
     return patient_id
 
 
-def test_search_and_open_a_patient_on_a_phone(site: Site, browser: Any, tmp_path: Path) -> None:
+def test_search_and_open_a_patient_on_a_phone(site: Site, browser: Any, screenshots: Path) -> None:
     a_patient_today(site.runtime, datetime.now(UTC))
     page = browser.new_page(viewport=PHONE)
     try:
@@ -650,18 +650,18 @@ def test_search_and_open_a_patient_on_a_phone(site: Site, browser: Any, tmp_path
         assert "患者番号 P001" in page.inner_text("main")
         assert "佐藤" not in page.inner_text("main")
         assert fits_the_phone(page) and fits_the_width(page)
-        page.screenshot(path=str(tmp_path / "desk-patients-phone.png"), full_page=True)
+        page.screenshot(path=str(screenshots / "desk-patients-phone.png"), full_page=True)
         page.get_by_role("link", name="山田 花子 様").click()
         page.wait_for_load_state()
         assert "患者番号 P001" in page.inner_text("h1")
         assert "email: mailbox full (552)" in page.inner_text("main")
         assert fits_the_phone(page) and fits_the_width(page)
-        page.screenshot(path=str(tmp_path / "desk-patient-phone.png"), full_page=True)
+        page.screenshot(path=str(screenshots / "desk-patient-phone.png"), full_page=True)
     finally:
         page.close()
 
 
-def test_search_by_number_on_a_desktop(site: Site, browser: Any, tmp_path: Path) -> None:
+def test_search_by_number_on_a_desktop(site: Site, browser: Any, screenshots: Path) -> None:
     a_patient_today(site.runtime, datetime.now(UTC))
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     try:
@@ -672,32 +672,53 @@ def test_search_by_number_on_a_desktop(site: Site, browser: Any, tmp_path: Path)
         page.wait_for_load_state()
         assert "鈴木 二郎" in page.inner_text("main")
         assert "山田" not in page.inner_text("main")
-        page.screenshot(path=str(tmp_path / "desk-patients-desktop.png"), full_page=True)
+        page.screenshot(path=str(screenshots / "desk-patients-desktop.png"), full_page=True)
     finally:
         page.close()
 
 
 def test_change_the_phase_in_the_browser_and_see_the_coming_messages_change(
-    site: Site, browser: Any, tmp_path: Path
+    site: Site, browser: Any, screenshots: Path
 ) -> None:
     now = datetime.now(UTC)
     patient_id = a_patient_today(site.runtime, now)
     before = [(m.reason, m.send_at) for m in upcoming(site.runtime, now) if m.patient == "P001"]
     page = browser.new_page(viewport={"width": 1280, "height": 900})
+
+    def on_the_upcoming_page() -> list[str]:
+        """P001's messages on the Upcoming page: day, time and kind of each."""
+        page.goto(f"{site.base}/upcoming")
+        found: list[str] = page.eval_on_selector_all(
+            "li.message",
+            """items => items.filter(li => li.innerText.includes('患者番号 P001')).map(li =>
+                li.closest('section').getAttribute('aria-label') + ' ' +
+                li.querySelector('div').innerText.split('\\n')[0])""",
+        )
+        return found
+
     try:
         sign_in_with_browser(page, site.base)
+        upcoming_before = on_the_upcoming_page()
         page.goto(f"{site.base}/patients/{patient_id}")
         assert fits_the_phone(page)
-        page.screenshot(path=str(tmp_path / "desk-patient-desktop.png"), full_page=True)
+        page.screenshot(path=str(screenshots / "desk-patient-desktop.png"), full_page=True)
         coming = page.locator("#upcoming + ul").inner_text()
         page.get_by_label("フェーズ", exact=True).select_option(label="急性期")
         page.get_by_role("button", name="変更する").click()
         page.wait_for_load_state()
         assert "今後の送信予定も組み直しました。" in page.inner_text("main")
         assert page.locator("#upcoming + ul").inner_text() != coming
-        page.screenshot(path=str(tmp_path / "desk-patient-changed-desktop.png"), full_page=True)
+        page.screenshot(path=str(screenshots / "desk-patient-changed-desktop.png"), full_page=True)
+        # The Upcoming page shows the new plan at once: the maintenance nudge (its
+        # follow-up beyond 30 days) made way for the acute nudge and its follow-up.
+        upcoming_after = on_the_upcoming_page()
     finally:
         page.close()
+    # Maintenance: the nudge 8 days on, its follow-up 7 days later; acute: 3 and 2.
+    kinds = ["次回来院のおすすめ（メール）", "おすすめの再送（メール）"]
+    assert [line.split()[-1] for line in upcoming_before] == kinds
+    assert [line.split()[-1] for line in upcoming_after] == kinds
+    assert upcoming_after != upcoming_before
     # The change holds from the moment the web process made it, on its own clock.
     later = datetime.now(UTC)
     after = [(m.reason, m.send_at) for m in upcoming(site.runtime, later) if m.patient == "P001"]
@@ -739,7 +760,7 @@ def line_site(
 
 
 def test_print_a_link_code_with_its_qr_code_on_a_phone(
-    line_site: Site, browser: Any, tmp_path: Path
+    line_site: Site, browser: Any, screenshots: Path
 ) -> None:
     patient_id = a_patient_today(line_site.runtime, datetime.now(UTC))
     page = browser.new_page(viewport=PHONE)
@@ -754,12 +775,12 @@ def test_print_a_link_code_with_its_qr_code_on_a_phone(
         assert page.inner_text(".code") == code
         assert page.locator(".qr svg").is_visible()
         assert fits_the_phone(page) and fits_the_width(page)
-        page.screenshot(path=str(tmp_path / "desk-link-code-phone.png"), full_page=True)
+        page.screenshot(path=str(screenshots / "desk-link-code-phone.png"), full_page=True)
         page.get_by_role("link", name="← 患者のページへ戻る").click()
         page.wait_for_load_state()
         assert "発行済みのコードを印刷する" in page.inner_text("main")
         assert fits_the_phone(page)
-        page.screenshot(path=str(tmp_path / "desk-patient-line-phone.png"), full_page=True)
+        page.screenshot(path=str(screenshots / "desk-patient-line-phone.png"), full_page=True)
     finally:
         page.close()
     with line_site.runtime.sessions() as session:
@@ -767,7 +788,7 @@ def test_print_a_link_code_with_its_qr_code_on_a_phone(
     assert record.detail == f"patient {patient_id}: a new LINE link code"
 
 
-def test_the_link_code_page_on_a_desktop(line_site: Site, browser: Any, tmp_path: Path) -> None:
+def test_the_link_code_page_on_a_desktop(line_site: Site, browser: Any, screenshots: Path) -> None:
     patient_id = a_patient_today(line_site.runtime, datetime.now(UTC))
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     try:
@@ -776,6 +797,6 @@ def test_the_link_code_page_on_a_desktop(line_site: Site, browser: Any, tmp_path
         page.get_by_role("button", name="コードを発行して印刷").click()
         page.wait_for_load_state()
         assert page.locator(".qr svg").is_visible()
-        page.screenshot(path=str(tmp_path / "desk-link-code-desktop.png"), full_page=True)
+        page.screenshot(path=str(screenshots / "desk-link-code-desktop.png"), full_page=True)
     finally:
         page.close()

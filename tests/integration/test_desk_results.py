@@ -451,7 +451,7 @@ def results_a_month_ago(site: Site) -> None:
     known_results(site.runtime, datetime.combine(day, time(10), tzinfo=JST))
 
 
-def test_the_results_page_on_a_phone(site: Site, browser: Any, tmp_path: Path) -> None:
+def test_the_results_page_on_a_phone(site: Site, browser: Any, screenshots: Path) -> None:
     results_a_month_ago(site)
     page = browser.new_page(viewport=PHONE)
     try:
@@ -465,13 +465,13 @@ def test_the_results_page_on_a_phone(site: Site, browser: Any, tmp_path: Path) -
         )
         assert "LINE cadence_nudge 3" in " ".join(page.inner_text("main").split())
         assert fits_the_phone(page) and fits_the_width(page)
-        page.screenshot(path=str(tmp_path / "desk-results-phone.png"), full_page=True)
+        page.screenshot(path=str(screenshots / "desk-results-phone.png"), full_page=True)
     finally:
         page.close()
 
 
 def test_the_results_page_on_a_desktop_chooses_a_period(
-    site: Site, browser: Any, tmp_path: Path
+    site: Site, browser: Any, screenshots: Path
 ) -> None:
     results_a_month_ago(site)
     page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -479,7 +479,7 @@ def test_the_results_page_on_a_desktop_chooses_a_period(
         sign_in_with_browser(page, site.base)
         page.goto(f"{site.base}/results")
         assert fits_the_phone(page)
-        page.screenshot(path=str(tmp_path / "desk-results-desktop.png"), full_page=True)
+        page.screenshot(path=str(screenshots / "desk-results-desktop.png"), full_page=True)
         today = datetime.now(UTC).astimezone(JST).date()
         page.get_by_label("はじめ").fill((today - timedelta(days=7)).isoformat())
         page.get_by_role("button", name="表示").click()

@@ -430,7 +430,7 @@ def a_clinic_today(runtime: Runtime) -> datetime:
     return morning
 
 
-def test_the_upcoming_page_on_a_phone(site: Site, browser: Any, tmp_path: Path) -> None:
+def test_the_upcoming_page_on_a_phone(site: Site, browser: Any, screenshots: Path) -> None:
     a_clinic_today(site.runtime)
     page = browser.new_page(viewport=PHONE)
     try:
@@ -441,12 +441,12 @@ def test_the_upcoming_page_on_a_phone(site: Site, browser: Any, tmp_path: Path) 
         body = page.inner_text("body")
         assert "患者番号 LINE1・山田 花子 様" in body and "患者番号 REMIND" in body
         assert fits_the_phone(page) and fits_the_width(page)
-        page.screenshot(path=str(tmp_path / "desk-upcoming-phone.png"), full_page=True)
+        page.screenshot(path=str(screenshots / "desk-upcoming-phone.png"), full_page=True)
     finally:
         page.close()
 
 
-def test_the_upcoming_page_on_a_desktop(site: Site, browser: Any, tmp_path: Path) -> None:
+def test_the_upcoming_page_on_a_desktop(site: Site, browser: Any, screenshots: Path) -> None:
     a_clinic_today(site.runtime)
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     try:
@@ -454,12 +454,12 @@ def test_the_upcoming_page_on_a_desktop(site: Site, browser: Any, tmp_path: Path
         page.goto(f"{site.base}/upcoming")
         assert "患者番号 MAIL1・鈴木 次郎 様" in page.inner_text("body")
         assert fits_the_phone(page)
-        page.screenshot(path=str(tmp_path / "desk-upcoming-desktop.png"), full_page=True)
+        page.screenshot(path=str(screenshots / "desk-upcoming-desktop.png"), full_page=True)
     finally:
         page.close()
 
 
-def test_filtering_in_the_browser(site: Site, browser: Any, tmp_path: Path) -> None:
+def test_filtering_in_the_browser(site: Site, browser: Any, screenshots: Path) -> None:
     a_clinic_today(site.runtime)
     page = browser.new_page(viewport=PHONE)
     try:
@@ -473,12 +473,12 @@ def test_filtering_in_the_browser(site: Site, browser: Any, tmp_path: Path) -> N
         assert "患者番号 LINE1" not in body and "患者番号 REMIND" not in body
         assert page.get_by_label("送り方").input_value() == "email"
         assert fits_the_phone(page)
-        page.screenshot(path=str(tmp_path / "desk-upcoming-filtered-phone.png"), full_page=True)
+        page.screenshot(path=str(screenshots / "desk-upcoming-filtered-phone.png"), full_page=True)
     finally:
         page.close()
 
 
-def test_hold_and_release_in_the_browser(site: Site, browser: Any, tmp_path: Path) -> None:
+def test_hold_and_release_in_the_browser(site: Site, browser: Any, screenshots: Path) -> None:
     a_clinic_today(site.runtime)
     key = the_key(site.runtime, datetime.now(UTC), "LINE1", Reason.CADENCE_NUDGE)
     page = browser.new_page(viewport=PHONE)
@@ -492,7 +492,7 @@ def test_hold_and_release_in_the_browser(site: Site, browser: Any, tmp_path: Pat
         assert "保留しました。" in page.inner_text("body")
         assert "保留中" in page.inner_text("li.held")
         assert fits_the_phone(page)
-        page.screenshot(path=str(tmp_path / "desk-upcoming-held-phone.png"), full_page=True)
+        page.screenshot(path=str(screenshots / "desk-upcoming-held-phone.png"), full_page=True)
         with site.runtime.sessions() as session:
             assert session.scalar(select(HeldMessage.idempotency_key)) == key
         page.get_by_role(

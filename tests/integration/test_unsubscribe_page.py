@@ -371,19 +371,19 @@ def test_a_token_is_refused_by_an_installation_without_a_secret_key(
 
 
 def test_a_patient_stops_the_newsletter_on_a_phone_in_a_real_browser(
-    site: Site, reader: Reader, browser: Any, tmp_path: Path
+    site: Site, reader: Reader, browser: Any, screenshots: Path
 ) -> None:
     page = browser.new_page(viewport=PHONE)
     try:
         page.goto(_url(site, reader.public_id, ConsentKind.NEWSLETTER))
         assert CLINIC in page.inner_text("body")
         assert fits_the_width(page)
-        page.screenshot(path=str(tmp_path / "unsubscribe-page.png"), full_page=True)
+        page.screenshot(path=str(screenshots / "unsubscribe-page.png"), full_page=True)
         page.get_by_role("button", name=f"「{NEWSLETTERS}」を停止する").click()
         page.wait_for_load_state()
         assert "配信を停止しました" in page.inner_text("h1")
         assert fits_the_width(page)
-        page.screenshot(path=str(tmp_path / "unsubscribe-done.png"), full_page=True)
+        page.screenshot(path=str(screenshots / "unsubscribe-done.png"), full_page=True)
     finally:
         page.close()
     assert _consent(site, reader) == {ConsentKind.REMINDERS: True, ConsentKind.NEWSLETTER: False}
