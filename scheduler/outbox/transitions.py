@@ -79,7 +79,6 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import Enum
-from operator import itemgetter
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -104,7 +103,7 @@ from sqlalchemy.sql.dml import Update
 from scheduler.core.domain import ChannelName, DeliveryState, Reason, member
 from scheduler.outbox import budget
 from scheduler.store.batches import batches
-from scheduler.store.bulk import DriverRows, executemany
+from scheduler.store.bulk import insert_new
 from scheduler.store.clinics import clinic_of
 from scheduler.store.db import upsert_insert
 from scheduler.store.models import Delivery, HeldMessage, UTCDateTime
@@ -189,22 +188,13 @@ class ClaimedBatch:
 # -- planning ----------------------------------------------------------------------
 
 
-def plan(session: Session, rows: Sequence[dict[str, Any]]) -> int:
+def plan(session: Session, rows: list[dict[str, Any]]) -> int:
     """Insert new planned rows (each with the same columns); a row whose idempotency
     key exists already is left as it is (several planners may run at once). Returns
     how many were new."""
-    if not rows:
-        return 0
-    table: Table = Delivery.__table__  # type: ignore[assignment]
-    values = DriverRows(session.get_bind().dialect, table, ("clinic_id", *rows[0]))
-    sql = (
-        f"INSERT INTO {table.name} ({', '.join(values.columns)}) VALUES "
-        f"({values.placeholders()}) ON CONFLICT (clinic_id, idempotency_key) DO NOTHING"
-    )
-    clinic_id = clinic_of(session)
-    in_order = itemgetter(*rows[0])
     # The driver's executemany: a first plan inserts a row for most of a clinic.
-    return executemany(session, sql, [values.row(clinic_id, *in_order(row)) for row in rows])
+    table: Table = Delivery.__table__  # type: ignore[assignment]
+    return insert_new(session, table, rows)
 
 
 def withdraw(session: Session, ids: Collection[str], now: datetime, reason: str) -> int:

@@ -16,15 +16,16 @@ from collections.abc import Iterable
 from dataclasses import replace
 from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import Table, delete, select
 from sqlalchemy.orm import Session
 
 from scheduler.core.config import Rules
 from scheduler.core.domain import Due, PatientFacts
 from scheduler.core.rules import messages_due
 from scheduler.store.batches import batches
+from scheduler.store.bulk import insert_new
 from scheduler.store.clinics import clinic_of
-from scheduler.store.db import among, upsert_insert
+from scheduler.store.db import among
 from scheduler.store.models import UnconsentedDue
 
 
@@ -60,7 +61,6 @@ def record_unconsented(
             session.execute(delete(UnconsentedDue).where(UnconsentedDue.id.in_(stale)))
     rows = [
         {
-            "clinic_id": clinic_id,
             "idempotency_key": key,
             "patient_id": message.patient_id,
             "reason": message.reason,
@@ -69,9 +69,5 @@ def record_unconsented(
         }
         for key, message in due.items()
     ]
-    for part in batches(rows):
-        session.execute(
-            upsert_insert(session, UnconsentedDue)
-            .values(part)
-            .on_conflict_do_nothing(index_elements=["clinic_id", "idempotency_key"])
-        )
+    table: Table = UnconsentedDue.__table__  # type: ignore[assignment]
+    insert_new(session, table, rows)

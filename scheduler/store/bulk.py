@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from functools import lru_cache
-from operator import call
+from operator import call, itemgetter
 from typing import Any, TypeVar
 
 from sqlalchemy import Dialect, Table
 from sqlalchemy.orm import Session
+
+from scheduler.store.clinics import clinic_of
 
 T = TypeVar("T")
 
@@ -44,6 +46,22 @@ def executemany(session: Session, sql: str, rows: list[tuple[object, ...]]) -> i
         return 0
     result = session.connection().exec_driver_sql(sql, rows)
     return max(result.rowcount, 0)
+
+
+def insert_new(session: Session, table: Table, rows: list[dict[str, Any]]) -> int:
+    """Insert rows of this clinic (each with the same columns, and without the
+    clinic's), leaving a row whose (clinic_id, idempotency_key) exists as it is;
+    how many were new."""
+    if not rows:
+        return 0
+    values = DriverRows(session.get_bind().dialect, table, ("clinic_id", *rows[0]))
+    sql = (
+        f"INSERT INTO {table.name} ({', '.join(values.columns)}) VALUES "
+        f"({values.placeholders()}) ON CONFLICT (clinic_id, idempotency_key) DO NOTHING"
+    )
+    clinic_id = clinic_of(session)
+    in_order = itemgetter(*rows[0])
+    return executemany(session, sql, [values.row(clinic_id, *in_order(row)) for row in rows])
 
 
 def copy_rows(session: Session, sql: str, rows: Iterable[tuple[object, ...]]) -> None:
