@@ -23,6 +23,7 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
 from scheduler.core.booking_links import BookingTarget, read_booking_token
+from scheduler.runtime import Runtime
 from scheduler.store.clinics import clinic_of
 from scheduler.store.db import transaction
 from scheduler.store.models import Delivery, LinkClick
@@ -46,7 +47,7 @@ def follow(token: str) -> ResponseReturnValue:
     clinic = runtime.settings.clinic
     url = clinic.booking_url_line if target is BookingTarget.LINE else clinic.booking_url_web
     if not url:  # the clinic has since removed that booking URL from its settings
-        return _not_found()
+        return _not_found(runtime)
     if request.method == "HEAD":
         return redirect(url, code=302)
     now = clock_of(current_app).now()
@@ -68,8 +69,13 @@ def follow(token: str) -> ResponseReturnValue:
     return redirect(url, code=302)
 
 
-def _not_found() -> tuple[str, int]:
-    clinic = runtime_of(current_app).settings.clinic
+def _not_found(runtime: Runtime | None = None) -> tuple[str, int]:
+    """The page of a link that leads nowhere: with the clinic's phone and email when
+    the link is known to be that clinic's, naming no clinic otherwise (the address
+    may serve many)."""
+    if runtime is None:
+        return render_template("desk/results_link_not_found.html", clinic=None), 404
+    clinic = runtime.settings.clinic
     return render_template(
         "desk/results_link_not_found.html",
         clinic={"name": clinic.name, "phone": clinic.phone, "email": clinic.email},

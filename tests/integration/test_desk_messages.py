@@ -214,7 +214,9 @@ def test_only_the_editor_may_run_a_script_and_only_its_own(client: FlaskClient) 
     policy = editor.headers["Content-Security-Policy"]
     assert "default-src 'none'" in policy
     assert "script-src 'self'" in policy and "connect-src 'self'" in policy
-    assert '<script src="/messages/editor.js" defer></script>' in editor.get_data(as_text=True)
+    page = editor.get_data(as_text=True)
+    assert '<script src="/messages/editor.js" defer></script>' in page
+    assert page.count("<script") == 1  # once, at the end: none in the <title>
     script = client.get("/messages/editor.js")
     assert (script.status_code, script.mimetype) == (200, "text/javascript")
     assert "script-src" not in client.get("/messages").headers["Content-Security-Policy"]

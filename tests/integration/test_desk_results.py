@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -278,6 +278,18 @@ def test_a_date_that_is_not_one_shows_the_last_90_days_and_says_why(client: Flas
     assert "8月28日（金）〜11月25日（水）にお送りしたメッセージ" in page
 
 
+@pytest.mark.parametrize(
+    "period", ["to=9999-12-31", "from=0001-01-01&to=0001-01-02", "from=2100-01-01"]
+)
+def test_a_date_at_the_ends_of_the_calendar_shows_the_last_90_days(
+    client: FlaskClient, period: str
+) -> None:
+    sign_in(client)
+    answer = client.get(f"/results?{period}")
+    assert answer.status_code == 200
+    assert "日付は 2026-11-01 のように入力してください。" in _text(answer.get_data(as_text=True))
+
+
 def test_the_results_page_needs_a_sign_in(client: FlaskClient) -> None:
     answer = client.get("/results")
     assert (answer.status_code, answer.location) == (302, "/login")
@@ -487,3 +499,28 @@ def test_the_results_page_on_a_desktop_chooses_a_period(
         assert "この期間にお送りしたメッセージはありません。" in page.inner_text("main")
     finally:
         page.close()
+
+
+def test_a_link_that_is_not_ours_names_no_clinic(
+    client: FlaskClient, desk_runtime: Runtime
+) -> None:
+    page = client.get("/r/nonsense").get_data(as_text=True)
+    assert desk_runtime.settings.clinic.name not in page
+    assert "通院先に直接お問い合わせください" in page
+
+
+def test_a_link_to_a_booking_url_since_removed_gives_that_clinics_contact(
+    desk_runtime: Runtime,
+) -> None:
+    known = known_results(desk_runtime)
+    link = link_of(desk_runtime, known.nudges["A"])
+    clinic = replace(desk_runtime.settings.clinic, booking_url_line="")
+    config = replace(desk_runtime.settings.config, clinic=clinic)
+    settings = replace(desk_runtime.settings, config=config)
+    client = create_app(
+        settings, replace(desk_runtime, settings=settings), FixedClock(NOW)
+    ).test_client()
+    answer = client.get(f"/r/{link}")
+    assert answer.status_code == 404
+    page = answer.get_data(as_text=True)
+    assert clinic.name in page and "ご予約はお電話かメールで" in page

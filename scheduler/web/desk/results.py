@@ -134,7 +134,14 @@ def results_page(clinic: str | None) -> ResponseReturnValue:
 
 
 def _date(text: str | None) -> date | None:
-    return date.fromisoformat(text) if text else None
+    """A day typed in the form; ValueError for one not of this century (the
+    period's arithmetic has no room near the calendar's ends)."""
+    if not text:
+        return None
+    day = date.fromisoformat(text)
+    if not 2000 <= day.year < 2100:
+        raise ValueError(f"out of range: {day}")
+    return day
 
 
 def _cells(outcome: Outcome) -> list[Cell]:
