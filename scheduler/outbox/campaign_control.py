@@ -18,8 +18,9 @@ too; but a pause and a resume between two cycles leave it as it was, hence the
 marks.)
 
 A planner cycle that had read the campaigns before a pause was committed may plan
-the campaign's newsletters again; the next cycle, whose fingerprint then differs,
-plans everyone and withdraws them.
+the campaign's newsletters again: the dispatcher reads the pauses with every batch
+it claims and skips them (`composer.route`), and the next cycle, whose fingerprint
+then differs, plans everyone and withdraws the rest. Resuming revives both.
 """
 
 from __future__ import annotations

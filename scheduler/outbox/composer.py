@@ -44,11 +44,12 @@ from scheduler.messages.digest import build_digest, digest_context
 from scheduler.messages.templates import Renderer, TemplateError, template_in
 from scheduler.messages.tips import Tip, TipSeason, choose_tip, season_label
 from scheduler.outbox.newsletters import campaign_context
-from scheduler.outbox.transitions import Claimed
+from scheduler.outbox.transitions import WITHDRAWN_CAMPAIGN_PAUSED, Claimed
 from scheduler.settings import Settings
 from scheduler.store.channel_state import Hold
 from scheduler.store.facts import contacts_of, load_facts
 from scheduler.store.models import Delivery, Patient
+from scheduler.store.paused_campaigns import paused_ids
 
 # The template variables (`clinic.*`) that hold the clinic's booking URLs.
 BOOKING_URLS = {"booking_url_line": BookingTarget.LINE, "booking_url_web": BookingTarget.WEB}
@@ -82,6 +83,9 @@ class Batch:
     facts: dict[int, PatientFacts]
     recent_tips: defaultdict[int, dict[str, date]]  # tip id → the day it was last sent
     digest: dict[str, Any] | None  # the digest's template variables, if one is claimed
+    # The campaigns paused in the desk, read with the claims: a pause that came after
+    # the newsletter was planned still stops it.
+    paused: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -131,8 +135,9 @@ def read_batch(
     digest = None
     if any(c.reason is Reason.DAILY_DIGEST for c in claimed):
         digest = digest_context(build_digest(session, now, settings), settings)
+    paused = paused_ids(session) if any(c.campaign_id is not None for c in claimed) else frozenset()
     if not ids:
-        return Batch({}, {}, defaultdict(dict), digest)
+        return Batch({}, {}, defaultdict(dict), digest, paused)
     patients = list(session.scalars(select(Patient).where(Patient.id.in_(ids))))
     recipients = {
         p.id: Recipient(
@@ -159,7 +164,7 @@ def read_batch(
     ):
         if patient_id is not None and tip_id and at:
             recent_tips[patient_id][tip_id] = local_date(at, settings.timezone)
-    return Batch(recipients, facts, recent_tips, digest)
+    return Batch(recipients, facts, recent_tips, digest, paused)
 
 
 def route(
@@ -170,6 +175,7 @@ def route(
     now: datetime,
     key_age: timedelta | None,
     forced: ChannelName | None = None,
+    paused: frozenset[str] = frozenset(),
 ) -> Route:
     """The channels a delivery may go by now, preferred first, or why it cannot go.
 
@@ -187,8 +193,13 @@ def route(
         return _open(claimed.channel, (claimed.channel,), holds, now)
     if recipient is None:
         return Skip("the patient is no longer in the database")
-    if claimed.campaign_id is not None and campaign_of(claimed, settings) is None:
-        return Skip(f"campaign {claimed.campaign_id!r} is no longer in the campaigns file")
+    if claimed.campaign_id is not None:
+        campaign = campaign_of(claimed, settings)
+        if campaign is None:
+            return Skip(f"campaign {claimed.campaign_id!r} is no longer in the campaigns file")
+        if not campaign.enabled or campaign.id in paused:
+            # Resuming the campaign plans it again (a skipped message may come back).
+            return Skip(WITHDRAWN_CAMPAIGN_PAUSED)
     contacts = recipient.contacts
     if forced is not None:
         if not contacts.usable(forced):

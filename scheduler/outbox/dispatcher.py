@@ -281,7 +281,9 @@ class Dispatcher:
         batch = read_batch(session, [claimed], now, self.settings)
         assert claimed.patient_id is not None
         recipient = batch.recipients.get(claimed.patient_id)
-        decision = route(claimed, recipient, self.settings, {}, now, None, forced=channel)
+        decision = route(
+            claimed, recipient, self.settings, {}, now, None, forced=channel, paused=batch.paused
+        )
         if not isinstance(decision, Go):
             raise LookupError(decision.reason)
         composer = self.composer if renderer is None else Composer(self.settings, renderer)
@@ -360,7 +362,9 @@ class Dispatcher:
             recipient = known.recipients.get(c.patient_id) if c.patient_id is not None else None
             age = key_age(c.line_first_request_at, db_time) if c.maybe_sent else None
             try:
-                routes[c.id] = route(c, recipient, self.settings, active, cycle.now, age, forced)
+                routes[c.id] = route(
+                    c, recipient, self.settings, active, cycle.now, age, forced, known.paused
+                )
             except Exception as e:
                 routes[c.id] = self._compose_problem(c, e, cycle.now)
         chosen, not_now = self.recorder.until_written(

@@ -32,7 +32,7 @@ from scheduler.outbox.transitions import WITHDRAWN_CAMPAIGN_PAUSED
 from scheduler.runtime import Clinics, Runtime
 from scheduler.store.db import transaction
 from scheduler.store.models import Delivery, DeskAudit, PausedCampaign
-from scheduler.store.paused_campaigns import paused_ids
+from scheduler.store.paused_campaigns import add_pause, paused_ids
 from tests.conftest import ROOT
 from tests.integration.browser import PHONE, fits_the_width
 from tests.integration.clinic import add_appointment, add_patient, visited
@@ -350,6 +350,22 @@ def test_a_pause_and_a_resume_take_effect_at_the_next_worker_cycle(
     resumed = _states(_year_end(desk_runtime))
     assert resumed[DeliveryState.WITHDRAWN] == 0
     assert resumed[DeliveryState.PLANNED] + resumed[DeliveryState.SENT] == 40
+
+
+def test_a_newsletter_planned_before_a_pause_it_raced_is_not_sent(
+    desk_runtime: Runtime,
+) -> None:
+    """A plan that read the campaigns just before a pause committed may have planned
+    its newsletters again; the worker reads the pauses with its claims and sends
+    none of them (skipped, to come back on resuming)."""
+    readers(desk_runtime, 3)
+    _plan(desk_runtime, YEAR_END)
+    with transaction(desk_runtime.sessions) as session:
+        add_pause(session, "year_end", None, YEAR_END)  # the pause, without its withdrawal
+    desk_runtime.dispatcher.dispatch_due(YEAR_END + timedelta(days=10))
+    rows = _year_end(desk_runtime)
+    assert _states(rows) == {DeliveryState.SKIPPED: 3}
+    assert {row.last_error for row in rows} == {WITHDRAWN_CAMPAIGN_PAUSED}
 
 
 def test_the_dry_run_leaves_out_a_paused_campaign_and_says_so(
