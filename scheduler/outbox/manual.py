@@ -22,6 +22,7 @@ from scheduler.core.domain import (
     member,
 )
 from scheduler.core.failure_policy import retry_key_expired
+from scheduler.core.routing import choose_channel
 from scheduler.messages.context import sample_context
 from scheduler.messages.templates import Renderer, template_name
 from scheduler.outbox import transitions
@@ -250,7 +251,21 @@ def send_copy(runtime: Runtime, key: str, address: str, now: datetime) -> str:
         batch.recipients[parts.patient_id], email=address, public_id=new_public_id()
     )
     batch = replace(batch, recipients={parts.patient_id: recipient})
-    message, _ = dispatcher.composer.message(claimed, ChannelName.EMAIL, batch, dispatcher.day(now))
-    message = replace(message, subject=COPY_SUBJECT + (message.subject or ""))
+    day = dispatcher.day(now)
+    if choose_channel(recipient.preferred_channel, recipient.contacts) is ChannelName.LINE:
+        # The patient will read it on LINE: the copy carries the LINE text, by mail.
+        line, _ = dispatcher.composer.message(claimed, ChannelName.LINE, batch, day)
+        message = OutgoingMessage(
+            delivery_id=copy_id,
+            channel=ChannelName.EMAIL,
+            reason=line.reason,
+            to=address,
+            text=line.text,
+            date=line.date,
+            subject=f"{COPY_SUBJECT}LINEでお送りする内容",
+        )
+    else:
+        message, _ = dispatcher.composer.message(claimed, ChannelName.EMAIL, batch, day)
+        message = replace(message, subject=COPY_SUBJECT + (message.subject or ""))
     dispatcher.transports[ChannelName.EMAIL].send(message)
     return copy_id

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
 from email import message_from_bytes
 from email.header import decode_header, make_header
+from email.policy import default
 from pathlib import Path
 from typing import Any
 
@@ -308,17 +309,16 @@ def test_send_to_me_mails_the_patients_message_to_the_staff_and_not_the_patient(
     client: FlaskClient, desk_runtime: Runtime
 ) -> None:
     a_clinic(desk_runtime, NOW)
-    key = the_key(desk_runtime, NOW, "LINE1", Reason.CADENCE_NUDGE)
+    key = the_key(desk_runtime, NOW, "MAIL1", Reason.CADENCE_NUDGE)
     page = post(client, "send-to-me", key)
     assert "確認用のメールはプレビュー用のフォルダに保存しました。" in page
     [mail_file] = list(desk_runtime.settings.outbox_dir.glob("copy-*.eml"))
     mail = message_from_bytes(mail_file.read_bytes())
     assert mail["To"] == STAFF
     assert str(make_header(decode_header(mail["Subject"]))).startswith("【確認用】")
-    body = mail_file.read_bytes().decode("utf-8", "replace")
-    assert "U0123456789abcdef" not in body  # the patient's LINE id goes nowhere
+    assert "jiro@example.jp" not in mail_file.read_bytes().decode("utf-8", "replace")
     with desk_runtime.sessions() as session:
-        patient = session.scalars(select(Patient).where(Patient.external_id == "LINE1")).one()
+        patient = session.scalars(select(Patient).where(Patient.external_id == "MAIL1")).one()
     token = str(mail["List-Unsubscribe"]).strip("<>").rsplit("/", 1)[1]
     settings = desk_runtime.settings
     _, stops, _ = read_unsubscribe_token(settings.secret_key, token, settings.clinic_slug)
@@ -327,6 +327,23 @@ def test_send_to_me_mails_the_patients_message_to_the_staff_and_not_the_patient(
         assert session.scalars(select(Delivery)).all() == []  # no delivery to anyone
         [record] = session.scalars(select(DeskAudit).where(DeskAudit.action == "send_to_me"))
     assert record.detail.startswith(f"message {key} sent as copy-")
+
+
+def test_send_to_me_of_a_line_message_mails_its_line_text(
+    client: FlaskClient, desk_runtime: Runtime
+) -> None:
+    a_clinic(desk_runtime, NOW)
+    post(client, "send-to-me", the_key(desk_runtime, NOW, "LINE1", Reason.CADENCE_NUDGE))
+    [mail_file] = list(desk_runtime.settings.outbox_dir.glob("copy-*.eml"))
+    mail = message_from_bytes(mail_file.read_bytes(), policy=default)
+    assert mail["To"] == STAFF
+    subject = str(make_header(decode_header(mail["Subject"])))
+    assert subject == "【確認用】LINEでお送りする内容"
+    body = mail.get_body(("plain",)).get_content()  # type: ignore[attr-defined]
+    assert body.startswith("山田 花子様、")  # the LINE text, written for her
+    assert "U0123456789abcdef" not in mail_file.read_text("utf-8")  # her LINE id goes nowhere
+    with desk_runtime.sessions() as session:
+        assert session.scalars(select(Delivery)).all() == []
 
 
 smtp_server = smtp_server_fixture()
