@@ -206,11 +206,11 @@ def parse_key(key: str) -> MessageKey:
     first, _, rest = key.partition(":")
     occurrence, _, patient = rest.rpartition(":")
     reason = member(Reason, first)
-    if reason is None or reason is Reason.DAILY_DIGEST or not occurrence or not patient.isdigit():
+    if reason is None or reason is Reason.DAILY_DIGEST or not occurrence or not _row_id(patient):
         raise ValueError(f"{key!r} is not the key of a patient's message")
     parts = MessageKey(reason, int(patient))
     if reason in SAMPLE_APPOINTMENT:
-        if not (occurrence.startswith("a") and occurrence[1:].isdigit()):
+        if not (occurrence.startswith("a") and _row_id(occurrence[1:])):
             raise ValueError(f"{key!r} names no appointment")
         return replace(parts, appointment_id=int(occurrence[1:]))
     if reason is Reason.NEWSLETTER:
@@ -220,6 +220,11 @@ def parse_key(key: str) -> MessageKey:
         except ValueError:
             raise ValueError(f"{key!r} names no campaign day") from None
     return parts
+
+
+def _row_id(text: str) -> bool:
+    """A row id the databases can hold (a 64-bit integer: 18 digits at most)."""
+    return text.isdigit() and len(text) <= 18
 
 
 COPY_SUBJECT = "【確認用】"

@@ -46,6 +46,8 @@ def test_a_key_names_its_reason_patient_and_occurrence(key: str, expected: Messa
         pytest.param("cadence_nudge:2026-11-22:P001", id="an-external-id"),
         pytest.param("appointment_reminder:7:3", id="no-appointment"),
         pytest.param("newsletter:year-end:someday:5", id="no-campaign-day"),
+        pytest.param("cadence_nudge:2026-11-22:" + "9" * 19, id="a-patient-id-too-long"),
+        pytest.param("appointment_reminder:a" + "9" * 19 + ":3", id="an-appointment-id-too-long"),
     ],
 )
 def test_anything_else_is_not_a_patients_message(key: str) -> None:

@@ -353,10 +353,10 @@ def restore(clinic: str | None, name: str) -> ResponseReturnValue:
     settings = here.settings
     path = _editable(settings, name)
     now = clock_of(current_app).now()
-    try:
-        version_id = int(request.form.get("version", ""))
-    except ValueError:
+    chosen = request.form.get("version", "")
+    if not chosen.isdigit() or len(chosen) > 18:  # a row id the databases can hold
         abort(404)
+    version_id = int(chosen)
     with reading(here.runtime.sessions) as db:
         version = find_version(db, name, version_id)
         if version is None:
