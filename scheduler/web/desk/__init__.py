@@ -49,7 +49,7 @@ from flask.typing import ResponseReturnValue
 from scheduler.runtime import Runtime
 from scheduler.settings import Settings
 from scheduler.store.db import reading
-from scheduler.store.desk import active_user
+from scheduler.store.desk import Role, active_user
 from scheduler.web.app import clinics_of, log_facts, runtime_of
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,7 @@ def install(app: Flask, settings: Settings) -> None:
     app.jinja_env.globals["csrf_field"] = CSRF_FIELD
     # Imported for their routes, which they add to the blueprint.
     from scheduler.web.desk import (  # noqa: F401
+        accounts,
         auth,
         campaigns,
         messages,
@@ -120,6 +121,11 @@ class Desk:
     base: str  # "" or "/desk/<slug>": prefix of every link and form of the desk
     user_id: int | None = None
     user_email: str | None = None
+    user_role: str | None = None  # store.desk.Role
+
+    @property
+    def is_owner(self) -> bool:
+        return self.user_role == Role.OWNER
 
     @property
     def settings(self) -> Settings:
@@ -155,14 +161,14 @@ def guard() -> ResponseReturnValue | None:
     return None
 
 
-def _signed_in(runtime: Runtime) -> tuple[int, str] | None:
+def _signed_in(runtime: Runtime) -> tuple[int, str, str] | None:
     """The account this request's session is signed in as, for this clinic."""
     user_id = session.get("user")
     if not isinstance(user_id, int) or session.get("clinic") != runtime.settings.clinic_id:
         return None
     with reading(runtime.sessions) as db:
         user = active_user(db, user_id)
-        return None if user is None else (user.id, user.email)
+        return None if user is None else (user.id, user.email, user.role)
 
 
 def csrf_token() -> str:
