@@ -229,13 +229,12 @@ class Account:
 
 def accounts(session: Session) -> list[Account]:
     """The clinic's accounts, enabled ones first, each by email."""
-    last = dict(
-        session.execute(
-            select(DeskAudit.user_id, func.max(DeskAudit.at))
-            .where(DeskAudit.clinic_id == clinic_of(session), DeskAudit.action == "sign_in")
-            .group_by(DeskAudit.user_id)
-        ).tuples()
+    signed_in = session.execute(
+        select(DeskAudit.user_id, func.max(DeskAudit.at))
+        .where(DeskAudit.clinic_id == clinic_of(session), DeskAudit.action == "sign_in")
+        .group_by(DeskAudit.user_id)
     )
+    last = {user_id: at for user_id, at in signed_in}
     users = session.scalars(
         select(DeskUser)
         .where(DeskUser.clinic_id == clinic_of(session))
