@@ -17,6 +17,8 @@ The rules every page follows (this module, `before_request`):
   it, or with another, is refused (400) before its view runs.
 - Every page but the sign-in form needs a signed-in, enabled account of the clinic;
   otherwise it redirects to the clinic's `/login`.
+- An account is an owner or staff (`Desk.is_owner`): the Accounts page is for owners
+  (accounts.py answers staff with 403); every other page is for both.
 - Pages are server-rendered, with their styles inline and no scripts (the web app's
   Content-Security-Policy allows none). The message editor alone loads a script, its
   own, for a live preview (messages.py sets its page's policy); it works without.
