@@ -299,15 +299,31 @@ def set_role(session: Session, actor_id: int, account_id: int, role: Role) -> Ch
     return Change.DONE
 
 
-def change_password(session: Session, user_id: int, current: str, new: str) -> bool:
-    """Replace an account's password, given its current one; False if that is wrong.
-    Raises AccountError for a new password the desk cannot accept."""
+class PasswordChange(StrEnum):
+    DONE = "done"
+    WRONG = "wrong"  # the current password given is not the account's
+    LOCKED = "locked"  # too many wrong ones lately, as for signing in
+
+
+def change_password(
+    session: Session, user_id: int, current: str, new: str, address: str, now: datetime
+) -> PasswordChange:
+    """Replace an account's password, given its current one. A wrong current password
+    counts as a failed sign-in of the account from `address`: a session left open is
+    no way to guess the password faster than the sign-in form allows. Raises
+    AccountError for a new password the desk cannot accept."""
     user = active_user(session, user_id)
-    if user is None or not _verify(user.password_hash, current):
-        return False
+    if user is None:
+        return PasswordChange.WRONG
+    key = _failure_key(user.email, address)
+    if failures(session, key, now) >= FAILURES_ALLOWED:
+        return PasswordChange.LOCKED
+    if not _verify(user.password_hash, current):
+        _failed(session, key, now)
+        return PasswordChange.WRONG
     check_password(new)
     user.password_hash = _hasher.hash(new)
-    return True
+    return PasswordChange.DONE
 
 
 def _enabled_owners(session: Session) -> list[int]:

@@ -30,7 +30,7 @@ from scheduler.commands import main
 from scheduler.runtime import Clinics, Runtime
 from scheduler.store import db
 from scheduler.store.db import transaction
-from scheduler.store.desk import Change, Role, add_user, set_enabled
+from scheduler.store.desk import FAILURES_ALLOWED, Change, Role, add_user, set_enabled
 from scheduler.store.models import DeskAudit, DeskUser
 from scheduler.web.app import create_app
 from tests.conftest import DATABASES, ROOT, run_tayori
@@ -513,6 +513,20 @@ def test_a_password_change_the_desk_cannot_accept_changes_nothing(
     assert answer.status_code == 400
     assert problem in answer.get_data(as_text=True)
     assert sign_in(other).location == "/"
+    assert audited(desk_runtime, "password_change") == []
+
+
+def test_guessing_the_current_password_is_limited_as_signing_in_is(
+    client: FlaskClient, other: FlaskClient, desk_runtime: Runtime
+) -> None:
+    sign_in(client)
+    new = "lantern pebble orchard quill"
+    for _ in range(FAILURES_ALLOWED):
+        post(client, "/password", current="a wrong password!", new=new, again=new)
+    locked = post(client, "/password", current=PASSWORD, new=new, again=new)
+    assert locked.status_code == 429
+    assert "しばらく変更できません。" in locked.get_data(as_text=True)
+    assert sign_in(other, address="127.0.0.1").status_code == 429  # the same count
     assert audited(desk_runtime, "password_change") == []
 
 

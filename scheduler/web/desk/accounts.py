@@ -19,10 +19,12 @@ from flask.typing import ResponseReturnValue
 from scheduler.messages.context import japanese_datetime
 from scheduler.store.db import reading, transaction
 from scheduler.store.desk import (
+    FAILURE_WINDOW,
     MAX_PASSWORD_LENGTH,
     MIN_PASSWORD_LENGTH,
     AccountError,
     Change,
+    PasswordChange,
     Role,
     accounts,
     add_user,
@@ -42,6 +44,10 @@ log = logging.getLogger(__name__)
 ROLES = {Role.OWNER: "管理者", Role.STAFF: "スタッフ"}
 TOO_SHORT = f"パスワードは{MIN_PASSWORD_LENGTH}文字以上にしてください。"
 TOO_LONG = f"パスワードは{MAX_PASSWORD_LENGTH}文字以内にしてください。"
+LOCKED = (
+    "パスワードの入力の失敗が続いたため、しばらく変更できません。"
+    f"{FAILURE_WINDOW.seconds // 60}分ほどたってから、もう一度お試しください。"
+)
 REFUSED = {
     Change.NOT_FOUND: "このアカウントは見つかりませんでした。",
     Change.NOT_OWNER: "アカウントの管理は、管理者だけができます。",
@@ -217,17 +223,24 @@ def password(clinic: str | None) -> ResponseReturnValue:
         problem = "新しいパスワードが、確認のために入力したものと違います。"
     elif new == current:
         problem = "新しいパスワードが、いまのパスワードと同じです。"
-    if problem is None:
-        now = clock_of(current_app).now()
-        with transaction(here.runtime.sessions) as db:
-            changed = change_password(db, here.user_id, current, new)
-            if changed:
-                detail = f"account {here.user_id} changed its own password"
-                audit(db, here.user_id, "password_change", detail, now)
-        if not changed:
-            problem = "いまのパスワードが正しくありません。"
     if problem is not None:
         return _password_page(here, problem), 400
+    now = clock_of(current_app).now()
+    with transaction(here.runtime.sessions) as db:
+        outcome = change_password(db, here.user_id, current, new, request.remote_addr or "", now)
+        if outcome is PasswordChange.DONE:
+            detail = f"account {here.user_id} changed its own password"
+            audit(db, here.user_id, "password_change", detail, now)
+    if outcome is PasswordChange.LOCKED:
+        log.warning(
+            "desk: account %s refused a password change: too many wrong passwords lately",
+            here.user_id,
+            extra=log_facts(here.runtime),
+        )
+        retry = {"Retry-After": str(int(FAILURE_WINDOW.total_seconds()))}
+        return _password_page(here, LOCKED), 429, retry
+    if outcome is PasswordChange.WRONG:
+        return _password_page(here, "いまのパスワードが正しくありません。"), 400
     log.info("desk: account %s changed its password", here.user_id, extra=log_facts(here.runtime))
     flash("パスワードを変更しました。次のログインから、新しいパスワードを使ってください。", "done")
     return redirect(here.url("/"))
