@@ -111,6 +111,13 @@ def find_user(session: Session, email: str) -> DeskUser | None:
     )
 
 
+def session_stamp(user: DeskUser) -> str:
+    """A mark of the account's password as it is now, kept in each desk session at its
+    sign-in: once the password changes, the account's other sessions no longer match
+    and end at their next request. (Of the hash, whose salt is new at every change.)"""
+    return hashlib.sha256(user.password_hash.encode()).hexdigest()[:16]
+
+
 def active_user(session: Session, user_id: int) -> DeskUser | None:
     """The account a desk session names, while it belongs to the session's clinic and
     is not disabled (disabling an account ends its sessions at their next request)."""
@@ -130,6 +137,7 @@ class SignIn(StrEnum):
 class SignInOutcome:
     result: SignIn
     user_id: int | None = None
+    stamp: str | None = None  # the account's `session_stamp`, for its new session
 
 
 def sign_in(
@@ -154,7 +162,7 @@ def sign_in(
     )
     if _hasher.check_needs_rehash(user.password_hash):
         user.password_hash = _hasher.hash(password)
-    return SignInOutcome(SignIn.OK, user.id)
+    return SignInOutcome(SignIn.OK, user.id, session_stamp(user))
 
 
 def _failed(session: Session, key: str, now: datetime) -> SignInOutcome:

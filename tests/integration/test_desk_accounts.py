@@ -516,6 +516,17 @@ def test_a_password_change_the_desk_cannot_accept_changes_nothing(
     assert audited(desk_runtime, "password_change") == []
 
 
+def test_changing_the_password_signs_out_the_accounts_other_sessions(
+    client: FlaskClient, other: FlaskClient
+) -> None:
+    sign_in(client)
+    sign_in(other)
+    new = "lantern pebble orchard quill"
+    post(client, "/password", current=PASSWORD, new=new, again=new)
+    assert client.get("/").status_code == 200
+    assert other.get("/").location == "/login"
+
+
 def test_guessing_the_current_password_is_limited_as_signing_in_is(
     client: FlaskClient, other: FlaskClient, desk_runtime: Runtime
 ) -> None:

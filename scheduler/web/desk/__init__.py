@@ -15,8 +15,9 @@ The rules every page follows (this module, `before_request`):
   when the installation's public URL is https, for 12 hours after the sign-in.
 - Every POST carries the session's CSRF token (`csrf_token` in the form); one without
   it, or with another, is refused (400) before its view runs.
-- Every page but the sign-in form needs a signed-in, enabled account of the clinic;
-  otherwise it redirects to the clinic's `/login`.
+- Every page but the sign-in form needs a signed-in, enabled account of the clinic,
+  whose password has not changed since the session's sign-in; otherwise it redirects
+  to the clinic's `/login`.
 - An account is an owner or staff (`Desk.is_owner`): the Accounts page is for owners
   (accounts.py answers staff with 403); every other page is for both.
 - Pages are server-rendered, with their styles inline and no scripts (the web app's
@@ -51,7 +52,7 @@ from flask.typing import ResponseReturnValue
 from scheduler.runtime import Runtime
 from scheduler.settings import Settings
 from scheduler.store.db import reading
-from scheduler.store.desk import Role, active_user
+from scheduler.store.desk import Role, active_user, session_stamp
 from scheduler.web.app import clinics_of, log_facts, runtime_of
 
 log = logging.getLogger(__name__)
@@ -170,7 +171,10 @@ def _signed_in(runtime: Runtime) -> tuple[int, str, str] | None:
         return None
     with reading(runtime.sessions) as db:
         user = active_user(db, user_id)
-        return None if user is None else (user.id, user.email, user.role)
+        # A session from before the account's password changed is over.
+        if user is None or session.get("stamp") != session_stamp(user):
+            return None
+        return user.id, user.email, user.role
 
 
 def csrf_token() -> str:

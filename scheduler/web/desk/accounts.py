@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from flask import current_app, flash, redirect, render_template, request
+from flask import current_app, flash, redirect, render_template, request, session
 from flask.typing import ResponseReturnValue
 
 from scheduler.messages.context import japanese_datetime
@@ -27,12 +27,14 @@ from scheduler.store.desk import (
     PasswordChange,
     Role,
     accounts,
+    active_user,
     add_user,
     audit,
     change_password,
     check_email,
     find_user,
     generated_password,
+    session_stamp,
     set_enabled,
     set_role,
 )
@@ -231,6 +233,10 @@ def password(clinic: str | None) -> ResponseReturnValue:
         if outcome is PasswordChange.DONE:
             detail = f"account {here.user_id} changed its own password"
             audit(db, here.user_id, "password_change", detail, now)
+            changed = active_user(db, here.user_id)
+            assert changed is not None
+            # This session goes on; the account's others end at their next request.
+            session["stamp"] = session_stamp(changed)
     if outcome is PasswordChange.LOCKED:
         log.warning(
             "desk: account %s refused a password change: too many wrong passwords lately",
