@@ -338,11 +338,17 @@ def parser() -> argparse.ArgumentParser:
     user_actions = user.add_subparsers(dest="action", required=True, metavar="ACTION")
     adding_user = user_actions.add_parser(
         "add",
-        help="add a staff account for the desk; the password is asked for (or read as one "
+        help="add an account for the desk; the password is asked for (or read as one "
         "line from standard input when that is not a terminal)",
     )
     clinic_option(adding_user, ONE_CLINIC)
     adding_user.add_argument("email", metavar="EMAIL", help="the account's sign-in name")
+    adding_user.add_argument(
+        "--owner",
+        action="store_true",
+        help="an owner, who also manages the clinic's accounts in the desk (the clinic's "
+        "first account is one anyway; later ones are staff without --owner)",
+    )
 
     clinic = command("clinic", "clinics:list_clinics", "the clinics this installation serves", None)
     clinic_actions = clinic.add_subparsers(dest="action", required=True, metavar="ACTION")

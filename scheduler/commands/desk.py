@@ -9,11 +9,12 @@ import sys
 from scheduler.commands.common import CommandError, command_now, opened
 from scheduler.settings import DEFAULT_CLINIC_ID, Settings
 from scheduler.store import db
-from scheduler.store.desk import AccountError, add_user, check_email, check_password
+from scheduler.store.desk import AccountError, Role, add_user, check_email, check_password
 
 
 def user_add(args: argparse.Namespace, settings: Settings) -> int:
-    """A staff account of the clinic. The password is asked twice on a terminal, or
+    """An account of the clinic: an owner if it is the clinic's first or with
+    `--owner`, staff otherwise. The password is asked twice on a terminal, or
     read as one line from standard input (a script, a secret manager's pipe); never
     from an argument, which would stay in the shell's history and `ps`."""
     try:
@@ -25,10 +26,15 @@ def user_add(args: argparse.Namespace, settings: Settings) -> int:
     now = command_now(args, settings)
     with opened(settings) as runtime, db.transaction(runtime.sessions) as session:
         try:
-            add_user(session, email, password, now)
+            user = add_user(session, email, password, now, Role.OWNER if args.owner else None)
         except AccountError as e:
             raise CommandError(str(e)) from None
-    print(f"desk account {email} added to clinic {settings.clinic_slug}")
+        role = user.role
+    if role == Role.OWNER:
+        what = "an owner: manages the clinic's accounts in the desk too"
+    else:
+        what = "staff: uses the desk but manages no accounts (--owner makes an owner)"
+    print(f"desk account {email} added to clinic {settings.clinic_slug} as {what}")
     address = settings.public_url or "http://HOST:PORT"
     print(f"  sign in at {address}{desk_path(settings)}/login")
     return 0

@@ -408,6 +408,8 @@ class DeskUser(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # "owner" (manages the clinic's accounts too) or "staff": store.desk.Role
+    role: Mapped[str] = mapped_column(String(16))
 
 
 class DeskAudit(Base):

@@ -15,8 +15,11 @@ The rules every page follows (this module, `before_request`):
   when the installation's public URL is https, for 12 hours after the sign-in.
 - Every POST carries the session's CSRF token (`csrf_token` in the form); one without
   it, or with another, is refused (400) before its view runs.
-- Every page but the sign-in form needs a signed-in, enabled account of the clinic;
-  otherwise it redirects to the clinic's `/login`.
+- Every page but the sign-in form needs a signed-in, enabled account of the clinic,
+  whose password has not changed since the session's sign-in; otherwise it redirects
+  to the clinic's `/login`.
+- An account is an owner or staff (`Desk.is_owner`): the Accounts page is for owners
+  (accounts.py answers staff with 403); every other page is for both.
 - Pages are server-rendered, with their styles inline and no scripts (the web app's
   Content-Security-Policy allows none). The message editor alone loads a script, its
   own, for a live preview (messages.py sets its page's policy); it works without.
@@ -49,7 +52,7 @@ from flask.typing import ResponseReturnValue
 from scheduler.runtime import Runtime
 from scheduler.settings import Settings
 from scheduler.store.db import reading
-from scheduler.store.desk import active_user
+from scheduler.store.desk import Role, active_user, session_stamp
 from scheduler.web.app import clinics_of, log_facts, runtime_of
 
 log = logging.getLogger(__name__)
@@ -86,6 +89,7 @@ def install(app: Flask, settings: Settings) -> None:
     app.jinja_env.globals["csrf_field"] = CSRF_FIELD
     # Imported for their routes, which they add to the blueprint.
     from scheduler.web.desk import (  # noqa: F401
+        accounts,
         auth,
         campaigns,
         messages,
@@ -120,6 +124,11 @@ class Desk:
     base: str  # "" or "/desk/<slug>": prefix of every link and form of the desk
     user_id: int | None = None
     user_email: str | None = None
+    user_role: str | None = None  # store.desk.Role
+
+    @property
+    def is_owner(self) -> bool:
+        return self.user_role == Role.OWNER
 
     @property
     def settings(self) -> Settings:
@@ -155,14 +164,17 @@ def guard() -> ResponseReturnValue | None:
     return None
 
 
-def _signed_in(runtime: Runtime) -> tuple[int, str] | None:
+def _signed_in(runtime: Runtime) -> tuple[int, str, str] | None:
     """The account this request's session is signed in as, for this clinic."""
     user_id = session.get("user")
     if not isinstance(user_id, int) or session.get("clinic") != runtime.settings.clinic_id:
         return None
     with reading(runtime.sessions) as db:
         user = active_user(db, user_id)
-        return None if user is None else (user.id, user.email)
+        # A session from before the account's password changed is over.
+        if user is None or session.get("stamp") != session_stamp(user):
+            return None
+        return user.id, user.email, user.role
 
 
 def csrf_token() -> str:

@@ -51,6 +51,7 @@ def login(clinic: str | None) -> ResponseReturnValue:
     session.permanent = True
     session["clinic"] = here.settings.clinic_id
     session["user"] = outcome.user_id
+    session["stamp"] = outcome.stamp
     csrf_token()
     return redirect(here.url("/"))
 
