@@ -545,7 +545,7 @@ def test_guessing_the_current_password_is_limited_as_signing_in_is(
 
 
 def test_an_owner_adds_staff_who_cannot_manage_accounts_and_is_signed_out_when_disabled(
-    site: Site, browser: Any, tmp_path: Path
+    site: Site, browser: Any, screenshots: Path
 ) -> None:
     emptied(site.runtime, datetime.now(UTC))
     owner = browser.new_page(viewport=PHONE)
@@ -561,7 +561,7 @@ def test_an_owner_adds_staff_who_cannot_manage_accounts_and_is_signed_out_when_d
         generated = owner.inner_text(".secret code")
         assert f"{NURSE} をスタッフとして追加しました。" in owner.inner_text("body")
         assert fits_the_phone(owner) and fits_the_width(owner)
-        owner.screenshot(path=str(tmp_path / "desk-accounts-added-phone.png"), full_page=True)
+        owner.screenshot(path=str(screenshots / "desk-accounts-added-phone.png"), full_page=True)
 
         staff.goto(f"{site.base}/login")
         staff.get_by_label("メールアドレス").fill(NURSE)
@@ -573,19 +573,19 @@ def test_an_owner_adds_staff_who_cannot_manage_accounts_and_is_signed_out_when_d
         staff.goto(f"{site.base}/accounts")
         assert OWNERS_ONLY in staff.inner_text("h1")
         assert fits_the_phone(staff)
-        staff.screenshot(path=str(tmp_path / "desk-accounts-staff-refused-phone.png"))
+        staff.screenshot(path=str(screenshots / "desk-accounts-staff-refused-phone.png"))
         staff.get_by_role("link", name="パスワード変更").click()
         staff.wait_for_load_state()
         assert staff.inner_text("h1") == "パスワード変更"
         assert fits_the_phone(staff)
-        staff.screenshot(path=str(tmp_path / "desk-password-phone.png"), full_page=True)
+        staff.screenshot(path=str(screenshots / "desk-password-phone.png"), full_page=True)
 
         owner.goto(f"{site.base}/accounts")
         owner.get_by_role("button", name=f"無効にする（{NURSE}）").click()
         owner.wait_for_load_state()
         assert "アカウントを無効にしました。" in owner.inner_text("body")
         assert fits_the_phone(owner)
-        owner.screenshot(path=str(tmp_path / "desk-accounts-disabled-phone.png"), full_page=True)
+        owner.screenshot(path=str(screenshots / "desk-accounts-disabled-phone.png"), full_page=True)
 
         staff.goto(f"{site.base}/")
         assert staff.url == f"{site.base}/login"
@@ -598,7 +598,7 @@ def test_an_owner_adds_staff_who_cannot_manage_accounts_and_is_signed_out_when_d
 
 
 def test_the_accounts_and_password_pages_on_a_desktop(
-    site: Site, browser: Any, tmp_path: Path
+    site: Site, browser: Any, screenshots: Path
 ) -> None:
     emptied(site.runtime, datetime.now(UTC))
     with transaction(site.runtime.sessions) as session:
@@ -608,11 +608,11 @@ def test_the_accounts_and_password_pages_on_a_desktop(
         sign_in_with_browser(page, site.base)
         page.goto(f"{site.base}/accounts")
         assert fits_the_phone(page)
-        page.screenshot(path=str(tmp_path / "desk-accounts-desktop.png"), full_page=True)
+        page.screenshot(path=str(screenshots / "desk-accounts-desktop.png"), full_page=True)
         page.get_by_role("link", name="パスワード変更").click()
         page.wait_for_load_state()
         assert page.inner_text("h1") == "パスワード変更"
-        page.screenshot(path=str(tmp_path / "desk-password-desktop.png"), full_page=True)
+        page.screenshot(path=str(screenshots / "desk-password-desktop.png"), full_page=True)
         new = "lantern pebble orchard quill"
         page.get_by_label("いまのパスワード").fill(PASSWORD)
         page.get_by_label("新しいパスワード（12文字以上）").fill(new)
