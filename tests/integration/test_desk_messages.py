@@ -534,6 +534,22 @@ def test_the_preview_follows_the_typing_without_a_button(
     assert (site_messages(site) / NUDGE_LINE).read_text(encoding="utf-8") == original
 
 
+def test_the_live_preview_says_when_the_session_has_ended(site: Site, browser: Any) -> None:
+    emptied(site.runtime, datetime.now(UTC))
+    original = (site_messages(site) / NUDGE_LINE).read_text(encoding="utf-8")
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    try:
+        sign_in_with_browser(page, site.base)
+        page.goto(f"{site.base}{EDITOR}")
+        context.clear_cookies()  # the session ends while the practitioner types
+        page.get_by_label("本文", exact=True).fill(with_a_change(original))
+        page.locator("#results", has_text="ログインが切れています").wait_for()
+        assert page.url == f"{site.base}{EDITOR}"  # the typed text is still on the page
+    finally:
+        context.close()
+
+
 def test_the_list_on_a_desktop(site: Site, browser: Any, screenshots: Path) -> None:
     emptied(site.runtime, datetime.now(UTC))
     page = browser.new_page(viewport={"width": 1280, "height": 900})

@@ -23,6 +23,14 @@
       credentials: "same-origin",
     })
       .then(function (answer) {
+        // Signed out meanwhile (the sign-in page answered, or the form's CSRF token
+        // is no longer the session's): say so before the practitioner presses 保存.
+        if (answer.redirected || answer.status === 400) {
+          if (mine === latest) {
+            signedOut();
+          }
+          return null;
+        }
         return answer.ok ? answer.text() : null;
       })
       .then(function (html) {
@@ -34,6 +42,15 @@
       .catch(function () {
         // Offline or signed out: the プレビュー button still says what is wrong.
       });
+  }
+
+  function signedOut() {
+    var notice = document.createElement("p");
+    notice.className = "problem";
+    notice.setAttribute("role", "alert");
+    notice.textContent =
+      "ログインが切れています。このページはそのままにして、別のタブでログインし直してから保存してください。";
+    results.replaceChildren(notice);
   }
 
   form.addEventListener("input", function () {
