@@ -441,6 +441,42 @@ def test_staff_sign_in_and_retry_a_failed_message_on_a_phone(
     )
 
 
+def test_a_wrong_password_in_the_browser_opens_nothing(site: Site, browser: Any) -> None:
+    emptied(site.runtime, datetime.now(UTC))
+    page = browser.new_page(viewport=PHONE)
+    try:
+        page.goto(f"{site.base}/login")
+        page.get_by_label("メールアドレス").fill(STAFF)
+        page.get_by_label("パスワード").fill("not the password at all")
+        page.get_by_role("button", name="ログイン").click()
+        page.wait_for_load_state()
+        assert "メールアドレスまたはパスワードが正しくありません。" in page.inner_text("body")
+        page.goto(f"{site.base}/upcoming")
+        assert page.url == f"{site.base}/login"
+    finally:
+        page.close()
+
+
+def test_the_web_process_refuses_a_form_posted_without_its_csrf_token(
+    site: Site, browser: Any
+) -> None:
+    """As a page of another site would post it: with the session's cookie, without
+    the token that only the desk's own forms carry."""
+    failed = a_failed_delivery(site.runtime, datetime.now(UTC))
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        sign_in_with_browser(page, site.base)
+        answer = context.request.post(
+            f"{site.base}/deliveries/{failed}/retry", form={"confirm": "1"}
+        )
+        assert answer.status == 400
+    finally:
+        context.close()
+    with site.runtime.sessions() as session:
+        assert session.get_one(Delivery, failed).state is DeliveryState.FAILED
+
+
 def test_the_today_page_on_a_desktop(site: Site, browser: Any, screenshots: Path) -> None:
     a_failed_delivery(site.runtime, datetime.now(UTC))
     page = browser.new_page(viewport={"width": 1280, "height": 900})
