@@ -214,7 +214,12 @@ def _error_page(code: int) -> ResponseReturnValue:
     if here is None:
         return render_template("desk/not_found.html"), code
     title, text = ERROR_PAGES[code]
-    return render_template("desk/error.html", desk=here, title=title, text=text), code
+    # `csrf_token` given here: an address no route takes is outside the blueprint,
+    # whose context processor gives it to the desk's other pages.
+    page = render_template(
+        "desk/error.html", desk=here, title=title, text=text, csrf_token=csrf_token
+    )
+    return page, code
 
 
 def _unrouted(error: HTTPException) -> ResponseReturnValue:
