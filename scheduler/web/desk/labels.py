@@ -191,7 +191,7 @@ _CHANNEL_TEXTS: tuple[tuple[str, str], ...] = (
         "LINEにつながりませんでした",
     ),
     (r"LINE quota: ", "今月のLINEの残りが少ないため、お待ちしています"),
-    (r"(line|email) channel held: ", "送信方法が一時停止中のため、お待ちしています"),
+    (r"(line|email) channel held: ", "送信を一時的に見合わせているため、お待ちしています"),
     (r"\S+\.j2(:\d+)?: ", "メッセージのひな形に問題があります（「メッセージ」で直せます）"),
     # Any other word of a channel: at least which way it failed.
     (r"LINE\b", "LINEで送れませんでした"),

@@ -105,7 +105,7 @@ def results_page(clinic: str | None) -> ResponseReturnValue:
                 *(
                     [
                         Row(
-                            UNMESSAGED + UNMESSAGED_WHY,
+                            UNMESSAGED,  # its note says why: no consent, no contact
                             f"同意なし {r.no_consent}・連絡先なし {r.no_contact}",
                             r.unmessaged.count,
                             _cells(r.unmessaged),
