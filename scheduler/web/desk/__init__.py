@@ -21,6 +21,11 @@ The rules every page follows (this module, `before_request`):
   Content-Security-Policy allows none). The message editor alone loads a script, its
   own, for a live preview (messages.py sets its page's policy); it works without.
 - Logs carry account ids, never emails, passwords, tokens or patients' details.
+- A page that is not there (404), a method a page does not take (405) and a fault
+  (500) answer with the desk's own Japanese page, with the navigation when signed in;
+  a fault's page names nothing of it (the log has it).
+- Staff read Japanese: the outbox's and the lint's English, the channels, states and
+  dates are named through labels.py, and a named patient links to their page.
 """
 
 from __future__ import annotations
