@@ -56,15 +56,26 @@ def _section(html: str, heading: str) -> str:
     return html.split(f">{heading}</h2>")[1].split("</section>")[0]
 
 
-def a_patient_with_a_coming_message(runtime: Runtime) -> int:
-    """A maintenance patient who visited 4 days before NOW, planned at NOW; their id."""
+def a_patient_with_a_coming_message(runtime: Runtime, now: datetime = NOW) -> int:
+    """A maintenance patient who visited 4 days before `now`, planned at `now`; their id."""
     with transaction(runtime.sessions) as session:
-        patient = add_patient(session, NOW - timedelta(days=30), "P001", Phase.MAINTENANCE)
-        visited(session, NOW, days_ago=4, external_id="P001")
+        patient = add_patient(session, now - timedelta(days=30), "P001", Phase.MAINTENANCE)
+        visited(session, now, days_ago=4, external_id="P001")
         patient_id = patient.id
     with transaction(runtime.sessions) as session:
-        plan(session, NOW, runtime.settings.rules, runtime.settings)
+        plan(session, now, runtime.settings.rules, runtime.settings)
     return patient_id
+
+
+def hold_the_first(runtime: Runtime, patient_id: int, now: datetime) -> None:
+    """Hold the patient's first coming message, as Upcoming's 「保留する」 does."""
+    with transaction(runtime.sessions) as session:
+        [key, *_] = session.scalars(
+            select(Delivery.idempotency_key)
+            .where(Delivery.patient_id == patient_id, Delivery.state == DeliveryState.PLANNED)
+            .order_by(Delivery.send_after)
+        ).all()
+        assert transitions.hold(session, key, now, None)
 
 
 # --- every named patient links to their page --------------------------------------
@@ -198,18 +209,31 @@ def test_a_held_message_shows_as_held_on_the_patients_page(
     client: FlaskClient, desk_runtime: Runtime
 ) -> None:
     patient_id = a_patient_with_a_coming_message(desk_runtime)
-    with transaction(desk_runtime.sessions) as session:
-        [key, *_] = session.scalars(
-            select(Delivery.idempotency_key)
-            .where(Delivery.patient_id == patient_id, Delivery.state == DeliveryState.PLANNED)
-            .order_by(Delivery.send_after)
-        ).all()
-        assert transitions.hold(session, key, NOW, None)
+    hold_the_first(desk_runtime, patient_id, NOW)
     sign_in(client)
     html = client.get(f"/patients/{patient_id}").get_data(as_text=True)
     coming = _section(html, "今後の送信予定")
     assert coming.count('<span class="badge held">保留中</span>') == 1
     assert coming.count("送信予定") == coming.count("<li") - 1  # the others wait as planned
+
+
+def test_a_held_message_on_the_patients_page_on_a_phone(
+    site: Site, browser: Any, screenshots: Path
+) -> None:
+    now = datetime.now(UTC)
+    emptied(site.runtime, now)
+    patient_id = a_patient_with_a_coming_message(site.runtime, now)
+    hold_the_first(site.runtime, patient_id, now)
+    page = browser.new_page(viewport=PHONE)
+    try:
+        sign_in_with_browser(page, site.base)
+        page.goto(f"{site.base}/patients/{patient_id}")
+        coming = page.locator("section[aria-labelledby=upcoming]")
+        assert coming.locator(".badge.held").inner_text() == "保留中"
+        assert fits_the_phone(page) and fits_the_width(page)
+        coming.screenshot(path=str(screenshots / "desk-patient-held-phone.png"))
+    finally:
+        page.close()
 
 
 def test_a_campaign_paused_in_the_desk_shows_as_stopped_on_the_messages_page(
