@@ -86,7 +86,11 @@ def test_user_add_refuses_a_second_account_with_the_same_email(
 # --- the HTTP rules: the Flask app against a real database --------------------------
 
 YESTERDAY_10AM = datetime(2026, 11, 24, 10, 0, tzinfo=JST)
-REFUSED_BY_LINE = "LINE: the user blocked the account (400)"
+# What the LINE channel records of a user it cannot reach, and what staff read of it.
+REFUSED_BY_LINE = (
+    "LINE 400: Failed to send messages (this LINE user id cannot be reached from this channel)"
+)
+REFUSED_BY_LINE_SAID = "このLINEの方には届きません（ブロックや連携の解除など）"
 
 
 @pytest.fixture
@@ -330,8 +334,9 @@ def test_the_today_page_shows_the_numbers_of_a_known_outbox(
     assert "予約前日のお知らせ" not in today
     assert "予約前日のお知らせ 1 0 1" in tomorrow.split("送れなかったメッセージ")[0]
     assert (
-        f"次回来院のおすすめ（LINE）・患者番号 FAIL 11月24日（火）10:00 {REFUSED_BY_LINE}" in page
-    )
+        "山田 花子 様 ・次回来院のおすすめ（LINE） 患者番号 FAIL・11月24日（火）10:00 "
+        f"{REFUSED_BY_LINE_SAID} 詳しい内容 {REFUSED_BY_LINE}"
+    ) in page
     assert "山田 花子 様 患者番号 LAPSED・最終来院" in page
     assert "佐藤 一郎 様 患者番号 LONG・急性期 43日目" in page
     with desk_runtime.sessions() as session:
@@ -420,7 +425,7 @@ def test_staff_sign_in_and_retry_a_failed_message_on_a_phone(
         page.get_by_role("button", name="ログイン").click()
         page.wait_for_load_state()
         assert "の状況" in page.inner_text("h1")
-        assert REFUSED_BY_LINE in page.inner_text("body")
+        assert REFUSED_BY_LINE_SAID in page.inner_text("body")
         assert fits_the_phone(page)
         page.screenshot(path=str(screenshots / "desk-today-phone.png"), full_page=True)
         page.get_by_role("button", name="再送する（患者番号 FAIL・次回来院のおすすめ）").click()

@@ -235,7 +235,7 @@ def test_pausing_withdraws_the_planned_newsletters_but_not_the_sent_and_records_
     answer = _post(client, "/campaigns/year_end/pause")
     assert answer.location == "/campaigns"
     page = _campaigns_page(client)
-    assert "year_end を停止しました。予定していたお便り 3 件を取り消しました。" in page
+    assert "year_end を停止しました。予定していたお便り 3 件を取りやめました。" in page
     assert "year_end 停止中" in page
     rows = _year_end(desk_runtime)
     assert _states(rows) == {DeliveryState.SENT: 1, DeliveryState.WITHDRAWN: 3}

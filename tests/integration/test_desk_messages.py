@@ -49,6 +49,8 @@ NUDGE_LINE = "cadence_nudge/line.j2"
 EDITOR = f"/messages/edit/{NUDGE_LINE}"
 # Line 5 of the shipped cadence_nudge/line.j2 is 「お体の調子はいかがですか。」.
 MISTAKE_LINE = 5
+# What the editor says of that mistake (the lint says "unknown variable 'patient_nmae'").
+MISTAKE_SAID = "「patient_nmae」という名前は使えません（つづりを確かめてください）"
 
 
 @pytest.fixture
@@ -143,7 +145,7 @@ def test_a_mistake_is_shown_at_its_line_and_nothing_is_saved(
     before = (messages_dir / NUDGE_LINE).read_text(encoding="utf-8")
     status, page = post(client, with_a_mistake(before), "save")
     assert status == 422
-    assert f"{MISTAKE_LINE}行目：unknown variable &#39;patient_nmae&#39;" in page
+    assert f"{MISTAKE_LINE}行目：{MISTAKE_SAID}" in page
     assert "問題があるため保存していません。" in page
     assert (messages_dir / NUDGE_LINE).read_text(encoding="utf-8") == before
     with desk.sessions() as session:
@@ -202,7 +204,7 @@ def test_the_live_preview_answers_with_the_results_and_saves_nothing(
     part = answer.get_data(as_text=True)
     assert answer.status_code == 200
     assert "<html" not in part  # a part of the page, for the script to put in place
-    assert f"{MISTAKE_LINE}行目：unknown variable &#39;patient_nmae&#39;" in part
+    assert f"{MISTAKE_LINE}行目：{MISTAKE_SAID}" in part
     assert 'aria-label="LINEのプレビュー"' in part
     assert (messages_dir / NUDGE_LINE).read_text(encoding="utf-8") == before
     with desk.sessions() as session:
@@ -229,7 +231,10 @@ def test_a_shared_part_is_checked_in_every_message_that_includes_it(
     without_link = footer.split("{% if unsubscribe_url %}")[0]
     status, page = post(client, without_link, "save", name="_footer.j2")
     assert status == 422
-    assert "このファイルを使うメッセージで：cadence_nudge/email.j2: no unsubscribe link" in page
+    assert (
+        "このファイルを使うメッセージで：cadence_nudge/email.j2："
+        "配信停止のリンクがありません（{{ unsubscribe_url }} が必要です）"
+    ) in page
     assert (messages_dir / "_footer.j2").read_text(encoding="utf-8") == footer
 
 
@@ -456,7 +461,7 @@ def test_edit_a_template_see_the_mistake_fix_it_save_and_restore(
         page.get_by_role("button", name="保存する").click()
         page.wait_for_load_state()
         alert = page.get_by_role("alert").inner_text()
-        assert f"{MISTAKE_LINE}行目：unknown variable 'patient_nmae'" in alert
+        assert f"{MISTAKE_LINE}行目：{MISTAKE_SAID}" in alert
         page.screenshot(path=str(screenshots / "desk-message-mistake-desktop.png"), full_page=True)
         assert file.read_text(encoding="utf-8") == original
 
@@ -502,7 +507,7 @@ def test_the_list_and_the_editor_fit_a_phone(site: Site, browser: Any, screensho
         editor.fill(with_a_mistake(editor.input_value(), line=3))
         page.get_by_role("button", name="プレビュー").click()
         page.wait_for_load_state()
-        assert "3行目：unknown variable" in page.get_by_role("alert").inner_text()
+        assert f"3行目：{MISTAKE_SAID}" in page.get_by_role("alert").inner_text()
         assert fits_the_phone(page) and fits_the_width(page)
         page.screenshot(path=str(screenshots / "desk-message-mistake-phone.png"), full_page=True)
         page.goto(f"{site.base}/messages/edit/tips/winter-warm-drinks.md")

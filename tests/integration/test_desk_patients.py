@@ -52,7 +52,13 @@ from tests.integration.web import web_process
 
 EMAIL = "hanako@example.jp"
 BASIC_ID = "@123abcde"
-REFUSED_BY_LINE = "LINE: the user blocked the account (400)"
+# What the LINE channel records of a user it cannot reach, and what staff read of it.
+REFUSED_BY_LINE = (
+    "LINE 400: Failed to send messages (this LINE user id cannot be reached from this channel)"
+)
+REFUSED_BY_LINE_SAID = "このLINEの方には届きません（ブロックや連携の解除など）"
+# What the email channel records of an address its server refused.
+MAILBOX_FULL = "address refused: 552 5.2.2 mailbox full"
 
 
 @pytest.fixture
@@ -269,7 +275,9 @@ def test_the_patient_page_logs_messages_newest_first_with_state_and_error(
     sign_in(client)
     page = _text(client.get(f"/patients/{patient_id}").get_data(as_text=True))
     log = page.split("送信の記録")[1]
-    failed = log.index(f"11月23日（月）10:30・ 送れなかった {REFUSED_BY_LINE}")
+    failed = log.index(
+        f"11月23日（月）10:30・ 送れなかった {REFUSED_BY_LINE_SAID} 詳しい内容 {REFUSED_BY_LINE}"
+    )
     assert failed < log.index("11月5日（木）10:30・ 送信済み")
 
 
@@ -626,7 +634,7 @@ def a_patient_today(runtime: Runtime, now: datetime) -> int:
             limit=10,
             max_attempts=5,
         ).claimed
-        transitions.fail(session, claimed.claim, "email: mailbox full (552)", earlier)
+        transitions.fail(session, claimed.claim, MAILBOX_FULL, earlier)
     with transaction(runtime.sessions) as session:
         visited(session, now, days_ago=4, external_id="P001")
         patient = find_patient(session, "P001")
@@ -654,7 +662,11 @@ def test_search_and_open_a_patient_on_a_phone(site: Site, browser: Any, screensh
         page.get_by_role("link", name="山田 花子 様").click()
         page.wait_for_load_state()
         assert "患者番号 P001" in page.inner_text("h1")
-        assert "email: mailbox full (552)" in page.inner_text("main")
+        main = page.inner_text("main")
+        assert "このメールアドレスには届きません（受け取りを断られました）" in main
+        assert MAILBOX_FULL not in main  # folded away, for the operator
+        page.get_by_text("詳しい内容").last.click()
+        assert MAILBOX_FULL in page.inner_text("main")
         assert fits_the_phone(page) and fits_the_width(page)
         page.screenshot(path=str(screenshots / "desk-patient-phone.png"), full_page=True)
     finally:

@@ -257,10 +257,10 @@ def test_the_results_page_shows_the_numbers_of_a_known_data_set(
     # the messages whose link was pressed and the presses.
     assert "メール cadence_nudge 1 100% 1/1 100% 1/1 0通 0回" in nudges
     assert "LINE cadence_nudge 3 33% 1/3 67% 2/3 0通 0回" in nudges
-    assert "送れなかった方 同意なし 2・連絡先なし 1 3 33% 1/3 67% 2/3 —" in nudges
+    assert "お送りしていない方 同意なし 2・連絡先なし 1 3 33% 1/3 67% 2/3 —" in nudges
     assert "お送りした方 75%（3/4）" in nudges  # the chart's bars, 14 days
-    assert "送れなかった方 67%（2/3）" in nudges
-    assert "送れなかった方 同意なし 2・連絡先なし 0 2 50% 1/2 50% 1/2 —" in follow_ups
+    assert "お送りしていない方 67%（2/3）" in nudges
+    assert "お送りしていない方 同意なし 2・連絡先なし 0 2 50% 1/2 50% 1/2 —" in follow_ups
     assert "お送りした方 該当なし" in follow_ups
 
 
@@ -473,7 +473,7 @@ def test_the_results_page_on_a_phone(site: Site, browser: Any, screenshots: Path
         assert page.inner_text("h1") == "効果"
         chart = page.get_by_role("img", name=re.compile("次回来院のおすすめ"))
         assert chart.get_attribute("aria-label") == (
-            "次回来院のおすすめ：お送りした方 75%（3/4）、送れなかった方 67%（2/3）"
+            "次回来院のおすすめ：お送りした方 75%（3/4）、お送りしていない方 67%（2/3）"
         )
         assert "LINE cadence_nudge 3" in " ".join(page.inner_text("main").split())
         assert fits_the_phone(page) and fits_the_width(page)

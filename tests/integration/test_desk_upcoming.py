@@ -135,10 +135,10 @@ def test_the_messages_are_grouped_by_day_with_their_labels(
     a_clinic(desk_runtime, NOW)
     html = client.get("/upcoming").get_data(as_text=True)
     today = _day(html, "11月25日（水）")
-    assert "10:00 次回来院のおすすめ（LINE） 患者番号 LINE1・山田 花子 様" in today
-    assert "10:00 次回来院のおすすめ（メール） 患者番号 MAIL1・鈴木 次郎 様" in today
+    assert "10:00 次回来院のおすすめ（LINE） 患者番号 LINE1・ 山田 花子 様" in today
+    assert "10:00 次回来院のおすすめ（メール） 患者番号 MAIL1・ 鈴木 次郎 様" in today
     evening_before = _day(html, "12月4日（金）")
-    assert "18:00 予約前日のお知らせ（LINE） 患者番号 REMIND・佐藤 三郎 様" in evening_before
+    assert "18:00 予約前日のお知らせ（LINE） 患者番号 REMIND・ 佐藤 三郎 様" in evening_before
 
 
 def _day(html: str, label: str) -> str:

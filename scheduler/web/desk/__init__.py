@@ -24,6 +24,11 @@ The rules every page follows (this module, `before_request`):
   Content-Security-Policy allows none). The message editor alone loads a script, its
   own, for a live preview (messages.py sets its page's policy); it works without.
 - Logs carry account ids, never emails, passwords, tokens or patients' details.
+- A page that is not there (404), a method a page does not take (405) and a fault
+  (500) answer with the desk's own Japanese page, with the navigation when signed in;
+  a fault's page names nothing of it (the log has it).
+- Staff read Japanese: the outbox's and the lint's English, the channels, states and
+  dates are named through labels.py, and a named patient links to their page.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from flask import (
     session,
 )
 from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from scheduler.runtime import Runtime
 from scheduler.settings import Settings
@@ -100,6 +106,10 @@ def install(app: Flask, settings: Settings) -> None:
     )
 
     app.register_blueprint(blueprint)
+    # An address no route matches belongs to no blueprint: the app's handlers say so
+    # in the desk's words when the address is the desk's (see `_unrouted`).
+    app.register_error_handler(NotFound, _unrouted)
+    app.register_error_handler(MethodNotAllowed, _unrouted)
 
 
 def desk_route(rule: str, methods: tuple[str, ...] = ("GET",)) -> Callable[[Any], Any]:
@@ -190,6 +200,73 @@ def _csrf_ok() -> bool:
     expected = session.get("csrf")
     sent = request.form.get(CSRF_FIELD, "")
     return isinstance(expected, str) and hmac.compare_digest(sent.encode(), expected.encode())
+
+
+# -- error pages: Japanese, in the desk's layout, naming no internals ----------------
+
+ERROR_PAGES = {
+    404: ("ページが見つかりません", "アドレスをお確かめください。消された記録かもしれません。"),
+    405: ("この操作はできません", "このページは、画面のボタンやリンクからお使いください。"),
+    500: (
+        "うまく表示できませんでした",
+        "しばらくしてから、もう一度お試しください。続くときは管理者にお知らせください。",
+    ),
+}
+
+
+@blueprint.errorhandler(NotFound)
+@blueprint.errorhandler(MethodNotAllowed)
+def _desk_error(error: HTTPException) -> ResponseReturnValue:
+    return _error_page(error.code or 404)
+
+
+@blueprint.errorhandler(500)
+def _desk_failure(error: HTTPException) -> ResponseReturnValue:
+    # What went wrong is in the log (Flask logs the exception); the page says nothing of it.
+    return _error_page(500)
+
+
+def _error_page(code: int) -> ResponseReturnValue:
+    here: Desk | None = g.get("desk")
+    if here is None:
+        return render_template("desk/not_found.html"), code
+    title, text = ERROR_PAGES[code]
+    # `csrf_token` given here: an address no route takes is outside the blueprint,
+    # whose context processor gives it to the desk's other pages.
+    page = render_template(
+        "desk/error.html", desk=here, title=title, text=text, csrf_token=csrf_token
+    )
+    return page, code
+
+
+def _unrouted(error: HTTPException) -> ResponseReturnValue:
+    """A 404 or 405 of an address no route of the app takes: a desk page when the
+    address is the desk's (its own clinic's is the root, so any unknown address
+    outside another blueprint's), for the clinic it names and whoever is signed in
+    there; any other blueprint's own 404 (an abort in its view) is left as it is."""
+    if request.blueprint is not None and request.blueprint != blueprint.name:
+        return error
+    if isinstance(error, MethodNotAllowed) and not _desk_address(error):
+        return error
+    parts = request.path.split("/")
+    slug = parts[2] if len(parts) > 2 and parts[1] == "desk" else None
+    runtime = runtime_of(current_app) if slug is None else clinics_of(current_app).find(slug)
+    if runtime is None:
+        return render_template("desk/not_found.html"), 404
+    here = Desk(runtime, "" if slug is None else f"/desk/{slug}")
+    user = _signed_in(runtime) if current_app.secret_key else None
+    g.desk = here if user is None else Desk(runtime, here.base, *user)
+    return _error_page(error.code or 404)
+
+
+def _desk_address(error: MethodNotAllowed) -> bool:
+    """Whether the address a 405 refused is a desk page's."""
+    adapter = current_app.url_map.bind_to_environ(request.environ)
+    try:
+        endpoint, _ = adapter.match(method=next(iter(error.valid_methods or ["GET"])))
+    except HTTPException:
+        return False
+    return isinstance(endpoint, str) and endpoint.startswith(f"{blueprint.name}.")
 
 
 @blueprint.context_processor

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from flask import current_app, flash, redirect, render_template
@@ -16,7 +16,6 @@ from flask.typing import ResponseReturnValue
 from scheduler.core.campaigns import Campaign, ClosureTrigger, DateTrigger, SeasonTrigger
 from scheduler.core.seasons import JAPANESE
 from scheduler.core.window import local_date
-from scheduler.messages.context import japanese_date, japanese_datetime
 from scheduler.outbox.campaign_control import (
     ComingOccurrence,
     UnknownCampaign,
@@ -29,6 +28,7 @@ from scheduler.store.desk import audit
 from scheduler.store.paused_campaigns import Pause, pauses
 from scheduler.web.app import clock_of, log_facts
 from scheduler.web.desk import desk, desk_route
+from scheduler.web.desk.labels import desk_date, desk_datetime
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def campaigns(clinic: str | None) -> ResponseReturnValue:
             paused.get(campaign.id),
             seen.planned.get(campaign.id, 0),
             seen.occurrences,
-            today,
+            now,
             settings.timezone,
         )
         for campaign in settings.campaigns
@@ -83,7 +83,7 @@ def campaigns(clinic: str | None) -> ResponseReturnValue:
         desk=here,
         campaigns=views,
         quota=seen.quota,
-        until=_date(today + HORIZON, None),
+        until=desk_date(today + HORIZON, today),
     )
 
 
@@ -92,21 +92,22 @@ def _view(
     paused: Pause | None,
     planned: int,
     coming: list[ComingOccurrence],
-    today: date,
+    now: datetime,
     tz: ZoneInfo,
 ) -> CampaignView:
+    today = local_date(now, tz)
     state = "off" if not campaign.enabled else "paused" if paused is not None else "on"
     return CampaignView(
         id=campaign.id,
         trigger=_trigger(campaign),
         pacing=f"{campaign.pacing.spread_days}日間に分けて、1時間に{campaign.pacing.per_hour}通まで",
         state=state,
-        paused_at=japanese_datetime(paused.at, tz) if paused is not None else None,
+        paused_at=desk_datetime(paused.at, tz, now) if paused is not None else None,
         paused_by=(paused.by or "コマンド") if paused is not None else None,
         planned=planned,
         occurrences=[
             OccurrenceRow(
-                day=_date(c.forecast.occurrence.day, today),
+                day=desk_date(c.forecast.occurrence.day, today),
                 audience=c.forecast.audience,
                 line=c.forecast.by_line,
                 email=c.forecast.by_email,
@@ -117,12 +118,6 @@ def _view(
             if c.forecast.campaign.id == campaign.id
         ],
     )
-
-
-def _date(day: date, today: date | None) -> str:
-    """A day, with its year unless it is this year's."""
-    year = "" if today is not None and day.year == today.year else f"{day.year}年"
-    return f"{year}{japanese_date(day)}"
 
 
 def _trigger(campaign: Campaign) -> str:
@@ -172,7 +167,7 @@ def pause_campaign(clinic: str | None, campaign_id: str) -> ResponseReturnValue:
         )
         flash(
             f"{campaign_id} を停止しました。"
-            f"予定していたお便り {paused.withdrawn} 件を取り消しました。",
+            f"予定していたお便り {paused.withdrawn} 件を取りやめました。",
             "done",
         )
     else:

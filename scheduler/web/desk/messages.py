@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -44,7 +45,6 @@ from scheduler.messages.context import (
     PHASE_LABELS,
     REASON_LABELS,
     SAMPLE_PATIENT,
-    japanese_datetime,
 )
 from scheduler.messages.files import (
     editable_path,
@@ -61,6 +61,7 @@ from scheduler.settings import Settings
 from scheduler.store.db import reading, transaction
 from scheduler.store.desk import audit
 from scheduler.store.models import DeskUser
+from scheduler.store.paused_campaigns import paused_ids
 from scheduler.store.template_versions import (
     find_version,
     keep_as_found,
@@ -69,10 +70,16 @@ from scheduler.store.template_versions import (
 )
 from scheduler.web.app import SECURITY_HEADERS, clock_of, log_facts
 from scheduler.web.desk import desk, desk_route
+from scheduler.web.desk.labels import (
+    CHANNEL_LABELS,
+    Said,
+    desk_datetime,
+    lint_problem,
+    lint_problem_at,
+)
 
 log = logging.getLogger(__name__)
 
-CHANNEL_LABELS = {ChannelName.LINE: "LINE", ChannelName.EMAIL: "メール"}
 PARTS = {
     "_footer.j2": "メールのフッター（医院名・連絡先・配信停止）",
     "_tip.j2": "セルフケアのひとこと",
@@ -125,9 +132,9 @@ class TipRow:
 class Problems:
     """The lint's problems, those of the edited file by line."""
 
-    by_line: dict[int, list[str]] = field(default_factory=dict)
-    general: list[str] = field(default_factory=list)  # the file's, without a line
-    elsewhere: list[str] = field(default_factory=list)  # in the messages that use it
+    by_line: dict[int, list[Said]] = field(default_factory=dict)
+    general: list[Said] = field(default_factory=list)  # the file's, without a line
+    elsewhere: list[Said] = field(default_factory=list)  # in the messages that use it
 
     def __bool__(self) -> bool:
         return bool(self.by_line or self.general or self.elsewhere)
@@ -142,7 +149,7 @@ class Preview:
     channel: str
     text: str | None = None
     subject: str | None = None
-    problem: str | None = None
+    problem: Said | None = None
 
 
 @dataclass(frozen=True)
@@ -161,10 +168,12 @@ class VersionRow:
 def messages(clinic: str | None) -> ResponseReturnValue:
     here = desk()
     directory = here.settings.messages_dir
+    with reading(here.runtime.sessions) as db:
+        paused = paused_ids(db)
     return render_template(
         "desk/messages.html",
         desk=here,
-        groups=_groups(here.settings, template_files(directory)),
+        groups=_groups(here.settings, template_files(directory), paused),
         tips=_tip_groups([_tip_row(directory, name) for name in tip_files(directory)]),
     )
 
@@ -184,9 +193,10 @@ def _tip_groups(rows: list[TipRow]) -> list[tuple[str, list[TipRow]]]:
     return [(label, groups[label]) for label in sorted(groups, key=rank)]
 
 
-def _groups(settings: Settings, names: list[str]) -> list[Group]:
+def _groups(settings: Settings, names: list[str], paused: Collection[str]) -> list[Group]:
     """The templates by folder, in the order of the flow: the patients' reasons, the
-    campaigns, the LINE greeting, the digest, then the parts they include."""
+    campaigns (`paused`: the ids of those paused in the desk or by the command), the
+    LINE greeting, the digest, then the parts they include."""
     folders: dict[str, list[str]] = {}
     for name in names:
         folder = name.rsplit("/", 1)[0] if "/" in name else ""
@@ -208,7 +218,9 @@ def _groups(settings: Settings, names: list[str]) -> list[Group]:
             title = "友だち追加のあいさつ"
         elif folder in campaigns:
             title = f"{REASON_LABELS[Reason.NEWSLETTER]}：{folder}"
-            if not campaigns[folder].enabled:
+            campaign = campaigns[folder]
+            # Stopped in the file or paused on the Campaigns page: 停止中 either way.
+            if not campaign.enabled or campaign.id in paused:
                 note = "このキャンペーンは停止中です。"
         else:
             title = folder
@@ -433,11 +445,16 @@ def _problems(settings: Settings, path: Path, found: list[str]) -> Problems:
             rest = problem[len(own) :].lstrip()
             match = _LINE.fullmatch(rest)
             if match:
-                problems.by_line.setdefault(int(match[1]), []).append(match[2])
+                said = lint_problem(match[2])
+                at_line = problems.by_line.setdefault(int(match[1]), [])
+                # Two checks may say one thing in Japanese (an unknown name, then its
+                # render failing on it): staff read it once.
+                if all(p.text != said.text for p in at_line):
+                    at_line.append(said)
             else:
-                problems.general.append(rest)
+                problems.general.append(lint_problem(rest))
         else:
-            problems.elsewhere.append(problem.replace(folder, ""))
+            problems.elsewhere.append(lint_problem_at(problem.replace(folder, "")))
     problems.by_line = dict(sorted(problems.by_line.items()))
     return problems
 
@@ -529,13 +546,13 @@ def _composed(
         return Preview(label, problem=_short(here.settings, str(e)))
     except LookupError as e:
         if "no patient with external_id" in str(e):
-            return Preview(label, problem="この患者番号の方は見つかりません。")
-        return Preview(label, problem=f"この方には{label}でお送りできません。")
+            return Preview(label, problem=Said("この患者番号の方は見つかりません。"))
+        return Preview(label, problem=Said(f"この方には{label}でお送りできません。"))
     return Preview(label, message.text, message.subject)
 
 
-def _short(settings: Settings, problem: str) -> str:
-    return problem.replace(f"{settings.messages_dir}/", "")
+def _short(settings: Settings, problem: str) -> Said:
+    return lint_problem_at(problem.replace(f"{settings.messages_dir}/", ""))
 
 
 @dataclass(frozen=True)
@@ -559,6 +576,7 @@ def _tip_preview(path: Path, text: str) -> TipPreview | None:
 def _versions(name: str, on_disk: str) -> list[VersionRow]:
     here = desk()
     tz = here.settings.timezone
+    now = clock_of(current_app).now()
     with reading(here.runtime.sessions) as db:
         kept = versions_of(db, name, limit=VERSIONS_SHOWN)
         who = {
@@ -569,7 +587,7 @@ def _versions(name: str, on_disk: str) -> list[VersionRow]:
         return [
             VersionRow(
                 v.id,
-                japanese_datetime(v.saved_at, tz),
+                desk_datetime(v.saved_at, tz, now),
                 "元のファイル" if v.saved_by is None else who.get(v.saved_by, "—"),
                 v.content,
                 current=v.content == on_disk,

@@ -11,7 +11,9 @@ hold any character, a slash included, which no path segment could carry."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from flask import abort, current_app, flash, redirect, render_template, request
@@ -20,9 +22,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from scheduler.commands.linking import card_of, card_page
-from scheduler.core.domain import ChannelName, ConsentKind, DeliveryState, Phase, Reason, member
-from scheduler.messages.context import PHASE_LABELS, REASON_LABELS, japanese_datetime
+from scheduler.core.domain import ConsentKind, DeliveryState, Phase, Reason, member
+from scheduler.messages.context import PHASE_LABELS, REASON_LABELS
 from scheduler.outbox.planner import PlanResult, plan_patient
+from scheduler.outbox.transitions import held_keys
 from scheduler.store.clinics import clinic_of
 from scheduler.store.consent import ConsentSource, record_consent
 from scheduler.store.db import reading, transaction
@@ -32,33 +35,24 @@ from scheduler.store.models import Delivery, LinkCode, Patient
 from scheduler.store.patients import CADENCE_DAYS, record_cadence, search_patients, view_patient
 from scheduler.web.app import clock_of, log_facts
 from scheduler.web.desk import desk, desk_route
+from scheduler.web.desk.labels import (
+    CHANNEL_LABELS,
+    HELD_LABEL,
+    STATE_LABELS,
+    Said,
+    desk_datetime,
+    source_label,
+    why_not_sent,
+)
 
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 30  # search results per page: a phone's few screens
 LOG_SHOWN = 50  # the newest messages of a patient's log on their page
 NO_PHASE = "none"  # the form's value for "no phase: no cadence messages"
-CHANNEL_LABELS = {ChannelName.LINE: "LINE", ChannelName.EMAIL: "メール"}
-STATE_LABELS = {
-    DeliveryState.PLANNED: "送信予定",
-    DeliveryState.SENDING: "送信中",
-    DeliveryState.SENT: "送信済み",
-    DeliveryState.FAILED: "送れなかった",
-    DeliveryState.SKIPPED: "送らなかった",
-    DeliveryState.WITHDRAWN: "取りやめ",
-}
 CONSENT_LABELS = {
     ConsentKind.REMINDERS: "来院のおすすめ・予約のお知らせ",
     ConsentKind.NEWSLETTER: "季節のお便り",
-}
-SOURCE_LABELS = {
-    "import": "取り込み",
-    "demo": "デモ",
-    "cli": "コマンド",
-    "line": "LINE",
-    "unsubscribe link": "配信停止リンク",
-    "desk": "管理画面",
-    "forget": "削除の依頼",
 }
 
 
@@ -86,8 +80,9 @@ class Message:
     label: str
     channel: str
     state: str
-    error: str | None
+    error: Said | None
     problem: bool
+    held: bool = False  # held by hand on the Upcoming page: still planned, not sent
 
 
 @desk_route("/patients")
@@ -134,6 +129,11 @@ def patient(clinic: str | None, patient_id: str) -> ResponseReturnValue:
         code = db.get(LinkCode, found.id)
         usable_code = code is not None and code.used_at is None and code.expires_at > now
         history = sorted(view.history, key=lambda d: (d.sent_at or d.updated_at, d.id))
+        held = held_keys(db)
+
+        def when(moment: datetime) -> str:  # with its year, unless it is this year's
+            return desk_datetime(moment, tz, now)
+
         context = {
             "patient": found,
             "phase": PHASE_LABELS[found.phase] if found.phase else None,
@@ -143,40 +143,34 @@ def patient(clinic: str | None, patient_id: str) -> ResponseReturnValue:
             "nudge_source": _source(view.cadence.nudge_source) if view.cadence else None,
             "follow_up_source": _source(view.cadence.follow_up_source) if view.cadence else None,
             "days": CADENCE_DAYS,
-            "last_visit": japanese_datetime(view.last_visit, tz) if view.last_visit else None,
+            "last_visit": when(view.last_visit) if view.last_visit else None,
             "lapsed": view.lapsed,
             "consent": [
                 (k.value, CONSENT_LABELS[k], granted) for k, granted in view.consent.items()
             ],
             "consent_history": [
                 Change(
-                    japanese_datetime(c.changed_at, tz),
+                    when(c.changed_at),
                     f"{CONSENT_LABELS[c.kind]}：{'同意' if c.granted else '同意なし'}",
-                    SOURCE_LABELS.get(c.source, c.source),
+                    source_label(c.source),
                 )
                 for c in reversed(view.consent_history)
             ],
             "cadence_history": [
                 Change(
-                    japanese_datetime(c.changed_at, tz),
+                    when(c.changed_at),
                     _cadence_text(c.phase, c.nudge_after_days, c.follow_up_days),
-                    SOURCE_LABELS.get(c.source, c.source),
+                    source_label(c.source),
                 )
                 for c in reversed(view.cadence_history)
             ],
             "channel": CHANNEL_LABELS[found.preferred_channel],
-            "linked_at": japanese_datetime(found.line_linked_at, tz)
-            if found.line_linked_at
-            else None,
-            "forgotten_at": japanese_datetime(found.forgotten_at, tz)
-            if found.forgotten_at
-            else None,
-            "code_expires": japanese_datetime(code.expires_at, tz)
-            if code is not None and usable_code
-            else None,
+            "linked_at": when(found.line_linked_at) if found.line_linked_at else None,
+            "forgotten_at": when(found.forgotten_at) if found.forgotten_at else None,
+            "code_expires": when(code.expires_at) if code is not None and usable_code else None,
             "basic_id": settings.config.line.basic_id,
-            "upcoming": [_message(d, tz) for d in view.upcoming],
-            "log": [_message(d, tz) for d in reversed(history[-LOG_SHOWN:])],
+            "upcoming": [_message(d, tz, now, held) for d in view.upcoming],
+            "log": [_message(d, tz, now, held) for d in reversed(history[-LOG_SHOWN:])],
             "log_total": len(history),
         }
     return render_template("desk/patient.html", desk=here, **context)
@@ -208,18 +202,23 @@ def _cadence_text(phase: Phase | None, nudge: int | None, follow_up: int | None)
     return f"{name}（{'、'.join(own)}）" if own else name
 
 
-def _message(delivery: Delivery, tz: ZoneInfo) -> Message:
+def _message(delivery: Delivery, tz: ZoneInfo, now: datetime, held: Collection[str]) -> Message:
     reason = member(Reason, delivery.reason)
     planned = delivery.state is DeliveryState.PLANNED
+    # A held message stays planned in the outbox; the page says what Upcoming says.
+    on_hold = planned and delivery.idempotency_key in held
     return Message(
-        at=japanese_datetime(
-            delivery.send_after if planned else (delivery.sent_at or delivery.updated_at), tz
+        at=desk_datetime(
+            delivery.send_after if planned else (delivery.sent_at or delivery.updated_at),
+            tz,
+            now,
         ),
         label=REASON_LABELS[reason] if reason is not None else str(delivery.reason),
         channel=CHANNEL_LABELS[delivery.channel] if delivery.channel else "—",
-        state=STATE_LABELS[delivery.state],
-        error=delivery.last_error,
+        state=HELD_LABEL if on_hold else STATE_LABELS[delivery.state],
+        error=why_not_sent(delivery.last_error) if delivery.last_error else None,
         problem=delivery.state in (DeliveryState.FAILED, DeliveryState.SKIPPED),
+        held=on_hold,
     )
 
 

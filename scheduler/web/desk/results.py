@@ -14,15 +14,18 @@ from datetime import date, timedelta
 from flask import current_app, render_template, request
 from flask.typing import ResponseReturnValue
 
-from scheduler.core.domain import ChannelName
 from scheduler.core.window import local_date
-from scheduler.messages.context import REASON_LABELS, japanese_date
+from scheduler.messages.context import REASON_LABELS
 from scheduler.outbox.results import WINDOWS, Outcome, default_period, results
 from scheduler.store.db import reading
 from scheduler.web.app import clock_of
 from scheduler.web.desk import desk, desk_route
+from scheduler.web.desk.labels import CHANNEL_LABELS, desk_date
 
-CHANNEL_LABELS = {ChannelName.LINE: "LINE", ChannelName.EMAIL: "メール"}
+# Those due a message who were not messaged at all (no consent, no usable contact):
+# not a send that failed, which the other pages call 「送れなかった」.
+UNMESSAGED = "お送りしていない方"
+UNMESSAGED_WHY = "（同意・連絡先なし）"
 LONGEST_PERIOD = timedelta(days=366 * 2)  # a longer one is cut to this (a slow page)
 CHART_WINDOW = 14  # the chart shows the 14-day rates: the fuller picture
 
@@ -102,7 +105,7 @@ def results_page(clinic: str | None) -> ResponseReturnValue:
                 *(
                     [
                         Row(
-                            "送れなかった方",
+                            UNMESSAGED,  # its note says why: no consent, no contact
                             f"同意なし {r.no_consent}・連絡先なし {r.no_contact}",
                             r.unmessaged.count,
                             _cells(r.unmessaged),
@@ -115,7 +118,7 @@ def results_page(clinic: str | None) -> ResponseReturnValue:
             ],
             [
                 _bar("お送りした方", r.sent, "sent"),
-                _bar("送れなかった方", r.unmessaged, "unmessaged"),
+                _bar(UNMESSAGED, r.unmessaged, "unmessaged"),
             ],
         )
         for r in found.reasons
@@ -125,7 +128,8 @@ def results_page(clinic: str | None) -> ResponseReturnValue:
         desk=here,
         first=first,
         last=last,
-        period=f"{japanese_date(first)}〜{japanese_date(last)}",
+        period=f"{desk_date(first, today)}〜{desk_date(last, today)}",
+        unmessaged=UNMESSAGED + UNMESSAGED_WHY,
         problem=problem,
         windows=WINDOWS,
         chart_window=CHART_WINDOW,

@@ -17,18 +17,25 @@ from flask.typing import ResponseReturnValue
 
 from scheduler.core.domain import ChannelName, Reason, member
 from scheduler.core.window import at_local, local_date
-from scheduler.messages.context import REASON_LABELS, japanese_date, japanese_datetime
-from scheduler.messages.digest import build_digest, planned_by_reason_and_channel
+from scheduler.messages.context import REASON_LABELS, japanese_date
+from scheduler.messages.digest import PatientNote, build_digest, planned_by_reason_and_channel
 from scheduler.outbox.manual import requeue
 from scheduler.outbox.report import DeliveryLine, status
 from scheduler.store.db import DatabaseClock, reading, transaction
 from scheduler.store.desk import audit
 from scheduler.web.app import clock_of, log_facts
 from scheduler.web.desk import desk, desk_route
+from scheduler.web.desk.labels import (
+    CHANNEL_LABELS,
+    Named,
+    Said,
+    desk_datetime,
+    patients_named,
+    why_not_sent,
+)
 
 log = logging.getLogger(__name__)
 
-CHANNEL_LABELS = {ChannelName.LINE: "LINE", ChannelName.EMAIL: "メール"}
 FAILURES_SHOWN = 20
 
 
@@ -45,11 +52,19 @@ class PlannedRow:
 @dataclass(frozen=True)
 class Failure:
     id: str
-    patient: str
+    patient: Named
     label: str
     channel: str
     at: str
-    error: str
+    error: Said
+
+
+@dataclass(frozen=True)
+class Noted:
+    """A patient of the lapsed or long-acute lists."""
+
+    patient: Named
+    detail: str
 
 
 @desk_route("/")
@@ -70,6 +85,11 @@ def today(clinic: str | None) -> ResponseReturnValue:
         planned_today = planned_by_reason_and_channel(db, None, tomorrow_start)
         planned_tomorrow = planned_by_reason_and_channel(
             db, tomorrow_start, start(day + timedelta(days=2))
+        )
+        named = patients_named(
+            db,
+            [f.patient for f in report.failures]
+            + [n.patient for n in digest.newly_lapsed + digest.acute_for_review],
         )
     # Newsletters of a campaign occurrence whose moment has not come yet are not in
     # the outbox; the digest foresees them (its count for today includes them).
@@ -94,11 +114,11 @@ def today(clinic: str | None) -> ResponseReturnValue:
         planned_tomorrow=_rows(planned_tomorrow),
         newsletters_foreseen=max(newsletters_foreseen, 0),
         sent_yesterday=[(REASON_LABELS[r], n) for r, n in digest.sent_yesterday.items()],
-        failures=[_failure(failed, tz) for failed in report.failures],
+        failures=[_failure(failed, tz, now, named) for failed in report.failures],
         failed_total=report.counts.get("failed", 0),
-        lapsed=digest.newly_lapsed,
+        lapsed=_noted(digest.newly_lapsed, named),
         lapsed_after_days=settings.rules.cadence.lapsed_after_days,
-        acute=digest.acute_for_review,
+        acute=_noted(digest.acute_for_review, named),
         review_after_days=settings.digest.review_after_days,
         line=line,
     )
@@ -116,16 +136,20 @@ def _rows(counts: dict[tuple[Reason, ChannelName], int]) -> list[PlannedRow]:
     ]
 
 
-def _failure(line: DeliveryLine, tz: ZoneInfo) -> Failure:
+def _noted(notes: list[PatientNote], named: dict[str, Named]) -> list[Noted]:
+    return [Noted(named.get(n.patient, Named(n.patient, n.name)), n.detail) for n in notes]
+
+
+def _failure(line: DeliveryLine, tz: ZoneInfo, now: datetime, named: dict[str, Named]) -> Failure:
     reason = member(Reason, line.reason)
     channel = member(ChannelName, line.channel)
     return Failure(
         id=line.id,
-        patient=line.patient,
+        patient=named.get(line.patient, Named(line.patient)),
         label=REASON_LABELS[reason] if reason is not None else line.reason,
         channel=CHANNEL_LABELS[channel] if channel is not None else "—",
-        at=japanese_datetime(line.at, tz),
-        error=line.error or "理由不明",
+        at=desk_datetime(line.at, tz, now),
+        error=why_not_sent(line.error),
     )
 
 

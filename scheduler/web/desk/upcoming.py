@@ -15,7 +15,6 @@ from zoneinfo import ZoneInfo
 
 from flask import current_app, flash, redirect, render_template, request
 from flask.typing import ResponseReturnValue
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from scheduler.channels import DeliveryError
@@ -32,7 +31,7 @@ from scheduler.store.desk import audit
 from scheduler.store.models import Patient
 from scheduler.web.app import clock_of, log_facts
 from scheduler.web.desk import desk, desk_route
-from scheduler.web.desk.today import CHANNEL_LABELS
+from scheduler.web.desk.labels import CHANNEL_LABELS, patients_named
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +51,7 @@ class Item:
     patient: str
     name: str
     held: bool
+    patient_id: int | None = None  # the row id of the patient's page
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ def upcoming(clinic: str | None) -> ResponseReturnValue:
         planned = dry_run(db, now, now + timedelta(days=DAYS), settings.rules, settings)
         kept = [m for m in planned if filters.keeps(m, tz)]
         shown = kept[:SHOWN]
-        names = _names(db, {m.patient for m in shown})
+        names = patients_named(db, [m.patient for m in shown])
     days: dict[date, list[Item]] = {}
     for m in shown:
         reason = member(Reason, m.reason)
@@ -123,8 +123,9 @@ def upcoming(clinic: str | None) -> ResponseReturnValue:
                 label=REASON_LABELS[reason] if reason is not None else m.reason,
                 channel=CHANNEL_LABELS[m.channel],
                 patient=m.patient,
-                name=names.get(m.patient, ""),
+                name=names[m.patient].name or "" if m.patient in names else "",
                 held=m.held,
+                patient_id=names[m.patient].id if m.patient in names else None,
             )
         )
     return render_template(
@@ -144,19 +145,6 @@ def upcoming(clinic: str | None) -> ResponseReturnValue:
             for day in (local_date(now, tz) + timedelta(days=n) for n in range(DAYS + 1))
         ],
     )
-
-
-def _names(db: Session, external_ids: set[str]) -> dict[str, str]:
-    if not external_ids:
-        return {}
-    return {
-        external_id: name
-        for external_id, name in db.execute(
-            select(Patient.external_id, Patient.name).where(
-                Patient.clinic_id == clinic_of(db), Patient.external_id.in_(external_ids)
-            )
-        )
-    }
 
 
 def _back(filters: Filters) -> ResponseReturnValue:
