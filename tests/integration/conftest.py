@@ -14,10 +14,9 @@ import pytest
 from scheduler.runtime import Runtime, open_runtime
 from scheduler.settings import load_settings
 from scheduler.store.db import transaction
-from scheduler.store.desk import add_user
-from tests.conftest import DATABASES, ROOT, empty_database
+from tests.conftest import ROOT, empty_database
 from tests.integration.channel_env import PUBLIC_URL, SECRET_KEY
-from tests.integration.desk import NOW, PASSWORD, STAFF, Site
+from tests.integration.desk import NOW, Site, add_staff_account
 from tests.integration.web import web_process
 
 # The browser tests' screenshots are the run's artefacts: kept after it, for a person
@@ -39,21 +38,26 @@ def desk_runtime(desk_env: dict[str, str]) -> Iterator[Runtime]:
     """The clinic of `desk_env`, with the staff account."""
     opened = open_runtime(load_settings(desk_env))
     with transaction(opened.sessions) as session:
-        add_user(session, STAFF, PASSWORD, NOW)
+        add_staff_account(session, NOW)
     yield opened
     opened.close()
 
 
-@pytest.fixture(scope="module", params=DATABASES)
+@pytest.fixture(scope="module")
 def site(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Site]:
-    """A real `tayori serve` of one clinic, for a module's browser tests."""
+    """A real `tayori serve` of one clinic, for a module's browser tests.
+
+    On SQLite only: a browser test checks what a person sees and does on the pages;
+    what the pages read and write is checked on both databases by each page's tests
+    with Flask's client, which cost a fraction of a browser's (`make test` must stay
+    within five minutes on two cores)."""
     folder = tmp_path_factory.mktemp("desk")
     # A copy of the messages: the desk's editor writes them.
     shutil.copytree(ROOT / "messages", folder / "messages")
     env = {
-        "DATABASE_URL": empty_database(request, request.param, folder),
+        "DATABASE_URL": empty_database(request, "sqlite", folder),
         "TAYORI_CONFIG": str(ROOT / "config" / "tayori.toml"),
         "TAYORI_MESSAGES_DIR": str(folder / "messages"),
         "TAYORI_OUTBOX_DIR": str(folder / "outbox"),

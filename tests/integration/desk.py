@@ -7,16 +7,19 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from argon2 import PasswordHasher
 from flask.testing import FlaskClient
+from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
 from scheduler.runtime import Runtime
 from scheduler.store.db import transaction
-from scheduler.store.desk import add_user
-from scheduler.store.models import Base
+from scheduler.store.desk import Role
+from scheduler.store.models import Base, DeskUser
 
 PASSWORD = "correct horse battery staple"
 STAFF = "reception@clinic.example"
@@ -51,6 +54,21 @@ class Site:
     runtime: Runtime
 
 
+@cache
+def _password_hash() -> str:
+    # Argon2 spends a tenth of a second by design: once per run, not per test.
+    return PasswordHasher().hash(PASSWORD)
+
+
+def add_staff_account(session: Session, now: datetime) -> DeskUser:
+    """The staff account (the clinic's owner), as `tayori user add` would make it;
+    `add_user` itself is tested on its own (test_desk, test_desk_accounts)."""
+    user = DeskUser(email=STAFF, password_hash=_password_hash(), role=Role.OWNER, created_at=now)
+    session.add(user)
+    session.flush()
+    return user
+
+
 def emptied(runtime: Runtime, now: datetime) -> None:
     """The site's clinic emptied of everything but itself, with the staff account:
     the site is shared by the tests of a module, each starts from here."""
@@ -59,7 +77,7 @@ def emptied(runtime: Runtime, now: datetime) -> None:
             if table.name != "clinics":  # the first is the installation's own
                 session.execute(table.delete())
     with transaction(runtime.sessions) as session:
-        add_user(session, STAFF, PASSWORD, now)
+        add_staff_account(session, now)
 
 
 def sign_in_with_browser(page: Any, base: str) -> None:

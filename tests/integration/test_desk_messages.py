@@ -35,9 +35,9 @@ from tests.integration.browser import PHONE, fits_the_width
 from tests.integration.clinic import add_patient
 from tests.integration.desk import (
     NOW,
-    PASSWORD,
     STAFF,
     Site,
+    add_staff_account,
     csrf_of,
     emptied,
     fits_the_phone,
@@ -69,7 +69,7 @@ def desk(
     monkeypatch.setenv("TAYORI_MESSAGES_DIR", str(messages_dir))
     opened = open_runtime(load_settings({**desk_env, "TAYORI_MESSAGES_DIR": str(messages_dir)}))
     with transaction(opened.sessions) as session:
-        add_user(session, STAFF, PASSWORD, NOW)
+        add_staff_account(session, NOW)
     yield opened
     opened.close()
 

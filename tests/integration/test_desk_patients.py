@@ -27,7 +27,6 @@ from scheduler.runtime import Clinics, Runtime, open_runtime
 from scheduler.settings import load_settings
 from scheduler.store.consent import ConsentSource, record_consent
 from scheduler.store.db import transaction
-from scheduler.store.desk import add_user
 from scheduler.store.forget import forget_patient
 from scheduler.store.models import CadenceChange, Delivery, DeskAudit, LinkCode, Patient
 from scheduler.store.patients import find_patient
@@ -39,9 +38,8 @@ from tests.integration.clinic import add_patient, visited
 from tests.integration.desk import (
     JST,
     NOW,
-    PASSWORD,
-    STAFF,
     Site,
+    add_staff_account,
     csrf_of,
     emptied,
     fits_the_phone,
@@ -511,7 +509,7 @@ def line_runtime(desk_env: dict[str, str], tmp_path: Path) -> Iterator[Runtime]:
     config = with_basic_id(tmp_path / "line")
     opened = open_runtime(load_settings({**desk_env, "TAYORI_CONFIG": str(config)}))
     with transaction(opened.sessions) as session:
-        add_user(session, STAFF, PASSWORD, NOW)
+        add_staff_account(session, NOW)
     yield opened
     opened.close()
 

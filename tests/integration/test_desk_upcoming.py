@@ -28,7 +28,6 @@ from scheduler.outbox.planner import PlannedMessage, dry_run, plan
 from scheduler.runtime import Runtime, open_runtime
 from scheduler.settings import load_settings
 from scheduler.store.db import transaction
-from scheduler.store.desk import add_user
 from scheduler.store.models import Delivery, DeskAudit, HeldMessage, Patient
 from scheduler.web.app import create_app
 from scheduler.worker import tick
@@ -37,9 +36,9 @@ from tests.integration.clinic import add_appointment, add_patient, visited
 from tests.integration.desk import (
     JST,
     NOW,
-    PASSWORD,
     STAFF,
     Site,
+    add_staff_account,
     csrf_of,
     emptied,
     fits_the_phone,
@@ -364,7 +363,7 @@ def client_with_smtp(
         monkeypatch.setenv(name, value)
     runtime = open_runtime(load_settings({**desk_env, **smtp}))
     with transaction(runtime.sessions) as session:
-        add_user(session, STAFF, PASSWORD, NOW)
+        add_staff_account(session, NOW)
     client = create_app(runtime.settings, runtime, FixedClock(NOW)).test_client()
     sign_in(client)
     yield client, runtime
