@@ -12,8 +12,8 @@ from scheduler.store.clinics import clinic_of
 from scheduler.store.models import TemplateVersion
 
 
-def versions_of(session: Session, path: str, limit: int = 50) -> list[TemplateVersion]:
-    """The file's kept versions, newest first."""
+def versions_of(session: Session, path: str, limit: int | None = 50) -> list[TemplateVersion]:
+    """The file's kept versions, newest first (the newest `limit`; None: all)."""
     return list(
         session.scalars(
             select(TemplateVersion)

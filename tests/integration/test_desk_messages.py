@@ -29,6 +29,7 @@ from scheduler.settings import Settings, load_settings
 from scheduler.store.db import transaction
 from scheduler.store.desk import add_user
 from scheduler.store.models import DeskAudit, TemplateVersion
+from scheduler.store.template_versions import keep_version
 from scheduler.web.app import create_app
 from tests.conftest import ROOT
 from tests.integration.browser import PHONE, fits_the_width
@@ -263,6 +264,22 @@ def test_saving_writes_the_file_and_keeps_the_original_and_the_new_version(
         (NUDGE_LINE, changed, False),
     ]
     assert record.detail == f"{NUDGE_LINE}: saved as version {kept[1].id}"
+
+
+def test_past_twenty_versions_the_page_lists_the_newest_and_shows_all_on_asking(
+    client: FlaskClient, desk: Runtime
+) -> None:
+    with transaction(desk.sessions) as session:
+        keep_version(session, NUDGE_LINE, "the original", None, NOW)
+        for n in range(1, 25):
+            keep_version(session, NUDGE_LINE, f"version {n}", None, NOW)
+    page = client.get(EDITOR).get_data(as_text=True)
+    assert page.count("この版に戻す</button>") == 20
+    assert "the original" not in page and "version 24" in page
+    assert f"{EDITOR}?versions=all#versions" in page
+    everything = client.get(f"{EDITOR}?versions=all").get_data(as_text=True)
+    assert everything.count("この版に戻す</button>") == 25
+    assert "the original" in everything and "すべての版を表示する" not in everything
 
 
 def test_restoring_a_version_puts_its_text_back_and_is_kept_as_a_version(

@@ -299,6 +299,7 @@ def edit(clinic: str | None, name: str) -> ResponseReturnValue:
         else:
             _save(name, path, on_disk, text, now)
             return redirect(here.url(f"/messages/edit/{quote(name)}"))
+    versions, more_versions = _versions(name, on_disk)
     page = render_template(
         "desk/message_edit.html",
         desk=here,
@@ -309,7 +310,8 @@ def edit(clinic: str | None, name: str) -> ResponseReturnValue:
         sample=SAMPLE_PATIENT,
         patient_preview=_folder_reason(name) is not None,
         reasons=[(r, REASON_LABELS[r]) for r in PATIENT_REASONS] if "/" not in name else [],
-        versions=_versions(name, on_disk),
+        versions=versions,
+        more_versions=more_versions,
         **results,
     )
     # This page alone runs a script (the live preview), served by the desk itself,
@@ -573,12 +575,17 @@ def _tip_preview(path: Path, text: str) -> TipPreview | None:
     )
 
 
-def _versions(name: str, on_disk: str) -> list[VersionRow]:
+def _versions(name: str, on_disk: str) -> tuple[list[VersionRow], bool]:
+    """The file's kept versions, newest first: the newest VERSIONS_SHOWN, or all of
+    them when the page asks (`?versions=all`); and whether some were left out."""
     here = desk()
     tz = here.settings.timezone
     now = clock_of(current_app).now()
+    everything = request.args.get("versions") == "all"
     with reading(here.runtime.sessions) as db:
-        kept = versions_of(db, name, limit=VERSIONS_SHOWN)
+        kept = versions_of(db, name, limit=None if everything else VERSIONS_SHOWN + 1)
+        more = len(kept) > VERSIONS_SHOWN and not everything
+        kept = kept if everything else kept[:VERSIONS_SHOWN]
         who = {
             user.id: user.email
             for user in (db.get(DeskUser, v.saved_by) for v in kept if v.saved_by is not None)
@@ -593,4 +600,4 @@ def _versions(name: str, on_disk: str) -> list[VersionRow]:
                 current=v.content == on_disk,
             )
             for v in kept
-        ]
+        ], more
