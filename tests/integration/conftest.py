@@ -10,10 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from flask.testing import FlaskClient
 
+from scheduler.clock import FixedClock
 from scheduler.runtime import Runtime, open_runtime
 from scheduler.settings import load_settings
 from scheduler.store.db import transaction
+from scheduler.web.app import create_app
 from tests.conftest import ROOT, empty_database
 from tests.integration.channel_env import PUBLIC_URL, SECRET_KEY
 from tests.integration.desk import NOW, Site, add_staff_account
@@ -41,6 +44,18 @@ def desk_runtime(desk_env: dict[str, str]) -> Iterator[Runtime]:
         add_staff_account(session, NOW)
     yield opened
     opened.close()
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    """The desk's clock, pinned at NOW (tests move it)."""
+    return FixedClock(NOW)
+
+
+@pytest.fixture
+def client(desk_runtime: Runtime, clock: FixedClock) -> FlaskClient:
+    """A browser of the desk of `desk_runtime`, signed in as nobody yet."""
+    return create_app(desk_runtime.settings, desk_runtime, clock).test_client()
 
 
 @pytest.fixture(scope="module")

@@ -35,6 +35,11 @@ def csrf_of(client: FlaskClient, page: str = "/login") -> str:
     return match.group(1)
 
 
+def text_of(html: str) -> str:
+    """A page's text, tags dropped and spaces squeezed, for comparing what it says."""
+    return " ".join(re.sub(r"<[^>]+>", " ", html).split())
+
+
 def sign_in(
     client: FlaskClient, password: str = PASSWORD, address: str = "192.0.2.10"
 ) -> TestResponse:

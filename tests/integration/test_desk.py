@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
@@ -44,6 +43,7 @@ from tests.integration.desk import (
     fits_the_phone,
     sign_in,
     sign_in_with_browser,
+    text_of,
 )
 
 # --- accounts: `tayori user add` --------------------------------------------------
@@ -91,16 +91,6 @@ REFUSED_BY_LINE = (
     "LINE 400: Failed to send messages (this LINE user id cannot be reached from this channel)"
 )
 REFUSED_BY_LINE_SAID = "このLINEの方には届きません（ブロックや連携の解除など）"
-
-
-@pytest.fixture
-def clock() -> FixedClock:
-    return FixedClock(NOW)
-
-
-@pytest.fixture
-def client(desk_runtime: Runtime, clock: FixedClock) -> FlaskClient:
-    return create_app(desk_runtime.settings, desk_runtime, clock).test_client()
 
 
 def test_signing_in_opens_the_today_page(client: FlaskClient) -> None:
@@ -318,17 +308,12 @@ def known_outbox(runtime: Runtime) -> str:
     return failing.claim.id
 
 
-def _text(html: str) -> str:
-    """The page's text, tags dropped and spaces squeezed, for comparing numbers."""
-    return " ".join(re.sub(r"<[^>]+>", " ", html).split())
-
-
 def test_the_today_page_shows_the_numbers_of_a_known_outbox(
     client: FlaskClient, desk_runtime: Runtime
 ) -> None:
     failed = known_outbox(desk_runtime)
     sign_in(client)
-    page = _text(client.get("/").get_data(as_text=True))
+    page = text_of(client.get("/").get_data(as_text=True))
     today, tomorrow = page.split("今日の送信予定")[1].split("明日の送信予定")
     assert "次回来院のおすすめ 1 1 2" in today  # LINE, email, total
     assert "予約前日のお知らせ" not in today

@@ -53,17 +53,6 @@ OWNERS_ONLY = "このページは管理者専用です"
 
 
 @pytest.fixture
-def clock() -> FixedClock:
-    return FixedClock(NOW)
-
-
-@pytest.fixture
-def client(desk_runtime: Runtime, clock: FixedClock) -> FlaskClient:
-    """A browser of the clinic's first account (STAFF, an owner as every first is)."""
-    return create_app(desk_runtime.settings, desk_runtime, clock).test_client()
-
-
-@pytest.fixture
 def other(desk_runtime: Runtime, clock: FixedClock) -> FlaskClient:
     """A second browser, for another account."""
     return create_app(desk_runtime.settings, desk_runtime, clock).test_client()

@@ -46,21 +46,10 @@ from tests.integration.desk import (
     fits_the_phone,
     sign_in,
     sign_in_with_browser,
+    text_of,
 )
 
 YEAR_END = datetime(2026, 12, 1, 10, 0, tzinfo=JST)  # the year_end campaign's moment
-
-
-@pytest.fixture
-def clock() -> FixedClock:
-    return FixedClock(NOW)
-
-
-@pytest.fixture
-def client(desk_runtime: Runtime, clock: FixedClock) -> FlaskClient:
-    from scheduler.web.app import create_app
-
-    return create_app(desk_runtime.settings, desk_runtime, clock).test_client()
 
 
 def known_clinic(runtime: Runtime) -> None:
@@ -94,11 +83,6 @@ def readers(runtime: Runtime, count: int) -> None:
             visited(session, NOW, days_ago=30, external_id=f"R{n:03d}")
 
 
-def _text(html: str) -> str:
-    """The page's text, tags dropped and spaces squeezed, for comparing numbers."""
-    return " ".join(re.sub(r"<[^>]+>", " ", html).split())
-
-
 HEADING = r"\b{} (?:送信する|停止中) "
 
 
@@ -111,7 +95,7 @@ def _section(page: str, campaign_id: str) -> str:
 def _campaigns_page(client: FlaskClient) -> str:
     answer = client.get("/campaigns")
     assert answer.status_code == 200
-    return _text(answer.get_data(as_text=True))
+    return text_of(answer.get_data(as_text=True))
 
 
 def _post(client: FlaskClient, path: str) -> TestResponse:
@@ -206,7 +190,7 @@ def test_a_campaign_switched_off_in_the_campaigns_file_is_shown_without_a_button
     client = create_app(switched, replace(desk_runtime, settings=switched), clock).test_client()
     sign_in(client)
     html = client.get("/campaigns").get_data(as_text=True)
-    assert "設定ファイル（campaigns.toml）で止められています" in _section(_text(html), "year_end")
+    assert "設定ファイル（campaigns.toml）で止められています" in _section(text_of(html), "year_end")
     assert "停止する（year_end）" not in html and "再開する（year_end）" not in html
     assert "停止する（season_change）" in html
 

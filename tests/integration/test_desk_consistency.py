@@ -6,16 +6,13 @@ in a real Chromium for the error page on a phone."""
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import select, text
 
-from scheduler.clock import FixedClock
 from scheduler.core.domain import DeliveryState, Phase
 from scheduler.outbox import transitions
 from scheduler.outbox.campaign_control import pause
@@ -23,7 +20,6 @@ from scheduler.outbox.planner import plan
 from scheduler.runtime import Runtime
 from scheduler.store.db import transaction
 from scheduler.store.models import Delivery, Patient
-from scheduler.web.app import create_app
 from tests.integration.browser import PHONE, fits_the_width
 from tests.integration.clinic import add_patient, visited
 from tests.integration.desk import (
@@ -33,17 +29,9 @@ from tests.integration.desk import (
     fits_the_phone,
     sign_in,
     sign_in_with_browser,
+    text_of,
 )
 from tests.integration.test_desk import known_outbox
-
-
-@pytest.fixture
-def client(desk_runtime: Runtime) -> FlaskClient:
-    return create_app(desk_runtime.settings, desk_runtime, FixedClock(NOW)).test_client()
-
-
-def _text(html: str) -> str:
-    return " ".join(re.sub(r"<[^>]+>", " ", html).split())
 
 
 def _id_of(runtime: Runtime, number: str) -> int:
@@ -121,7 +109,7 @@ def test_an_unknown_patient_is_a_japanese_page_with_the_navigation(
     sign_in(client)
     answer = client.get("/patients/999999")
     assert answer.status_code == 404
-    page = _text(answer.get_data(as_text=True))
+    page = text_of(answer.get_data(as_text=True))
     assert "ページが見つかりません" in page
     assert "今日 予定 患者 メッセージ" in page  # the navigation
     assert "Not Found" not in page
@@ -131,7 +119,7 @@ def test_an_address_no_page_has_is_the_desks_not_found_page(client: FlaskClient)
     sign_in(client)
     answer = client.get("/no/such/page")
     assert answer.status_code == 404
-    assert "ページが見つかりません" in _text(answer.get_data(as_text=True))
+    assert "ページが見つかりません" in text_of(answer.get_data(as_text=True))
     assert "今日のページへ戻る" in answer.get_data(as_text=True)
 
 
@@ -140,7 +128,7 @@ def test_signed_out_the_not_found_page_offers_the_sign_in_not_the_navigation(
 ) -> None:
     answer = client.get("/no/such/page")
     assert answer.status_code == 404
-    page = _text(answer.get_data(as_text=True))
+    page = text_of(answer.get_data(as_text=True))
     assert "ページが見つかりません" in page and "ログインのページへ" in page
     assert "ログアウト" not in page
 
@@ -149,7 +137,7 @@ def test_a_wrong_method_on_a_desk_page_is_a_japanese_page(client: FlaskClient) -
     sign_in(client)
     answer = client.get("/deliveries/some-id/retry")  # a button's address, opened
     assert answer.status_code == 405
-    page = _text(answer.get_data(as_text=True))
+    page = text_of(answer.get_data(as_text=True))
     assert "この操作はできません" in page
     assert "Method Not Allowed" not in page
 
@@ -179,7 +167,7 @@ def test_a_fault_is_a_japanese_page_that_names_nothing_of_it(
         with transaction(desk_runtime.sessions) as session:
             session.execute(text("ALTER TABLE paused_campaigns_away RENAME TO paused_campaigns"))
     assert answer.status_code == 500
-    page = _text(answer.get_data(as_text=True))
+    page = text_of(answer.get_data(as_text=True))
     assert "うまく表示できませんでした" in page
     assert "paused_campaigns" not in page and "Error" not in page
     assert "今日 予定 患者" in page
@@ -242,7 +230,7 @@ def test_a_campaign_paused_in_the_desk_shows_as_stopped_on_the_messages_page(
     with transaction(desk_runtime.sessions) as session:
         pause(session, desk_runtime.settings, "year_end", None, NOW)
     sign_in(client)
-    page = _text(client.get("/messages").get_data(as_text=True))
+    page = text_of(client.get("/messages").get_data(as_text=True))
     year_end = page.split("季節のお便り：year_end")[1].split("季節のお便り：")[0]
     assert "このキャンペーンは停止中です。" in year_end
     season_change = page.split("季節のお便り：season_change")[1].split("季節のお便り：")[0]
@@ -256,5 +244,5 @@ def test_a_history_line_of_an_earlier_year_names_its_year(
         patient = add_patient(session, NOW - timedelta(days=400), "OLD", Phase.MAINTENANCE)
         patient_id = patient.id
     sign_in(client)
-    page = _text(client.get(f"/patients/{patient_id}").get_data(as_text=True))
+    page = text_of(client.get(f"/patients/{patient_id}").get_data(as_text=True))
     assert "2025年10月21日（火）" in page  # 400 days before 2026-11-25

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
@@ -45,6 +44,7 @@ from tests.integration.desk import (
     fits_the_phone,
     sign_in,
     sign_in_with_browser,
+    text_of,
 )
 from tests.integration.web import web_process
 
@@ -57,16 +57,6 @@ REFUSED_BY_LINE = (
 REFUSED_BY_LINE_SAID = "このLINEの方には届きません（ブロックや連携の解除など）"
 # What the email channel records of an address its server refused.
 MAILBOX_FULL = "address refused: 552 5.2.2 mailbox full"
-
-
-@pytest.fixture
-def clock() -> FixedClock:
-    return FixedClock(NOW)
-
-
-@pytest.fixture
-def client(desk_runtime: Runtime, clock: FixedClock) -> FlaskClient:
-    return create_app(desk_runtime.settings, desk_runtime, clock).test_client()
 
 
 def a_maintenance_patient(
@@ -128,10 +118,6 @@ def change_phase(client: FlaskClient, patient_id: int, phase: str, **days: str) 
     )
 
 
-def _text(html: str) -> str:
-    return " ".join(re.sub(r"<[^>]+>", " ", html).split())
-
-
 # --- search -----------------------------------------------------------------------
 
 
@@ -148,7 +134,7 @@ def test_search_finds_a_patient_by_number_and_puts_that_number_first(
 ) -> None:
     some_patients(desk_runtime)
     sign_in(client)
-    page = _text(client.get("/patients?q=P002").get_data(as_text=True))
+    page = text_of(client.get("/patients?q=P002").get_data(as_text=True))
     assert "山田 花子" not in page
     # The patient numbered P002 first, then the others holding "P002" by number.
     assert page.index("佐藤 一郎") < page.index("山本 P002") < page.index("鈴木 二郎")
@@ -159,7 +145,7 @@ def test_search_finds_patients_by_part_of_the_name(
 ) -> None:
     some_patients(desk_runtime)
     sign_in(client)
-    page = _text(client.get("/patients?q=山").get_data(as_text=True))
+    page = text_of(client.get("/patients?q=山").get_data(as_text=True))
     assert "山田 花子 様 患者番号 P001・急性期" in page
     assert "山本 P002 様 患者番号 K-9・フェーズなし" in page
     assert "佐藤" not in page and "鈴木" not in page
@@ -232,7 +218,7 @@ def test_the_patient_page_shows_phase_cadence_consent_contacts_and_messages(
     with transaction(desk_runtime.sessions) as session:
         record_consent(session, patient_id, ConsentKind.NEWSLETTER, True, ConsentSource.DESK, NOW)
     sign_in(client)
-    page = _text(client.get(f"/patients/{patient_id}").get_data(as_text=True))
+    page = text_of(client.get(f"/patients/{patient_id}").get_data(as_text=True))
     assert "山田 花子 様 患者番号 P001" in page
     assert "フェーズ メンテナンス期" in page
     assert "来院のおすすめ 最後の来院から 12日後（フェーズの標準）" in page
@@ -271,7 +257,7 @@ def test_the_patient_page_logs_messages_newest_first_with_state_and_error(
             else:
                 transitions.fail(session, claimed.claim, REFUSED_BY_LINE, moment)
     sign_in(client)
-    page = _text(client.get(f"/patients/{patient_id}").get_data(as_text=True))
+    page = text_of(client.get(f"/patients/{patient_id}").get_data(as_text=True))
     log = page.split("送信の記録")[1]
     failed = log.index(
         f"11月23日（月）10:30・ 送れなかった {REFUSED_BY_LINE_SAID} 詳しい内容 {REFUSED_BY_LINE}"
@@ -313,7 +299,7 @@ def test_changing_the_phase_replans_the_patient_at_once(
         ("cadence_nudge", at_10(NOW, 3)),
         ("cadence_follow_up", at_10(NOW, 5)),
     ]
-    page = _text(client.get(f"/patients/{patient_id}").get_data(as_text=True))
+    page = text_of(client.get(f"/patients/{patient_id}").get_data(as_text=True))
     assert "フェーズと通院の間隔を変更しました。今後の送信予定も組み直しました。" in page
     assert "次回来院のおすすめ（LINE） 11月28日（土）10:00・ 送信予定" in page
 
@@ -377,7 +363,7 @@ def test_a_phase_change_is_kept_in_the_history_and_the_audit_log(
         f"patient {patient_id}: phase maintenance, nudge default, follow-up default -> "
         "phase rehab, nudge 5, follow-up default; planned again (2 new, 2 withdrawn)"
     )
-    page = _text(client.get(f"/patients/{patient_id}").get_data(as_text=True))
+    page = text_of(client.get(f"/patients/{patient_id}").get_data(as_text=True))
     assert "11月25日（水）09:30 リハビリ期（おすすめ 5日後） 管理画面" in page
     assert "来院のおすすめ 最後の来院から 5日後（個別の設定）" in page
 
@@ -469,7 +455,7 @@ def test_withdrawing_consent_withdraws_the_planned_messages_at_once(
     with desk_runtime.sessions() as session:
         [record] = session.scalars(select(DeskAudit).where(DeskAudit.action == "consent")).all()
     assert record.detail == f"patient {patient_id}: reminders withdrawn"
-    page = _text(client.get(f"/patients/{patient_id}").get_data(as_text=True))
+    page = text_of(client.get(f"/patients/{patient_id}").get_data(as_text=True))
     assert "来院のおすすめ・予約のお知らせを「同意なし」にしました。" in page
     assert "11月25日（水）09:30 来院のおすすめ・予約のお知らせ：同意なし 管理画面" in page
 

@@ -44,6 +44,7 @@ from tests.integration.desk import (
     fits_the_phone,
     sign_in,
     sign_in_with_browser,
+    text_of,
 )
 
 SENT_AT = datetime(2026, 10, 5, 10, 0, tzinfo=JST)  # a Monday; NOW is 51 days later
@@ -190,15 +191,6 @@ def report(env: dict[str, str], *extra: str) -> dict[str, Any]:
     return document
 
 
-@pytest.fixture
-def client(desk_runtime: Runtime) -> FlaskClient:
-    return create_app(desk_runtime.settings, desk_runtime, FixedClock(NOW)).test_client()
-
-
-def _text(html: str) -> str:
-    return " ".join(re.sub(r"<[^>]+>", " ", html).split())
-
-
 def link_of(runtime: Runtime, delivery_id: str) -> str:
     """The booking link's token in the LINE message the preview channel wrote."""
     sent = (runtime.settings.outbox_dir / f"{delivery_id}.json").read_text(encoding="utf-8")
@@ -250,7 +242,7 @@ def test_the_results_page_shows_the_numbers_of_a_known_data_set(
     sign_in(client)
     answer = client.get(f"/results?from={PERIOD[0]}&to={PERIOD[1]}")
     assert answer.status_code == 200
-    page = _text(answer.get_data(as_text=True))
+    page = text_of(answer.get_data(as_text=True))
     assert "10月1日（木）〜10月31日（土）にお送りしたメッセージ" in page
     nudges, follow_ups = page.split("次回来院のおすすめ")[1].split("おすすめの再送")
     # Columns: count, then rate and responded/observed within 7 and 14 days, then
@@ -267,13 +259,13 @@ def test_the_results_page_shows_the_numbers_of_a_known_data_set(
 def test_a_period_without_messages_says_so(client: FlaskClient, desk_runtime: Runtime) -> None:
     known_results(desk_runtime)
     sign_in(client)
-    page = _text(client.get("/results?from=2026-11-01&to=2026-11-20").get_data(as_text=True))
+    page = text_of(client.get("/results?from=2026-11-01&to=2026-11-20").get_data(as_text=True))
     assert "この期間にお送りしたメッセージはありません。" in page
 
 
 def test_a_date_that_is_not_one_shows_the_last_90_days_and_says_why(client: FlaskClient) -> None:
     sign_in(client)
-    page = _text(client.get("/results?from=yesterday").get_data(as_text=True))
+    page = text_of(client.get("/results?from=yesterday").get_data(as_text=True))
     assert "日付は 2026-11-01 のように入力してください。" in page
     assert "8月28日（金）〜11月25日（水）にお送りしたメッセージ" in page
 
@@ -287,7 +279,7 @@ def test_a_date_at_the_ends_of_the_calendar_shows_the_last_90_days(
     sign_in(client)
     answer = client.get(f"/results?{period}")
     assert answer.status_code == 200
-    assert "日付は 2026-11-01 のように入力してください。" in _text(answer.get_data(as_text=True))
+    assert "日付は 2026-11-01 のように入力してください。" in text_of(answer.get_data(as_text=True))
 
 
 def test_the_results_page_needs_a_sign_in(client: FlaskClient) -> None:
@@ -403,7 +395,7 @@ def test_the_results_page_shows_the_presses_per_message(
     for patient in ("A", "A", "B"):
         client.get(f"/r/{link_of(desk_runtime, known.nudges[patient])}")
     sign_in(client)
-    page = _text(client.get(f"/results?from={PERIOD[0]}&to={PERIOD[1]}").get_data(as_text=True))
+    page = text_of(client.get(f"/results?from={PERIOD[0]}&to={PERIOD[1]}").get_data(as_text=True))
     assert "LINE cadence_nudge 3 33% 1/3 67% 2/3 2通 3回" in page
 
 

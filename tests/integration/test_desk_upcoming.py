@@ -44,6 +44,7 @@ from tests.integration.desk import (
     fits_the_phone,
     sign_in,
     sign_in_with_browser,
+    text_of,
 )
 from tests.servers.smtp import SmtpServer, smtp_server_fixture
 
@@ -99,10 +100,6 @@ def the_key(runtime: Runtime, now: datetime, patient: str, reason: Reason) -> st
     return message.key
 
 
-def _text(html: str) -> str:
-    return " ".join(re.sub(r"<[^>]+>", " ", html).split())
-
-
 def post(client: FlaskClient, action: str, key: str, **filters: str) -> str:
     """Press a button of the page; the page it returns to, as text."""
     answer = client.post(
@@ -110,7 +107,7 @@ def post(client: FlaskClient, action: str, key: str, **filters: str) -> str:
         data={"key": key, "csrf_token": csrf_of(client, "/upcoming"), **filters},
     )
     assert answer.status_code == 302
-    return _text(client.get(answer.location).get_data(as_text=True))
+    return text_of(client.get(answer.location).get_data(as_text=True))
 
 
 # --- the list ------------------------------------------------------------------------
@@ -123,7 +120,7 @@ def test_the_page_lists_the_same_messages_as_the_dry_run_of_30_days(
     expected = coming(desk_runtime, NOW)
     html = client.get("/upcoming").get_data(as_text=True)
     assert sorted(KEY_FIELD.findall(html)) == sorted(2 * [m.key for m in expected])
-    page = _text(html)
+    page = text_of(html)
     assert f"{len(expected)} 件" in page
     assert len(expected) >= 3  # the two nudges and the reminder, at least
 
@@ -142,14 +139,14 @@ def test_the_messages_are_grouped_by_day_with_their_labels(
 
 def _day(html: str, label: str) -> str:
     """The text of one day's section of the page."""
-    return _text(html.split(f'<section aria-label="{label}">')[1].split("</section>")[0])
+    return text_of(html.split(f'<section aria-label="{label}">')[1].split("</section>")[0])
 
 
 def test_filtering_by_reason_shows_only_that_reason(
     client: FlaskClient, desk_runtime: Runtime
 ) -> None:
     a_clinic(desk_runtime, NOW)
-    page = _text(client.get("/upcoming?reason=appointment_reminder").get_data(as_text=True))
+    page = text_of(client.get("/upcoming?reason=appointment_reminder").get_data(as_text=True))
     assert "患者番号 REMIND" in page
     assert "患者番号 LINE1" not in page and "患者番号 MAIL1" not in page
 
@@ -158,14 +155,14 @@ def test_filtering_by_channel_shows_only_that_channel(
     client: FlaskClient, desk_runtime: Runtime
 ) -> None:
     a_clinic(desk_runtime, NOW)
-    page = _text(client.get("/upcoming?channel=email").get_data(as_text=True))
+    page = text_of(client.get("/upcoming?channel=email").get_data(as_text=True))
     assert "患者番号 MAIL1" in page
     assert "患者番号 LINE1" not in page and "患者番号 REMIND" not in page
 
 
 def test_filtering_by_day_shows_only_that_day(client: FlaskClient, desk_runtime: Runtime) -> None:
     a_clinic(desk_runtime, NOW)
-    page = _text(client.get("/upcoming?day=2026-12-04").get_data(as_text=True))
+    page = text_of(client.get("/upcoming?day=2026-12-04").get_data(as_text=True))
     assert "18:00 予約前日のお知らせ（LINE） 患者番号 REMIND" in page
     assert "患者番号 LINE1" not in page and "患者番号 MAIL1" not in page
 
@@ -177,14 +174,14 @@ def test_past_200_messages_the_page_shows_the_first_and_asks_for_a_filter(
         for n in range(201):
             add_patient(session, NOW - timedelta(days=10), f"N{n:03d}", Phase.ACUTE)
             visited(session, NOW, days_ago=3, external_id=f"N{n:03d}")
-    page = _text(client.get("/upcoming").get_data(as_text=True))
+    page = text_of(client.get("/upcoming").get_data(as_text=True))
     assert "日時の早い順に 200 件を表示しています。" in page
     assert page.count("保留する") == 200
 
 
 def test_a_filter_that_matches_nothing_says_so(client: FlaskClient, desk_runtime: Runtime) -> None:
     a_clinic(desk_runtime, NOW)
-    page = _text(client.get("/upcoming?reason=no_show_follow_up").get_data(as_text=True))
+    page = text_of(client.get("/upcoming?reason=no_show_follow_up").get_data(as_text=True))
     assert "この条件の予定はありません。" in page
 
 
@@ -297,7 +294,7 @@ def test_the_status_and_the_today_page_do_not_count_a_held_message_as_going_out(
     with transaction(desk_runtime.sessions) as session:
         plan(session, NOW, desk_runtime.settings.rules, desk_runtime.settings)
     post(client, "hold", the_key(desk_runtime, NOW, "LINE1", Reason.CADENCE_NUDGE))
-    today = _text(client.get("/").get_data(as_text=True)).split("明日の送信予定")[0]
+    today = text_of(client.get("/").get_data(as_text=True)).split("明日の送信予定")[0]
     assert "次回来院のおすすめ 0 1 1" in today  # LINE, email, total
 
 
