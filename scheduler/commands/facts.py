@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from scheduler.commands import USE_DEFAULT
 from scheduler.commands.common import CommandError, command_now, local, opened, progress
 from scheduler.core.domain import Phase
+from scheduler.outbox.planner import plan_patient
 from scheduler.settings import Settings
 from scheduler.store import db
 from scheduler.store.clinics import clinic_of
@@ -93,13 +94,13 @@ def patient(args: argparse.Namespace, settings: Settings) -> int:
                     f"patient {patient.external_id} was forgotten on "
                     f"{local(patient.forgotten_at, settings)}: nothing to change"
                 )
-            _set_patient(session, patient, args, now)
+            _set_patient(session, patient, args, now, settings)
         print(_describe(view_patient(session, patient, now, settings.rules), args, settings))
     return 0
 
 
 def _set_patient(
-    session: Session, patient: Patient, args: argparse.Namespace, now: datetime
+    session: Session, patient: Patient, args: argparse.Namespace, now: datetime, settings: Settings
 ) -> None:
     def days(value: int | str | None, current: int | None) -> int | None:
         if value is None:
@@ -115,9 +116,21 @@ def _set_patient(
         nudge_after_days=days(args.nudge_after_days, patient.nudge_after_days),
         follow_up_days=days(args.follow_up_days, patient.follow_up_days),
     )
-    if changed:
-        patient.updated_at = now
-    print("changed: a new cadence episode starts now" if changed else "nothing to change")
+    if not changed:
+        print("nothing to change")
+        return
+    patient.updated_at = now
+    print("changed: a new cadence episode starts now")
+    # Planned again at once, as the desk does: `patient show` and `plan` say so now.
+    session.flush()
+    planned = plan_patient(session, patient.id, now, settings.rules, settings)
+    if planned is None:
+        print("planned again at the worker's next cycle (a campaign's first plan is pending)")
+    else:
+        print(
+            f"planned again: {planned.created} new, {planned.revived} revived, "
+            f"{planned.withdrawn} withdrawn"
+        )
 
 
 def _describe(view: PatientView, args: argparse.Namespace, settings: Settings) -> str:

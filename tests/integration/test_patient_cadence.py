@@ -186,6 +186,29 @@ def test_phase_change_mid_episode_withdraws_the_pending_nudge_and_replans(
     }
 
 
+def test_patient_set_plans_the_patient_again_at_once(
+    settings: Settings, sessions: sessionmaker[Session], capsys: pytest.CaptureFixture[str]
+) -> None:
+    monday = datetime(2026, 11, 23, 9, 0, tzinfo=JST)
+    with transaction(sessions) as session:
+        add_patient(session, monday, phase=Phase.MAINTENANCE)
+        visited(session, monday, days_ago=2)
+        plan(session, monday, settings.rules, settings)
+    assert main(["patient", "set", "P1", "--phase", "acute", "--now", "2026-11-24T15:00"]) == 0
+    assert "planned again: 2 new, 0 revived, 2 withdrawn" in capsys.readouterr().out
+    with sessions() as session:  # no worker cycle in between
+        planned = {
+            d.reason: d.send_after.astimezone(JST)
+            for d in session.scalars(
+                select(Delivery).where(Delivery.state == DeliveryState.PLANNED)
+            )
+        }
+    assert planned == {
+        Reason.CADENCE_NUDGE: datetime(2026, 11, 27, 10, 0, tzinfo=JST),
+        Reason.CADENCE_FOLLOW_UP: datetime(2026, 11, 29, 10, 0, tzinfo=JST),
+    }
+
+
 def test_rules_use_the_phase_in_force_at_now(
     settings: Settings, sessions: sessionmaker[Session]
 ) -> None:
