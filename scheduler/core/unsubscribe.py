@@ -15,39 +15,32 @@ database, no clock; the web page that acts on a token is `scheduler.web.unsubscr
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
 import re
 
 from scheduler.core.domain import ConsentKind
+from scheduler.core.signed_tokens import SLUG, InvalidToken, join, split
+
+__all__ = ["InvalidToken", "read_unsubscribe_token", "unsubscribe_token", "unsubscribe_url"]
 
 # Keeps tokens made for unsubscribing from matching any other signature made with
 # the same key; a new token format gets a new label (v1 carried the internal id, v2
 # no clinic).
 _PURPOSE = b"tayori unsubscribe v3\n"
 _PURPOSE_V2 = b"tayori unsubscribe v2\n"
-_SLUG = re.compile(r"^[a-z0-9-]{1,40}$")
 # As `scheduler.store.models.new_public_id` makes them: 16 random bytes in hex.
 _PUBLIC_ID = re.compile(r"^[0-9a-f]{32}$")
-_TOKEN = re.compile(r"^([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)$")
-# A real token is about 100 characters; anything far longer is not worth decoding.
-_MAX_TOKEN_LENGTH = 256
-
-
-class InvalidToken(ValueError):
-    """The token was not made with this key: tampered with, truncated or made up."""
 
 
 def unsubscribe_token(secret_key: str, clinic: str, public_id: str, kind: ConsentKind) -> str:
-    if not isinstance(clinic, str) or not _SLUG.match(clinic):
+    if not isinstance(clinic, str) or not SLUG.match(clinic):
         raise ValueError(f"clinic must be a clinic's slug, got {clinic!r}")
     if not isinstance(public_id, str) or not _PUBLIC_ID.match(public_id):
         raise ValueError(f"public id must be 32 lower-case hex digits, got {public_id!r}")
     kind = ConsentKind(kind)  # a bare string of a kind is accepted; anything else refused
     payload = f"{clinic}:{public_id}:{kind.value}".encode("ascii")
-    return f"{_encode(payload)}.{_encode(_signature(secret_key, payload))}"
+    return join(payload, _signature(secret_key, payload))
 
 
 def read_unsubscribe_token(
@@ -56,11 +49,7 @@ def read_unsubscribe_token(
     """The (clinic, public id, kind) a token was made for, `first_clinic` for a token
     made before there were clinics; InvalidToken if it was not made with
     `secret_key` or is malformed."""
-    match = _TOKEN.match(token) if len(token) <= _MAX_TOKEN_LENGTH else None
-    if match is None:
-        raise InvalidToken("not an unsubscribe token")
-    payload = _decode(match.group(1))
-    signature = _decode(match.group(2))
+    payload, signature = split(token, "an unsubscribe token")
     # Compare before looking inside: an unsigned payload is never parsed.
     if hmac.compare_digest(signature, _signature(secret_key, payload)):
         clinic, _, rest = payload.decode("ascii", "replace").partition(":")
@@ -70,7 +59,7 @@ def read_unsubscribe_token(
         raise InvalidToken("unsubscribe token does not match its signature")
     public_id, _, kind = rest.partition(":")
     if (
-        not _SLUG.match(clinic)
+        not SLUG.match(clinic)
         or not _PUBLIC_ID.match(public_id)
         or kind not in {k.value for k in ConsentKind}
     ):
@@ -92,18 +81,3 @@ def _signature(secret_key: str, payload: bytes, purpose: bytes = _PURPOSE) -> by
         # Without a key anyone could sign: refuse rather than make forgeable links.
         raise ValueError("unsubscribe tokens need TAYORI_SECRET_KEY")
     return hmac.new(secret_key.encode("utf-8"), purpose + payload, hashlib.sha256).digest()
-
-
-def _encode(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _decode(text: str) -> bytes:
-    try:
-        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError) as e:
-        raise InvalidToken("unsubscribe token is not base64") from e
-    # One spelling per token: refuse the variants base64 would quietly accept.
-    if _encode(data) != text:
-        raise InvalidToken("unsubscribe token is not base64")
-    return data

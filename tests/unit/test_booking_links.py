@@ -13,7 +13,8 @@ from scheduler.core.booking_links import (
     read_booking_token,
 )
 from scheduler.core.domain import ConsentKind
-from scheduler.core.unsubscribe import InvalidToken, unsubscribe_token
+from scheduler.core.signed_tokens import InvalidToken
+from scheduler.core.unsubscribe import unsubscribe_token
 from scheduler.store.models import new_delivery_id
 
 KEY = "a-long-random-secret-key-for-tests"
