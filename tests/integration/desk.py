@@ -4,10 +4,14 @@ desk (`desk_env`, `desk_runtime`, `site`) are in `tests/integration/conftest.py`
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -16,10 +20,14 @@ from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
-from scheduler.runtime import Runtime
+from scheduler.commands import main
+from scheduler.outbox import transitions
+from scheduler.outbox.transitions import Claimed
+from scheduler.runtime import Clinics, Runtime
 from scheduler.store.db import transaction
 from scheduler.store.desk import Role
 from scheduler.store.models import Base, DeskUser
+from tests.conftest import ROOT
 
 PASSWORD = "correct horse battery staple"
 STAFF = "reception@clinic.example"
@@ -72,6 +80,27 @@ def add_staff_account(session: Session, now: datetime) -> DeskUser:
     session.add(user)
     session.flush()
     return user
+
+
+def claim_due(session: Session, at: datetime, limit: int = 10) -> list[Claimed]:
+    """What a worker would claim at `at`: for a test to end it as sent or failed."""
+    return transitions.claim(
+        session, now=at, db_now=at, lease=timedelta(minutes=5), limit=limit, max_attempts=5
+    ).claimed
+
+
+def second_clinic(
+    runtime: Runtime, folder: Path, files: Iterable[str] = ("tayori.toml",)
+) -> Runtime:
+    """Another clinic of the installation, `north`, with these of the shipped settings
+    files in `folder`."""
+    folder.mkdir()
+    for name in files:
+        shutil.copy(ROOT / "config" / name, folder / name)
+    assert main(["clinic", "add", "north", "--config", str(folder)]) == 0
+    north = Clinics(runtime, os.environ).find("north")
+    assert north is not None
+    return north
 
 
 def emptied(runtime: Runtime, now: datetime) -> None:

@@ -6,8 +6,6 @@ real Chromium for the page."""
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,17 +17,16 @@ from sqlalchemy import select, update
 from werkzeug.test import TestResponse
 
 from scheduler.clock import FixedClock
-from scheduler.commands import main
 from scheduler.core.domain import ChannelName, DeliveryState, Phase
 from scheduler.messages.digest import build_digest
 from scheduler.outbox import transitions
 from scheduler.outbox.planner import plan
-from scheduler.runtime import Clinics, Runtime
+from scheduler.runtime import Runtime
 from scheduler.store.db import transaction
 from scheduler.store.desk import FAILURE_WINDOW, FAILURES_ALLOWED, add_user
 from scheduler.store.models import Delivery, DeskAudit, DeskUser
 from scheduler.web.app import create_app
-from tests.conftest import ROOT, run_tayori
+from tests.conftest import run_tayori
 from tests.integration.browser import PHONE, fits_the_width
 from tests.integration.clinic import add_appointment, add_patient, visited
 from tests.integration.desk import (
@@ -38,9 +35,11 @@ from tests.integration.desk import (
     PASSWORD,
     STAFF,
     Site,
+    claim_due,
     csrf_of,
     emptied,
     fits_the_phone,
+    second_clinic,
     sign_in,
     sign_in_with_browser,
     text_of,
@@ -294,14 +293,7 @@ def known_outbox(runtime: Runtime) -> str:
         visited(session, NOW, days_ago=1, external_id="LONG")
     with transaction(runtime.sessions) as session:
         plan(session, YESTERDAY_10AM, settings.rules, settings)
-        [failing] = transitions.claim(
-            session,
-            now=YESTERDAY_10AM,
-            db_now=YESTERDAY_10AM,
-            lease=timedelta(minutes=5),
-            limit=10,
-            max_attempts=5,
-        ).claimed
+        [failing] = claim_due(session, YESTERDAY_10AM)
         transitions.fail(session, failing.claim, REFUSED_BY_LINE, YESTERDAY_10AM)
     with transaction(runtime.sessions) as session:
         plan(session, NOW, settings.rules, settings)
@@ -383,14 +375,7 @@ def a_failed_delivery(runtime: Runtime, now: datetime) -> str:
         visited(session, yesterday_10am, days_ago=3, external_id="FAIL")
     with transaction(runtime.sessions) as session:
         plan(session, yesterday_10am, runtime.settings.rules, runtime.settings)
-        [failing] = transitions.claim(
-            session,
-            now=yesterday_10am,
-            db_now=yesterday_10am,
-            lease=timedelta(minutes=5),
-            limit=10,
-            max_attempts=5,
-        ).claimed
+        [failing] = claim_due(session, yesterday_10am)
         transitions.fail(session, failing.claim, REFUSED_BY_LINE, yesterday_10am)
     return failing.claim.id
 
@@ -490,12 +475,7 @@ NORTH_PASSWORD = "another clinic, another password"
 @pytest.fixture
 def north(desk_runtime: Runtime, tmp_path: Path) -> Runtime:
     """A second clinic, `north`, with an account of the same email as the first's."""
-    folder = tmp_path / "north"
-    folder.mkdir()
-    shutil.copy(ROOT / "config" / "tayori.toml", folder / "tayori.toml")
-    assert main(["clinic", "add", "north", "--config", str(folder)]) == 0
-    runtime = Clinics(desk_runtime, os.environ).find("north")
-    assert runtime is not None
+    runtime = second_clinic(desk_runtime, tmp_path / "north")
     with transaction(runtime.sessions) as session:
         add_user(session, STAFF, NORTH_PASSWORD, NOW)
     return runtime

@@ -7,9 +7,7 @@ real `tayori serve` driven by a real Chromium."""
 from __future__ import annotations
 
 import logging
-import os
 import re
-import shutil
 import threading
 import uuid
 from collections.abc import Iterator
@@ -26,14 +24,13 @@ from sqlalchemy.engine import make_url
 from werkzeug.test import TestResponse
 
 from scheduler.clock import FixedClock
-from scheduler.commands import main
-from scheduler.runtime import Clinics, Runtime
+from scheduler.runtime import Runtime
 from scheduler.store import db
 from scheduler.store.db import transaction
 from scheduler.store.desk import FAILURES_ALLOWED, Change, Role, add_user, set_enabled
 from scheduler.store.models import DeskAudit, DeskUser
 from scheduler.web.app import create_app
-from tests.conftest import DATABASES, ROOT, run_tayori
+from tests.conftest import DATABASES, run_tayori
 from tests.integration.browser import PHONE, fits_the_width
 from tests.integration.desk import (
     NOW,
@@ -43,6 +40,7 @@ from tests.integration.desk import (
     csrf_of,
     emptied,
     fits_the_phone,
+    second_clinic,
     sign_in,
     sign_in_with_browser,
 )
@@ -426,12 +424,7 @@ def test_an_owner_who_steps_down_leaves_for_the_today_page(
 @pytest.fixture
 def north_account(desk_runtime: Runtime, tmp_path: Path) -> int:
     """A second clinic, `north`, with an account; the account's id."""
-    folder = tmp_path / "north"
-    folder.mkdir()
-    shutil.copy(ROOT / "config" / "tayori.toml", folder / "tayori.toml")
-    assert main(["clinic", "add", "north", "--config", str(folder)]) == 0
-    north = Clinics(desk_runtime, os.environ).find("north")
-    assert north is not None
+    north = second_clinic(desk_runtime, tmp_path / "north")
     with transaction(north.sessions) as session:
         return add_user(session, NURSE, NURSE_PASSWORD, NOW).id
 

@@ -7,9 +7,7 @@ the CLI as a user runs it, and a real `tayori serve` driven by a real Chromium."
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -29,11 +27,10 @@ from scheduler.outbox import transitions
 from scheduler.outbox.campaign_control import pause, resume
 from scheduler.outbox.planner import plan
 from scheduler.outbox.transitions import WITHDRAWN_CAMPAIGN_PAUSED
-from scheduler.runtime import Clinics, Runtime
+from scheduler.runtime import Runtime
 from scheduler.store.db import transaction
 from scheduler.store.models import Delivery, DeskAudit, PausedCampaign
 from scheduler.store.paused_campaigns import add_pause, paused_ids
-from tests.conftest import ROOT
 from tests.integration.browser import PHONE, fits_the_width
 from tests.integration.clinic import add_appointment, add_patient, visited
 from tests.integration.desk import (
@@ -41,9 +38,11 @@ from tests.integration.desk import (
     NOW,
     STAFF,
     Site,
+    claim_due,
     csrf_of,
     emptied,
     fits_the_phone,
+    second_clinic,
     sign_in,
     sign_in_with_browser,
     text_of,
@@ -204,14 +203,7 @@ def test_pausing_withdraws_the_planned_newsletters_but_not_the_sent_and_records_
     known_clinic(desk_runtime)
     _plan(desk_runtime, YEAR_END)
     with transaction(desk_runtime.sessions) as session:
-        [first] = transitions.claim(
-            session,
-            now=YEAR_END,
-            db_now=YEAR_END,
-            lease=timedelta(minutes=5),
-            limit=1,
-            max_attempts=5,
-        ).claimed
+        [first] = claim_due(session, YEAR_END, limit=1)
         transitions.record_sent(session, [(first.claim, None, None)], YEAR_END)
     clock.set(YEAR_END + timedelta(minutes=5))
     sign_in(client)
@@ -442,13 +434,7 @@ def test_a_campaign_switched_off_in_the_campaigns_file_has_its_planned_newslette
 def test_a_pause_in_one_clinic_leaves_another_clinics_campaign_running(
     client: FlaskClient, desk_runtime: Runtime, tmp_path: Path
 ) -> None:
-    folder = tmp_path / "north"
-    folder.mkdir()
-    for name in ("tayori.toml", "campaigns.toml"):
-        shutil.copy(ROOT / "config" / name, folder / name)
-    assert main(["clinic", "add", "north", "--config", str(folder)]) == 0
-    north = Clinics(desk_runtime, os.environ).find("north")
-    assert north is not None
+    north = second_clinic(desk_runtime, tmp_path / "north", ("tayori.toml", "campaigns.toml"))
     readers(desk_runtime, 2)
     readers(north, 3)
     sign_in(client)

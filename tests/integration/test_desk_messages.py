@@ -5,7 +5,6 @@ PostgreSQL), and a real `tayori serve` driven by a real Chromium."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from collections.abc import Iterator
@@ -18,13 +17,12 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from scheduler.clock import FixedClock
-from scheduler.commands import main
 from scheduler.core.domain import Phase, Reason
 from scheduler.messages.context import SAMPLE_PATIENT, sample_context
 from scheduler.messages.files import template_files, tip_files
 from scheduler.messages.lint import lint_template, lint_tip
 from scheduler.messages.templates import Renderer
-from scheduler.runtime import Clinics, Runtime, open_runtime
+from scheduler.runtime import Runtime, open_runtime
 from scheduler.settings import Settings, load_settings
 from scheduler.store.db import transaction
 from scheduler.store.desk import add_user
@@ -42,6 +40,7 @@ from tests.integration.desk import (
     csrf_of,
     emptied,
     fits_the_phone,
+    second_clinic,
     sign_in,
     sign_in_with_browser,
 )
@@ -413,12 +412,7 @@ NORTH_PASSWORD = "another clinic, another password"
 def test_a_folder_clinics_desk_edits_its_own_messages(
     client: FlaskClient, desk: Runtime, messages_dir: Path, tmp_path: Path
 ) -> None:
-    folder = tmp_path / "north"
-    folder.mkdir()
-    shutil.copy(ROOT / "config" / "tayori.toml", folder / "tayori.toml")
-    assert main(["clinic", "add", "north", "--config", str(folder)]) == 0
-    north = Clinics(desk, os.environ).find("north")
-    assert north is not None
+    north = second_clinic(desk, tmp_path / "north")
     with transaction(north.sessions) as session:
         add_user(session, STAFF, NORTH_PASSWORD, NOW)
     north_client = create_app(desk.settings, desk, FixedClock(NOW)).test_client()
@@ -444,7 +438,8 @@ def test_a_folder_clinics_desk_edits_its_own_messages(
         },
     )
     assert answer.location == f"/desk/north{EDITOR}"
-    assert (folder / "messages" / NUDGE_LINE).read_text(encoding="utf-8") == with_a_change(original)
+    north_messages = tmp_path / "north" / "messages"
+    assert (north_messages / NUDGE_LINE).read_text(encoding="utf-8") == with_a_change(original)
     assert (messages_dir / NUDGE_LINE).read_text(encoding="utf-8") == original
     with desk.sessions() as session:
         kept = session.scalars(select(TemplateVersion)).all()

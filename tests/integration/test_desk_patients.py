@@ -6,8 +6,6 @@ driven by a real Chromium."""
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
@@ -18,11 +16,10 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from scheduler.clock import FixedClock
-from scheduler.commands import main
 from scheduler.core.domain import ChannelName, ConsentKind, DeliveryState, Phase, Reason
 from scheduler.outbox import transitions
 from scheduler.outbox.planner import PlannedMessage, dry_run, plan, plan_patient
-from scheduler.runtime import Clinics, Runtime, open_runtime
+from scheduler.runtime import Runtime, open_runtime
 from scheduler.settings import load_settings
 from scheduler.store.consent import ConsentSource, record_consent
 from scheduler.store.db import transaction
@@ -39,9 +36,11 @@ from tests.integration.desk import (
     NOW,
     Site,
     add_staff_account,
+    claim_due,
     csrf_of,
     emptied,
     fits_the_phone,
+    second_clinic,
     sign_in,
     sign_in_with_browser,
     text_of,
@@ -186,7 +185,7 @@ def test_search_shows_thirty_patients_a_page_with_a_link_to_the_next(
 def test_search_finds_no_patient_of_another_clinic(
     client: FlaskClient, desk_runtime: Runtime, tmp_path: Path
 ) -> None:
-    other = a_second_clinic(desk_runtime, tmp_path)
+    other = second_clinic(desk_runtime, tmp_path / "north")
     with transaction(other.sessions) as session:
         add_patient(session, NOW, "P001", Phase.ACUTE, name="北の 患者")
         elsewhere = find_patient(session, "P001")
@@ -195,17 +194,6 @@ def test_search_finds_no_patient_of_another_clinic(
     sign_in(client)
     assert "北の 患者" not in client.get("/patients?q=P001").get_data(as_text=True)
     assert client.get(f"/patients/{other_id}").status_code == 404
-
-
-def a_second_clinic(runtime: Runtime, tmp_path: Path) -> Runtime:
-    """Another clinic of the installation, `north`, with the shipped settings."""
-    folder = tmp_path / "north"
-    folder.mkdir()
-    shutil.copy(ROOT / "config" / "tayori.toml", folder / "tayori.toml")
-    assert main(["clinic", "add", "north", "--config", str(folder)]) == 0
-    found = Clinics(runtime, os.environ).find("north")
-    assert found is not None
-    return found
 
 
 # --- a patient's page --------------------------------------------------------------
@@ -244,14 +232,7 @@ def test_the_patient_page_logs_messages_newest_first_with_state_and_error(
     for moment in (first, second):
         with transaction(desk_runtime.sessions) as session:
             plan(session, moment, desk_runtime.settings.rules, desk_runtime.settings)
-            [claimed] = transitions.claim(
-                session,
-                now=moment,
-                db_now=moment,
-                lease=timedelta(minutes=5),
-                limit=10,
-                max_attempts=5,
-            ).claimed
+            [claimed] = claim_due(session, moment)
             if moment == first:
                 transitions.record_sent(session, [(claimed.claim, "provider-1", None)], moment)
             else:
@@ -610,14 +591,7 @@ def a_patient_today(runtime: Runtime, now: datetime) -> int:
     earlier = at_10(now, -18) + timedelta(hours=1)
     with transaction(runtime.sessions) as session:
         plan(session, earlier, runtime.settings.rules, runtime.settings)
-        [claimed] = transitions.claim(
-            session,
-            now=earlier,
-            db_now=earlier,
-            lease=timedelta(minutes=5),
-            limit=10,
-            max_attempts=5,
-        ).claimed
+        [claimed] = claim_due(session, earlier)
         transitions.fail(session, claimed.claim, MAILBOX_FULL, earlier)
     with transaction(runtime.sessions) as session:
         visited(session, now, days_ago=4, external_id="P001")
