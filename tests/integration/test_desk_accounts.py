@@ -9,28 +9,22 @@ from __future__ import annotations
 import logging
 import re
 import threading
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
-from alembic import command
 from flask.testing import FlaskClient
 from sqlalchemy import select
-from sqlalchemy.engine import make_url
 from werkzeug.test import TestResponse
 
 from scheduler.clock import FixedClock
 from scheduler.runtime import Runtime
-from scheduler.store import db
 from scheduler.store.db import transaction
 from scheduler.store.desk import FAILURES_ALLOWED, Change, Role, add_user, set_enabled
 from scheduler.store.models import DeskAudit, DeskUser
 from scheduler.web.app import create_app
-from tests.conftest import DATABASES, run_tayori
+from tests.conftest import run_tayori
 from tests.integration.browser import PHONE, fits_the_width
 from tests.integration.desk import (
     NOW,
@@ -125,45 +119,6 @@ def test_user_add_with_owner_makes_a_later_account_an_owner(
 
 
 # --- migration 0016 -------------------------------------------------------------------
-
-
-@pytest.fixture(params=DATABASES)
-def at_0015(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine]:
-    """A database at 0015, the last migration before roles, with an account."""
-    if request.param == "sqlite":
-        engine = db.make_engine(f"sqlite:///{tmp_path / 'tayori.db'}")
-        drop = None
-    else:
-        base = request.getfixturevalue("postgres_schema_url")  # skips without a server
-        schema = f"tayori_0015_{uuid.uuid4().hex[:8]}"
-        admin = sa.create_engine(base)
-        with admin.begin() as connection:
-            connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-        url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
-        engine = db.make_engine(url.render_as_string(hide_password=False))
-        drop = (admin, schema)
-    command.upgrade(db._alembic_config(engine), "0015")
-    with engine.begin() as connection:
-        connection.execute(
-            sa.text(
-                "INSERT INTO desk_users (clinic_id, email, password_hash, created_at) "
-                "VALUES (1, 'reception@clinic.example', 'x', '2026-11-20 09:00:00')"
-            )
-        )
-    yield engine
-    engine.dispose()
-    if drop is not None:
-        admin, schema = drop
-        with admin.begin() as connection:
-            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-
-def test_the_migration_makes_every_existing_account_an_owner(at_0015: sa.Engine) -> None:
-    command.upgrade(db._alembic_config(at_0015), "0016")
-    with at_0015.connect() as connection:
-        roles = connection.execute(sa.text("SELECT role FROM desk_users")).scalars().all()
-    assert roles == ["owner"]
 
 
 # --- who may open the Accounts page -------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -41,49 +42,83 @@ def test_the_latest_migration_downgrades_and_upgrades_again(database_url: str) -
     assert differences == []
 
 
-@pytest.fixture(params=DATABASES)
-def before_clinics(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine]:
-    """A database at 0008, the last migration before clinics, holding a row in every
-    table that 0009 changes."""
+@contextmanager
+def _at(request: pytest.FixtureRequest, tmp_path: Path, revision: str) -> Iterator[sa.Engine]:
+    """A database (of the test's parameter) migrated up to `revision` only; on
+    PostgreSQL in a schema of its own, dropped afterwards."""
     if request.param == "sqlite":
         engine = db.make_engine(f"sqlite:///{tmp_path / 'tayori.db'}")
         drop = None
     else:
         base = request.getfixturevalue("postgres_schema_url")  # skips without a server
-        schema = f"tayori_0008_{uuid.uuid4().hex[:8]}"
+        schema = f"tayori_{revision}_{uuid.uuid4().hex[:8]}"
         admin = sa.create_engine(base)
         with admin.begin() as connection:
             connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
         url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
         engine = db.make_engine(url.render_as_string(hide_password=False))
         drop = (admin, schema)
-    command.upgrade(db._alembic_config(engine), "0008")
-    at = "2026-11-20 09:00:00"
-    with engine.begin() as connection:
-        for statement in (
-            "INSERT INTO patients (external_id, name, preferred_channel, public_id, "
-            f"created_at, updated_at) VALUES ('P1', 'x', 'line', '{'0' * 32}', '{at}', '{at}')",
-            "INSERT INTO deliveries (id, idempotency_key, patient_id, reason, send_after, "
-            "state, attempts, maybe_sent, created_at, updated_at) VALUES "
-            f"('d1', 'k1', 1, 'cadence_nudge', '{at}', 'planned', 0, false, '{at}', '{at}')",
-            "INSERT INTO channel_states (channel, held_because, held_since) "
-            f"VALUES ('line', 'quota', '{at}')",
-            "INSERT INTO line_quota_months (month, quota_limit, used, reserved, read_at) "
-            f"VALUES ('2026-11', 200, 7, 0, '{at}')",
-            f"INSERT INTO planning_settings (id, fingerprint, recorded_at) VALUES (1, 'f', '{at}')",
-            "INSERT INTO planned_occurrences (campaign_id, day, planned_at) "
-            f"VALUES ('year-end', '2026-12-20', '{at}')",
-            "INSERT INTO webhook_events (id, event_type, body, received_at, attempts) "
-            f"VALUES ('e1', 'follow', '{{}}', '{at}', 0)",
-        ):
-            connection.execute(sa.text(statement))
-    yield engine
-    engine.dispose()
-    if drop is not None:
-        admin, schema = drop
-        with admin.begin() as connection:
-            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    command.upgrade(db._alembic_config(engine), revision)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+        if drop is not None:
+            admin, schema = drop
+            with admin.begin() as connection:
+                connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+            admin.dispose()
+
+
+@pytest.fixture(params=DATABASES)
+def before_clinics(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine]:
+    """A database at 0008, the last migration before clinics, holding a row in every
+    table that 0009 changes."""
+    with _at(request, tmp_path, "0008") as engine:
+        at = "2026-11-20 09:00:00"
+        with engine.begin() as connection:
+            for statement in (
+                "INSERT INTO patients (external_id, name, preferred_channel, public_id, "
+                f"created_at, updated_at) VALUES ('P1', 'x', 'line', '{'0' * 32}', '{at}', '{at}')",
+                "INSERT INTO deliveries (id, idempotency_key, patient_id, reason, send_after, "
+                "state, attempts, maybe_sent, created_at, updated_at) VALUES "
+                f"('d1', 'k1', 1, 'cadence_nudge', '{at}', 'planned', 0, false, '{at}', '{at}')",
+                "INSERT INTO channel_states (channel, held_because, held_since) "
+                f"VALUES ('line', 'quota', '{at}')",
+                "INSERT INTO line_quota_months (month, quota_limit, used, reserved, read_at) "
+                f"VALUES ('2026-11', 200, 7, 0, '{at}')",
+                "INSERT INTO planning_settings (id, fingerprint, recorded_at) "
+                f"VALUES (1, 'f', '{at}')",
+                "INSERT INTO planned_occurrences (campaign_id, day, planned_at) "
+                f"VALUES ('year-end', '2026-12-20', '{at}')",
+                "INSERT INTO webhook_events (id, event_type, body, received_at, attempts) "
+                f"VALUES ('e1', 'follow', '{{}}', '{at}', 0)",
+            ):
+                connection.execute(sa.text(statement))
+        yield engine
+
+
+@pytest.fixture(params=DATABASES)
+def before_roles(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine]:
+    """A database at 0015, the last migration before desk roles, with an account."""
+    with _at(request, tmp_path, "0015") as engine:
+        with engine.begin() as connection:
+            connection.execute(
+                sa.text(
+                    "INSERT INTO desk_users (clinic_id, email, password_hash, created_at) "
+                    "VALUES (1, 'reception@clinic.example', 'x', '2026-11-20 09:00:00')"
+                )
+            )
+        yield engine
+
+
+def test_the_roles_migration_makes_every_existing_account_an_owner(
+    before_roles: sa.Engine,
+) -> None:
+    command.upgrade(db._alembic_config(before_roles), "0016")
+    with before_roles.connect() as connection:
+        roles = connection.execute(sa.text("SELECT role FROM desk_users")).scalars().all()
+    assert roles == ["owner"]
 
 
 def test_the_clinics_migration_moves_every_existing_row_into_the_first_clinic(
