@@ -7,7 +7,7 @@ every change goes through the outbox's transitions (only rows still `planned` mo
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -41,13 +41,14 @@ from scheduler.outbox.newsletters import (
     occurrences_ahead,
     record_planned,
 )
+from scheduler.outbox.spread import spread
 from scheduler.outbox.transitions import (
     REVIVABLE,
     WITHDRAWN_CAMPAIGN_PAUSED,
     WITHDRAWN_NOT_DUE,
 )
-from scheduler.outbox.unconsented import record_unconsented
-from scheduler.settings import Settings
+from scheduler.outbox.unconsented import record_unconsented, would_be_due
+from scheduler.settings import Settings, Spreading
 from scheduler.store.audiences import audience_members
 from scheduler.store.batches import batches
 from scheduler.store.clinics import clinic_of
@@ -153,12 +154,14 @@ def plan(
             everyone = True
             record_planned(session, live, now)
     ids = patient_ids(session) if everyone else patients_to_plan(session, now)
+    spreading = settings.spreading if settings is not None else Spreading()
+    decided = spread(session, _decide, list(batches(ids)), spreading, now, rules, bool(live))
     # A live occurrence's newsletters are placed against each other: its patients
     # are planned together. Otherwise a batch at a time keeps memory small.
-    groups = [ids] if live else list(batches(ids))
+    groups = [_merged(decided)] if live else decided
     total = PlanResult(0, 0, 0)
-    for batch in groups:
-        result = _plan_patients(session, batch, now, rules, settings, live, paused)
+    for group in groups:
+        result = _plan_patients(session, group, now, settings, live, paused)
         total = PlanResult(
             total.created + result.created,
             total.revived + result.revived,
@@ -190,31 +193,70 @@ def plan_patient(
         if live and first_plan_pending(session, live):
             return None
         paused = _paused(campaigns_in_force(session, settings))
-    return _plan_patients(session, [patient_id], now, rules, settings, live, paused)
+    decided = _decide(session, [patient_id], now, rules, keep_facts=bool(live))
+    return _plan_patients(session, decided, now, settings, live, paused)
 
 
 def _paused(campaigns: Sequence[Campaign]) -> frozenset[str]:
     return frozenset(campaign.id for campaign in campaigns if not campaign.enabled)
 
 
+@dataclass(frozen=True)
+class _Decided:
+    """What the rules decide for a batch of patients at `now`, before anything is
+    written: small enough to come back from another process (outbox/spread.py)."""
+
+    due: dict[int, list[Due]]  # by patient: `messages_due`
+    would_be: list[Due]  # what those without consent would get (outbox/unconsented.py)
+    channels: dict[int, ChannelName | None]  # the channel each patient's messages take
+    replan_at: dict[int, datetime | None]  # `next_change`
+    facts: list[PatientFacts]  # kept only when asked: a live occurrence's audience
+
+
+def _decide(
+    session: Session, ids: Sequence[int], now: datetime, rules: Rules, keep_facts: bool
+) -> _Decided:
+    """Read these patients' facts and run the rules on them. Writes nothing."""
+    facts = load_facts_of(session, now, ids)
+    due = {patient.id: messages_due(patient, now, rules) for patient in facts}
+    return _Decided(
+        due=due,
+        would_be=would_be_due(facts, now, rules),
+        channels={p.id: choose_channel(p.preferred_channel, p.contacts) for p in facts},
+        replan_at={p.id: next_change(p, now, rules, due[p.id]) for p in facts},
+        facts=facts if keep_facts else [],
+    )
+
+
+def _merged(parts: Iterable[_Decided]) -> _Decided:
+    merged = _Decided({}, [], {}, {}, [])
+    for part in parts:
+        merged.due.update(part.due)
+        merged.would_be.extend(part.would_be)
+        merged.channels.update(part.channels)
+        merged.replan_at.update(part.replan_at)
+        merged.facts.extend(part.facts)
+    return merged
+
+
 def _plan_patients(
     session: Session,
-    ids: Sequence[int],
+    decided: _Decided,
     now: datetime,
-    rules: Rules,
     settings: Settings | None,
     live: list[tuple[Campaign, Occurrence]],
     paused: frozenset[str],
 ) -> PlanResult:
-    facts = {f.id: f for f in load_facts_of(session, now, ids)}
-    by_patient = {patient: messages_due(f, now, rules) for patient, f in facts.items()}
-    due = {message.key: message for messages in by_patient.values() for message in messages}
-    record_unconsented(session, facts.values(), now, rules)
+    """Bring these patients' outbox rows in line with what the rules decided."""
+    patients = list(decided.due)
+    due = {message.key: message for messages in decided.due.values() for message in messages}
+    record_unconsented(session, patients, decided.would_be, now)
     if settings is not None and live:
-        patients = facts.values()
-        for newsletter in newsletters_due(session, live, patients, due.values(), now, settings):
+        for newsletter in newsletters_due(
+            session, live, decided.facts, due.values(), now, settings
+        ):
             due[newsletter.key] = newsletter
-    existing = _existing(session, list(facts))
+    existing = _existing(session, patients)
 
     stale = [
         row
@@ -236,8 +278,7 @@ def _plan_patients(
     for key, message in due.items():
         if not message.may_create:
             continue
-        patient = facts[message.patient_id]
-        channel = choose_channel(patient.preferred_channel, patient.contacts)
+        channel = decided.channels[message.patient_id]
         row = existing.get(key)
         if row is None:
             new_rows.append(_row_for(message, key, channel, now))
@@ -259,10 +300,7 @@ def _plan_patients(
             # patient's day to one message.
             transitions.move(session, row.id, message.send_at, now)
     created = transitions.plan(session, new_rows)
-    set_replan_at(
-        session,
-        {patient: next_change(f, now, rules, by_patient[patient]) for patient, f in facts.items()},
-    )
+    set_replan_at(session, decided.replan_at)
     return PlanResult(created=created, revived=revived, withdrawn=withdrawn)
 
 
@@ -378,15 +416,13 @@ def dry_run(
     first_seen: dict[str, tuple[datetime, Due]] = {}
     channels: dict[int, ChannelName | None] = {}
     # A batch of patients at a time: the facts of a whole clinic need not be in memory.
-    for batch in batches(sorted(set(external_ids) - settled)):
-        facts = load_facts_of(session, now, batch)
-        for patient in facts:
-            channels[patient.id] = choose_channel(patient.preferred_channel, patient.contacts)
-            for moment in _moments_facts_change(patient, now, until):
-                for message in messages_due(patient, moment, rules):
-                    first_seen.setdefault(message.key, (moment, message))
-        for (campaign, occurrence), members in zip(ahead, audiences, strict=True):
-            members += audience(campaign, occurrence, facts, rules.timezone)
+    unsettled = list(batches(sorted(set(external_ids) - settled)))
+    spreading = settings.spreading if settings is not None else Spreading()
+    for foreseen in spread(session, _foresee, unsettled, spreading, now, until, rules, ahead):
+        first_seen |= foreseen.first_seen
+        channels |= foreseen.channels
+        for members, in_batch in zip(audiences, foreseen.audiences, strict=True):
+            members += in_batch
     # The settled patients' facts are not read: the database says which of them are
     # in each audience (the same answer, tests/integration/test_audiences.py).
     for chunk in batches(sorted(settled) if ahead else []):
@@ -424,6 +460,40 @@ def dry_run(
         )
     expected += _planned_for(session, settled, external_ids, now, until, rules, held)
     return sorted(expected, key=lambda m: (m.send_at, m.patient, m.reason))
+
+
+@dataclass(frozen=True)
+class _Foreseen:
+    """What the rules will decide for a batch of patients between two moments."""
+
+    first_seen: dict[str, tuple[datetime, Due]]  # each message, and when it first appears
+    channels: dict[int, ChannelName | None]
+    audiences: list[list[int]]  # the patients in each coming occurrence's audience
+
+
+def _foresee(
+    session: Session,
+    ids: Sequence[int],
+    now: datetime,
+    until: datetime,
+    rules: Rules,
+    ahead: Sequence[tuple[Campaign, Occurrence]],
+) -> _Foreseen:
+    """Read these patients' facts and run the rules at each moment they change by
+    time alone before `until`. Writes nothing."""
+    facts = load_facts_of(session, now, ids)
+    first_seen: dict[str, tuple[datetime, Due]] = {}
+    for patient in facts:
+        for moment in _moments_facts_change(patient, now, until):
+            for message in messages_due(patient, moment, rules):
+                first_seen.setdefault(message.key, (moment, message))
+    return _Foreseen(
+        first_seen=first_seen,
+        channels={p.id: choose_channel(p.preferred_channel, p.contacts) for p in facts},
+        audiences=[
+            audience(campaign, occurrence, facts, rules.timezone) for campaign, occurrence in ahead
+        ],
+    )
 
 
 def _settled(

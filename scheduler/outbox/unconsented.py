@@ -42,13 +42,13 @@ def would_be_due(facts: Iterable[PatientFacts], now: datetime, rules: Rules) -> 
 
 
 def record_unconsented(
-    session: Session, facts: Iterable[PatientFacts], now: datetime, rules: Rules
+    session: Session, patient_ids: Iterable[int], would_be: Iterable[Due], now: datetime
 ) -> None:
-    """Bring these patients' would-be reminders in line with the rules at `now`."""
-    facts = list(facts)
-    due = {message.key: message for message in would_be_due(facts, now, rules)}
+    """Bring these patients' would-be reminders in line with what the rules say at
+    `now` (`would_be_due`)."""
+    due = {message.key: message for message in would_be}
     clinic_id = clinic_of(session)
-    for chunk in batches(sorted(f.id for f in facts)):
+    for chunk in batches(sorted(patient_ids)):
         ahead = session.execute(
             select(UnconsentedDue.id, UnconsentedDue.idempotency_key).where(
                 UnconsentedDue.clinic_id == clinic_id,

@@ -71,6 +71,17 @@ SMTP_PORTS = {"starttls": 587, "ssl": 465, "none": 25}
 
 
 @dataclass(frozen=True)
+class Spreading:
+    """How a plan of many patients is spread over processes (outbox/spread.py)."""
+
+    # TAYORI_PLANNING_PROCESSES; 1 plans in the worker's own process.
+    processes: int = 1
+    # A plan of fewer patients stays in one process: starting children would cost
+    # more than they save.
+    from_patients: int = 20_000
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     config_path: Path = Path(DEFAULT_CONFIG_PATH)
@@ -97,6 +108,7 @@ class Settings:
     # unless they were read from a clinic's folder (`clinic_settings`).
     clinic_id: int = DEFAULT_CLINIC_ID
     clinic_slug: str = DEFAULT_CLINIC_SLUG
+    spreading: Spreading = field(default_factory=Spreading)
 
     @property
     def timezone(self) -> ZoneInfo:
@@ -140,6 +152,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         secret_key=secret_key,
         campaigns=_campaigns(env, config_path),
         metrics_token=env.get("TAYORI_METRICS_TOKEN", ""),
+        spreading=Spreading(processes=_planning_processes(env)),
     )
 
 
@@ -230,6 +243,26 @@ def log_format(env: Mapping[str, str]) -> str:
     if text.lower() not in LOG_FORMATS:
         raise ConfigError(f"LOG_FORMAT: expected text or json, got {text!r}")
     return text.lower()
+
+
+def _planning_processes(env: Mapping[str, str]) -> int:
+    """TAYORI_PLANNING_PROCESSES: a number from 1, or `auto` (the default): as many as
+    the cores this process may run on."""
+    text = (env.get("TAYORI_PLANNING_PROCESSES") or "auto").strip()
+    if text.lower() == "auto":
+        return _available_cores()
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigError(
+            f"TAYORI_PLANNING_PROCESSES: expected auto or a whole number from 1, got {text!r}"
+        )
+    return int(text)
+
+
+def _available_cores() -> int:
+    """The cores this process may run on, a container's or taskset's limit included."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1  # not Linux
 
 
 def _campaigns(env: Mapping[str, str], config_path: Path) -> tuple[Campaign, ...]:

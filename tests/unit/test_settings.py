@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -212,6 +213,29 @@ def test_a_sqlite_busy_timeout_that_is_not_seconds_is_refused(timeout: str) -> N
 def test_log_level_is_checked() -> None:
     with pytest.raises(ConfigError, match="TAYORI_LOG_LEVEL"):
         load_settings({"TAYORI_CONFIG": str(SHIPPED), "TAYORI_LOG_LEVEL": "LOUD"})
+
+
+def _planning_processes(value: str | None) -> int:
+    variables = {"TAYORI_CONFIG": str(SHIPPED)}
+    if value is not None:
+        variables["TAYORI_PLANNING_PROCESSES"] = value
+    return load_settings(variables).spreading.processes
+
+
+@pytest.mark.parametrize("value", [None, "", "auto", "AUTO"])
+def test_planning_is_spread_over_every_core_unless_told_otherwise(value: str | None) -> None:
+    assert _planning_processes(value) == len(os.sched_getaffinity(0))
+
+
+def test_planning_processes_take_a_number() -> None:
+    assert _planning_processes("1") == 1
+    assert _planning_processes(" 3 ") == 3
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two", "1.5"])
+def test_planning_processes_other_than_a_number_from_one_are_refused(value: str) -> None:
+    with pytest.raises(ConfigError, match="TAYORI_PLANNING_PROCESSES: expected auto or a whole"):
+        _planning_processes(value)
 
 
 def test_log_format_is_checked() -> None:

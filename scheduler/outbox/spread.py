@@ -1,0 +1,113 @@
+"""Spreading a large plan's reading and rules over processes.
+
+A plan of a whole clinic (the first, after a settings change, when a campaign
+occurrence starts) and the dry run read each patient's facts and run the rules on
+them: plain Python, a core's work, and independent from one batch of patients to the
+next. With more than one core, the batches go to child processes, each reading
+through a connection of its own; the parent gets back what the rules decided and
+writes it itself, in its one transaction, while the children read the next batches.
+
+What a child reads is what the parent would have read: the patients being planned
+are locked by the parent's transaction before any batch is read, and a change of
+their facts marks them by updating those rows, so it cannot commit before the plan
+does (store/replan.py). A child reads the committed facts, never the parent's own
+writes, which are outbox rows and `replan_at`, not facts.
+
+Children are forked from a fork server, a process of its own started once with the
+planner imported, not from the worker itself: a worker has threads (its scheduler,
+the dispatcher's lanes), and a forked copy of a threaded process can hang on a lock
+some other thread held. The server's start costs about as much as importing the
+planner (under a second), and a plan is spread only from `Spreading.from_patients`
+patients on.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+from typing import Concatenate, ParamSpec, TypeVar
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from scheduler.settings import Spreading
+from scheduler.store.clinics import clinic_of
+
+P = ParamSpec("P")
+T = TypeVar("T")
+# A function of a session and a batch of patient ids, run in a child process.
+BatchWork = Callable[Concatenate[Session, Sequence[int], P], T]
+
+
+def spread(
+    session: Session,
+    work: BatchWork[P, T],
+    groups: Sequence[Sequence[int]],
+    spreading: Spreading,
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> Iterator[T]:
+    """`work(session, group, *args, **kwargs)` for each group of patient ids, in their
+    order: in child processes when the settings allow more than one and there are
+    enough patients, on a database another process can open; else in this one, on
+    `session`. The arguments go to the children by pickling."""
+    patients = sum(len(group) for group in groups)
+    url = _shared_url(session)
+    processes = spreading.processes
+    if processes < 2 or len(groups) < 2 or patients < spreading.from_patients or url is None:
+        for group in groups:
+            yield work(session, group, *args, **kwargs)
+        return
+    clinic_id = clinic_of(session)
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["scheduler.outbox.planner"])
+    pool = ProcessPoolExecutor(max_workers=processes, mp_context=context)
+    try:
+        # A few batches ahead of the parent, not all of them: what the children
+        # decided waits in memory only until the parent has written it.
+        pending: deque[Future[T]] = deque()
+        for group in groups:
+            pending.append(pool.submit(_in_child, url, clinic_id, work, group, args, kwargs))
+            if len(pending) > 2 * processes:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        # On an error, or a caller that stops early, the batches not started are dropped.
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _shared_url(session: Session) -> str | None:
+    """The database's URL, password included, if another process can open the same
+    database (not an in-memory SQLite one). A SQLite file's path is made absolute:
+    the fork server keeps the directory it started in."""
+    url = session.get_bind().engine.url
+    if url.get_backend_name() == "sqlite":
+        if url.database in (None, "", ":memory:"):
+            return None
+        url = url.set(database=str(Path(url.database).resolve()))
+    return url.render_as_string(hide_password=False)
+
+
+# A child's sessions, by database and clinic: made once, used for every batch it is given.
+_sessions: dict[tuple[str, int], sessionmaker[Session]] = {}
+
+
+def _in_child(
+    url: str,
+    clinic_id: int,
+    work: Callable[..., T],
+    group: Sequence[int],
+    args: tuple[object, ...],
+    kwargs: dict[str, object],
+) -> T:
+    # Imported here: the parent needs none of this to send the work.
+    from scheduler.store.db import make_engine, reading, session_factory
+
+    key = (url, clinic_id)
+    if key not in _sessions:
+        _sessions[key] = session_factory(make_engine(url), clinic_id)
+    with reading(_sessions[key]) as session:
+        return work(session, group, *args, **kwargs)

@@ -1,0 +1,173 @@
+"""A plan or dry run of many patients, spread over processes (outbox/spread.py),
+decides what the same work in one process decides."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from scheduler.commands import main
+from scheduler.outbox.planner import PlannedMessage, PlanResult, dry_run, plan
+from scheduler.outbox.spread import spread
+from scheduler.runtime import Runtime, open_runtime
+from scheduler.settings import Spreading, load_settings
+from scheduler.store.models import Delivery, Patient, UnconsentedDue
+from tests.conftest import DATABASES, ROOT, empty_database
+from tests.integration.csv_files import LINE_ID, appointments_csv, patients_csv
+
+JST = ZoneInfo("Asia/Tokyo")
+IMPORTED = datetime(2026, 11, 25, 7, 0, tzinfo=JST)
+PATIENTS = 2500  # batches of a thousand: three
+SPREAD = Spreading(processes=2, from_patients=0)
+IN_ONE = Spreading(processes=1, from_patients=0)
+
+
+def _write_clinic(directory: Path) -> tuple[Path, Path]:
+    """A clinic of every kind of patient: phases, channels, consents, visits long
+    ago and lately, no-shows, bookings ahead."""
+    rng = random.Random(14)
+    patients, appointments = [], []
+    for number in range(PATIENTS):
+        external_id = f"P{number:05d}"
+        phase = rng.choice(["acute", "rehab", "maintenance", ""])
+        email = f"p{number}@example.jp" if rng.random() < 0.6 else ""
+        line = LINE_ID if not email or rng.random() < 0.5 else ""
+        preferred = rng.choice(["line", "email"])
+        reminders, newsletter = (rng.choice(["yes", "no"]) for _ in range(2))
+        contacts = f"{email},{line},{preferred}"
+        patients.append(f"{external_id},患者 {number},{phase},{contacts},{reminders},{newsletter}")
+        for days_ago in rng.sample(range(1, 200), rng.randint(1, 3)):
+            visit = IMPORTED - timedelta(days=days_ago, hours=rng.randint(0, 9))
+            status = "no_show" if rng.random() < 0.05 else "visited"
+            appointments.append(f"{external_id},{visit.isoformat()},{status}")
+        if rng.random() < 0.3:
+            ahead = IMPORTED + timedelta(days=rng.randint(0, 12), hours=rng.randint(2, 12))
+            appointments.append(f"{external_id},{ahead.isoformat()},booked")
+    return patients_csv(directory, *patients), appointments_csv(directory, *appointments)
+
+
+@pytest.fixture(scope="module", params=DATABASES)
+def clinic(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Runtime]:
+    """The clinic, imported once for the module on each database: its tests only read
+    it, or roll back what they wrote."""
+    folder = tmp_path_factory.mktemp("clinic")
+    env = {
+        "DATABASE_URL": empty_database(request, request.param, folder),
+        "TAYORI_CONFIG": str(ROOT / "config" / "tayori.toml"),
+        "TAYORI_MESSAGES_DIR": str(ROOT / "messages"),
+        "TAYORI_OUTBOX_DIR": str(folder / "outbox"),
+    }
+    patients, appointments = _write_clinic(folder)
+    moment = IMPORTED.isoformat()
+    with pytest.MonkeyPatch.context() as environment:
+        for name, value in env.items():
+            environment.setenv(name, value)
+        assert main(["import", "patients", str(patients), "--now", moment]) == 0
+        assert main(["import", "appointments", str(appointments), "--now", moment]) == 0
+    runtime = open_runtime(load_settings(env))
+    yield runtime
+    runtime.close()
+
+
+def _written(session: Session) -> list[tuple[object, ...]]:
+    """What a plan wrote, but its rows' random ids and clock."""
+    return [
+        *sorted(
+            (row.idempotency_key, row.state, row.channel, row.template, row.send_after)
+            for row in session.scalars(select(Delivery))
+        ),
+        *sorted(
+            (row.idempotency_key, row.due_at) for row in session.scalars(select(UnconsentedDue))
+        ),
+        *session.execute(select(Patient.id, Patient.replan_at).order_by(Patient.id)).all(),
+    ]
+
+
+def _plan(
+    runtime: Runtime, now: datetime, spreading: Spreading
+) -> tuple[PlanResult, list[tuple[object, ...]]]:
+    """What a plan wrote, rolled back."""
+    settings = replace(runtime.settings, spreading=spreading)
+    with runtime.sessions() as session, session.begin() as in_progress:
+        result = plan(session, now, settings.rules, settings)
+        written = _written(session)
+        in_progress.rollback()
+    return result, written
+
+
+@pytest.mark.parametrize(
+    "now",
+    [
+        pytest.param(IMPORTED, id="an ordinary day"),
+        # The year-end letter's first plan paces its whole audience at once.
+        pytest.param(datetime(2026, 12, 1, 10, 30, tzinfo=JST), id="a campaign starting"),
+    ],
+)
+def test_a_plan_spread_over_processes_writes_what_a_plan_in_one_writes(
+    clinic: Runtime, now: datetime
+) -> None:
+    in_one = _plan(clinic, now, IN_ONE)
+    assert _plan(clinic, now, SPREAD) == in_one
+    assert in_one[0].created > 500
+
+
+def test_a_dry_run_spread_over_processes_foresees_what_one_in_one_process_foresees(
+    clinic: Runtime,
+) -> None:
+    now = datetime(2026, 11, 28, 7, 0, tzinfo=JST)  # the year-end letter starts in the week
+    until = now + timedelta(days=7)
+
+    def foreseen(spreading: Spreading) -> list[PlannedMessage]:
+        settings = replace(clinic.settings, spreading=spreading)
+        with clinic.sessions() as session:
+            return list(dry_run(session, now, until, settings.rules, settings))
+
+    in_one = foreseen(IN_ONE)
+    assert foreseen(SPREAD) == in_one
+    assert {m.reason for m in in_one} >= {"newsletter", "appointment_reminder"}
+
+
+def _process_and_patients(session: Session, ids: Sequence[int]) -> tuple[int, int]:
+    """Which process read these patients, and how many it found."""
+    found = session.scalar(select(func.count()).where(Patient.id.in_(ids)))
+    return os.getpid(), found or 0
+
+
+def _groups(session: Session) -> list[list[int]]:
+    ids = list(session.scalars(select(Patient.id).order_by(Patient.id)))
+    return [ids[start : start + 1000] for start in range(0, len(ids), 1000)]
+
+
+def test_the_batches_of_many_patients_are_read_by_other_processes(clinic: Runtime) -> None:
+    with clinic.sessions() as session:
+        groups = _groups(session)
+        answers = list(spread(session, _process_and_patients, groups, SPREAD))
+    assert [found for _, found in answers] == [len(group) for group in groups]
+    readers = {process for process, _ in answers}
+    assert os.getpid() not in readers
+    assert len(readers) == 2
+
+
+def test_the_batches_of_few_patients_are_read_by_this_process(clinic: Runtime) -> None:
+    with clinic.sessions() as session:
+        groups = _groups(session)
+        spreading = Spreading(processes=2, from_patients=PATIENTS + 1)
+        answers = list(spread(session, _process_and_patients, groups, spreading))
+    assert {process for process, _ in answers} == {os.getpid()}
+
+
+def test_one_planning_process_reads_every_batch_itself(clinic: Runtime) -> None:
+    with clinic.sessions() as session:
+        answers = list(spread(session, _process_and_patients, _groups(session), IN_ONE))
+    assert {process for process, _ in answers} == {os.getpid()}
