@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -71,6 +72,7 @@ class Step:
     peak_mb: float
     ok: bool
     note: str = ""
+    tree_note: str = ""  # the memory of the process and its children, when it had any
 
 
 @dataclass(frozen=True)
@@ -196,14 +198,66 @@ def measure(name: str, args: list[str], env: dict[str, str], work: Path) -> Step
     with out.open("wb") as stdout, err.open("wb") as stderr:
         started = time.perf_counter()
         child = subprocess.Popen(args, cwd=work, env=env, stdout=stdout, stderr=stderr)
+        tree = _TreeMemory(child.pid)
         _, status, usage = os.wait4(child.pid, 0)
         seconds = time.perf_counter() - started
+        tree.stop()
     child.returncode = os.waitstatus_to_exitcode(status)
     ok = child.returncode == 0
     if not ok:
         print(f"  {name} failed (exit {child.returncode}):", file=sys.stderr)
         print(_tail(err), file=sys.stderr)
-    return Step(name, seconds, usage.ru_maxrss / 1024, ok)
+    peak = usage.ru_maxrss / 1024
+    # A plan spread over processes (outbox/spread.py) has a fork server and its
+    # children beside the command: their memory counts too.
+    spread = f"{tree.peak_mb:.0f} MB with its child processes" if tree.processes > 1 else ""
+    return Step(name, seconds, peak, ok, tree_note=spread)
+
+
+class _TreeMemory:
+    """The peak of the summed RSS of a process and all its descendants, sampled every
+    20 ms from /proc (the kernel's own peak covers only processes a parent waited for,
+    and a fork server's children are not waited for by the command)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak_mb, self.processes = pid, 0.0, 1
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.02):
+            tree = _descendants(self.pid)
+            self.processes = max(self.processes, len(tree))
+            self.peak_mb = max(self.peak_mb, sum(_rss_mb_or_zero(pid) for pid in tree))
+
+
+def _descendants(root: int) -> list[int]:
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # gone meanwhile
+            parents.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo += parents.get(pid, [])
+    return found
+
+
+def _rss_mb_or_zero(pid: int) -> float:
+    try:
+        return _rss_mb(pid)
+    except OSError:
+        return 0.0
 
 
 def _tail(path: Path, lines: int = 20) -> str:
@@ -433,7 +487,8 @@ def _cell(step: Step | None) -> str:
     if not step.ok:
         return "failed"
     # The idle worker's line says how busy it was, not how long it ran.
-    return f"{step.note or f'{step.seconds:.2f} s'}, {step.peak_mb:.0f} MB"
+    memory = f"{step.peak_mb:.0f} MB" + (f" ({step.tree_note})" if step.tree_note else "")
+    return f"{step.note or f'{step.seconds:.2f} s'}, {memory}"
 
 
 def report(results: dict[int, Result]) -> str:
