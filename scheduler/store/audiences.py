@@ -89,14 +89,17 @@ def _start(day: date, tz: ZoneInfo) -> datetime:
 
 
 def _latest_newsletter_consent_granted() -> ColumnElement[bool]:
-    change = aliased(ConsentChange)
+    # The latest change read by the patient's index, for each patient: as an EXISTS
+    # over `id = (SELECT max(id) …)`, PostgreSQL made it a join that read every
+    # consent change of the clinic for each batch of patients.
     latest = (
-        select(func.max(change.id))
-        .where(change.patient_id == Patient.id, change.kind == ConsentKind.NEWSLETTER)
-        .correlate(Patient)  # the patient of the outermost query, two levels up
+        select(ConsentChange.granted)
+        .where(ConsentChange.patient_id == Patient.id, ConsentChange.kind == ConsentKind.NEWSLETTER)
+        .order_by(ConsentChange.id.desc())
+        .limit(1)
         .scalar_subquery()
     )
-    return exists().where(ConsentChange.id == latest, ConsentChange.granted.is_(True))
+    return latest.is_(True)
 
 
 def _has_a_usable_contact() -> ColumnElement[bool]:

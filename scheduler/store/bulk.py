@@ -4,10 +4,18 @@ At a hundred thousand rows, SQLAlchemy's work for each row and value (building i
 parameters, converting each datetime) costs several times the database's own. Here
 each value is converted once by its column's own type (a clinic's rows share a few
 thousand moments and one `now`), and the rows go to the driver as plain tuples.
+
+On PostgreSQL, COPY goes in binary format: in its text format psycopg formats each
+value in Python (some 6 µs a row of five columns, against 0.5 µs). An update of
+many rows goes as one statement over arrays (`unnest`): PostgreSQL then runs one
+statement, not one per row, which halves psycopg's CPU and cuts the server's time
+by a fifth. An insert gains nothing that way: there the server's work for each row
+(the indexes, the foreign keys) is most of the cost.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 from operator import call, itemgetter
@@ -20,17 +28,32 @@ from scheduler.store.clinics import clinic_of
 
 T = TypeVar("T")
 
+_LENGTH = re.compile(r"\(.*?\)")
+
 
 class DriverRows:
     """Turns values for `columns` of `table` into the tuples the driver takes."""
 
     def __init__(self, dialect: Dialect, table: Table, columns: Iterable[str]) -> None:
+        self.table = table.name
         self.columns = tuple(columns)
         self.converters = [
             _cached(table.c[column].type.dialect_impl(dialect).bind_processor(dialect))
             for column in self.columns
         ]
         self.marker = "?" if dialect.paramstyle == "qmark" else "%s"
+        self.postgresql = dialect.name == "postgresql"
+        # The columns' types as PostgreSQL names them, without a length (VARCHAR(64)
+        # is VARCHAR): what an array cast and a binary COPY need. The length is still
+        # checked, as each value goes into its column.
+        self.types = (
+            [
+                _LENGTH.sub("", table.c[c].type.compile(dialect=dialect)).lower()
+                for c in self.columns
+            ]
+            if self.postgresql
+            else []
+        )
 
     def row(self, *values: object) -> tuple[object, ...]:
         return tuple(map(call, self.converters, values))
@@ -64,12 +87,37 @@ def insert_new(session: Session, table: Table, rows: list[dict[str, Any]]) -> in
     return executemany(session, sql, [values.row(clinic_id, *in_order(row)) for row in rows])
 
 
-def copy_rows(session: Session, sql: str, rows: Iterable[tuple[object, ...]]) -> None:
+def update_by_id(session: Session, values: DriverRows, rows: list[tuple[object, ...]]) -> int:
+    """Set the columns of `values` but its last, `id`, in the row of each id (each id
+    at most once); how many rows were changed."""
+    *columns, key = values.columns
+    assert key == "id"
+    if not rows:
+        return 0
+    if values.postgresql:
+        # One statement, the rows given as an array a column.
+        arrays = ", ".join(f"%s::{type_}[]" for type_ in values.types)
+        assignments = ", ".join(f"{column} = given.{column}" for column in columns)
+        sql = (
+            f"UPDATE {values.table} SET {assignments} FROM unnest({arrays}) "
+            f"AS given ({', '.join(values.columns)}) WHERE {values.table}.id = given.id"
+        )
+        by_column = tuple(list(column) for column in zip(*rows, strict=True))
+        result = session.connection().exec_driver_sql(sql, by_column)
+        return max(result.rowcount, 0)
+    assignments = ", ".join(f"{column} = {values.marker}" for column in columns)
+    sql = f"UPDATE {values.table} SET {assignments} WHERE id = {values.marker}"
+    return executemany(session, sql, rows)
+
+
+def copy_rows(session: Session, values: DriverRows, rows: Iterable[tuple[object, ...]]) -> None:
     """PostgreSQL's COPY FROM STDIN with psycopg's own connection, in the session's
     transaction: one stream rather than a statement per row."""
     driver = session.connection().connection.driver_connection
     assert driver is not None
+    sql = f"COPY {values.table} ({', '.join(values.columns)}) FROM STDIN (FORMAT BINARY)"
     with driver.cursor() as cursor, cursor.copy(sql) as copy:
+        copy.set_types(values.types)
         for row in rows:
             copy.write_row(row)
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Protocol, TypeVar
+from enum import StrEnum
+from typing import NamedTuple, Protocol, TypeVar
 
-from sqlalchemy import Row, Select, and_, func, or_, select
+from sqlalchemy import Select, String, and_, func, or_, select, type_coerce
 from sqlalchemy.orm import Session
 
 from scheduler.core.domain import (
@@ -28,18 +29,18 @@ from scheduler.store.models import Appointment, CadenceChange, ConsentChange, Pa
 
 class PatientRow(Protocol):
     """What the facts need of a patient's row: a `Patient`, or a plain row of
-    `PATIENT_COLUMNS`."""
+    `PATIENT_COLUMNS` (whose enums are their stored text)."""
 
     @property
     def id(self) -> int: ...
     @property
-    def phase(self) -> Phase | None: ...
+    def phase(self) -> Phase | str | None: ...
     @property
     def nudge_after_days(self) -> int | None: ...
     @property
     def follow_up_days(self) -> int | None: ...
     @property
-    def preferred_channel(self) -> ChannelName: ...
+    def preferred_channel(self) -> ChannelName | str: ...
     @property
     def email(self) -> str | None: ...
     @property
@@ -50,24 +51,63 @@ class PatientRow(Protocol):
     def line_unusable_reason(self) -> str | None: ...
 
 
+_E = TypeVar("_E", bound=StrEnum)
+
+
+def _members(enum: type[_E]) -> dict[str, _E]:
+    """`enum`'s members by their stored value. The facts read enum columns as their
+    plain text and look them up here: SQLAlchemy's Enum type converts each value
+    through several calls, and a clinic's facts hold hundreds of thousands. A member
+    is found under itself too (a StrEnum equals its value), so rows of ORM objects
+    and of plain text read the same."""
+    return {member.value: member for member in enum}
+
+
+_PHASES = _members(Phase)
+_CHANNELS = _members(ChannelName)
+_STATUSES = _members(AppointmentStatus)
+_KINDS = _members(ConsentKind)
+
+
 PATIENT_COLUMNS = (
     Patient.id,
-    Patient.phase,
+    type_coerce(Patient.phase, String).label("phase"),
     Patient.nudge_after_days,
     Patient.follow_up_days,
-    Patient.preferred_channel,
+    type_coerce(Patient.preferred_channel, String).label("preferred_channel"),
     Patient.email,
     Patient.line_user_id,
     Patient.email_unusable_reason,
     Patient.line_unusable_reason,
 )
 
+# The four answers there are: every patient shares one of them.
+_CONTACTS = {
+    (line, email): Contacts(line=line, email=email)
+    for line in (False, True)
+    for email in (False, True)
+}
+
 
 def contacts_of(patient: PatientRow) -> Contacts:
-    return Contacts(
-        line=bool(patient.line_user_id) and patient.line_unusable_reason is None,
-        email=bool(patient.email) and patient.email_unusable_reason is None,
+    return _contacts(
+        patient.line_user_id,
+        patient.line_unusable_reason,
+        patient.email,
+        patient.email_unusable_reason,
     )
+
+
+def _contacts(
+    line_user_id: str | None,
+    line_unusable_reason: str | None,
+    email: str | None,
+    email_unusable_reason: str | None,
+) -> Contacts:
+    return _CONTACTS[
+        bool(line_user_id) and line_unusable_reason is None,
+        bool(email) and email_unusable_reason is None,
+    ]
 
 
 def _clinic_patients(session: Session) -> Select[int]:
@@ -78,9 +118,9 @@ def current_consent(
     session: Session, patient_ids: Iterable[int] | None = None
 ) -> dict[int, dict[ConsentKind, bool]]:
     """Each patient's consent now: the latest change of each kind (absent = not given)."""
-    query = select(ConsentChange.patient_id, ConsentChange.kind, ConsentChange.granted).order_by(
-        ConsentChange.id
-    )
+    query = select(
+        ConsentChange.patient_id, type_coerce(ConsentChange.kind, String), ConsentChange.granted
+    ).order_by(ConsentChange.id)
     query = query.where(
         among(session, ConsentChange.patient_id, list(patient_ids))
         if patient_ids is not None
@@ -88,7 +128,7 @@ def current_consent(
     )
     consent: dict[int, dict[ConsentKind, bool]] = defaultdict(dict)
     for patient_id, kind, granted in session.connection().execute(query).all():
-        consent[patient_id][kind] = granted
+        consent[patient_id][_KINDS[kind]] = granted
     return consent
 
 
@@ -98,7 +138,6 @@ class _Dated(Protocol):
 
 
 _Change = TypeVar("_Change", bound=_Dated)
-_HistoryRow = Row[int, int, Phase | None, int | None, int | None, datetime]
 
 
 def cadence_in_force(history: Sequence[_Change], now: datetime) -> _Change | None:
@@ -119,13 +158,22 @@ def load_facts_of(session: Session, now: datetime, ids: Sequence[int]) -> list[P
         patients = session.connection().execute(
             select(*PATIENT_COLUMNS).where(among(session, Patient.id, chunk)).order_by(Patient.id)
         )
-        facts += load_facts(session, now, list(patients), relevant_only=True)
+        facts += _facts(session, now, patients.all(), relevant_only=True)
     return facts
+
+
+# An appointment's status as its stored text (see `_members`).
+_APPOINTMENT_COLUMNS = (
+    Appointment.patient_id,
+    Appointment.id,
+    Appointment.starts_at,
+    type_coerce(Appointment.status, String).label("status"),
+)
 
 
 def _relevant_appointments(
     session: Session, ids: list[int], now: datetime
-) -> Select[int, int, datetime, AppointmentStatus]:
+) -> Select[int, int, datetime, str]:
     """The appointments of these patients that the rules can read at `now` or later.
 
     The rest are past visits before the latest one, and cancellations and no-shows
@@ -146,7 +194,7 @@ def _relevant_appointments(
         .subquery()
     )
     return (
-        select(Appointment.patient_id, Appointment.id, Appointment.starts_at, Appointment.status)
+        select(*_APPOINTMENT_COLUMNS)
         .outerjoin(latest, latest.c.patient_id == Appointment.patient_id)
         .where(
             among(session, Appointment.patient_id, ids),
@@ -170,32 +218,81 @@ def load_facts(
 ) -> list[PatientFacts]:
     """The facts of `patients` (by default every patient) as they stand at `now`,
     with every appointment, or only those the rules can still read."""
-    # Plain rows rather than ORM objects: the planner reads many patients' histories.
-    rows: list[PatientRow] = list(
-        session.connection().execute(
+    if patients is None:
+        # Plain rows rather than ORM objects: the planner reads many patients' histories.
+        everyone = session.connection().execute(
             select(*PATIENT_COLUMNS)
             .where(Patient.clinic_id == clinic_of(session))
             .order_by(Patient.id)
         )
-        if patients is None
-        else patients
+        return _facts(session, now, everyone.all(), everyone=True)
+    return _facts(session, now, [_values(patient) for patient in patients], relevant_only)
+
+
+# A patient's `PATIENT_COLUMNS`, in their order.
+_PatientValues = tuple[
+    int,
+    Phase | str | None,
+    int | None,
+    int | None,
+    ChannelName | str,
+    str | None,
+    str | None,
+    str | None,
+    str | None,
+]
+
+
+def _values(patient: PatientRow) -> _PatientValues:
+    return (
+        patient.id,
+        patient.phase,
+        patient.nudge_after_days,
+        patient.follow_up_days,
+        patient.preferred_channel,
+        patient.email,
+        patient.line_user_id,
+        patient.email_unusable_reason,
+        patient.line_unusable_reason,
     )
-    ids = None if patients is None else [patient.id for patient in rows]
-    appointment_query = select(
-        Appointment.patient_id, Appointment.id, Appointment.starts_at, Appointment.status
-    ).order_by(Appointment.starts_at)
+
+
+class _Cadence(NamedTuple):
+    """One row of a patient's cadence history."""
+
+    id: int
+    phase: str | None
+    nudge_after_days: int | None
+    follow_up_days: int | None
+    changed_at: datetime
+
+
+def _facts(
+    session: Session,
+    now: datetime,
+    patients: Sequence[_PatientValues],
+    relevant_only: bool = False,
+    *,
+    everyone: bool = False,
+) -> list[PatientFacts]:
+    """The facts of these patients (the clinic's every patient if `everyone`).
+
+    The rows are read by position, never by name: a hundred thousand patients' rows
+    read by name cost the planner a second."""
+    appointment_query = select(*_APPOINTMENT_COLUMNS).order_by(Appointment.starts_at)
     history_query = select(
         CadenceChange.patient_id,
         CadenceChange.id,
-        CadenceChange.phase,
+        type_coerce(CadenceChange.phase, String),
         CadenceChange.nudge_after_days,
         CadenceChange.follow_up_days,
         CadenceChange.changed_at,
     ).order_by(CadenceChange.id)
+    ids = None if everyone else [patient[0] for patient in patients]
     if ids is None:
-        everyone = _clinic_patients(session)
-        appointment_query = appointment_query.where(Appointment.patient_id.in_(everyone))
-        history_query = history_query.where(CadenceChange.patient_id.in_(everyone))
+        clinic_patients = _clinic_patients(session)
+        appointment_query = appointment_query.where(Appointment.patient_id.in_(clinic_patients))
+        history_query = history_query.where(CadenceChange.patient_id.in_(clinic_patients))
     else:
         appointment_query = (
             _relevant_appointments(session, ids, now)
@@ -209,38 +306,65 @@ def load_facts(
     for patient_id, appointment_id, starts_at, status in connection.execute(
         appointment_query
     ).all():
-        appointments[patient_id].append(AppointmentFact(appointment_id, starts_at, status))
-    histories: dict[int, list[_HistoryRow]] = defaultdict(list)
-    for change in connection.execute(history_query).all():
-        histories[change.patient_id].append(change)
-    consent = current_consent(session, ids)
-
-    def facts(patient: PatientRow) -> PatientFacts:
-        history = histories[patient.id]
-        in_force = cadence_in_force(history, now)
-        # Without a history (never expected after migration 0002), the row is the truth.
-        phase, nudge, follow_up = (
-            (in_force.phase, in_force.nudge_after_days, in_force.follow_up_days)
-            if in_force
-            else (patient.phase, patient.nudge_after_days, patient.follow_up_days)
+        appointments[patient_id].append(
+            AppointmentFact(appointment_id, starts_at, _STATUSES[status])
         )
-        is_change = in_force is not None and in_force is not history[0]
+    histories: dict[int, list[_Cadence]] = defaultdict(list)
+    for patient_id, change_id, phase, nudge, follow_up, changed_at in connection.execute(
+        history_query
+    ).all():
+        histories[patient_id].append(_Cadence(change_id, phase, nudge, follow_up, changed_at))
+    consent = current_consent(session, ids)
+    no_consent: dict[ConsentKind, bool] = {}
+    no_history: list[_Cadence] = []
+
+    def facts(patient: _PatientValues) -> PatientFacts:
+        patient_id, phase, nudge, follow_up, channel, email, line, email_unusable, line_unusable = (
+            patient
+        )
+        history = histories.get(patient_id, no_history)
+        in_force, next_change_at = _cadence_at(history, now)
+        # Without a history (never expected after migration 0002), the row is the truth.
+        if in_force is not None:
+            phase, nudge, follow_up = (
+                in_force.phase,
+                in_force.nudge_after_days,
+                in_force.follow_up_days,
+            )
+        given = consent.get(patient_id, no_consent)
         return PatientFacts(
-            id=patient.id,
-            phase=phase,
-            reminders_opt_in=consent[patient.id].get(ConsentKind.REMINDERS, False),
-            newsletter_opt_in=consent[patient.id].get(ConsentKind.NEWSLETTER, False),
-            preferred_channel=patient.preferred_channel,
-            contacts=contacts_of(patient),
-            appointments=tuple(appointments[patient.id]),
+            id=patient_id,
+            phase=None if phase is None else _PHASES[phase],
+            reminders_opt_in=given.get(ConsentKind.REMINDERS, False),
+            newsletter_opt_in=given.get(ConsentKind.NEWSLETTER, False),
+            preferred_channel=_CHANNELS[channel],
+            contacts=_contacts(line, line_unusable, email, email_unusable),
+            appointments=tuple(appointments.get(patient_id, ())),
             nudge_after_days=nudge,
             follow_up_days=follow_up,
             cadence_change=(
                 CadenceChangeFact(in_force.id, in_force.changed_at)
-                if in_force is not None and is_change
+                if in_force is not None and in_force is not history[0]
                 else None
             ),
-            next_change_at=min((c.changed_at for c in history if c.changed_at > now), default=None),
+            next_change_at=next_change_at,
         )
 
-    return [facts(patient) for patient in rows]
+    return [facts(patient) for patient in patients]
+
+
+def _cadence_at(
+    history: Sequence[_Cadence], now: datetime
+) -> tuple[_Cadence | None, datetime | None]:
+    """`cadence_in_force`, and the first change after `now`, in one pass over the
+    history."""
+    in_force = None
+    ahead: datetime | None = None
+    for change in history:
+        if change.changed_at <= now:
+            in_force = change
+        elif ahead is None or change.changed_at < ahead:
+            ahead = change.changed_at
+    if in_force is None and history:
+        in_force = history[0]
+    return in_force, ahead

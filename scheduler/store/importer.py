@@ -40,6 +40,7 @@ from scheduler.core.domain import (
 from scheduler.store.batches import batches
 from scheduler.store.bulk import DriverRows, copy_rows, executemany
 from scheduler.store.clinics import clinic_of
+from scheduler.store.db import among
 from scheduler.store.facts import current_consent
 from scheduler.store.models import (
     Appointment,
@@ -694,7 +695,7 @@ def save_appointments(
                     Appointment.starts_at,
                     Appointment.id,
                     Appointment.status,
-                ).where(Appointment.patient_id.in_(ids))
+                ).where(among(session, Appointment.patient_id, ids))
             )
         }
         changed: list[int] = []
@@ -728,11 +729,8 @@ class _BulkInsert:
         dialect = session.get_bind().dialect
         self.copy = dialect.name == "postgresql"
         self.values = DriverRows(dialect, table, columns)
-        names = ", ".join(columns)
         self.sql = (
-            f"COPY {table.name} ({names}) FROM STDIN"
-            if self.copy
-            else f"INSERT INTO {table.name} ({names}) VALUES ({self.values.placeholders()})"
+            f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({self.values.placeholders()})"
         )
         self.rows: list[tuple[object, ...]] = []
 
@@ -745,7 +743,7 @@ class _BulkInsert:
         if not self.rows:
             return
         if self.copy:
-            copy_rows(self.session, self.sql, self.rows)
+            copy_rows(self.session, self.values, self.rows)
         else:
             executemany(self.session, self.sql, self.rows)
         self.rows = []

@@ -24,7 +24,7 @@ from sqlalchemy import Table, event, inspect, or_, select, update
 from sqlalchemy.orm import Session, UOWTransaction
 
 from scheduler.store.batches import batches
-from scheduler.store.bulk import DriverRows, executemany
+from scheduler.store.bulk import DriverRows, update_by_id
 from scheduler.store.clinics import clinic_of
 from scheduler.store.models import (
     Appointment,
@@ -45,11 +45,14 @@ _PENDING = "tayori_facts_changed"
 
 def mark_for_planning(session: Session, patient_ids: Iterable[int]) -> None:
     """Plan these patients at the next cycle: their facts changed."""
+    # Imported here: store.db imports this module for its flush hook.
+    from scheduler.store.db import among
+
     # On the connection: the flush hook below marks through here while flushing.
     table = Patient.__table__
     for chunk in batches(sorted(set(patient_ids))):
         session.connection().execute(
-            update(table).where(table.c.id.in_(chunk)).values(replan_at=None)  # type: ignore[arg-type]
+            update(table).where(among(session, table.c.id, chunk)).values(replan_at=None)  # type: ignore[arg-type]
         )
 
 
@@ -76,10 +79,10 @@ def set_replan_at(session: Session, moments: dict[int, datetime | None]) -> None
     their facts change)."""
     table: Table = Patient.__table__  # type: ignore[assignment]
     values = DriverRows(session.get_bind().dialect, table, ("replan_at", "id"))
-    # The driver's executemany: a plan of everyone writes a row for every patient.
-    executemany(
+    # In bulk (store/bulk.py): a plan of everyone writes a row for every patient.
+    update_by_id(
         session,
-        f"UPDATE {table.name} SET replan_at = {values.marker} WHERE id = {values.marker}",
+        values,
         [values.row(NEVER if at is None else at, patient) for patient, at in moments.items()],
     )
 
