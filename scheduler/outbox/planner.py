@@ -52,7 +52,7 @@ from scheduler.settings import Settings, Spreading
 from scheduler.store.audiences import audience_members
 from scheduler.store.batches import batches
 from scheduler.store.clinics import clinic_of
-from scheduler.store.db import among
+from scheduler.store.db import among, among_texts
 from scheduler.store.facts import contacts_of, load_facts_of
 from scheduler.store.models import Delivery, Patient, new_delivery_id
 from scheduler.store.replan import (
@@ -108,7 +108,10 @@ def _existing_by_key(session: Session, keys: Sequence[str]) -> dict[str, _Existi
     for chunk in batches(keys):
         found |= _rows_where(
             session,
-            and_(Delivery.clinic_id == clinic_of(session), Delivery.idempotency_key.in_(chunk)),
+            and_(
+                Delivery.clinic_id == clinic_of(session),
+                among_texts(session, Delivery.idempotency_key, chunk),
+            ),
         )
     return found
 

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     Integer,
+    String,
     any_,
     bindparam,
     create_engine,
@@ -217,6 +218,15 @@ def among(
     if session.get_bind().dialect.name == "postgresql":
         return column == any_(bindparam(None, list(ids), type_=postgresql.ARRAY(Integer)))
     return column.in_(ids)
+
+
+def among_texts(
+    session: Session, column: ColumnElement[Any] | InstrumentedAttribute[Any], values: Sequence[str]
+) -> ColumnElement[bool]:
+    """`column IN values`, on PostgreSQL as `= ANY(array)` for the reason `among` gives."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(String)))
+    return column.in_(values)
 
 
 def upsert_insert(session: Session, table: type[Any]) -> postgresql.Insert | sqlite.Insert:
