@@ -16,17 +16,18 @@ from scheduler.core.config import Rules
 from scheduler.core.domain import AppointmentStatus, Due, PatientFacts, Reason
 from scheduler.core.window import at_local, local_date, next_opening
 
+# A booked appointment whose time has passed counts as a visit until the clinic marks
+# it otherwise: the conservative reading, since it only delays a nudge. (Named once
+# here: on Python 3.11 reading a member off an Enum class costs more than the test.)
+_COUNTS_AS_VISIT = (AppointmentStatus.VISITED, AppointmentStatus.BOOKED)
+
 
 def last_visit(facts: PatientFacts, now: datetime) -> datetime | None:
-    """The latest visit up to `now`.
-
-    A booked appointment whose time has passed counts as a visit until the clinic
-    marks it otherwise: the conservative reading, since it only delays a nudge.
-    """
+    """The latest visit up to `now` (see `_COUNTS_AS_VISIT`)."""
     visits = [
         a.starts_at
         for a in facts.appointments
-        if a.starts_at <= now and a.status in (AppointmentStatus.VISITED, AppointmentStatus.BOOKED)
+        if a.starts_at <= now and a.status in _COUNTS_AS_VISIT
     ]
     return max(visits, default=None)
 
@@ -56,15 +57,28 @@ class EffectiveCadence:
 
 
 def effective_cadence(facts: PatientFacts, rules: Rules) -> EffectiveCadence | None:
-    """The patient's own cadence where set, else the default for their phase."""
-    if facts.phase is None:
+    """The patient's own cadence where set, else the default for their phase, and
+    where each comes from."""
+    days = cadence_days(facts, rules)
+    if facts.phase is None or days is None:
         return None
     default = f"{facts.phase.value} default"
     return EffectiveCadence(
-        nudge_after_days=facts.nudge_after_days or rules.cadence.nudge_after_days[facts.phase],
-        follow_up_days=facts.follow_up_days or rules.cadence.follow_up_days[facts.phase],
+        nudge_after_days=days[0],
+        follow_up_days=days[1],
         nudge_source="patient" if facts.nudge_after_days else default,
         follow_up_source="patient" if facts.follow_up_days else default,
+    )
+
+
+def cadence_days(facts: PatientFacts, rules: Rules) -> tuple[int, int] | None:
+    """The days from the episode's start to the nudge, and from the nudge to the
+    follow-up: the patient's own where set, else the default for their phase."""
+    if facts.phase is None:
+        return None
+    return (
+        facts.nudge_after_days or rules.cadence.nudge_after_days[facts.phase],
+        facts.follow_up_days or rules.cadence.follow_up_days[facts.phase],
     )
 
 
@@ -84,8 +98,10 @@ def episode_start(facts: PatientFacts, visit: datetime, tz: ZoneInfo) -> tuple[d
 
 def cadence_messages(facts: PatientFacts, now: datetime, rules: Rules) -> list[Due]:
     """The nudge and follow-up this patient should get in the current episode."""
-    cadence = effective_cadence(facts, rules)
-    if not facts.reminders_opt_in or cadence is None:
+    if not facts.reminders_opt_in:
+        return []
+    days = cadence_days(facts, rules)
+    if days is None:
         return []
     visit = last_visit(facts, now)
     if visit is None or has_future_booking(facts, now) or _lapsed_since(visit, now, rules):
@@ -93,8 +109,9 @@ def cadence_messages(facts: PatientFacts, now: datetime, rules: Rules) -> list[D
 
     tz = rules.timezone
     start, episode = episode_start(facts, visit, tz)
-    nudge_day = start + timedelta(days=cadence.nudge_after_days)
-    follow_up_day = nudge_day + timedelta(days=cadence.follow_up_days)
+    nudge_after_days, follow_up_days = days
+    nudge_day = start + timedelta(days=nudge_after_days)
+    follow_up_day = nudge_day + timedelta(days=follow_up_days)
     nudge_at = _not_before(at_local(nudge_day, rules.cadence.send_at, tz), now, rules)
     follow_up_at = _not_before(at_local(follow_up_day, rules.cadence.send_at, tz), now, rules)
 
