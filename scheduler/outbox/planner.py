@@ -41,7 +41,7 @@ from scheduler.outbox.newsletters import (
     occurrences_ahead,
     record_planned,
 )
-from scheduler.outbox.spread import spread
+from scheduler.outbox.spread import rarely_collecting, spread
 from scheduler.outbox.transitions import (
     REVIVABLE,
     WITHDRAWN_CAMPAIGN_PAUSED,
@@ -131,6 +131,7 @@ def _rows_where(session: Session, condition: ColumnElement[bool]) -> dict[str, _
     }
 
 
+@rarely_collecting()
 def plan(
     session: Session,
     now: datetime,
@@ -388,6 +389,7 @@ def _moments_facts_change(facts: PatientFacts, now: datetime, until: datetime) -
     return [now, *sorted(passing)]
 
 
+@rarely_collecting()
 def dry_run(
     session: Session,
     now: datetime,

@@ -23,10 +23,13 @@ patients on.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
 
@@ -39,6 +42,37 @@ P = ParamSpec("P")
 T = TypeVar("T")
 # A function of a session and a batch of patient ids, run in a child process.
 BatchWork = Callable[Concatenate[Session, Sequence[int], P], T]
+
+
+# The collector's thresholds while a plan runs: a young generation's collection at
+# 50,000 allocations rather than 700, and the full ones almost never.
+_PLANNING_THRESHOLDS = (50_000, 20, 100)
+_collector = threading.Lock()
+_planning = 0
+_thresholds_before: tuple[int, int, int] = gc.get_threshold()
+
+
+@contextmanager
+def rarely_collecting() -> Iterator[None]:
+    """Python's cyclic garbage collector, nearly paused while a plan runs. A plan
+    allocates millions of small objects that live until it ends and form no cycles:
+    with the usual thresholds every full collection walks all of them again, a
+    tenth of a plan's time and a fifth of a dry run's. Reference counting still
+    frees what is dropped; the thresholds come back when the last plan of the
+    process (a web process may run several at once) ends."""
+    global _planning, _thresholds_before
+    with _collector:
+        if _planning == 0:
+            _thresholds_before = gc.get_threshold()
+            gc.set_threshold(*_PLANNING_THRESHOLDS)
+        _planning += 1
+    try:
+        yield
+    finally:
+        with _collector:
+            _planning -= 1
+            if _planning == 0:
+                gc.set_threshold(*_thresholds_before)
 
 
 def spread(
@@ -109,5 +143,5 @@ def _in_child(
     key = (url, clinic_id)
     if key not in _sessions:
         _sessions[key] = session_factory(make_engine(url), clinic_id)
-    with reading(_sessions[key]) as session:
+    with rarely_collecting(), reading(_sessions[key]) as session:
         return work(session, group, *args, **kwargs)
