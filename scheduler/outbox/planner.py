@@ -7,8 +7,8 @@ every change goes through the outbox's transitions (only rows still `planned` mo
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -417,14 +417,13 @@ def dry_run(
     settled = set() if everyone else _settled(session, until, rules, settings)
     ahead = occurrences_ahead(session, now, until, settings) if settings is not None else []
     audiences: list[list[int]] = [[] for _ in ahead]
-    # The first moment each message appears is when the worker would plan it.
-    first_seen: dict[str, tuple[datetime, Due]] = {}
     channels: dict[int, ChannelName | None] = {}
+    expected: list[PlannedMessage] = []
     # A batch of patients at a time: the facts of a whole clinic need not be in memory.
     unsettled = list(batches(sorted(set(external_ids) - settled)))
     spreading = settings.spreading if settings is not None else Spreading()
     for foreseen in spread(session, _foresee, unsettled, spreading, now, until, rules, ahead):
-        first_seen |= foreseen.first_seen
+        expected += foreseen.expected
         channels |= foreseen.channels
         for members, in_batch in zip(audiences, foreseen.audiences, strict=True):
             members += in_batch
@@ -441,38 +440,22 @@ def dry_run(
     for members in audiences:
         members.sort()
     if settings is not None:
-        for newsletter in expected_newsletters(session, ahead, audiences, now, until, settings):
-            first_seen.setdefault(newsletter.key, (now, newsletter))
-    existing = _existing_by_key(session, list(first_seen))
-    held = transitions.held_keys(session)
-
-    expected = []
-    for key, (moment, message) in first_seen.items():
-        channel = channels[message.patient_id]
-        send_at = _expected_send_at(message, existing.get(key), moment, rules)
-        if channel is None or send_at is None or send_at > until:
-            continue  # no contact (it would be skipped), already done, or too far ahead
-        expected.append(
-            PlannedMessage(
-                patient=external_ids[message.patient_id],
-                reason=message.reason.value,
-                channel=channel,
-                send_at=send_at,
-                template=template_in(message.folder, channel),
-                key=key,
-                held=key in held,
-            )
+        newsletters = expected_newsletters(session, ahead, audiences, now, until, settings)
+        expected += _expected(
+            session, [(now, n) for n in newsletters], channels, external_ids, until, rules
         )
-    expected += _planned_for(session, settled, external_ids, now, until, rules, held)
+    expected += _planned_for(session, settled, external_ids, now, until, rules)
+    held = transitions.held_keys(session)
+    expected = [replace(m, held=True) if m.key in held else m for m in expected]
     return sorted(expected, key=lambda m: (m.send_at, m.patient, m.reason))
 
 
 @dataclass(frozen=True)
 class _Foreseen:
-    """What the rules will decide for a batch of patients between two moments."""
+    """What the rules will send a batch of patients between two moments."""
 
-    first_seen: dict[str, tuple[datetime, Due]]  # each message, and when it first appears
-    channels: dict[int, ChannelName | None]
+    expected: list[PlannedMessage]  # but newsletters, which are paced over the audience
+    channels: dict[int, ChannelName | None]  # of those in a coming occurrence's audience
     audiences: list[list[int]]  # the patients in each coming occurrence's audience
 
 
@@ -484,21 +467,63 @@ def _foresee(
     rules: Rules,
     ahead: Sequence[tuple[Campaign, Occurrence]],
 ) -> _Foreseen:
-    """Read these patients' facts and run the rules at each moment they change by
-    time alone before `until`. Writes nothing."""
+    """Read these patients' facts, run the rules at each moment they change by time
+    alone before `until`, and compare with their outbox rows. Writes nothing."""
     facts = load_facts_of(session, now, ids)
+    # The first moment each message appears is when the worker would plan it.
     first_seen: dict[str, tuple[datetime, Due]] = {}
     for patient in facts:
         for moment in _moments_facts_change(patient, now, until):
             for message in messages_due(patient, moment, rules):
                 first_seen.setdefault(message.key, (moment, message))
+    channels = {p.id: choose_channel(p.preferred_channel, p.contacts) for p in facts}
+    audiences = [
+        audience(campaign, occurrence, facts, rules.timezone) for campaign, occurrence in ahead
+    ]
+    external_ids: dict[int, str] = {
+        patient: external_id
+        for patient, external_id in session.execute(
+            select(Patient.id, Patient.external_id).where(among(session, Patient.id, ids))
+        )
+    }
+    members = {patient for chosen in audiences for patient in chosen}
     return _Foreseen(
-        first_seen=first_seen,
-        channels={p.id: choose_channel(p.preferred_channel, p.contacts) for p in facts},
-        audiences=[
-            audience(campaign, occurrence, facts, rules.timezone) for campaign, occurrence in ahead
-        ],
+        expected=_expected(
+            session, list(first_seen.values()), channels, external_ids, until, rules
+        ),
+        channels={patient: channels[patient] for patient in members},
+        audiences=audiences,
     )
+
+
+def _expected(
+    session: Session,
+    first_seen: Sequence[tuple[datetime, Due]],
+    channels: dict[int, ChannelName | None],
+    external_ids: dict[int, str],
+    until: datetime,
+    rules: Rules,
+) -> list[PlannedMessage]:
+    """The messages the worker would send by `until`, of those the rules give (each
+    with the moment it first appears), given what the outbox holds of them."""
+    existing = _existing_by_key(session, [message.key for _, message in first_seen])
+    expected = []
+    for moment, message in first_seen:
+        channel = channels[message.patient_id]
+        send_at = _expected_send_at(message, existing.get(message.key), moment, rules)
+        if channel is None or send_at is None or send_at > until:
+            continue  # no contact (it would be skipped), already done, or too far ahead
+        expected.append(
+            PlannedMessage(
+                patient=external_ids[message.patient_id],
+                reason=message.reason.value,
+                channel=channel,
+                send_at=send_at,
+                template=template_in(message.folder, channel),
+                key=message.key,
+            )
+        )
+    return expected
 
 
 def _settled(
@@ -530,7 +555,6 @@ def _planned_for(
     now: datetime,
     until: datetime,
     rules: Rules,
-    held: Collection[str],
 ) -> list[PlannedMessage]:
     """The settled patients' planned messages but newsletters (whose pacing the dry run
     works out for the whole audience), when and how the worker would send them: by
@@ -571,7 +595,6 @@ def _planned_for(
                     send_at,
                     template_in(folder, channel),
                     row.idempotency_key,
-                    row.idempotency_key in held,
                 )
             )
     return expected
