@@ -427,16 +427,23 @@ def dry_run(
         channels |= foreseen.channels
         for members, in_batch in zip(audiences, foreseen.audiences, strict=True):
             members += in_batch
-    # The settled patients' facts are not read: the database says which of them are
-    # in each audience (the same answer, tests/integration/test_audiences.py).
-    for chunk in batches(sorted(settled) if ahead else []):
-        for (campaign, occurrence), members in zip(ahead, audiences, strict=True):
-            among_chunk = among(session, Patient.id, chunk)
-            for chosen in audience_members(
-                session, campaign, occurrence, now, rules.timezone, among_chunk
-            ):
-                members.append(chosen.patient_id)
-                channels[chosen.patient_id] = chosen.channel
+    # The settled patients' facts are not read: their messages are where the last
+    # plan put them, and the database says which of them are in each audience.
+    answers = spread(
+        session,
+        _answer_settled,
+        list(batches(sorted(settled))),
+        spreading,
+        now,
+        until,
+        rules,
+        ahead,
+    )
+    for answer in answers:
+        expected += answer.expected
+        channels |= answer.channels
+        for members, in_batch in zip(audiences, answer.audiences, strict=True):
+            members += in_batch
     for members in audiences:
         members.sort()
     if settings is not None:
@@ -444,7 +451,6 @@ def dry_run(
         expected += _expected(
             session, [(now, n) for n in newsletters], channels, external_ids, until, rules
         )
-    expected += _planned_for(session, settled, external_ids, now, until, rules)
     held = transitions.held_keys(session)
     expected = [replace(m, held=True) if m.key in held else m for m in expected]
     return sorted(expected, key=lambda m: (m.send_at, m.patient, m.reason))
@@ -526,6 +532,30 @@ def _expected(
     return expected
 
 
+def _answer_settled(
+    session: Session,
+    ids: Sequence[int],
+    now: datetime,
+    until: datetime,
+    rules: Rules,
+    ahead: Sequence[tuple[Campaign, Occurrence]],
+) -> _Foreseen:
+    """What the outbox says these settled patients will be sent, and which of them
+    each coming occurrence reaches (the audience rule's answer, asked of the
+    database: tests/integration/test_audiences.py). Writes nothing."""
+    audiences: list[list[int]] = []
+    channels: dict[int, ChannelName | None] = {}
+    for campaign, occurrence in ahead:
+        chosen = list(
+            audience_members(
+                session, campaign, occurrence, now, rules.timezone, among(session, Patient.id, ids)
+            )
+        )
+        audiences.append([member.patient_id for member in chosen])
+        channels |= {member.patient_id: member.channel for member in chosen}
+    return _Foreseen(_planned_for(session, ids, now, until, rules), channels, audiences)
+
+
 def _settled(
     session: Session, until: datetime, rules: Rules, settings: Settings | None
 ) -> set[int]:
@@ -549,21 +579,17 @@ def _settled(
 
 
 def _planned_for(
-    session: Session,
-    patients: set[int],
-    external_ids: dict[int, str],
-    now: datetime,
-    until: datetime,
-    rules: Rules,
+    session: Session, ids: Sequence[int], now: datetime, until: datetime, rules: Rules
 ) -> list[PlannedMessage]:
-    """The settled patients' planned messages but newsletters (whose pacing the dry run
-    works out for the whole audience), when and how the worker would send them: by
-    the channel it would choose then, from the contacts as they are now."""
+    """These settled patients' planned messages but newsletters (whose pacing the dry
+    run works out for the whole audience), when and how the worker would send them:
+    by the channel it would choose then, from the contacts as they are now."""
     expected = []
-    for chunk in batches(sorted(patients)):
+    for chunk in batches(ids):
         rows = session.execute(
             select(
                 Delivery.patient_id,
+                Patient.external_id,
                 Delivery.idempotency_key,
                 type_coerce(Delivery.reason, String).label("reason"),
                 Delivery.send_after,
@@ -589,7 +615,7 @@ def _planned_for(
             folder = row.template.rpartition("/")[0] if row.template else row.reason
             expected.append(
                 PlannedMessage(
-                    external_ids[row.patient_id],
+                    row.external_id,
                     row.reason,
                     channel,
                     send_at,

@@ -20,6 +20,7 @@ from scheduler.outbox.planner import PlannedMessage, PlanResult, dry_run, plan
 from scheduler.outbox.spread import spread
 from scheduler.runtime import Runtime, open_runtime
 from scheduler.settings import Spreading, load_settings
+from scheduler.store.db import transaction
 from scheduler.store.models import Delivery, Patient, UnconsentedDue
 from tests.conftest import DATABASES, ROOT, empty_database
 from tests.integration.csv_files import LINE_ID, appointments_csv, patients_csv
@@ -55,12 +56,9 @@ def _write_clinic(directory: Path) -> tuple[Path, Path]:
     return patients_csv(directory, *patients), appointments_csv(directory, *appointments)
 
 
-@pytest.fixture(scope="module", params=DATABASES)
-def clinic(
+def _imported_clinic(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Runtime]:
-    """The clinic, imported once for the module on each database: its tests only read
-    it, or roll back what they wrote."""
+) -> Runtime:
     folder = tmp_path_factory.mktemp("clinic")
     env = {
         "DATABASE_URL": empty_database(request, request.param, folder),
@@ -75,7 +73,29 @@ def clinic(
             environment.setenv(name, value)
         assert main(["import", "patients", str(patients), "--now", moment]) == 0
         assert main(["import", "appointments", str(appointments), "--now", moment]) == 0
-    runtime = open_runtime(load_settings(env))
+    return open_runtime(load_settings(env))
+
+
+@pytest.fixture(scope="module", params=DATABASES)
+def clinic(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Runtime]:
+    """The clinic, imported once for the module on each database: its tests only read
+    it, or roll back what they wrote."""
+    runtime = _imported_clinic(request, tmp_path_factory)
+    yield runtime
+    runtime.close()
+
+
+@pytest.fixture(scope="module", params=DATABASES)
+def planned_clinic(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Runtime]:
+    """The clinic after the worker's first plan: most patients are answered from
+    the outbox by the dry run."""
+    runtime = _imported_clinic(request, tmp_path_factory)
+    with transaction(runtime.sessions) as session:
+        plan(session, IMPORTED, runtime.settings.rules, runtime.settings)
     yield runtime
     runtime.close()
 
@@ -122,19 +142,26 @@ def test_a_plan_spread_over_processes_writes_what_a_plan_in_one_writes(
     assert in_one[0].created > 500
 
 
+def _foreseen(runtime: Runtime, spreading: Spreading) -> list[PlannedMessage]:
+    now = datetime(2026, 11, 28, 7, 0, tzinfo=JST)  # the year-end letter starts in the week
+    settings = replace(runtime.settings, spreading=spreading)
+    with runtime.sessions() as session:
+        return dry_run(session, now, now + timedelta(days=7), settings.rules, settings)
+
+
 def test_a_dry_run_spread_over_processes_foresees_what_one_in_one_process_foresees(
     clinic: Runtime,
 ) -> None:
-    now = datetime(2026, 11, 28, 7, 0, tzinfo=JST)  # the year-end letter starts in the week
-    until = now + timedelta(days=7)
+    in_one = _foreseen(clinic, IN_ONE)
+    assert _foreseen(clinic, SPREAD) == in_one
+    assert {m.reason for m in in_one} >= {"newsletter", "appointment_reminder"}
 
-    def foreseen(spreading: Spreading) -> list[PlannedMessage]:
-        settings = replace(clinic.settings, spreading=spreading)
-        with clinic.sessions() as session:
-            return list(dry_run(session, now, until, settings.rules, settings))
 
-    in_one = foreseen(IN_ONE)
-    assert foreseen(SPREAD) == in_one
+def test_a_spread_dry_run_answers_a_planned_clinic_as_one_in_one_process(
+    planned_clinic: Runtime,
+) -> None:
+    in_one = _foreseen(planned_clinic, IN_ONE)
+    assert _foreseen(planned_clinic, SPREAD) == in_one
     assert {m.reason for m in in_one} >= {"newsletter", "appointment_reminder"}
 
 
