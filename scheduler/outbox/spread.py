@@ -24,11 +24,13 @@ patients on.
 from __future__ import annotations
 
 import gc
+import logging
 import multiprocessing
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
@@ -37,6 +39,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.settings import Spreading
 from scheduler.store.clinics import clinic_of
+
+log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -94,7 +98,36 @@ def spread(
         for group in groups:
             yield work(session, group, *args, **kwargs)
         return
-    clinic_id = clinic_of(session)
+    done = 0
+    answers = _in_children(url, clinic_of(session), work, groups, processes, args, kwargs)
+    try:
+        for answer in answers:
+            yield answer
+            done += 1
+    except BrokenProcessPool:
+        # A child ended without answering (killed for its memory, say): the rest is
+        # done here, as if the plan had never been spread, rather than failing it at
+        # every cycle.
+        log.warning(
+            "a planning process ended abruptly; %d batch(es) of patients are planned "
+            "in this process instead",
+            len(groups) - done,
+        )
+        for group in groups[done:]:
+            yield work(session, group, *args, **kwargs)
+    finally:
+        answers.close()  # the children's pool is shut down, whatever happened
+
+
+def _in_children(
+    url: str,
+    clinic_id: int,
+    work: BatchWork[P, T],
+    groups: Sequence[Sequence[int]],
+    processes: int,
+    args: tuple[object, ...],
+    kwargs: dict[str, object],
+) -> Generator[T, None, None]:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["scheduler.outbox.planner"])
     pool = ProcessPoolExecutor(max_workers=processes, mp_context=context)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -198,3 +199,20 @@ def test_one_planning_process_reads_every_batch_itself(clinic: Runtime) -> None:
     with clinic.sessions() as session:
         answers = list(spread(session, _process_and_patients, _groups(session), IN_ONE))
     assert {process for process, _ in answers} == {os.getpid()}
+
+
+def _dying_in_a_child(session: Session, ids: Sequence[int], parent: int) -> tuple[int, int]:
+    """As `_process_and_patients`, but a child process is killed on its first batch."""
+    if os.getpid() != parent:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _process_and_patients(session, ids)
+
+
+def test_a_planning_process_that_dies_leaves_its_work_to_this_one(
+    clinic: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    with clinic.sessions() as session:
+        groups = _groups(session)
+        answers = list(spread(session, _dying_in_a_child, groups, SPREAD, os.getpid()))
+    assert answers == [(os.getpid(), len(group)) for group in groups]
+    assert "a planning process ended abruptly" in caplog.text
