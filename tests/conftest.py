@@ -110,17 +110,23 @@ def empty_database(request: pytest.FixtureRequest, which: str, folder: Path) -> 
     return url
 
 
+def clinic_variables(database_url: str, folder: Path) -> dict[str, str]:
+    """The environment of a clinic with the shipped settings and messages, its
+    previews in `folder`."""
+    return {
+        "DATABASE_URL": database_url,
+        "TAYORI_CONFIG": str(ROOT / "config" / "tayori.toml"),
+        "TAYORI_MESSAGES_DIR": str(ROOT / "messages"),
+        "TAYORI_OUTBOX_DIR": str(folder / "outbox"),
+    }
+
+
 def install_clinic_env(
     database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> dict[str, str]:
     """Set the environment of a clinic installation in a temporary directory, as the
     CLI and the worker read it, and make that directory the current one."""
-    env = {
-        "DATABASE_URL": database_url,
-        "TAYORI_CONFIG": str(ROOT / "config" / "tayori.toml"),
-        "TAYORI_MESSAGES_DIR": str(ROOT / "messages"),
-        "TAYORI_OUTBOX_DIR": str(tmp_path / "outbox"),
-    }
+    env = clinic_variables(database_url, tmp_path)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.chdir(tmp_path)

@@ -23,7 +23,7 @@ from scheduler.runtime import Runtime, open_runtime
 from scheduler.settings import Spreading, load_settings
 from scheduler.store.db import transaction
 from scheduler.store.models import Delivery, Patient, UnconsentedDue
-from tests.conftest import DATABASES, ROOT, empty_database
+from tests.conftest import DATABASES, clinic_variables, empty_database
 from tests.integration.csv_files import LINE_ID, appointments_csv, patients_csv
 
 JST = ZoneInfo("Asia/Tokyo")
@@ -61,12 +61,7 @@ def _imported_clinic(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Runtime:
     folder = tmp_path_factory.mktemp("clinic")
-    env = {
-        "DATABASE_URL": empty_database(request, request.param, folder),
-        "TAYORI_CONFIG": str(ROOT / "config" / "tayori.toml"),
-        "TAYORI_MESSAGES_DIR": str(ROOT / "messages"),
-        "TAYORI_OUTBOX_DIR": str(folder / "outbox"),
-    }
+    env = clinic_variables(empty_database(request, request.param, folder), folder)
     patients, appointments = _write_clinic(folder)
     moment = IMPORTED.isoformat()
     with pytest.MonkeyPatch.context() as environment:

@@ -33,7 +33,7 @@ from scheduler.store.db import transaction
 from scheduler.store.facts import current_consent
 from scheduler.store.models import Base, ConsentChange, Delivery, Patient, new_public_id
 from scheduler.web.app import create_app, runtime_of
-from tests.conftest import DATABASES, ROOT, empty_database
+from tests.conftest import DATABASES, ROOT, clinic_variables, empty_database
 from tests.integration.browser import PHONE, fits_the_width
 from tests.integration.channel_env import PUBLIC_URL, SECRET_KEY
 from tests.integration.clinic import add_patient, visited
@@ -59,11 +59,7 @@ def site(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Site]:
     folder = tmp_path_factory.mktemp("unsubscribe")
-    env = {
-        "DATABASE_URL": empty_database(request, request.param, folder),
-        "TAYORI_CONFIG": str(ROOT / "config" / "tayori.toml"),
-        "TAYORI_MESSAGES_DIR": str(ROOT / "messages"),
-        "TAYORI_OUTBOX_DIR": str(folder / "outbox"),
+    env = clinic_variables(empty_database(request, request.param, folder), folder) | {
         "TAYORI_PUBLIC_URL": PUBLIC_URL,
         "TAYORI_SECRET_KEY": SECRET_KEY,
     }
