@@ -159,18 +159,17 @@ def plan(
             record_planned(session, live, now)
     ids = patient_ids(session) if everyone else patients_to_plan(session, now)
     spreading = settings.spreading if settings is not None else Spreading()
-    decided = spread(session, _decide, list(batches(ids)), spreading, now, rules, bool(live))
-    # A live occurrence's newsletters are placed against each other: its patients
-    # are planned together. Otherwise a batch at a time keeps memory small.
-    groups = [_merged(decided)] if live else decided
     total = PlanResult(0, 0, 0)
-    for group in groups:
-        result = _plan_patients(session, group, now, settings, live, paused)
-        total = PlanResult(
-            total.created + result.created,
-            total.revived + result.revived,
-            total.withdrawn + result.withdrawn,
-        )
+    with spread(session, _decide, list(batches(ids)), spreading, now, rules, bool(live)) as decided:
+        # A live occurrence's newsletters are placed against each other: its patients
+        # are planned together. Otherwise a batch at a time keeps memory small.
+        for group in [_merged(decided)] if live else decided:
+            result = _plan_patients(session, group, now, settings, live, paused)
+            total = PlanResult(
+                total.created + result.created,
+                total.revived + result.revived,
+                total.withdrawn + result.withdrawn,
+            )
     return total
 
 
@@ -422,28 +421,16 @@ def dry_run(
     # A batch of patients at a time: the facts of a whole clinic need not be in memory.
     unsettled = list(batches(sorted(set(external_ids) - settled)))
     spreading = settings.spreading if settings is not None else Spreading()
-    for foreseen in spread(session, _foresee, unsettled, spreading, now, until, rules, ahead):
-        expected += foreseen.expected
-        channels |= foreseen.channels
-        for members, in_batch in zip(audiences, foreseen.audiences, strict=True):
-            members += in_batch
     # The settled patients' facts are not read: their messages are where the last
     # plan put them, and the database says which of them are in each audience.
-    answers = spread(
-        session,
-        _answer_settled,
-        list(batches(sorted(settled))),
-        spreading,
-        now,
-        until,
-        rules,
-        ahead,
-    )
-    for answer in answers:
-        expected += answer.expected
-        channels |= answer.channels
-        for members, in_batch in zip(audiences, answer.audiences, strict=True):
-            members += in_batch
+    settled_batches = list(batches(sorted(settled)))
+    for work, groups in ((_foresee, unsettled), (_answer_settled, settled_batches)):
+        with spread(session, work, groups, spreading, now, until, rules, ahead) as answers:
+            for answer in answers:
+                expected += answer.expected
+                channels |= answer.channels
+                for members, in_batch in zip(audiences, answer.audiences, strict=True):
+                    members += in_batch
     for members in audiences:
         members.sort()
     if settings is not None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import gc
 import logging
 import multiprocessing
+import signal
 import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -79,6 +80,7 @@ def rarely_collecting() -> Iterator[None]:
                 gc.set_threshold(*_thresholds_before)
 
 
+@contextmanager
 def spread(
     session: Session,
     work: BatchWork[P, T],
@@ -86,11 +88,31 @@ def spread(
     spreading: Spreading,
     *args: P.args,
     **kwargs: P.kwargs,
-) -> Iterator[T]:
+) -> Iterator[Iterator[T]]:
     """`work(session, group, *args, **kwargs)` for each group of patient ids, in their
     order: in child processes when the settings allow more than one and there are
     enough patients, on a database another process can open; else in this one, on
-    `session`. The arguments go to the children by pickling."""
+    `session`. The arguments go to the children by pickling.
+
+    A context, so that the children are stopped whatever ends it (an error, Ctrl-C,
+    a caller that stops early): `with spread(...) as answers: for answer in answers:`.
+    """
+    answers = _answers(session, work, groups, spreading, *args, **kwargs)
+    try:
+        yield answers
+    finally:
+        answers.close()
+
+
+def _answers(
+    session: Session,
+    work: BatchWork[P, T],
+    groups: Sequence[Sequence[int]],
+    spreading: Spreading,
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> Generator[T, None, None]:
+
     patients = sum(len(group) for group in groups)
     url = _shared_url(session)
     processes = spreading.processes
@@ -130,7 +152,9 @@ def _in_children(
 ) -> Generator[T, None, None]:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["scheduler.outbox.planner"])
-    pool = ProcessPoolExecutor(max_workers=processes, mp_context=context)
+    pool = ProcessPoolExecutor(
+        max_workers=processes, mp_context=context, initializer=_leave_interrupts_to_the_parent
+    )
     try:
         # A few batches ahead of the parent, not all of them: what the children
         # decided waits in memory only until the parent has written it.
@@ -156,6 +180,13 @@ def _shared_url(session: Session) -> str | None:
             return None
         url = url.set(database=str(Path(url.database).resolve()))
     return url.render_as_string(hide_password=False)
+
+
+def _leave_interrupts_to_the_parent() -> None:
+    # Ctrl-C reaches every process of the terminal's group: the worker stops as it
+    # does on SIGINT, and its children finish the batch at hand rather than failing
+    # it with KeyboardInterrupt (which the parent would take for a plan's error).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 # A child's sessions, by database and clinic: made once, used for every batch it is given.

@@ -175,7 +175,8 @@ def _groups(session: Session) -> list[list[int]]:
 def test_the_batches_of_many_patients_are_read_by_other_processes(clinic: Runtime) -> None:
     with clinic.sessions() as session:
         groups = _groups(session)
-        answers = list(spread(session, _process_and_patients, groups, SPREAD))
+        with spread(session, _process_and_patients, groups, SPREAD) as answering:
+            answers = list(answering)
     assert [found for _, found in answers] == [len(group) for group in groups]
     readers = {process for process, _ in answers}
     assert os.getpid() not in readers
@@ -186,13 +187,16 @@ def test_the_batches_of_few_patients_are_read_by_this_process(clinic: Runtime) -
     with clinic.sessions() as session:
         groups = _groups(session)
         spreading = Spreading(processes=2, from_patients=PATIENTS + 1)
-        answers = list(spread(session, _process_and_patients, groups, spreading))
+        with spread(session, _process_and_patients, groups, spreading) as answering:
+            answers = list(answering)
     assert {process for process, _ in answers} == {os.getpid()}
 
 
 def test_one_planning_process_reads_every_batch_itself(clinic: Runtime) -> None:
     with clinic.sessions() as session:
-        answers = list(spread(session, _process_and_patients, _groups(session), IN_ONE))
+        groups = _groups(session)
+        with spread(session, _process_and_patients, groups, IN_ONE) as answering:
+            answers = list(answering)
     assert {process for process, _ in answers} == {os.getpid()}
 
 
@@ -208,6 +212,7 @@ def test_a_planning_process_that_dies_leaves_its_work_to_this_one(
 ) -> None:
     with clinic.sessions() as session:
         groups = _groups(session)
-        answers = list(spread(session, _dying_in_a_child, groups, SPREAD, os.getpid()))
+        with spread(session, _dying_in_a_child, groups, SPREAD, os.getpid()) as answering:
+            answers = list(answering)
     assert answers == [(os.getpid(), len(group)) for group in groups]
     assert "a planning process ended abruptly" in caplog.text
