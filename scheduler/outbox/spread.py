@@ -112,7 +112,6 @@ def _answers(
     *args: P.args,
     **kwargs: P.kwargs,
 ) -> Generator[T, None, None]:
-
     patients = sum(len(group) for group in groups)
     url = _shared_url(session)
     processes = spreading.processes
