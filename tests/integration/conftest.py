@@ -17,10 +17,9 @@ from scheduler.runtime import Runtime, open_runtime
 from scheduler.settings import load_settings
 from scheduler.store.db import transaction
 from scheduler.web.app import create_app
-from tests.conftest import ROOT, empty_database
+from tests.conftest import ROOT
 from tests.integration.channel_env import PUBLIC_URL, SECRET_KEY
-from tests.integration.desk import NOW, Site, add_staff_account
-from tests.integration.web import web_process
+from tests.integration.desk import NOW, Site, add_staff_account, serving_desk
 
 # The browser tests' screenshots are the run's artefacts: kept after it, for a person
 # to look at the pages (CI can publish the folder).
@@ -69,22 +68,8 @@ def site(
     with Flask's client, which cost a fraction of a browser's (`make test` must stay
     within five minutes on two cores)."""
     folder = tmp_path_factory.mktemp("desk")
-    # A copy of the messages: the desk's editor writes them.
-    shutil.copytree(ROOT / "messages", folder / "messages")
-    env = {
-        "DATABASE_URL": empty_database(request, "sqlite", folder),
-        "TAYORI_CONFIG": str(ROOT / "config" / "tayori.toml"),
-        "TAYORI_MESSAGES_DIR": str(folder / "messages"),
-        "TAYORI_OUTBOX_DIR": str(folder / "outbox"),
-        # Plain http, as the browser reaches the test server: an https public URL
-        # would make the session cookie Secure, which a browser keeps only over https.
-        "TAYORI_PUBLIC_URL": "http://127.0.0.1",
-        "TAYORI_SECRET_KEY": SECRET_KEY,
-    }
-    runtime = open_runtime(load_settings(env))
-    with web_process(env, folder / "web.log") as base:
-        yield Site(base, runtime)
-    runtime.close()
+    with serving_desk(request, folder, ROOT / "config" / "tayori.toml") as served:
+        yield served
 
 
 @pytest.fixture

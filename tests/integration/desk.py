@@ -7,7 +7,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
@@ -23,11 +24,14 @@ from werkzeug.test import TestResponse
 from scheduler.commands import main
 from scheduler.outbox import transitions
 from scheduler.outbox.transitions import Claimed
-from scheduler.runtime import Clinics, Runtime
+from scheduler.runtime import Clinics, Runtime, open_runtime
+from scheduler.settings import load_settings
 from scheduler.store.db import transaction
 from scheduler.store.desk import Role
 from scheduler.store.models import Base, DeskUser
-from tests.conftest import ROOT
+from tests.conftest import ROOT, empty_database
+from tests.integration.channel_env import SECRET_KEY
+from tests.integration.web import web_process
 
 PASSWORD = "correct horse battery staple"
 STAFF = "reception@clinic.example"
@@ -65,6 +69,29 @@ class Site:
 
     base: str
     runtime: Runtime
+
+
+@contextmanager
+def serving_desk(request: Any, folder: Path, config: Path) -> Iterator[Site]:
+    """A real `tayori serve` of one clinic with the settings file `config`, on
+    SQLite, with a copy of the messages in `folder` (the desk's editor writes them)."""
+    shutil.copytree(ROOT / "messages", folder / "messages")
+    env = {
+        "DATABASE_URL": empty_database(request, "sqlite", folder),
+        "TAYORI_CONFIG": str(config),
+        "TAYORI_MESSAGES_DIR": str(folder / "messages"),
+        "TAYORI_OUTBOX_DIR": str(folder / "outbox"),
+        # Plain http, as the browser reaches the test server: an https public URL
+        # would make the session cookie Secure, which a browser keeps only over https.
+        "TAYORI_PUBLIC_URL": "http://127.0.0.1",
+        "TAYORI_SECRET_KEY": SECRET_KEY,
+    }
+    runtime = open_runtime(load_settings(env))
+    try:
+        with web_process(env, folder / "web.log") as base:
+            yield Site(base, runtime)
+    finally:
+        runtime.close()
 
 
 @cache

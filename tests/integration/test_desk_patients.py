@@ -27,9 +27,8 @@ from scheduler.store.forget import forget_patient
 from scheduler.store.models import CadenceChange, Delivery, DeskAudit, LinkCode, Patient
 from scheduler.store.patients import find_patient
 from scheduler.web.app import create_app
-from tests.conftest import ROOT, empty_database
+from tests.conftest import ROOT
 from tests.integration.browser import PHONE, fits_the_width
-from tests.integration.channel_env import SECRET_KEY
 from tests.integration.clinic import add_patient, visited
 from tests.integration.desk import (
     JST,
@@ -41,11 +40,11 @@ from tests.integration.desk import (
     emptied,
     fits_the_phone,
     second_clinic,
+    serving_desk,
     sign_in,
     sign_in_with_browser,
     text_of,
 )
-from tests.integration.web import web_process
 
 EMAIL = "hanako@example.jp"
 BASIC_ID = "@123abcde"
@@ -715,18 +714,8 @@ def line_site(
     """A real `tayori serve` (SQLite: the page is the same on both engines) whose
     clinic has its LINE official account's ID, so the desk can print link codes."""
     folder = tmp_path_factory.mktemp("line-desk")
-    env = {
-        "DATABASE_URL": empty_database(request, "sqlite", folder),
-        "TAYORI_CONFIG": str(with_basic_id(folder)),
-        "TAYORI_MESSAGES_DIR": str(ROOT / "messages"),
-        "TAYORI_OUTBOX_DIR": str(folder / "outbox"),
-        "TAYORI_PUBLIC_URL": "http://127.0.0.1",
-        "TAYORI_SECRET_KEY": SECRET_KEY,
-    }
-    runtime = open_runtime(load_settings(env))
-    with web_process(env, folder / "web.log") as base:
-        yield Site(base, runtime)
-    runtime.close()
+    with serving_desk(request, folder, with_basic_id(folder)) as served:
+        yield served
 
 
 def test_print_a_link_code_with_its_qr_code_on_a_phone(

@@ -299,6 +299,11 @@ def test_sent_messages_carry_their_own_booking_link_not_the_booking_url(
     assert LINE_BOOKING not in sent
 
 
+def _presses(runtime: Runtime) -> list[LinkClick]:
+    with runtime.sessions() as session:
+        return list(session.scalars(select(LinkClick)))
+
+
 def test_a_valid_link_redirects_to_the_clinics_booking_url_and_counts_one_press(
     client: FlaskClient, desk_runtime: Runtime
 ) -> None:
@@ -307,8 +312,7 @@ def test_a_valid_link_redirects_to_the_clinics_booking_url_and_counts_one_press(
     assert (answer.status_code, answer.location) == (302, LINE_BOOKING)
     assert "Set-Cookie" not in answer.headers
     assert answer.headers["Referrer-Policy"] == "no-referrer"
-    with desk_runtime.sessions() as session:
-        [click] = session.scalars(select(LinkClick)).all()
+    [click] = _presses(desk_runtime)
     assert (click.delivery_id, click.clicked_at) == (known.nudges["A"], NOW.astimezone(UTC))
 
 
@@ -318,8 +322,7 @@ def test_a_head_request_redirects_without_counting(
     known = known_results(desk_runtime)
     answer = client.head(f"/r/{link_of(desk_runtime, known.nudges['A'])}")
     assert (answer.status_code, answer.location) == (302, LINE_BOOKING)
-    with desk_runtime.sessions() as session:
-        assert session.scalars(select(LinkClick)).all() == []
+    assert _presses(desk_runtime) == []
 
 
 def test_a_tampered_link_is_refused_and_counts_nothing(
@@ -339,8 +342,7 @@ def test_a_tampered_link_is_refused_and_counts_nothing(
         answer = client.get(f"/r/{bad}")
         assert answer.status_code == 404, bad
         assert answer.location is None
-    with desk_runtime.sessions() as session:
-        assert session.scalars(select(LinkClick)).all() == []
+    assert _presses(desk_runtime) == []
 
 
 def test_a_link_of_a_clinic_not_served_is_refused(client: FlaskClient) -> None:
@@ -354,8 +356,7 @@ def test_a_link_whose_message_is_not_in_this_clinics_outbox_redirects_uncounted(
     token = booking_token(SECRET_KEY, "default", new_delivery_id(), BookingTarget.LINE)
     answer = client.get(f"/r/{token}")
     assert (answer.status_code, answer.location) == (302, LINE_BOOKING)
-    with desk_runtime.sessions() as session:
-        assert session.scalars(select(LinkClick)).all() == []
+    assert _presses(desk_runtime) == []
 
 
 def test_the_redirect_goes_only_to_the_booking_url_in_the_settings(

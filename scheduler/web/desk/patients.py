@@ -268,8 +268,7 @@ def change_cadence(clinic: str | None, patient_id: str) -> ResponseReturnValue:
         return back
     with transaction(here.runtime.sessions) as db:
         found = _patient(db, patient_id)
-        if found.forgotten_at is not None:
-            flash("この方の記録は削除の依頼で消去されています。変更できません。", "problem")
+        if _forgotten(found, "変更できません。"):
             return back
         before = _cadence_detail(found.phase, found.nudge_after_days, found.follow_up_days)
         changed = record_cadence(
@@ -305,6 +304,15 @@ def change_cadence(clinic: str | None, patient_id: str) -> ResponseReturnValue:
     return back
 
 
+def _forgotten(patient: Patient, refused: str) -> bool:
+    """Whether the patient's record was erased on request, said to the staff with
+    what is `refused` (a change, a code) when it was."""
+    if patient.forgotten_at is None:
+        return False
+    flash(f"この方の記録は削除の依頼で消去されています。{refused}", "problem")
+    return True
+
+
 def _replanned(planned: PlanResult | None) -> str:
     if planned is None:
         # A campaign's first plan is pacing everyone: the worker's next cycle (within
@@ -332,8 +340,7 @@ def change_consent(clinic: str | None, patient_id: str) -> ResponseReturnValue:
         return back
     with transaction(here.runtime.sessions) as db:
         found = _patient(db, patient_id)
-        if found.forgotten_at is not None:
-            flash("この方の記録は削除の依頼で消去されています。変更できません。", "problem")
+        if _forgotten(found, "変更できません。"):
             return back
         changed = record_consent(db, found.id, kind, granted, ConsentSource.DESK, now)
         if changed:
@@ -387,8 +394,7 @@ def issue_link_code(clinic: str | None, patient_id: str) -> ResponseReturnValue:
         return redirect(here.url(f"/patients/{patient_id}"))
     with transaction(here.runtime.sessions) as db:
         found = _patient(db, patient_id)
-        if found.forgotten_at is not None:
-            flash("この方の記録は削除の依頼で消去されています。コードは発行できません。", "problem")
+        if _forgotten(found, "コードは発行できません。"):
             return redirect(here.url(f"/patients/{patient_id}"))
         issue_code(db, found, now)
         audit(db, here.user_id, "link_code", f"patient {found.id}: a new LINE link code", now)
