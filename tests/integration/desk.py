@@ -26,9 +26,10 @@ from scheduler.outbox import transitions
 from scheduler.outbox.transitions import Claimed
 from scheduler.runtime import Clinics, Runtime, open_runtime
 from scheduler.settings import load_settings
-from scheduler.store.db import transaction
-from scheduler.store.desk import Role
+from scheduler.store.db import reading, transaction
+from scheduler.store.desk import Role, find_user, session_stamp
 from scheduler.store.models import Base, DeskUser
+from scheduler.web.app import runtime_of
 from tests.conftest import ROOT, empty_database
 from tests.integration.channel_env import SECRET_KEY
 from tests.integration.web import web_process
@@ -55,11 +56,27 @@ def text_of(html: str) -> str:
 def sign_in(
     client: FlaskClient, password: str = PASSWORD, address: str = "192.0.2.10"
 ) -> TestResponse:
+    """Sign in through the form, as a person does: for the tests of signing in."""
     return client.post(
         "/login",
         data={"email": STAFF, "password": password, "csrf_token": csrf_of(client)},
         environ_base={"REMOTE_ADDR": address},
     )
+
+
+def signed_in(client: FlaskClient) -> FlaskClient:
+    """`client` with the session a sign-in of the staff account leaves, without the
+    form: checking the password costs Argon2 a fifth of a second by design, and most
+    desk tests are about a page, not about signing in (`sign_in` is)."""
+    runtime = runtime_of(client.application)
+    with reading(runtime.sessions) as session:
+        user = find_user(session, STAFF)
+        assert user is not None, "no staff account: see add_staff_account"
+        user_id, stamp = user.id, session_stamp(user)
+    with client.session_transaction() as cookie:
+        cookie.permanent = True
+        cookie.update(clinic=runtime.settings.clinic_id, user=user_id, stamp=stamp)
+    return client
 
 
 @dataclass

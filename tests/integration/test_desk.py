@@ -42,6 +42,7 @@ from tests.integration.desk import (
     second_clinic,
     sign_in,
     sign_in_with_browser,
+    signed_in,
     text_of,
 )
 
@@ -304,7 +305,7 @@ def test_the_today_page_shows_the_numbers_of_a_known_outbox(
     client: FlaskClient, desk_runtime: Runtime
 ) -> None:
     failed = known_outbox(desk_runtime)
-    sign_in(client)
+    signed_in(client)
     page = text_of(client.get("/").get_data(as_text=True))
     today, tomorrow = page.split("今日の送信予定")[1].split("明日の送信予定")
     assert "次回来院のおすすめ 1 1 2" in today  # LINE, email, total
@@ -327,7 +328,7 @@ def test_the_retry_button_requeues_a_failed_delivery_and_records_who(
     client: FlaskClient, desk_runtime: Runtime
 ) -> None:
     failed = known_outbox(desk_runtime)
-    sign_in(client)
+    signed_in(client)
     answer = client.post(f"/deliveries/{failed}/retry", data={"csrf_token": csrf_of(client, "/")})
     assert answer.location == "/"
     assert "再送を受け付けました。" in client.get("/").get_data(as_text=True)
@@ -352,7 +353,7 @@ def test_retrying_a_delivery_that_is_not_failed_changes_nothing_and_says_so(
     client: FlaskClient, desk_runtime: Runtime
 ) -> None:
     failed = known_outbox(desk_runtime)
-    sign_in(client)
+    signed_in(client)
     token = csrf_of(client, "/")
     client.post(f"/deliveries/{failed}/retry", data={"csrf_token": token})
     client.post(f"/deliveries/{failed}/retry", data={"csrf_token": token})
@@ -500,7 +501,7 @@ def test_another_clinics_desk_signs_in_with_its_own_account(
 def test_a_session_for_one_clinic_opens_no_other_clinics_desk(
     client: FlaskClient, north: Runtime
 ) -> None:
-    sign_in(client)
+    signed_in(client)
     assert client.get("/").status_code == 200
     assert client.get("/desk/north/").location == "/desk/north/login"
 

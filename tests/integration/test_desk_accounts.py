@@ -37,6 +37,7 @@ from tests.integration.desk import (
     second_clinic,
     sign_in,
     sign_in_with_browser,
+    signed_in,
 )
 
 NURSE = "nurse@clinic.example"
@@ -125,7 +126,7 @@ def test_user_add_with_owner_makes_a_later_account_an_owner(
 
 
 def test_an_owner_sees_the_accounts_link_and_page(client: FlaskClient) -> None:
-    sign_in(client)
+    signed_in(client)
     assert 'href="/accounts">アカウント</a>' in client.get("/").get_data(as_text=True)
     page = client.get("/accounts")
     assert page.status_code == 200
@@ -173,7 +174,7 @@ def test_the_list_shows_each_accounts_role_state_creation_and_last_sign_in(
     with transaction(desk_runtime.sessions) as session:
         add_user(session, "gone@clinic.example", PASSWORD, NOW, Role.STAFF).disabled_at = NOW
     clock.set(NOW + timedelta(hours=1))
-    sign_in(client)
+    sign_in(client)  # the last sign-in is read from the audit log
     page = text(client.get("/accounts"))
     assert (
         f"{STAFF} （あなた） 管理者 作成 11月25日（水）09:30・最終ログイン 11月25日（水）10:30"
@@ -189,7 +190,7 @@ def test_the_list_shows_each_accounts_role_state_creation_and_last_sign_in(
 def test_an_owner_adds_a_staff_account_with_a_typed_password_who_can_sign_in(
     client: FlaskClient, other: FlaskClient, desk_runtime: Runtime
 ) -> None:
-    sign_in(client)
+    signed_in(client)
     answer = post(client, "/accounts", email="Nurse@Clinic.example", password=NURSE_PASSWORD)
     assert answer.location == "/accounts"
     assert f"{NURSE} をスタッフとして追加しました。" in client.get("/accounts").get_data(
@@ -205,7 +206,7 @@ def test_an_owner_adds_a_staff_account_with_a_typed_password_who_can_sign_in(
 
 
 def test_an_owner_adds_another_owner(client: FlaskClient, desk_runtime: Runtime) -> None:
-    sign_in(client)
+    signed_in(client)
     post(client, "/accounts", email=NURSE, password=NURSE_PASSWORD, role="owner")
     assert user(desk_runtime, NURSE).role == Role.OWNER
 
@@ -214,7 +215,7 @@ def test_a_generated_password_is_shown_once_and_signs_in(
     client: FlaskClient, other: FlaskClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    sign_in(client)
+    signed_in(client)
     answer = post(client, "/accounts", email=NURSE, password_choice="generate")
     assert answer.status_code == 200
     assert answer.headers["Cache-Control"] == "no-store"
@@ -245,7 +246,7 @@ def test_a_generated_password_is_shown_once_and_signs_in(
 def test_an_account_the_desk_cannot_accept_is_refused_and_nothing_added(
     client: FlaskClient, desk_runtime: Runtime, fields: dict[str, str], problem: str
 ) -> None:
-    sign_in(client)
+    signed_in(client)
     answer = post(client, "/accounts", **fields)
     assert answer.status_code == 400
     assert problem in answer.get_data(as_text=True)
@@ -262,7 +263,7 @@ def test_a_disabled_account_is_signed_out_at_its_next_request_and_cannot_sign_in
 ) -> None:
     sign_in_as(other, NURSE, NURSE_PASSWORD)
     assert other.get("/").status_code == 200
-    sign_in(client)
+    signed_in(client)
     assert post(client, f"/accounts/{nurse}/disable").location == "/accounts"
     assert "アカウントを無効にしました。" in client.get("/accounts").get_data(as_text=True)
     assert other.get("/").location == "/login"
@@ -276,7 +277,7 @@ def test_a_disabled_account_is_signed_out_at_its_next_request_and_cannot_sign_in
 def test_a_disabled_account_is_enabled_again_and_signs_in(
     client: FlaskClient, other: FlaskClient, desk_runtime: Runtime, nurse: int
 ) -> None:
-    sign_in(client)
+    signed_in(client)
     post(client, f"/accounts/{nurse}/disable")
     post(client, f"/accounts/{nurse}/enable")
     assert user(desk_runtime, NURSE).disabled_at is None
@@ -287,7 +288,7 @@ def test_a_disabled_account_is_enabled_again_and_signs_in(
 
 
 def test_an_owner_cannot_disable_themself(client: FlaskClient, desk_runtime: Runtime) -> None:
-    sign_in(client)
+    signed_in(client)
     owner = user(desk_runtime, STAFF)
     post(client, f"/accounts/{owner.id}/disable")
     assert "自分のアカウントは無効にできません。" in client.get("/accounts").get_data(as_text=True)
@@ -327,7 +328,7 @@ def test_two_owners_disabling_each_other_at_once_leave_one_enabled(
 def test_an_owner_makes_staff_an_owner_who_then_sees_the_page(
     client: FlaskClient, other: FlaskClient, desk_runtime: Runtime, nurse: int
 ) -> None:
-    sign_in(client)
+    signed_in(client)
     post(client, f"/accounts/{nurse}/role", role="owner")
     assert user(desk_runtime, NURSE).role == Role.OWNER
     owner = user(desk_runtime, STAFF)
@@ -341,7 +342,7 @@ def test_an_owner_makes_staff_an_owner_who_then_sees_the_page(
 def test_the_last_enabled_owner_cannot_be_made_staff(
     client: FlaskClient, desk_runtime: Runtime, nurse: int
 ) -> None:
-    sign_in(client)
+    signed_in(client)
     owner = user(desk_runtime, STAFF)
     post(client, f"/accounts/{owner.id}/role", role="staff")
     assert "有効な管理者がいなくなるため、変更できません。" in client.get("/accounts").get_data(
@@ -357,7 +358,7 @@ def test_a_disabled_owner_does_not_count_as_the_clinics_owner(
     with transaction(desk_runtime.sessions) as session:
         disabled = session.get_one(DeskUser, nurse)
         disabled.role, disabled.disabled_at = Role.OWNER, NOW
-    sign_in(client)
+    signed_in(client)
     owner = user(desk_runtime, STAFF)
     post(client, f"/accounts/{owner.id}/role", role="staff")
     assert user(desk_runtime, STAFF).role == Role.OWNER
@@ -366,7 +367,7 @@ def test_a_disabled_owner_does_not_count_as_the_clinics_owner(
 def test_an_owner_who_steps_down_leaves_for_the_today_page(
     client: FlaskClient, desk_runtime: Runtime, nurse: int
 ) -> None:
-    sign_in(client)
+    signed_in(client)
     post(client, f"/accounts/{nurse}/role", role="owner")
     owner = user(desk_runtime, STAFF)
     assert post(client, f"/accounts/{owner.id}/role", role="staff").location == "/"
@@ -387,7 +388,7 @@ def north_account(desk_runtime: Runtime, tmp_path: Path) -> int:
 def test_an_owner_cannot_touch_another_clinics_account(
     client: FlaskClient, desk_runtime: Runtime, north_account: int
 ) -> None:
-    sign_in(client)
+    signed_in(client)
     post(client, f"/accounts/{north_account}/disable")
     post(client, f"/accounts/{north_account}/role", role="staff")
     assert "このアカウントは見つかりませんでした。" in client.get("/accounts").get_data(
@@ -445,7 +446,7 @@ def test_a_password_change_the_desk_cannot_accept_changes_nothing(
     again: str,
     problem: str,
 ) -> None:
-    sign_in(client)
+    signed_in(client)
     answer = post(client, "/password", current=current, new=new, again=again)
     assert answer.status_code == 400
     assert problem in answer.get_data(as_text=True)
@@ -456,7 +457,7 @@ def test_a_password_change_the_desk_cannot_accept_changes_nothing(
 def test_changing_the_password_signs_out_the_accounts_other_sessions(
     client: FlaskClient, other: FlaskClient
 ) -> None:
-    sign_in(client)
+    signed_in(client)
     sign_in(other)
     new = "lantern pebble orchard quill"
     post(client, "/password", current=PASSWORD, new=new, again=new)
@@ -467,7 +468,7 @@ def test_changing_the_password_signs_out_the_accounts_other_sessions(
 def test_guessing_the_current_password_is_limited_as_signing_in_is(
     client: FlaskClient, other: FlaskClient, desk_runtime: Runtime
 ) -> None:
-    sign_in(client)
+    signed_in(client)
     new = "lantern pebble orchard quill"
     for _ in range(FAILURES_ALLOWED):
         post(client, "/password", current="a wrong password!", new=new, again=new)

@@ -27,8 +27,8 @@ from tests.integration.desk import (
     Site,
     emptied,
     fits_the_phone,
-    sign_in,
     sign_in_with_browser,
+    signed_in,
     text_of,
 )
 from tests.integration.test_desk import known_outbox
@@ -73,7 +73,7 @@ def test_todays_failures_name_the_patient_with_a_link_to_their_page(
     client: FlaskClient, desk_runtime: Runtime
 ) -> None:
     known_outbox(desk_runtime)
-    sign_in(client)
+    signed_in(client)
     failures = _section(client.get("/").get_data(as_text=True), "送れなかったメッセージ")
     link = f'<a href="/patients/{_id_of(desk_runtime, "FAIL")}">山田 花子 様</a>'
     assert link in failures
@@ -83,7 +83,7 @@ def test_the_lapsed_and_long_acute_patients_link_to_their_pages(
     client: FlaskClient, desk_runtime: Runtime
 ) -> None:
     known_outbox(desk_runtime)
-    sign_in(client)
+    signed_in(client)
     html = client.get("/").get_data(as_text=True)
     lapsed = f'<a href="/patients/{_id_of(desk_runtime, "LAPSED")}">山田 花子 様</a>'
     acute = f'<a href="/patients/{_id_of(desk_runtime, "LONG")}">佐藤 一郎 様</a>'
@@ -95,7 +95,7 @@ def test_the_upcoming_messages_link_each_patient_to_their_page(
     client: FlaskClient, desk_runtime: Runtime
 ) -> None:
     patient_id = a_patient_with_a_coming_message(desk_runtime)
-    sign_in(client)
+    signed_in(client)
     html = client.get("/upcoming").get_data(as_text=True)
     assert f'<a href="/patients/{patient_id}">山田 花子 様</a>' in html
 
@@ -106,7 +106,7 @@ def test_the_upcoming_messages_link_each_patient_to_their_page(
 def test_an_unknown_patient_is_a_japanese_page_with_the_navigation(
     client: FlaskClient,
 ) -> None:
-    sign_in(client)
+    signed_in(client)
     answer = client.get("/patients/999999")
     assert answer.status_code == 404
     page = text_of(answer.get_data(as_text=True))
@@ -116,7 +116,7 @@ def test_an_unknown_patient_is_a_japanese_page_with_the_navigation(
 
 
 def test_an_address_no_page_has_is_the_desks_not_found_page(client: FlaskClient) -> None:
-    sign_in(client)
+    signed_in(client)
     answer = client.get("/no/such/page")
     assert answer.status_code == 404
     assert "ページが見つかりません" in text_of(answer.get_data(as_text=True))
@@ -134,7 +134,7 @@ def test_signed_out_the_not_found_page_offers_the_sign_in_not_the_navigation(
 
 
 def test_a_wrong_method_on_a_desk_page_is_a_japanese_page(client: FlaskClient) -> None:
-    sign_in(client)
+    signed_in(client)
     answer = client.get("/deliveries/some-id/retry")  # a button's address, opened
     assert answer.status_code == 405
     page = text_of(answer.get_data(as_text=True))
@@ -157,7 +157,7 @@ def test_another_pages_own_not_found_is_left_as_it_is(client: FlaskClient) -> No
 def test_a_fault_is_a_japanese_page_that_names_nothing_of_it(
     client: FlaskClient, desk_runtime: Runtime
 ) -> None:
-    sign_in(client)
+    signed_in(client)
     # A real fault: the Messages page reads a table that is gone for the moment.
     with transaction(desk_runtime.sessions) as session:
         session.execute(text("ALTER TABLE paused_campaigns RENAME TO paused_campaigns_away"))
@@ -198,7 +198,7 @@ def test_a_held_message_shows_as_held_on_the_patients_page(
 ) -> None:
     patient_id = a_patient_with_a_coming_message(desk_runtime)
     hold_the_first(desk_runtime, patient_id, NOW)
-    sign_in(client)
+    signed_in(client)
     html = client.get(f"/patients/{patient_id}").get_data(as_text=True)
     coming = _section(html, "今後の送信予定")
     assert coming.count('<span class="badge held">保留中</span>') == 1
@@ -229,7 +229,7 @@ def test_a_campaign_paused_in_the_desk_shows_as_stopped_on_the_messages_page(
 ) -> None:
     with transaction(desk_runtime.sessions) as session:
         pause(session, desk_runtime.settings, "year_end", None, NOW)
-    sign_in(client)
+    signed_in(client)
     page = text_of(client.get("/messages").get_data(as_text=True))
     year_end = page.split("季節のお便り：year_end")[1].split("季節のお便り：")[0]
     assert "このキャンペーンは停止中です。" in year_end
@@ -243,6 +243,6 @@ def test_a_history_line_of_an_earlier_year_names_its_year(
     with transaction(desk_runtime.sessions) as session:
         patient = add_patient(session, NOW - timedelta(days=400), "OLD", Phase.MAINTENANCE)
         patient_id = patient.id
-    sign_in(client)
+    signed_in(client)
     page = text_of(client.get(f"/patients/{patient_id}").get_data(as_text=True))
     assert "2025年10月21日（火）" in page  # 400 days before 2026-11-25

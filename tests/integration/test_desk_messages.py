@@ -41,8 +41,8 @@ from tests.integration.desk import (
     emptied,
     fits_the_phone,
     second_clinic,
-    sign_in,
     sign_in_with_browser,
+    signed_in,
 )
 
 NUDGE_LINE = "cadence_nudge/line.j2"
@@ -77,7 +77,7 @@ def desk(
 @pytest.fixture
 def client(desk: Runtime) -> FlaskClient:
     client = create_app(desk.settings, desk, FixedClock(NOW)).test_client()
-    sign_in(client)
+    signed_in(client)
     return client
 
 

@@ -41,8 +41,8 @@ from tests.integration.desk import (
     fits_the_phone,
     second_clinic,
     serving_desk,
-    sign_in,
     sign_in_with_browser,
+    signed_in,
     text_of,
 )
 
@@ -131,7 +131,7 @@ def test_search_finds_a_patient_by_number_and_puts_that_number_first(
     client: FlaskClient, desk_runtime: Runtime
 ) -> None:
     some_patients(desk_runtime)
-    sign_in(client)
+    signed_in(client)
     page = text_of(client.get("/patients?q=P002").get_data(as_text=True))
     assert "山田 花子" not in page
     # The patient numbered P002 first, then the others holding "P002" by number.
@@ -142,7 +142,7 @@ def test_search_finds_patients_by_part_of_the_name(
     client: FlaskClient, desk_runtime: Runtime
 ) -> None:
     some_patients(desk_runtime)
-    sign_in(client)
+    signed_in(client)
     page = text_of(client.get("/patients?q=山").get_data(as_text=True))
     assert "山田 花子 様 患者番号 P001・急性期" in page
     assert "山本 P002 様 患者番号 K-9・フェーズなし" in page
@@ -153,7 +153,7 @@ def test_search_finds_a_number_typed_in_full_width_and_any_case(
     client: FlaskClient, desk_runtime: Runtime
 ) -> None:
     some_patients(desk_runtime)
-    sign_in(client)
+    signed_in(client)
     assert "佐藤 一郎" in client.get("/patients?q=ｐ００２").get_data(as_text=True)
 
 
@@ -161,7 +161,7 @@ def test_search_takes_percent_and_underscore_as_themselves(
     client: FlaskClient, desk_runtime: Runtime
 ) -> None:
     some_patients(desk_runtime)
-    sign_in(client)
+    signed_in(client)
     assert "に当てはまる患者はいません。" in client.get("/patients?q=%25").get_data(as_text=True)
     assert "に当てはまる患者はいません。" in client.get("/patients?q=P_0").get_data(as_text=True)
 
@@ -172,7 +172,7 @@ def test_search_shows_thirty_patients_a_page_with_a_link_to_the_next(
     with transaction(desk_runtime.sessions) as session:
         for n in range(31):
             add_patient(session, NOW, f"P{n:03}", Phase.ACUTE, name=f"患者 {n:03}")
-    sign_in(client)
+    signed_in(client)
     first = client.get("/patients?q=P0").get_data(as_text=True)
     assert first.count("患者番号 P0") == 30
     assert "患者番号 P030" not in first
@@ -190,7 +190,7 @@ def test_search_finds_no_patient_of_another_clinic(
         elsewhere = find_patient(session, "P001")
         assert elsewhere is not None
         other_id = elsewhere.id
-    sign_in(client)
+    signed_in(client)
     assert "北の 患者" not in client.get("/patients?q=P001").get_data(as_text=True)
     assert client.get(f"/patients/{other_id}").status_code == 404
 
@@ -204,7 +204,7 @@ def test_the_patient_page_shows_phase_cadence_consent_contacts_and_messages(
     patient_id = a_maintenance_patient(desk_runtime, NOW - timedelta(days=1))
     with transaction(desk_runtime.sessions) as session:
         record_consent(session, patient_id, ConsentKind.NEWSLETTER, True, ConsentSource.DESK, NOW)
-    sign_in(client)
+    signed_in(client)
     page = text_of(client.get(f"/patients/{patient_id}").get_data(as_text=True))
     assert "山田 花子 様 患者番号 P001" in page
     assert "フェーズ メンテナンス期" in page
@@ -236,7 +236,7 @@ def test_the_patient_page_logs_messages_newest_first_with_state_and_error(
                 transitions.record_sent(session, [(claimed.claim, "provider-1", None)], moment)
             else:
                 transitions.fail(session, claimed.claim, REFUSED_BY_LINE, moment)
-    sign_in(client)
+    signed_in(client)
     page = text_of(client.get(f"/patients/{patient_id}").get_data(as_text=True))
     log = page.split("送信の記録")[1]
     failed = log.index(
@@ -246,7 +246,7 @@ def test_the_patient_page_logs_messages_newest_first_with_state_and_error(
 
 
 def test_an_unknown_patient_is_not_found(client: FlaskClient) -> None:
-    sign_in(client)
+    signed_in(client)
     assert client.get("/patients/999999").status_code == 404
     assert client.get("/patients/P001").status_code == 404
 
@@ -267,7 +267,7 @@ def test_changing_the_phase_replans_the_patient_at_once(
     assert [(m.reason, m.send_at) for m in upcoming(desk_runtime, NOW)] == [
         ("cadence_nudge", at_10(NOW, 8))
     ]
-    sign_in(client)
+    signed_in(client)
     answer = change_phase(client, patient_id, "acute")
     assert answer.location == f"/patients/{patient_id}"
     # No worker cycle in between: the request itself planned the patient again. The
@@ -312,7 +312,7 @@ def test_while_a_campaigns_first_plan_is_pending_the_patient_is_left_to_the_work
     year_end = datetime(2026, 12, 1, 10, 30, tzinfo=JST)
     patient_id = a_maintenance_patient(desk_runtime, NOW)
     clock.set(year_end)
-    sign_in(client)
+    signed_in(client)
     change_phase(client, patient_id, "acute")
     assert "今後の送信予定は、まもなく組み直します。" in client.get(
         f"/patients/{patient_id}"
@@ -327,7 +327,7 @@ def test_a_phase_change_is_kept_in_the_history_and_the_audit_log(
     client: FlaskClient, desk_runtime: Runtime
 ) -> None:
     patient_id = a_maintenance_patient(desk_runtime, NOW)
-    sign_in(client)
+    signed_in(client)
     change_phase(client, patient_id, "rehab", nudge="5")
     with desk_runtime.sessions() as session:
         last = session.scalars(select(CadenceChange).order_by(CadenceChange.id.desc())).first()
@@ -352,7 +352,7 @@ def test_no_phase_stops_the_cadence_messages_at_once(
     client: FlaskClient, desk_runtime: Runtime
 ) -> None:
     patient_id = a_maintenance_patient(desk_runtime, NOW)
-    sign_in(client)
+    signed_in(client)
     change_phase(client, patient_id, "none")
     assert planned(desk_runtime, patient_id) == []
     with desk_runtime.sessions() as session:
@@ -363,7 +363,7 @@ def test_the_same_phase_and_cadence_again_changes_nothing(
     client: FlaskClient, desk_runtime: Runtime
 ) -> None:
     patient_id = a_maintenance_patient(desk_runtime, NOW)
-    sign_in(client)
+    signed_in(client)
     change_phase(client, patient_id, "maintenance")
     assert "変更はありませんでした。" in client.get(f"/patients/{patient_id}").get_data(
         as_text=True
@@ -377,7 +377,7 @@ def test_cadence_days_outside_1_to_90_are_refused_and_change_nothing(
     client: FlaskClient, desk_runtime: Runtime, days: str
 ) -> None:
     patient_id = a_maintenance_patient(desk_runtime, NOW)
-    sign_in(client)
+    signed_in(client)
     change_phase(client, patient_id, "acute", follow_up=days)
     assert "日数は1〜90の数字で入力してください" in client.get(f"/patients/{patient_id}").get_data(
         as_text=True
@@ -390,7 +390,7 @@ def test_a_forgotten_patient_cannot_be_changed(client: FlaskClient, desk_runtime
     patient_id = a_maintenance_patient(desk_runtime, NOW)
     with transaction(desk_runtime.sessions) as session:
         forget_patient(session, session.get_one(Patient, patient_id), NOW)
-    sign_in(client)
+    signed_in(client)
     change_phase(client, patient_id, "acute")
     page = client.get(f"/patients/{patient_id}").get_data(as_text=True)
     assert "変更できません。" in page
@@ -403,7 +403,7 @@ def test_a_change_without_the_csrf_token_is_refused(
     client: FlaskClient, desk_runtime: Runtime
 ) -> None:
     patient_id = a_maintenance_patient(desk_runtime, NOW)
-    sign_in(client)
+    signed_in(client)
     answer = client.post(f"/patients/{patient_id}/cadence", data={"phase": "acute"})
     assert answer.status_code == 400
     with desk_runtime.sessions() as session:
@@ -429,7 +429,7 @@ def test_withdrawing_consent_withdraws_the_planned_messages_at_once(
 ) -> None:
     patient_id = a_maintenance_patient(desk_runtime, NOW)
     assert len(planned(desk_runtime, patient_id)) == 2
-    sign_in(client)
+    signed_in(client)
     change_consent(client, patient_id, "reminders", "no")
     assert planned(desk_runtime, patient_id) == []
     with desk_runtime.sessions() as session:
@@ -445,7 +445,7 @@ def test_granting_consent_plans_the_messages_at_once(
 ) -> None:
     patient_id = a_maintenance_patient(desk_runtime, NOW, reminders=False)
     assert planned(desk_runtime, patient_id) == []
-    sign_in(client)
+    signed_in(client)
     change_consent(client, patient_id, "reminders", "yes")
     assert planned(desk_runtime, patient_id) == [
         (Reason.CADENCE_NUDGE, at_10(NOW, 8)),
@@ -457,7 +457,7 @@ def test_a_consent_form_of_an_unknown_kind_changes_nothing(
     client: FlaskClient, desk_runtime: Runtime
 ) -> None:
     patient_id = a_maintenance_patient(desk_runtime, NOW)
-    sign_in(client)
+    signed_in(client)
     change_consent(client, patient_id, "everything", "no")
     assert len(planned(desk_runtime, patient_id)) == 2
     assert "同意の変更を受け付けられませんでした。" in client.get(
@@ -496,7 +496,7 @@ def test_issuing_a_link_code_opens_its_printable_page_with_the_qr_code(
     line_client: FlaskClient, line_runtime: Runtime
 ) -> None:
     patient_id = a_maintenance_patient(line_runtime, NOW)
-    sign_in(line_client)
+    signed_in(line_client)
     answer = issue(line_client, patient_id)
     assert answer.location == f"/patients/{patient_id}/link-code"
     with line_runtime.sessions() as session:
@@ -513,7 +513,7 @@ def test_a_new_link_code_replaces_the_old_and_each_is_audited(
     line_client: FlaskClient, line_runtime: Runtime
 ) -> None:
     patient_id = a_maintenance_patient(line_runtime, NOW)
-    sign_in(line_client)
+    signed_in(line_client)
     issue(line_client, patient_id)
     with line_runtime.sessions() as session:
         first = session.get_one(LinkCode, patient_id).code
@@ -531,7 +531,7 @@ def test_without_basic_id_no_code_is_issued_and_the_page_says_what_to_set(
     client: FlaskClient, desk_runtime: Runtime
 ) -> None:
     patient_id = a_maintenance_patient(desk_runtime, NOW)
-    sign_in(client)
+    signed_in(client)
     assert "[line] basic_id）の設定が必要です。" in client.get(f"/patients/{patient_id}").get_data(
         as_text=True
     )
@@ -544,7 +544,7 @@ def test_an_expired_code_has_no_printable_page(
     line_client: FlaskClient, line_runtime: Runtime, clock: FixedClock
 ) -> None:
     patient_id = a_maintenance_patient(line_runtime, NOW)
-    sign_in(line_client)
+    signed_in(line_client)
     issue(line_client, patient_id)
     clock.set(NOW + timedelta(days=15))
     answer = line_client.get(f"/patients/{patient_id}/link-code")
@@ -556,7 +556,7 @@ def test_the_log_names_no_patient_contact_or_code(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     patient_id = a_maintenance_patient(line_runtime, NOW)
-    sign_in(line_client)
+    signed_in(line_client)
     change_phase(line_client, patient_id, "acute")
     issue(line_client, patient_id)
     with line_runtime.sessions() as session:

@@ -42,8 +42,8 @@ from tests.integration.desk import (
     Site,
     emptied,
     fits_the_phone,
-    sign_in,
     sign_in_with_browser,
+    signed_in,
     text_of,
 )
 
@@ -239,7 +239,7 @@ def test_the_results_page_shows_the_numbers_of_a_known_data_set(
     client: FlaskClient, desk_runtime: Runtime
 ) -> None:
     known_results(desk_runtime)
-    sign_in(client)
+    signed_in(client)
     answer = client.get(f"/results?from={PERIOD[0]}&to={PERIOD[1]}")
     assert answer.status_code == 200
     page = text_of(answer.get_data(as_text=True))
@@ -258,13 +258,13 @@ def test_the_results_page_shows_the_numbers_of_a_known_data_set(
 
 def test_a_period_without_messages_says_so(client: FlaskClient, desk_runtime: Runtime) -> None:
     known_results(desk_runtime)
-    sign_in(client)
+    signed_in(client)
     page = text_of(client.get("/results?from=2026-11-01&to=2026-11-20").get_data(as_text=True))
     assert "この期間にお送りしたメッセージはありません。" in page
 
 
 def test_a_date_that_is_not_one_shows_the_last_90_days_and_says_why(client: FlaskClient) -> None:
-    sign_in(client)
+    signed_in(client)
     page = text_of(client.get("/results?from=yesterday").get_data(as_text=True))
     assert "日付は 2026-11-01 のように入力してください。" in page
     assert "8月28日（金）〜11月25日（水）にお送りしたメッセージ" in page
@@ -276,7 +276,7 @@ def test_a_date_that_is_not_one_shows_the_last_90_days_and_says_why(client: Flas
 def test_a_date_at_the_ends_of_the_calendar_shows_the_last_90_days(
     client: FlaskClient, period: str
 ) -> None:
-    sign_in(client)
+    signed_in(client)
     answer = client.get(f"/results?{period}")
     assert answer.status_code == 200
     assert "日付は 2026-11-01 のように入力してください。" in text_of(answer.get_data(as_text=True))
@@ -395,7 +395,7 @@ def test_the_results_page_shows_the_presses_per_message(
     known = known_results(desk_runtime)
     for patient in ("A", "A", "B"):
         client.get(f"/r/{link_of(desk_runtime, known.nudges[patient])}")
-    sign_in(client)
+    signed_in(client)
     page = text_of(client.get(f"/results?from={PERIOD[0]}&to={PERIOD[1]}").get_data(as_text=True))
     assert "LINE cadence_nudge 3 33% 1/3 67% 2/3 2通 3回" in page
 
