@@ -166,10 +166,11 @@ class Patient(Base):
 
 class Appointment(Base):
     __tablename__ = "appointments"
+    # Its index also serves every lookup by patient (migration 0017).
     __table_args__ = (UniqueConstraint("patient_id", "starts_at"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"))
     starts_at: Mapped[datetime] = mapped_column(UTCDateTime)
     status: Mapped[AppointmentStatus] = mapped_column(_enum(AppointmentStatus))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
