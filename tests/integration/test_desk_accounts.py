@@ -23,7 +23,6 @@ from scheduler.runtime import Runtime
 from scheduler.store.db import transaction
 from scheduler.store.desk import FAILURES_ALLOWED, Change, Role, add_user, set_enabled
 from scheduler.store.models import DeskAudit, DeskUser
-from scheduler.web.app import create_app
 from tests.conftest import run_tayori
 from tests.integration.browser import PHONE, fits_the_width
 from tests.integration.desk import (
@@ -46,9 +45,9 @@ OWNERS_ONLY = "このページは管理者専用です"
 
 
 @pytest.fixture
-def other(desk_runtime: Runtime, clock: FixedClock) -> FlaskClient:
-    """A second browser, for another account."""
-    return create_app(desk_runtime.settings, desk_runtime, clock).test_client()
+def other(client: FlaskClient) -> FlaskClient:
+    """A second browser of the same desk, for another account."""
+    return client.application.test_client()
 
 
 @pytest.fixture
