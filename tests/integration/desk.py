@@ -112,18 +112,23 @@ def serving_desk(request: Any, folder: Path, config: Path) -> Iterator[Site]:
 
 
 @cache
-def _password_hash() -> str:
-    # Argon2 spends a tenth of a second by design: once per run, not per test.
-    return PasswordHasher().hash(PASSWORD)
+def _password_hash(password: str) -> str:
+    # Argon2 spends a fifth of a second by design: once per run, not per test.
+    return PasswordHasher().hash(password)
 
 
-def add_staff_account(session: Session, now: datetime) -> DeskUser:
-    """The staff account (the clinic's owner), as `tayori user add` would make it;
-    `add_user` itself is tested on its own (test_desk, test_desk_accounts)."""
-    user = DeskUser(email=STAFF, password_hash=_password_hash(), role=Role.OWNER, created_at=now)
+def add_account(session: Session, email: str, password: str, role: Role, now: datetime) -> DeskUser:
+    """An account as `tayori user add` would make it; `add_user` itself is tested on
+    its own (test_desk, test_desk_accounts)."""
+    user = DeskUser(email=email, password_hash=_password_hash(password), role=role, created_at=now)
     session.add(user)
     session.flush()
     return user
+
+
+def add_staff_account(session: Session, now: datetime) -> DeskUser:
+    """The staff account (the clinic's owner)."""
+    return add_account(session, STAFF, PASSWORD, Role.OWNER, now)
 
 
 def claim_due(session: Session, at: datetime, limit: int = 10) -> list[Claimed]:

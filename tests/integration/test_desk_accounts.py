@@ -30,6 +30,7 @@ from tests.integration.desk import (
     PASSWORD,
     STAFF,
     Site,
+    add_account,
     csrf_of,
     emptied,
     fits_the_phone,
@@ -54,7 +55,7 @@ def other(client: FlaskClient) -> FlaskClient:
 def nurse(desk_runtime: Runtime) -> int:
     """A staff account beside the owner; its id."""
     with transaction(desk_runtime.sessions) as session:
-        return add_user(session, NURSE, NURSE_PASSWORD, NOW).id
+        return add_account(session, NURSE, NURSE_PASSWORD, Role.STAFF, NOW).id
 
 
 def sign_in_as(client: FlaskClient, email: str, password: str) -> TestResponse:
