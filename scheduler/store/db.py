@@ -215,17 +215,24 @@ def among(
     as a range: two parameters, whatever the number of ids."""
     if ids and max(ids) - min(ids) + 1 == len(ids) == len(set(ids)):
         return column.between(min(ids), max(ids))
-    if session.get_bind().dialect.name == "postgresql":
-        return column == any_(bindparam(None, list(ids), type_=postgresql.ARRAY(Integer)))
-    return column.in_(ids)
+    return _in_list(session, column, ids, Integer)
 
 
 def among_texts(
     session: Session, column: ColumnElement[Any] | InstrumentedAttribute[Any], values: Sequence[str]
 ) -> ColumnElement[bool]:
     """`column IN values`, on PostgreSQL as `= ANY(array)` for the reason `among` gives."""
+    return _in_list(session, column, values, String)
+
+
+def _in_list(
+    session: Session,
+    column: ColumnElement[Any] | InstrumentedAttribute[Any],
+    values: Sequence[object],
+    element: type[Integer] | type[String],
+) -> ColumnElement[bool]:
     if session.get_bind().dialect.name == "postgresql":
-        return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(String)))
+        return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(element)))
     return column.in_(values)
 
 

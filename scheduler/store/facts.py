@@ -143,10 +143,24 @@ _Change = TypeVar("_Change", bound=_Dated)
 def cadence_in_force(history: Sequence[_Change], now: datetime) -> _Change | None:
     """The latest change made up to `now` (history in the order it was written);
     before the first one, the starting point itself."""
-    in_force = [c for c in history if c.changed_at <= now]
-    if in_force:
-        return in_force[-1]
-    return history[0] if history else None
+    return _cadence_at(history, now)[0]
+
+
+def _cadence_at(
+    history: Sequence[_Change], now: datetime
+) -> tuple[_Change | None, datetime | None]:
+    """`cadence_in_force`, and the first change after `now`, in one pass over the
+    history."""
+    in_force = None
+    ahead: datetime | None = None
+    for change in history:
+        if change.changed_at <= now:
+            in_force = change
+        elif ahead is None or change.changed_at < ahead:
+            ahead = change.changed_at
+    if in_force is None and history:
+        in_force = history[0]
+    return in_force, ahead
 
 
 def load_facts_of(session: Session, now: datetime, ids: Sequence[int]) -> list[PatientFacts]:
@@ -351,20 +365,3 @@ def _facts(
         )
 
     return [facts(patient) for patient in patients]
-
-
-def _cadence_at(
-    history: Sequence[_Cadence], now: datetime
-) -> tuple[_Cadence | None, datetime | None]:
-    """`cadence_in_force`, and the first change after `now`, in one pass over the
-    history."""
-    in_force = None
-    ahead: datetime | None = None
-    for change in history:
-        if change.changed_at <= now:
-            in_force = change
-        elif ahead is None or change.changed_at < ahead:
-            ahead = change.changed_at
-    if in_force is None and history:
-        in_force = history[0]
-    return in_force, ahead

@@ -183,19 +183,19 @@ def test_the_batches_of_many_patients_are_read_by_other_processes(clinic: Runtim
     assert len(readers) == 2
 
 
-def test_the_batches_of_few_patients_are_read_by_this_process(clinic: Runtime) -> None:
+@pytest.mark.parametrize(
+    "spreading",
+    [
+        pytest.param(Spreading(processes=2, from_patients=PATIENTS + 1), id="few patients"),
+        pytest.param(IN_ONE, id="one planning process"),
+    ],
+)
+def test_the_batches_are_read_by_this_process_when_spreading_is_not_worth_it_or_is_off(
+    clinic: Runtime, spreading: Spreading
+) -> None:
     with clinic.sessions() as session:
         groups = _groups(session)
-        spreading = Spreading(processes=2, from_patients=PATIENTS + 1)
         with spread(session, _process_and_patients, groups, spreading) as answering:
-            answers = list(answering)
-    assert {process for process, _ in answers} == {os.getpid()}
-
-
-def test_one_planning_process_reads_every_batch_itself(clinic: Runtime) -> None:
-    with clinic.sessions() as session:
-        groups = _groups(session)
-        with spread(session, _process_and_patients, groups, IN_ONE) as answering:
             answers = list(answering)
     assert {process for process, _ in answers} == {os.getpid()}
 
