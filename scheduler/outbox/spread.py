@@ -119,6 +119,7 @@ def _answers(
         for group in groups:
             yield work(session, group, *args, **kwargs)
         return
+    log.debug("%d batches of patients, read in %d other processes", len(groups), processes)
     done = 0
     answers = _in_children(url, clinic_of(session), work, groups, processes, args, kwargs)
     try:

@@ -3,6 +3,7 @@ decides what the same work in one process decides."""
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import signal
@@ -122,6 +123,13 @@ def _plan(
     return result, written
 
 
+def _spread_batches(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """What `spread` said of the batches it sent to other processes, then forgotten."""
+    said = [r.getMessage() for r in caplog.records if r.name == "scheduler.outbox.spread"]
+    caplog.clear()
+    return said
+
+
 @pytest.mark.parametrize(
     "now",
     [
@@ -131,10 +139,13 @@ def _plan(
     ],
 )
 def test_a_plan_spread_over_processes_writes_what_a_plan_in_one_writes(
-    clinic: Runtime, now: datetime
+    clinic: Runtime, now: datetime, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger="scheduler.outbox.spread")
     in_one = _plan(clinic, now, IN_ONE)
+    assert _spread_batches(caplog) == []
     assert _plan(clinic, now, SPREAD) == in_one
+    assert _spread_batches(caplog) == ["3 batches of patients, read in 2 other processes"]
     assert in_one[0].created > 500
 
 
@@ -146,18 +157,24 @@ def _foreseen(runtime: Runtime, spreading: Spreading) -> list[PlannedMessage]:
 
 
 def test_a_dry_run_spread_over_processes_foresees_what_one_in_one_process_foresees(
-    clinic: Runtime,
+    clinic: Runtime, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger="scheduler.outbox.spread")
     in_one = _foreseen(clinic, IN_ONE)
+    assert _spread_batches(caplog) == []
     assert _foreseen(clinic, SPREAD) == in_one
+    assert _spread_batches(caplog) != []
     assert {m.reason for m in in_one} >= {"newsletter", "appointment_reminder"}
 
 
 def test_a_spread_dry_run_answers_a_planned_clinic_as_one_in_one_process(
-    planned_clinic: Runtime,
+    planned_clinic: Runtime, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger="scheduler.outbox.spread")
     in_one = _foreseen(planned_clinic, IN_ONE)
+    assert _spread_batches(caplog) == []
     assert _foreseen(planned_clinic, SPREAD) == in_one
+    assert _spread_batches(caplog) != []
     assert {m.reason for m in in_one} >= {"newsletter", "appointment_reminder"}
 
 
