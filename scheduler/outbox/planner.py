@@ -407,19 +407,16 @@ def dry_run(
     answered from the outbox instead, where that plan put them; with `everyone`, the
     rules run for every patient.
     """
-    external_ids = {
-        patient_id: external_id
-        for patient_id, external_id in session.execute(
-            select(Patient.id, Patient.external_id).where(Patient.clinic_id == clinic_of(session))
-        )
-    }
+    patients = set(
+        session.scalars(select(Patient.id).where(Patient.clinic_id == clinic_of(session)))
+    )
     settled = set() if everyone else _settled(session, until, rules, settings)
     ahead = occurrences_ahead(session, now, until, settings) if settings is not None else []
     audiences: list[list[int]] = [[] for _ in ahead]
     channels: dict[int, ChannelName | None] = {}
     expected: list[PlannedMessage] = []
     # A batch of patients at a time: the facts of a whole clinic need not be in memory.
-    unsettled = list(batches(sorted(set(external_ids) - settled)))
+    unsettled = list(batches(sorted(patients - settled)))
     spreading = settings.spreading if settings is not None else Spreading()
     # The settled patients' facts are not read: their messages are where the last
     # plan put them, and the database says which of them are in each audience.
@@ -436,7 +433,12 @@ def dry_run(
     if settings is not None:
         newsletters = expected_newsletters(session, ahead, audiences, now, until, settings)
         expected += _expected(
-            session, [(now, n) for n in newsletters], channels, external_ids, until, rules
+            session,
+            [(now, n) for n in newsletters],
+            channels,
+            _external_ids(session, sorted({n.patient_id for n in newsletters})),
+            until,
+            rules,
         )
     held = transitions.held_keys(session)
     expected = [replace(m, held=True) if m.key in held else m for m in expected]
@@ -473,20 +475,30 @@ def _foresee(
     audiences = [
         audience(campaign, occurrence, facts, rules.timezone) for campaign, occurrence in ahead
     ]
-    external_ids: dict[int, str] = {
-        patient: external_id
-        for patient, external_id in session.execute(
-            select(Patient.id, Patient.external_id).where(among(session, Patient.id, ids))
-        )
-    }
     members = {patient for chosen in audiences for patient in chosen}
     return _Foreseen(
         expected=_expected(
-            session, list(first_seen.values()), channels, external_ids, until, rules
+            session,
+            list(first_seen.values()),
+            channels,
+            _external_ids(session, ids),
+            until,
+            rules,
         ),
         channels={patient: channels[patient] for patient in members},
         audiences=audiences,
     )
+
+
+def _external_ids(session: Session, ids: Sequence[int]) -> dict[int, str]:
+    """The external ids of these patients, by id: what the dry run names them by."""
+    found: dict[int, str] = {}
+    for chunk in batches(ids):
+        rows = session.execute(
+            select(Patient.id, Patient.external_id).where(among(session, Patient.id, chunk))
+        )
+        found.update((patient_id, external_id) for patient_id, external_id in rows)
+    return found
 
 
 def _expected(
