@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from collections.abc import Iterable
 from datetime import timedelta
 
 from sqlalchemy.orm import Session
@@ -23,6 +25,18 @@ from scheduler.store.models import Delivery
 from scheduler.store.paused_campaigns import paused_ids
 
 
+def print_json_array(items: Iterable[object]) -> None:
+    """Print what `json.dumps(list(items), indent=2)` would, an item at a time: a
+    whole clinic's dry run is tens of thousands of them, and the whole text at once
+    would hold tens of megabytes."""
+    opening = "["
+    for item in items:
+        text = json.dumps(item, ensure_ascii=False, indent=2)
+        sys.stdout.write(opening + "\n  " + text.replace("\n", "\n  "))
+        opening = ","
+    print("[]" if opening == "[" else "\n]")
+
+
 def plan(args: argparse.Namespace, settings: Settings) -> int:
     now = command_now(args, settings)
     with opened(settings) as runtime, runtime.sessions() as session:
@@ -34,7 +48,7 @@ def plan(args: argparse.Namespace, settings: Settings) -> int:
     # Said in the text only: the JSON stays a list of messages.
     paused_note = f"paused, so none of their newsletters: {', '.join(paused)}" if paused else ""
     if args.json:
-        document = [
+        print_json_array(
             {
                 "patient": m.patient,
                 "reason": m.reason,
@@ -45,8 +59,7 @@ def plan(args: argparse.Namespace, settings: Settings) -> int:
                 **({"held": True} if m.held else {}),
             }
             for m in messages
-        ]
-        print(json.dumps(document, ensure_ascii=False, indent=2))
+        )
         return 0
     if not messages:
         print(f"nothing to send in the next {args.days} day(s)")

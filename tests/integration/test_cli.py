@@ -110,6 +110,15 @@ def test_plan_json_lists_each_message_with_patient_reason_channel_local_time_and
     assert json.loads(output(capsys)) == PLANNED_WEEK
 
 
+def test_plan_json_is_indented_as_json_dumps_indents_it(
+    clinic_env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import_clinic(tmp_path)
+    capsys.readouterr()
+    assert main(["plan", "--now", MONDAY_NOON, "--json"]) == 0
+    assert output(capsys) == json.dumps(PLANNED_WEEK, ensure_ascii=False, indent=2) + "\n"
+
+
 @pytest.mark.parametrize(
     ("days", "expected"),
     [
