@@ -17,8 +17,8 @@ Children are forked from a fork server, a process of its own started once with t
 planner imported, not from the worker itself: a worker has threads (its scheduler,
 the dispatcher's lanes), and a forked copy of a threaded process can hang on a lock
 some other thread held. The server's start costs about as much as importing the
-planner (under a second), and a plan is spread only from `Spreading.from_patients`
-patients on.
+planner (under a second; this process reads the first batches meanwhile), and a plan
+is spread only from `Spreading.from_patients` patients on.
 """
 
 from __future__ import annotations
@@ -26,8 +26,10 @@ from __future__ import annotations
 import gc
 import logging
 import multiprocessing
+import multiprocessing.forkserver
 import signal
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -119,9 +121,16 @@ def _answers(
         for group in groups:
             yield work(session, group, *args, **kwargs)
         return
-    log.debug("%d batches of patients, read in %d other processes", len(groups), processes)
     done = 0
-    answers = _in_children(url, clinic_of(session), work, groups, processes, args, kwargs)
+    if _start_fork_server():
+        # While it starts and imports the planner, this process reads the first
+        # batches itself (at most its share), rather than wait for the children.
+        starting = time.monotonic() + _FORK_SERVER_START_SECONDS
+        while done < len(groups) // (processes + 1) and time.monotonic() < starting:
+            yield work(session, groups[done], *args, **kwargs)
+            done += 1
+    log.debug("%d batches of patients, read in %d other processes", len(groups) - done, processes)
+    answers = _in_children(url, clinic_of(session), work, groups[done:], processes, args, kwargs)
     try:
         for answer in answers:
             yield answer
@@ -151,7 +160,6 @@ def _in_children(
     kwargs: dict[str, object],
 ) -> Generator[T, None, None]:
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["scheduler.outbox.planner"])
     pool = ProcessPoolExecutor(
         max_workers=processes, mp_context=context, initializer=_leave_interrupts_to_the_parent
     )
@@ -168,6 +176,23 @@ def _in_children(
     finally:
         # On an error, or a caller that stops early, the batches not started are dropped.
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+# About as long as the fork server takes to start and import the planner.
+_FORK_SERVER_START_SECONDS = 0.4
+_fork_server_started = False
+
+
+def _start_fork_server() -> bool:
+    """Start the fork server without waiting for it, the first time in this process
+    (it serves every later plan of the process); whether it started now."""
+    global _fork_server_started
+    if _fork_server_started:
+        return False
+    multiprocessing.get_context("forkserver").set_forkserver_preload(["scheduler.outbox.planner"])
+    multiprocessing.forkserver.ensure_running()
+    _fork_server_started = True
+    return True
 
 
 def _shared_url(session: Session) -> str | None:

