@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from enum import Enum
@@ -21,6 +21,7 @@ from sqlalchemy import (
     event,
     func,
     select,
+    text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
@@ -234,6 +235,24 @@ def _in_list(
     if session.get_bind().dialect.name == "postgresql":
         return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(element)))
     return column.in_(values)
+
+
+# From this many rows written, an import refreshes the tables' statistics itself.
+ANALYZE_FROM_ROWS = 1_000
+
+
+def refresh_statistics(session: Session, tables: Iterable[str], rows_written: int) -> None:
+    """After a bulk write on PostgreSQL, `ANALYZE` the tables it wrote, in its
+    transaction (their new statistics count once it commits). The query planner
+    chooses its plans from these statistics; autovacuum refreshes them only a
+    minute or more after a large change, and until then the worker's next cycle and
+    a dry run may run with plans made for an empty table: 7.6 s instead of 5.2 s for
+    the dry run of a planned 100,000-patient clinic (bench/README.md). SQLite's
+    plans do not depend on them."""
+    if session.get_bind().dialect.name != "postgresql" or rows_written < ANALYZE_FROM_ROWS:
+        return
+    for table in tables:
+        session.execute(text(f"ANALYZE {table}"))
 
 
 def upsert_insert(session: Session, table: type[Any]) -> postgresql.Insert | sqlite.Insert:

@@ -40,7 +40,7 @@ from scheduler.core.domain import (
 from scheduler.store.batches import batches
 from scheduler.store.bulk import DriverRows, copy_rows, executemany
 from scheduler.store.clinics import clinic_of
-from scheduler.store.db import among
+from scheduler.store.db import among, refresh_statistics
 from scheduler.store.facts import current_consent
 from scheduler.store.models import (
     Appointment,
@@ -543,6 +543,11 @@ def save_patients(
     mark_for_planning(session, saved.patients)
     saved.updated = len(saved.patients)
     saved.expire_loaded(session)
+    refresh_statistics(
+        session,
+        [Patient.__tablename__, ConsentChange.__tablename__, CadenceChange.__tablename__],
+        saved.created + saved.updated,
+    )
     return saved.result(len(rows))
 
 
@@ -717,6 +722,7 @@ def save_appointments(
         mark_for_planning(session, changed)
         saved.patients.update(changed)
     saved.expire_loaded(session)
+    refresh_statistics(session, [Appointment.__tablename__], saved.created + saved.updated)
     return saved.result(len(by_patient))
 
 

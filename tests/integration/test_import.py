@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.commands import main
 from scheduler.core.domain import AppointmentStatus, ChannelName, ConsentKind, Phase
+from scheduler.store.db import ANALYZE_FROM_ROWS
 from scheduler.store.models import Appointment, CadenceChange, ConsentChange, Patient
 from tests.integration.csv_files import (
     LINE_ID,
@@ -947,3 +948,34 @@ def test_a_file_of_more_patients_than_a_statement_can_bind_imports_whole(
         f"{appointments}: {n} created, 0 updated, 0 unchanged",
     ]
     assert count(sessions, Appointment) == n
+
+
+@pytest.mark.parametrize(
+    "database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
+def test_a_large_import_leaves_postgresql_the_statistics_of_the_tables_it_wrote(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    n = ANALYZE_FROM_ROWS
+    patients = tmp_path / "patients.csv"
+    patients.write_text(
+        PATIENTS_HEADER + "\n" + "".join(f"P{i},患者 {i},acute,,,email,yes,no\n" for i in range(n)),
+        encoding="utf-8",
+    )
+    appointments = appointments_csv(tmp_path, *(f"P{i},2026-11-03T10:00,visited" for i in range(n)))
+
+    assert import_file("patients", patients) == 0
+    assert import_file("appointments", appointments) == 0
+
+    # The planner's row estimates, which only ANALYZE (or autovacuum, much later) sets;
+    # of the tables on the search path (each test process has a schema of its own).
+    tables = ("patients", "appointments", "consent_changes")
+    with sessions() as session:
+        estimates = [
+            session.scalar(
+                sa.text("SELECT reltuples FROM pg_class WHERE oid = CAST(:t AS regclass)"),
+                {"t": table},
+            )
+            for table in tables
+        ]
+    assert estimates == [n, n, 2 * n]
