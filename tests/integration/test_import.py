@@ -967,15 +967,37 @@ def test_a_large_import_leaves_postgresql_the_statistics_of_the_tables_it_wrote(
     assert import_file("patients", patients) == 0
     assert import_file("appointments", appointments) == 0
 
-    # The planner's row estimates, which only ANALYZE (or autovacuum, much later) sets;
-    # of the tables on the search path (each test process has a schema of its own).
+    assert _row_estimates(sessions) == [n, n, 2 * n]
+
+
+@pytest.mark.parametrize(
+    "database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
+def test_a_small_import_leaves_postgresql_the_statistics_it_had(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    before = _row_estimates(sessions)
+    n = ANALYZE_FROM_ROWS - 1
+    patients = tmp_path / "patients.csv"
+    patients.write_text(
+        PATIENTS_HEADER + "\n" + "".join(f"P{i},患者 {i},acute,,,email,yes,no\n" for i in range(n)),
+        encoding="utf-8",
+    )
+    assert import_file("patients", patients) == 0
+    assert _row_estimates(sessions) == before
+
+
+def _row_estimates(sessions: sessionmaker[Session]) -> list[float]:
+    """The query planner's row estimates of patients, appointments and consent
+    changes, which ANALYZE sets (and VACUUM, autovacuum, CREATE INDEX): of the tables
+    on the search path (each test process has a schema of its own)."""
     tables = ("patients", "appointments", "consent_changes")
     with sessions() as session:
-        estimates = [
+        return [
             session.scalar(
                 sa.text("SELECT reltuples FROM pg_class WHERE oid = CAST(:t AS regclass)"),
                 {"t": table},
             )
+            or 0.0
             for table in tables
         ]
-    assert estimates == [n, n, 2 * n]
