@@ -58,6 +58,12 @@ _collector = threading.Lock()
 _planning = 0
 _thresholds_before: tuple[int, int, int] = gc.get_threshold()
 
+# About as long as the fork server takes to start and import the planner: what a
+# process's first spread plan reads itself meanwhile.
+_FORK_SERVER_START_SECONDS = 0.4
+_fork_server = threading.Lock()
+_fork_server_started = False
+
 
 @contextmanager
 def rarely_collecting() -> Iterator[None]:
@@ -129,7 +135,7 @@ def _answers(
         while done < len(groups) // (processes + 1) and time.monotonic() < starting:
             yield work(session, groups[done], *args, **kwargs)
             done += 1
-    log.debug("%d batches of patients, read in %d other processes", len(groups) - done, processes)
+    log.debug("%d batches of patients sent to %d other processes", len(groups) - done, processes)
     answers = _in_children(url, clinic_of(session), work, groups[done:], processes, args, kwargs)
     try:
         for answer in answers:
@@ -178,21 +184,20 @@ def _in_children(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-# About as long as the fork server takes to start and import the planner.
-_FORK_SERVER_START_SECONDS = 0.4
-_fork_server_started = False
-
-
 def _start_fork_server() -> bool:
     """Start the fork server without waiting for it, the first time in this process
     (it serves every later plan of the process); whether it started now."""
     global _fork_server_started
-    if _fork_server_started:
-        return False
-    multiprocessing.get_context("forkserver").set_forkserver_preload(["scheduler.outbox.planner"])
-    multiprocessing.forkserver.ensure_running()
-    _fork_server_started = True
-    return True
+    with _fork_server:
+        if _fork_server_started:
+            return False
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["scheduler.outbox.planner"])
+        # What `Process.start` calls first; undocumented, but in every Python since
+        # 3.4. Called here, it returns once the server is launched, not ready.
+        multiprocessing.forkserver.ensure_running()
+        _fork_server_started = True
+        return True
 
 
 def _shared_url(session: Session) -> str | None:

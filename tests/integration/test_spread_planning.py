@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from scheduler.commands import main
+from scheduler.outbox import spread as spread_module
 from scheduler.outbox.planner import PlannedMessage, PlanResult, dry_run, plan
 from scheduler.outbox.spread import spread
 from scheduler.runtime import Runtime, open_runtime
@@ -147,7 +148,7 @@ def test_a_plan_spread_over_processes_writes_what_a_plan_in_one_writes(
     assert _spread_batches(caplog) == []
     assert _plan(clinic, now, SPREAD) == in_one
     [said] = _spread_batches(caplog)
-    assert re.fullmatch(r"[1-3] batches of patients, read in 2 other processes", said)
+    assert re.fullmatch(r"[1-3] batches of patients sent to 2 other processes", said)
     assert in_one[0].created > 500
 
 
@@ -219,6 +220,29 @@ def test_the_batches_are_read_by_this_process_when_spreading_is_not_worth_it_or_
     assert {process for process, _ in answers} == {os.getpid()}
 
 
+@pytest.fixture
+def first_spread_of_the_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The next spread is taken for this process's first (the fork server, already
+    running, is asked again), and its fork server for one slow to start."""
+    monkeypatch.setattr(spread_module, "_fork_server_started", False)
+    monkeypatch.setattr(spread_module, "_FORK_SERVER_START_SECONDS", 60.0)
+
+
+@pytest.mark.usefixtures("first_spread_of_the_process")
+def test_the_first_spread_of_a_process_reads_its_share_here_while_the_fork_server_starts(
+    clinic: Runtime,
+) -> None:
+    with clinic.sessions() as session:
+        groups = _groups(session)
+        with spread(session, _process_and_patients, groups, SPREAD) as answering:
+            answers = list(answering)
+    assert [found for _, found in answers] == [len(group) for group in groups]
+    # Three batches, two other processes: this one's share is one in three.
+    readers = [process for process, _ in answers]
+    assert readers[0] == os.getpid()
+    assert os.getpid() not in readers[1:]
+
+
 def _dying_in_a_child(session: Session, ids: Sequence[int], parent: int) -> tuple[int, int]:
     """As `_process_and_patients`, but a child process is killed on its first batch."""
     if os.getpid() != parent:
@@ -226,12 +250,21 @@ def _dying_in_a_child(session: Session, ids: Sequence[int], parent: int) -> tupl
     return _process_and_patients(session, ids)
 
 
+@pytest.mark.parametrize(
+    "first_of_the_process", [pytest.param(False, id="later"), pytest.param(True, id="first")]
+)
 def test_a_planning_process_that_dies_leaves_its_work_to_this_one(
-    clinic: Runtime, caplog: pytest.LogCaptureFixture
+    clinic: Runtime,
+    caplog: pytest.LogCaptureFixture,
+    request: pytest.FixtureRequest,
+    first_of_the_process: bool,
 ) -> None:
+    if first_of_the_process:  # this process has read its share already
+        request.getfixturevalue("first_spread_of_the_process")
     with clinic.sessions() as session:
         groups = _groups(session)
         with spread(session, _dying_in_a_child, groups, SPREAD, os.getpid()) as answering:
             answers = list(answering)
     assert answers == [(os.getpid(), len(group)) for group in groups]
-    assert "a planning process ended abruptly" in caplog.text
+    left = len(groups) - 1 if first_of_the_process else len(groups)
+    assert f"{left} batch(es) of patients are planned in this process instead" in caplog.text
