@@ -26,15 +26,15 @@ from scheduler.store.paused_campaigns import paused_ids
 
 
 def print_json_array(items: Iterable[object]) -> None:
-    """Print what `json.dumps(list(items), indent=2)` would, an item at a time: a
-    whole clinic's dry run is tens of thousands of them, and the whole text at once
-    would hold tens of megabytes."""
-    opening = "["
+    """Print what `json.dumps(list(items), ensure_ascii=False, indent=2)` would, an
+    item at a time: a whole clinic's dry run is tens of thousands of them, and the
+    whole text at once would hold tens of megabytes."""
+    before = "["  # what comes before the next item
     for item in items:
         text = json.dumps(item, ensure_ascii=False, indent=2)
-        sys.stdout.write(opening + "\n  " + text.replace("\n", "\n  "))
-        opening = ","
-    print("[]" if opening == "[" else "\n]")
+        sys.stdout.write(before + "\n  " + text.replace("\n", "\n  "))
+        before = ","
+    print("[]" if before == "[" else "\n]")
 
 
 def plan(args: argparse.Namespace, settings: Settings) -> int:

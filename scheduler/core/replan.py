@@ -88,38 +88,33 @@ def _lapse(facts: PatientFacts, now: datetime, rules: Rules) -> list[datetime]:
 
 def _nudge_gives_way(cadence: Sequence[Due], now: datetime, rules: Rules) -> list[datetime]:
     """When the nudge due now drops out in favour of the follow-up (see
-    `_first_minute_on`)."""
+    `_first_minute_on_the_day_of`)."""
     follow_ups = [m for m in cadence if m.reason is Reason.CADENCE_FOLLOW_UP]
     if len(cadence) < 2 or not follow_ups:
         return []  # no nudge due now
-    tz = rules.timezone
-    follow_up_at = follow_ups[0].send_at
-    moment = _first_minute_on(
-        now.replace(second=0, microsecond=0),
-        local_date(follow_up_at, tz),
-        follow_up_at,
-        rules.window,
-        tz,
+    moment = _first_minute_on_the_day_of(
+        now.replace(second=0, microsecond=0), follow_ups[0].send_at, rules.window, rules.timezone
     )
     return [] if moment is None else [moment]
 
 
 @lru_cache(maxsize=1 << 12)
-def _first_minute_on(
-    start: datetime, day: date, before: datetime, window: SendWindow, tz: ZoneInfo
+def _first_minute_on_the_day_of(
+    start: datetime, follow_up_at: datetime, window: SendWindow, tz: ZoneInfo
 ) -> datetime | None:
-    """The first whole minute from `start` up to `before` whose next opening of the
-    window falls on `day` or later; None if `start` itself does, or no such minute
-    comes. The next opening only moves forward with time, and its day changes only
-    at a whole minute (the window's edges, midnight), so the minute is found by
-    bisection. Cached: a clinic's patients share a few hundred follow-up days."""
+    """The first whole minute from `start` up to `follow_up_at` whose next opening of
+    the window falls on the follow-up's day or later; None if `start` itself does, or
+    no such minute comes. The next opening only moves forward with time, and its day
+    changes only at a whole minute (the window's edges, midnight), so the minute is
+    found by bisection. Cached: a clinic's follow-ups share a few hundred moments."""
+    day = local_date(follow_up_at, tz)
 
     def gave_way(minutes: int) -> bool:
         moment = start + timedelta(minutes=minutes)
         return local_date(next_opening(moment, window, tz), tz) >= day
 
     early = 0  # `start` itself: the nudge is still due then
-    late = -(-(before - start) // _MINUTE)
+    late = -(-(follow_up_at - start) // _MINUTE)
     if gave_way(early) or not gave_way(late):
         return None
     while late - early > 1:
