@@ -927,17 +927,21 @@ def test_a_new_email_address_clears_the_note_that_the_old_one_was_unusable(
 # --- large files ---------------------------------------------------------------------
 
 
+def _patients_file(directory: Path, n: int) -> Path:
+    """A file of n new patients, P0 to P{n-1}."""
+    patients = directory / "patients.csv"
+    rows = "".join(f"P{i},患者 {i},acute,,,email,yes,no\n" for i in range(n))
+    patients.write_text(PATIENTS_HEADER + "\n" + rows, encoding="utf-8")
+    return patients
+
+
 def test_a_file_of_more_patients_than_a_statement_can_bind_imports_whole(
     sessions: sessionmaker[Session], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # PostgreSQL binds at most 65,535 parameters in one statement (SQLite 32,766): no
     # statement of the import may list every patient of the file.
     n = 65_536 + 10
-    patients = tmp_path / "patients.csv"
-    patients.write_text(
-        PATIENTS_HEADER + "\n" + "".join(f"P{i},患者 {i},acute,,,email,yes,no\n" for i in range(n)),
-        encoding="utf-8",
-    )
+    patients = _patients_file(tmp_path, n)
     appointments = appointments_csv(tmp_path, *(f"P{i},2027-03-03T10:00,booked" for i in range(n)))
 
     assert import_file("patients", patients) == 0
@@ -957,11 +961,7 @@ def test_a_large_import_leaves_postgresql_the_statistics_of_the_tables_it_wrote(
     sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:
     n = ANALYZE_FROM_ROWS
-    patients = tmp_path / "patients.csv"
-    patients.write_text(
-        PATIENTS_HEADER + "\n" + "".join(f"P{i},患者 {i},acute,,,email,yes,no\n" for i in range(n)),
-        encoding="utf-8",
-    )
+    patients = _patients_file(tmp_path, n)
     appointments = appointments_csv(tmp_path, *(f"P{i},2026-11-03T10:00,visited" for i in range(n)))
 
     assert import_file("patients", patients) == 0
@@ -978,11 +978,7 @@ def test_a_small_import_leaves_postgresql_the_statistics_it_had(
 ) -> None:
     before = _row_estimates(sessions)
     n = ANALYZE_FROM_ROWS - 1
-    patients = tmp_path / "patients.csv"
-    patients.write_text(
-        PATIENTS_HEADER + "\n" + "".join(f"P{i},患者 {i},acute,,,email,yes,no\n" for i in range(n)),
-        encoding="utf-8",
-    )
+    patients = _patients_file(tmp_path, n)
     assert import_file("patients", patients) == 0
     assert _row_estimates(sessions) == before
 

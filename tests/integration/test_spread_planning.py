@@ -192,15 +192,19 @@ def _groups(session: Session) -> list[list[int]]:
     return [ids[start : start + 1000] for start in range(0, len(ids), 1000)]
 
 
-def test_the_batches_of_many_patients_are_read_by_other_processes(clinic: Runtime) -> None:
+def _readers(clinic: Runtime, spreading: Spreading) -> list[int]:
+    """The process that read each batch of the clinic's patients, in their order."""
     with clinic.sessions() as session:
         groups = _groups(session)
-        with spread(session, _process_and_patients, groups, SPREAD) as answering:
+        with spread(session, _process_and_patients, groups, spreading) as answering:
             answers = list(answering)
     assert [found for _, found in answers] == [len(group) for group in groups]
+    return [process for process, _ in answers]
+
+
+def test_the_batches_of_many_patients_are_read_by_other_processes(clinic: Runtime) -> None:
     # This process reads at most the first of the three, while the others start.
-    readers = [process for process, _ in answers]
-    assert os.getpid() not in readers[1:]
+    assert os.getpid() not in _readers(clinic, SPREAD)[1:]
 
 
 @pytest.mark.parametrize(
@@ -213,11 +217,7 @@ def test_the_batches_of_many_patients_are_read_by_other_processes(clinic: Runtim
 def test_the_batches_are_read_by_this_process_when_spreading_is_not_worth_it_or_is_off(
     clinic: Runtime, spreading: Spreading
 ) -> None:
-    with clinic.sessions() as session:
-        groups = _groups(session)
-        with spread(session, _process_and_patients, groups, spreading) as answering:
-            answers = list(answering)
-    assert {process for process, _ in answers} == {os.getpid()}
+    assert set(_readers(clinic, spreading)) == {os.getpid()}
 
 
 @pytest.fixture
@@ -232,15 +232,10 @@ def first_spread_of_the_process(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_the_first_spread_of_a_process_reads_its_share_here_while_the_fork_server_starts(
     clinic: Runtime,
 ) -> None:
-    with clinic.sessions() as session:
-        groups = _groups(session)
-        with spread(session, _process_and_patients, groups, SPREAD) as answering:
-            answers = list(answering)
-    assert [found for _, found in answers] == [len(group) for group in groups]
     # Three batches, two other processes: this one's share is one in three.
-    readers = [process for process, _ in answers]
-    assert readers[0] == os.getpid()
-    assert os.getpid() not in readers[1:]
+    first, *rest = _readers(clinic, SPREAD)
+    assert first == os.getpid()
+    assert os.getpid() not in rest
 
 
 def _dying_in_a_child(session: Session, ids: Sequence[int], parent: int) -> tuple[int, int]:
