@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy.engine import make_url
 
 from scheduler.store import db
@@ -27,6 +28,12 @@ def test_the_migrated_database_matches_the_models(database_url: str) -> None:
     finally:
         engine.dispose()
     assert differences == []
+
+
+def test_the_latest_migration_the_code_names_is_alembics_only_head() -> None:
+    engine = sa.create_engine("sqlite://")
+    script = ScriptDirectory.from_config(db._alembic_config(engine))
+    assert script.get_heads() == [db.LATEST_MIGRATION]
 
 
 def test_the_latest_migration_downgrades_and_upgrades_again(database_url: str) -> None:
