@@ -221,14 +221,18 @@ def test_the_batches_are_read_by_this_process_when_spreading_is_not_worth_it_or_
 
 
 @pytest.fixture
-def first_spread_of_the_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The next spread is taken for this process's first (the fork server, already
-    running, is asked again), and its fork server for one slow to start."""
-    monkeypatch.setattr(spread_module, "_fork_server_started", False)
+def fork_server_started(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Whether this process's fork server counts as started (the parameter). If not,
+    the next spread is taken for the process's first (the server, running or not, is
+    asked again), and the server for one slow to start."""
+    started: bool = request.param
+    monkeypatch.setattr(spread_module, "_fork_server_started", started)
     monkeypatch.setattr(spread_module, "_FORK_SERVER_START_SECONDS", 60.0)
+    return started
 
 
-@pytest.mark.usefixtures("first_spread_of_the_process")
+@pytest.mark.parametrize("fork_server_started", [False], indirect=True)
+@pytest.mark.usefixtures("fork_server_started")
 def test_the_first_spread_of_a_process_reads_its_share_here_while_the_fork_server_starts(
     clinic: Runtime,
 ) -> None:
@@ -246,20 +250,18 @@ def _dying_in_a_child(session: Session, ids: Sequence[int], parent: int) -> tupl
 
 
 @pytest.mark.parametrize(
-    "first_of_the_process", [pytest.param(False, id="later"), pytest.param(True, id="first")]
+    "fork_server_started",
+    [pytest.param(True, id="later"), pytest.param(False, id="first")],
+    indirect=True,
 )
 def test_a_planning_process_that_dies_leaves_its_work_to_this_one(
-    clinic: Runtime,
-    caplog: pytest.LogCaptureFixture,
-    request: pytest.FixtureRequest,
-    first_of_the_process: bool,
+    clinic: Runtime, caplog: pytest.LogCaptureFixture, fork_server_started: bool
 ) -> None:
-    if first_of_the_process:  # this process has read its share already
-        request.getfixturevalue("first_spread_of_the_process")
     with clinic.sessions() as session:
         groups = _groups(session)
         with spread(session, _dying_in_a_child, groups, SPREAD, os.getpid()) as answering:
             answers = list(answering)
     assert answers == [(os.getpid(), len(group)) for group in groups]
-    left = len(groups) - 1 if first_of_the_process else len(groups)
+    # A process's first spread has read its share, the first batch, already.
+    left = len(groups) if fork_server_started else len(groups) - 1
     assert f"{left} batch(es) of patients are planned in this process instead" in caplog.text
