@@ -186,6 +186,7 @@ class Migrations(Enum):
 # together): a database there is up to date without asking alembic, whose import
 # costs a tenth of a second at the start of every command.
 LATEST_MIGRATION = "0017"
+_VERSION_TABLE = "alembic_version"  # alembic's default, which env.py keeps
 
 
 def migrations(engine: Engine) -> Migrations:
@@ -209,9 +210,6 @@ def _recorded_revisions(engine: Engine) -> set[str]:
         if not inspect(connection).has_table(_VERSION_TABLE):
             return set()
         return set(connection.scalars(text(f"SELECT version_num FROM {_VERSION_TABLE}")))
-
-
-_VERSION_TABLE = "alembic_version"  # alembic's default, which env.py keeps
 
 
 def is_up_to_date(engine: Engine) -> bool:

@@ -30,6 +30,7 @@ from scheduler.store.db import reading, transaction
 from scheduler.store.desk import Role, find_user, session_stamp
 from scheduler.store.models import Base, DeskUser
 from scheduler.web.app import runtime_of
+from scheduler.web.desk import open_session
 from tests.conftest import ROOT, empty_database
 from tests.integration.channel_env import SECRET_KEY
 from tests.integration.web import web_process
@@ -74,8 +75,7 @@ def signed_in(client: FlaskClient) -> FlaskClient:
         assert user is not None, "no staff account: see add_staff_account"
         user_id, stamp = user.id, session_stamp(user)
     with client.session_transaction() as cookie:
-        cookie.permanent = True
-        cookie.update(clinic=runtime.settings.clinic_id, user=user_id, stamp=stamp)
+        open_session(cookie, runtime.settings.clinic_id, user_id, stamp)
     return client
 
 

@@ -52,6 +52,7 @@ from flask import (
     request,
     session,
 )
+from flask.sessions import SessionMixin
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
@@ -172,6 +173,15 @@ def guard() -> ResponseReturnValue | None:
     elif request.endpoint not in PUBLIC:
         return redirect(g.desk.url("/login"))
     return None
+
+
+def open_session(cookie: SessionMixin, clinic_id: int, user_id: int, stamp: str) -> None:
+    """What a sign-in leaves in the session, which `_signed_in` reads back: a new
+    session (one planted before the sign-in is worth nothing after), kept when the
+    browser closes, for this clinic and account, with the account's password stamp."""
+    cookie.clear()
+    cookie.permanent = True
+    cookie.update(clinic=clinic_id, user=user_id, stamp=stamp)
 
 
 def _signed_in(runtime: Runtime) -> tuple[int, str, str] | None:

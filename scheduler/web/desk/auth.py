@@ -10,7 +10,7 @@ from flask.typing import ResponseReturnValue
 from scheduler.store.db import transaction
 from scheduler.store.desk import FAILURE_WINDOW, SignIn, audit, sign_in
 from scheduler.web.app import clock_of, log_facts
-from scheduler.web.desk import csrf_token, desk, desk_route
+from scheduler.web.desk import csrf_token, desk, desk_route, open_session
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +45,9 @@ def login(clinic: str | None) -> ResponseReturnValue:
         log.info("desk sign-in refused: wrong email or password", extra=facts)
         return render_template("desk/login.html", desk=here, email=email, problem=WRONG), 200
     log.info("desk: account %s signed in", outcome.user_id, extra=facts)
-    # A new session (and CSRF token) at each sign-in: a session id planted before it
-    # is worth nothing after.
-    session.clear()
-    session.permanent = True
-    session["clinic"] = here.settings.clinic_id
-    session["user"] = outcome.user_id
-    session["stamp"] = outcome.stamp
-    csrf_token()
+    assert outcome.user_id is not None and outcome.stamp is not None  # SignIn.OK has both
+    open_session(session, here.settings.clinic_id, outcome.user_id, outcome.stamp)
+    csrf_token()  # and a new CSRF token with the new session
     return redirect(here.url("/"))
 
 
