@@ -24,7 +24,6 @@ from scheduler.core.domain import Due, PatientFacts
 from scheduler.core.rules import messages_due
 from scheduler.store.batches import batches
 from scheduler.store.bulk import insert_new
-from scheduler.store.clinics import clinic_of
 from scheduler.store.db import among
 from scheduler.store.models import UnconsentedDue
 
@@ -47,11 +46,12 @@ def record_unconsented(
     """Bring these patients' would-be reminders in line with what the rules say at
     `now` (`would_be_due`)."""
     due = {message.key: message for message in would_be}
-    clinic_id = clinic_of(session)
     for chunk in batches(sorted(patient_ids)):
+        # By patient alone (the ids are this clinic's): with the clinic named too,
+        # SQLite reads by (clinic_id, due_at) instead, every row still ahead, once for
+        # each batch of a plan of everyone.
         ahead = session.execute(
             select(UnconsentedDue.id, UnconsentedDue.idempotency_key).where(
-                UnconsentedDue.clinic_id == clinic_id,
                 among(session, UnconsentedDue.patient_id, chunk),
                 UnconsentedDue.due_at > now,
             )
