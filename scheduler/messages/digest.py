@@ -264,7 +264,12 @@ def _newsletters_foreseen(
         (campaign_id, day)
         for campaign_id, day in session.execute(
             select(Delivery.campaign_id, Delivery.campaign_day)
-            .where(Delivery.clinic_id == clinic_of(session), Delivery.reason == Reason.NEWSLETTER)
+            .where(
+                Delivery.clinic_id == clinic_of(session),
+                Delivery.reason == Reason.NEWSLETTER,
+                # Read by the campaign index, which holds only such rows.
+                Delivery.campaign_id.is_not(None),
+            )
             .distinct()
         )
     }

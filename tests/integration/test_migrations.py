@@ -49,6 +49,26 @@ def test_the_latest_migration_downgrades_and_upgrades_again(database_url: str) -
     assert differences == []
 
 
+def test_the_campaign_index_holds_only_rows_of_a_campaign(database_url: str) -> None:
+    # compare_metadata does not compare an index's condition: read it from the catalog.
+    index = "ix_deliveries_clinic_id_campaign_id_campaign_day"
+    engine = sa.create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            if engine.dialect.name == "sqlite":
+                query = "SELECT sql FROM sqlite_master WHERE name = :index"
+            else:
+                query = (
+                    "SELECT indexdef FROM pg_indexes "
+                    "WHERE indexname = :index AND schemaname = current_schema()"
+                )
+            definition = connection.execute(sa.text(query), {"index": index}).scalar_one()
+    finally:
+        engine.dispose()
+    assert "WHERE" in definition.upper()
+    assert "campaign_id IS NOT NULL" in definition
+
+
 @contextmanager
 def _at(request: pytest.FixtureRequest, tmp_path: Path, revision: str) -> Iterator[sa.Engine]:
     """A database (of the test's parameter) migrated up to `revision` only; on
