@@ -433,8 +433,8 @@ def dry_run(
     if settings is not None:
         newsletters = expected_newsletters(session, ahead, audiences, now, until, settings)
         expected += _expected(
-            session,
             [(now, n) for n in newsletters],
+            _existing_by_key(session, [n.key for n in newsletters]),
             channels,
             _external_ids(session, sorted({n.patient_id for n in newsletters})),
             until,
@@ -478,8 +478,9 @@ def _foresee(
     members = {patient for chosen in audiences for patient in chosen}
     return _Foreseen(
         expected=_expected(
-            session,
             list(first_seen.values()),
+            # By patient rather than by key: one range of ids, not an IN list of keys.
+            _existing(session, ids),
             channels,
             _external_ids(session, ids),
             until,
@@ -502,16 +503,16 @@ def _external_ids(session: Session, ids: Sequence[int]) -> dict[int, str]:
 
 
 def _expected(
-    session: Session,
     first_seen: Sequence[tuple[datetime, Due]],
+    existing: dict[str, _Existing],
     channels: dict[int, ChannelName | None],
     external_ids: dict[int, str],
     until: datetime,
     rules: Rules,
 ) -> list[PlannedMessage]:
     """The messages the worker would send by `until`, of those the rules give (each
-    with the moment it first appears), given what the outbox holds of them."""
-    existing = _existing_by_key(session, [message.key for _, message in first_seen])
+    with the moment it first appears), given what the outbox holds of them (`existing`,
+    by key: at least their rows)."""
     expected = []
     for moment, message in first_seen:
         channel = channels[message.patient_id]
