@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.commands import main
 from scheduler.core.domain import AppointmentStatus, ChannelName, ConsentKind, Phase
-from scheduler.store.db import ANALYZE_FROM_ROWS
+from scheduler.store.db import ANALYZE_FROM_ROWS, ANALYZE_FROM_SHARE, refresh_statistics
 from scheduler.store.models import Appointment, CadenceChange, ConsentChange, Patient
 from tests.integration.csv_files import (
     LINE_ID,
@@ -981,6 +981,37 @@ def test_a_small_import_leaves_postgresql_the_statistics_it_had(
     patients = _patients_file(tmp_path, n)
     assert import_file("patients", patients) == 0
     assert _row_estimates(sessions) == before
+
+
+@pytest.mark.parametrize(
+    "database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
+@pytest.mark.parametrize(
+    ("changed", "analysed"),
+    [
+        pytest.param(2_000, True, id="a-tenth-is-analysed"),
+        pytest.param(1_999, False, id="less-is-left"),
+    ],
+)
+def test_postgresql_statistics_are_refreshed_once_a_tenth_of_a_table_changed(
+    sessions: sessionmaker[Session], changed: int, analysed: bool
+) -> None:
+    rows = 20_000  # a tenth is 2,000: above ANALYZE_FROM_ROWS, so the share decides
+    assert ANALYZE_FROM_SHARE * rows == 2_000 > ANALYZE_FROM_ROWS
+    add = sa.text("INSERT INTO probe SELECT generate_series(1, :n)")
+    with sessions() as session, session.begin():
+        # A temporary table: this connection's alone, and the first its name finds.
+        session.execute(sa.text("CREATE TEMPORARY TABLE probe (n integer) ON COMMIT DROP"))
+        session.execute(add, {"n": rows})
+        session.execute(sa.text("ANALYZE probe"))
+        session.execute(add, {"n": changed})
+
+        refresh_statistics(session, ["probe"], changed)
+
+        estimate = session.scalar(
+            sa.text("SELECT reltuples FROM pg_class WHERE oid = CAST('probe' AS regclass)")
+        )
+    assert estimate == (rows + changed if analysed else rows)
 
 
 def _row_estimates(sessions: sessionmaker[Session]) -> list[float]:
