@@ -54,7 +54,7 @@ from scheduler.store.batches import batches
 from scheduler.store.clinics import clinic_of
 from scheduler.store.db import among, among_texts
 from scheduler.store.facts import contacts_of, load_facts_of
-from scheduler.store.models import Delivery, Patient, new_delivery_id
+from scheduler.store.models import Delivery, Patient, Replan, new_delivery_id
 from scheduler.store.replan import (
     last_fingerprint,
     patient_ids,
@@ -181,13 +181,15 @@ def plan_patient(
     settings: Settings | None = None,
 ) -> PlanResult | None:
     """Plan one patient now, as the worker's next cycle would: for a change made at
-    the desk, whose effect the staff expect to see at once. The patient's row is
-    locked first, as a cycle locks it, so the two never plan it from different
-    facts. While a campaign occurrence waits for its first plan (which paces its
+    the desk, whose effect the staff expect to see at once. The patient's `replans`
+    row is locked first, as a cycle locks it, so the two never plan it from
+    different facts. While a campaign occurrence waits for its first plan (which paces its
     whole audience at once) the patient is left to that cycle, marked as they are:
     None."""
     session.execute(
-        select(Patient.id).where(Patient.id == patient_id).with_for_update(key_share=True)
+        select(Replan.patient_id)
+        .where(Replan.patient_id == patient_id)
+        .with_for_update(key_share=True)
     )
     live: list[tuple[Campaign, Occurrence]] = []
     paused: frozenset[str] = frozenset()
@@ -569,10 +571,10 @@ def _settled(
         return set()  # the next cycle plans everyone again
     return set(
         session.scalars(
-            select(Patient.id).where(
-                Patient.clinic_id == clinic_of(session),
-                Patient.replan_at.is_not(None),
-                Patient.replan_at > until,
+            select(Replan.patient_id).where(
+                Replan.clinic_id == clinic_of(session),
+                Replan.replan_at.is_not(None),
+                Replan.replan_at > until,
             )
         )
     )

@@ -8,10 +8,10 @@ through a connection of its own; the parent gets back what the rules decided and
 writes it itself, in its one transaction, while the children read the next batches.
 
 What a child reads is what the parent would have read: the patients being planned
-are locked by the parent's transaction before any batch is read, and a change of
-their facts marks them by updating those rows, so it cannot commit before the plan
-does (store/replan.py). A child reads the committed facts, never the parent's own
-writes, which are outbox rows and `replan_at`, not facts.
+(their `replans` rows) are locked by the parent's transaction before any batch is
+read, and a change of their facts marks them by updating those rows, so it cannot
+commit before the plan does (store/replan.py). A child reads the committed facts,
+never the parent's own writes, which are outbox rows and `replan_at`, not facts.
 
 Children are forked from a fork server, a process of its own started once with the
 planner imported, not from the worker itself: a worker has threads (its scheduler,

@@ -88,10 +88,9 @@ def insert_new(session: Session, table: Table, rows: list[dict[str, Any]]) -> in
 
 
 def update_by_id(session: Session, values: DriverRows, rows: list[tuple[object, ...]]) -> int:
-    """Set the columns of `values` but its last, `id`, in the row of each id (each id
-    at most once); how many rows were changed."""
+    """Set the columns of `values` but its last, the table's key (`id`, say), in the
+    row of each key (each at most once); how many rows were changed."""
     *columns, key = values.columns
-    assert key == "id"
     if not rows:
         return 0
     if values.postgresql:
@@ -100,13 +99,13 @@ def update_by_id(session: Session, values: DriverRows, rows: list[tuple[object, 
         assignments = ", ".join(f"{column} = given.{column}" for column in columns)
         sql = (
             f"UPDATE {values.table} SET {assignments} FROM unnest({arrays}) "
-            f"AS given ({', '.join(values.columns)}) WHERE {values.table}.id = given.id"
+            f"AS given ({', '.join(values.columns)}) WHERE {values.table}.{key} = given.{key}"
         )
         by_column = tuple(list(column) for column in zip(*rows, strict=True))
         result = session.connection().exec_driver_sql(sql, by_column)
         return max(result.rowcount, 0)
     assignments = ", ".join(f"{column} = {values.marker}" for column in columns)
-    sql = f"UPDATE {values.table} SET {assignments} WHERE id = {values.marker}"
+    sql = f"UPDATE {values.table} SET {assignments} WHERE {key} = {values.marker}"
     return executemany(session, sql, rows)
 
 

@@ -47,9 +47,10 @@ from scheduler.store.models import (
     CadenceChange,
     ConsentChange,
     Patient,
+    Replan,
     new_public_id,
 )
-from scheduler.store.replan import mark_for_planning
+from scheduler.store.replan import add_replans, mark_for_planning
 
 PATIENT_COLUMNS = (
     "external_id",
@@ -539,13 +540,18 @@ def save_patients(
     writes.flush()
     for batch in batches(updates, WRITE_BATCH):
         session.execute(update(Patient), batch)
-    # New patients are marked from the start (replan_at NULL); the changed ones here.
+    # New patients are marked from the start (`new_patients`); the changed ones here.
     mark_for_planning(session, saved.patients)
     saved.updated = len(saved.patients)
     saved.expire_loaded(session)
     refresh_statistics(
         session,
-        [Patient.__tablename__, ConsentChange.__tablename__, CadenceChange.__tablename__],
+        [
+            Patient.__tablename__,
+            Replan.__tablename__,
+            ConsentChange.__tablename__,
+            CadenceChange.__tablename__,
+        ],
         saved.created + saved.updated,
     )
     return saved.result(len(rows))
@@ -610,8 +616,8 @@ class _PatientWrites:
         )
 
     def new_patients(self, rows: list[PatientRow]) -> dict[str, int]:
-        """Insert new patients (their replan_at is NULL: they are planned at the next
-        cycle); every patient's id by external_id, theirs included."""
+        """Insert new patients, marked to be planned at the next cycle; every
+        patient's id by external_id, theirs included."""
         if not rows:
             return {}
         for row in rows:
@@ -630,6 +636,7 @@ class _PatientWrites:
                 self.now,
             )
         self.patients.flush()
+        add_replans(self.session)
         # Every patient's id in one query, rather than one per thousand new ones.
         return _patient_ids(self.session)
 

@@ -120,11 +120,7 @@ def _clinic() -> Mapped[int]:
 
 class Patient(Base):
     __tablename__ = "patients"
-    __table_args__ = (
-        UniqueConstraint("clinic_id", "external_id"),
-        # The worker's question each cycle: this clinic's patients due to be planned.
-        Index("ix_patients_clinic_id_replan_at", "clinic_id", "replan_at"),
-    )
+    __table_args__ = (UniqueConstraint("clinic_id", "external_id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     clinic_id: Mapped[int] = _clinic()
@@ -148,11 +144,6 @@ class Patient(Base):
     line_linked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # When the patient's name and contacts were erased (`tayori forget`).
     forgotten_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    # When the worker next plans this patient: the next moment their due messages
-    # can change with time alone (a far-off date when only new facts can change
-    # them). None: their facts changed, plan at the next cycle
-    # (scheduler/store/replan.py keeps it so).
-    replan_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -213,6 +204,31 @@ class CadenceChange(Base):
     source: Mapped[str] = mapped_column(String(32))
 
     patient: Mapped[Patient] = relationship(back_populates="cadence_changes")
+
+
+class Replan(Base):
+    """When the worker next plans a patient: a row for every patient, written with
+    the patient (scheduler/store/replan.py keeps it so).
+
+    A table of its own rather than a column of `patients`: a plan writes the moment
+    of every patient it planned, and each such update of the wide patients row
+    rewrote it with all its indexes (five times the cost on PostgreSQL). The row is
+    also what a plan locks and what a change of facts updates to mark its patient."""
+
+    __tablename__ = "replans"
+    __table_args__ = (
+        # The worker's question each cycle: this clinic's patients due to be planned.
+        Index("ix_replans_clinic_id_replan_at", "clinic_id", "replan_at"),
+    )
+
+    patient_id: Mapped[int] = mapped_column(
+        ForeignKey("patients.id", ondelete="CASCADE"), primary_key=True
+    )
+    clinic_id: Mapped[int] = _clinic()
+    # The next moment the patient's due messages can change with time alone (a
+    # far-off date when only new facts can change them). None: their facts changed,
+    # plan at the next cycle.
+    replan_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 def new_delivery_id() -> str:

@@ -17,6 +17,7 @@ from scheduler.core.domain import ChannelName, ConsentKind, DeliveryState, Phase
 from scheduler.store.clinics import clinic_of
 from scheduler.store.facts import load_facts
 from scheduler.store.models import CadenceChange, ConsentChange, Delivery, Patient
+from scheduler.store.replan import mark_for_planning
 
 CADENCE_DAYS = range(1, 91)
 
@@ -68,10 +69,9 @@ def mark_contact_unusable(
     note = f"{reason} (since {now.astimezone(tz):%Y-%m-%d})"
     column = "line_unusable_reason" if channel is ChannelName.LINE else "email_unusable_reason"
     session.execute(
-        update(Patient)
-        .where(Patient.id == patient_id)
-        .values({column: note, "updated_at": now, "replan_at": None})
+        update(Patient).where(Patient.id == patient_id).values({column: note, "updated_at": now})
     )
+    mark_for_planning(session, [patient_id])
 
 
 def find_patient(session: Session, external_id: str) -> Patient | None:

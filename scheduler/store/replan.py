@@ -2,8 +2,9 @@
 
 A cycle plans only the patients whose facts changed since they were last planned,
 and those whose `replan_at` has come (the next moment their due messages can change
-with time alone, core/replan.py). A patient is marked by setting `replan_at` to
-NULL, in the same transaction as the change of their facts:
+with time alone, core/replan.py). It is kept in `replans`, a row for every patient
+(`Replan`). A patient is marked by setting it to NULL, in the same transaction as
+the change of their facts:
 
 - facts written through the ORM (a patient, an appointment, a consent or cadence
   change added, changed or deleted in a session) mark their patient by themselves:
@@ -11,7 +12,9 @@ NULL, in the same transaction as the change of their facts:
 - a statement that writes facts in bulk (`update(Patient)`, `insert(Appointment)`)
   calls `mark_for_planning` with the patients it touched.
 
-A new patient row is marked from the start: its `replan_at` is NULL.
+A new patient is marked from the start: the flush hook gives a patient added
+through the ORM a row with a NULL moment, and a bulk insert of patients calls
+`add_replans`.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Table, event, inspect, or_, select, update
+from sqlalchemy import Table, event, exists, insert, inspect, or_, select, update
 from sqlalchemy.orm import Session, UOWTransaction
 
 from scheduler.store.batches import batches
@@ -33,6 +36,7 @@ from scheduler.store.models import (
     Delivery,
     Patient,
     PlanningSettings,
+    Replan,
 )
 
 # The `replan_at` of a patient whom only new facts can change: NULL already means
@@ -49,11 +53,21 @@ def mark_for_planning(session: Session, patient_ids: Iterable[int]) -> None:
     from scheduler.store.db import among
 
     # On the connection: the flush hook below marks through here while flushing.
-    table = Patient.__table__
+    table = Replan.__table__
     for chunk in batches(sorted(set(patient_ids))):
         session.connection().execute(
-            update(table).where(among(session, table.c.id, chunk)).values(replan_at=None)  # type: ignore[arg-type]
+            update(table).where(among(session, table.c.patient_id, chunk)).values(replan_at=None)  # type: ignore[arg-type]
         )
+
+
+def add_replans(session: Session) -> None:
+    """Give the clinic's patients who have no `replans` row one, marked: after
+    patients were inserted in bulk."""
+    missing = select(Patient.id, Patient.clinic_id).where(
+        Patient.clinic_id == clinic_of(session),
+        ~exists().where(Replan.patient_id == Patient.id),
+    )
+    session.execute(insert(Replan).from_select(["patient_id", "clinic_id"], missing))
 
 
 def mark_patient_of(session: Session, delivery_id: str) -> None:
@@ -62,14 +76,14 @@ def mark_patient_of(session: Session, delivery_id: str) -> None:
     want it elsewhere in a campaign's pacing), or was skipped (the patient's contacts
     or campaigns changed under it: it may go another way)."""
     patient = select(Delivery.patient_id).where(Delivery.id == delivery_id).scalar_subquery()
-    session.execute(update(Patient).where(Patient.id == patient).values(replan_at=None))
+    session.execute(update(Replan).where(Replan.patient_id == patient).values(replan_at=None))
 
 
 def mark_everyone(session: Session) -> int:
     """Plan every patient of the clinic at the next cycle (the settings may have
     changed)."""
     result = session.execute(
-        update(Patient).where(Patient.clinic_id == clinic_of(session)).values(replan_at=None)
+        update(Replan).where(Replan.clinic_id == clinic_of(session)).values(replan_at=None)
     )
     return int(getattr(result, "rowcount", 0) or 0)
 
@@ -77,8 +91,8 @@ def mark_everyone(session: Session) -> int:
 def set_replan_at(session: Session, moments: dict[int, datetime | None]) -> None:
     """Record when each planned patient is due to be planned again (None: only when
     their facts change)."""
-    table: Table = Patient.__table__  # type: ignore[assignment]
-    values = DriverRows(session.get_bind().dialect, table, ("replan_at", "id"))
+    table: Table = Replan.__table__  # type: ignore[assignment]
+    values = DriverRows(session.get_bind().dialect, table, ("replan_at", "patient_id"))
     # In bulk (store/bulk.py): a plan of everyone writes a row for every patient.
     update_by_id(
         session,
@@ -92,9 +106,11 @@ def patients_to_plan(session: Session, now: datetime) -> list[int]:
     locked until the plan commits. On PostgreSQL a patient another transaction holds
     is skipped: another worker plans it, or its change is not committed yet (the
     next cycle plans it)."""
-    due = or_(Patient.replan_at.is_(None), Patient.replan_at <= now)
+    due = or_(Replan.replan_at.is_(None), Replan.replan_at <= now)
     query = (
-        select(Patient.id).where(Patient.clinic_id == clinic_of(session), due).order_by(Patient.id)
+        select(Replan.patient_id)
+        .where(Replan.clinic_id == clinic_of(session), due)
+        .order_by(Replan.patient_id)
     )
     return list(session.scalars(query.with_for_update(key_share=True, skip_locked=True)))
 
@@ -103,17 +119,21 @@ def patient_ids(session: Session) -> list[int]:
     """Every patient, locked until the plan commits, waiting for those that other
     transactions hold: a plan of everyone (a campaign occurrence's first, which
     paces its whole audience at once) must leave no one out."""
-    query = select(Patient.id).where(Patient.clinic_id == clinic_of(session)).order_by(Patient.id)
+    query = (
+        select(Replan.patient_id)
+        .where(Replan.clinic_id == clinic_of(session))
+        .order_by(Replan.patient_id)
+    )
     return list(session.scalars(query.with_for_update(key_share=True)))
 
 
 # Why the locks (PostgreSQL; SQLite has one writer at a time, which gives the same):
-# the rows are locked before their facts are read, and a change of facts marks its
-# patient by updating this row, so the change waits for the plan to commit and its
-# mark is never overwritten by a moment computed from older facts. FOR NO KEY UPDATE
-# (`key_share`) does not conflict with the key-share locks that inserting an
-# appointment or a consent change takes on its patient: an import running meanwhile
-# neither blocks the plan nor deadlocks with it; only its marks wait.
+# the patients' `replans` rows are locked before their facts are read, and a change
+# of facts marks its patient by updating that row, so the change waits for the plan
+# to commit and its mark is never overwritten by a moment computed from older facts.
+# The plan locks no `patients` row: an import running meanwhile (its appointments
+# and consent changes take key-share locks on their patients) neither blocks the
+# plan nor deadlocks with it; only its marks wait.
 
 
 def last_fingerprint(session: Session) -> str | None:
@@ -139,10 +159,13 @@ def settings_changed(session: Session, fingerprint: str, now: datetime) -> bool:
 
 @event.listens_for(Session, "before_flush")
 def _note_changed_facts(session: Session, _flush: UOWTransaction, _instances: Any) -> None:
+    changed = [
+        instance.id
+        for instance in session.dirty
+        if isinstance(instance, Patient) and _changed_beyond_bookkeeping(instance)
+    ]
+    mark_for_planning(session, changed)
     pending: list[object] = session.info.setdefault(_PENDING, [])
-    for instance in session.dirty:
-        if isinstance(instance, Patient) and _changed_beyond_plan(instance):
-            instance.replan_at = None
     for instance in (*session.new, *session.dirty, *session.deleted):
         if isinstance(instance, _FACTS):
             pending.append(instance)
@@ -150,14 +173,20 @@ def _note_changed_facts(session: Session, _flush: UOWTransaction, _instances: An
 
 @event.listens_for(Session, "after_flush")
 def _mark_changed_facts(session: Session, _flush: UOWTransaction) -> None:
+    # The session still lists what it flushed as new, with the ids the rows got.
+    new_patients = [instance for instance in session.new if isinstance(instance, Patient)]
+    if new_patients:
+        session.connection().execute(
+            insert(Replan), [{"patient_id": p.id, "clinic_id": p.clinic_id} for p in new_patients]
+        )
     pending: list[Any] = session.info.pop(_PENDING, [])
     mark_for_planning(session, {i.patient_id for i in pending if i.patient_id is not None})
 
 
-def _changed_beyond_plan(patient: Patient) -> bool:
+def _changed_beyond_bookkeeping(patient: Patient) -> bool:
     state = inspect(patient)
     return any(
         attribute.history.has_changes()
         for attribute in state.attrs
-        if attribute.key not in ("replan_at", "updated_at")
+        if attribute.key != "updated_at"
     )

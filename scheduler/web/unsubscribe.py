@@ -143,13 +143,17 @@ def _read(token: str) -> _Token:
 def _patient(session: Session, token: _Token, *, for_update: bool = False) -> int:
     """The id of the patient a token names, if they are still here. With
     `for_update`, their row stays locked until the transaction ends, so two clicks at
-    once record one change (on SQLite every write transaction is serial anyway)."""
+    once record one change (on SQLite every write transaction is serial anyway).
+
+    FOR NO KEY UPDATE, not FOR UPDATE: the change then waits to mark the patient
+    while a plan under way writes their messages, whose foreign key takes a
+    key-share lock on this row. A FOR UPDATE lock would make each wait for the other."""
     query = select(Patient.id).where(
         Patient.clinic_id == clinic_of(session),
         Patient.public_id == token.public_id,
         Patient.forgotten_at.is_(None),
     )
-    patient_id = session.scalar(query.with_for_update() if for_update else query)
+    patient_id = session.scalar(query.with_for_update(key_share=True) if for_update else query)
     if patient_id is None:
         raise _NotFound(token.runtime)
     return patient_id

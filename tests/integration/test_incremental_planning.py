@@ -13,7 +13,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from scheduler.commands import main
@@ -32,11 +32,12 @@ from scheduler.runtime import Runtime, open_runtime
 from scheduler.settings import Settings
 from scheduler.store.consent import record_consent
 from scheduler.store.db import transaction
-from scheduler.store.models import Appointment, Delivery, Patient
+from scheduler.store.models import Appointment, Delivery, Patient, Replan
 from scheduler.store.patients import mark_contact_unusable, record_cadence
 from scheduler.store.replan import mark_everyone, mark_for_planning, patients_to_plan
 from tests.conftest import ROOT, empty_database
 from tests.integration.clinic import LINE_ID, add_appointment, add_patient
+from tests.integration.locks import wait_until_a_lock_is_awaited
 
 JST = ZoneInfo("Asia/Tokyo")
 START = datetime(2026, 11, 16, 0, 0, tzinfo=JST)  # a month around the year_end campaign
@@ -207,7 +208,7 @@ def test_the_dry_run_answers_settled_patients_from_the_outbox_as_the_rules_would
         with runtime.sessions() as session:
             settled_seen += len(
                 session.scalars(
-                    select(Patient.id).where(Patient.replan_at > now + timedelta(days=7))
+                    select(Replan.patient_id).where(Replan.replan_at > now + timedelta(days=7))
                 ).all()
             )
         week = _week_ahead(runtime, now, everyone=False)
@@ -311,7 +312,7 @@ def test_a_change_made_while_a_plan_runs_is_planned_at_the_next_cycle(
             assert patients_to_plan(planning, NOW)  # now locked
             change = threading.Thread(target=_mark_everyone, args=(runtime,))
             change.start()
-            _wait_until_a_lock_is_awaited(planning)
+            wait_until_a_lock_is_awaited(planning)
             plan(planning, NOW, runtime.settings.rules, runtime.settings)
         change.join(timeout=30)
         assert len(_planned_patients(runtime, NOW + timedelta(minutes=1))) == 1
@@ -322,16 +323,6 @@ def test_a_change_made_while_a_plan_runs_is_planned_at_the_next_cycle(
 def _mark_everyone(runtime: Runtime) -> None:
     with transaction(runtime.sessions) as session:
         mark_everyone(session)
-
-
-def _wait_until_a_lock_is_awaited(session: Session) -> None:
-    waiting = text("SELECT count(*) FROM pg_locks WHERE NOT granted")
-    for _ in range(3000):
-        with session.get_bind().connect() as connection:
-            if connection.execute(waiting).scalar():
-                return
-        threading.Event().wait(0.01)
-    raise AssertionError("the change never waited for the plan's lock")
 
 
 def test_a_message_queued_again_by_hand_is_withdrawn_if_no_longer_due(runtime: Runtime) -> None:
@@ -411,7 +402,7 @@ def test_an_occurrences_first_plan_waits_for_a_patient_being_changed(
             start = datetime(2026, 12, 1, 10, 0, tzinfo=JST)  # the year-end letter's moment
             planning = threading.Thread(target=_plan, args=(runtime, start))
             planning.start()
-            _wait_until_a_lock_is_awaited(changing)
+            wait_until_a_lock_is_awaited(changing)
         planning.join(timeout=30)
         with runtime.sessions() as session:
             readers = session.scalars(

@@ -139,6 +139,45 @@ def before_roles(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.
         yield engine
 
 
+@pytest.fixture(params=DATABASES)
+def before_replans(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine]:
+    """A database at 0018, the last migration with `patients.replan_at`: one patient
+    planned until a moment, one marked."""
+    with _at(request, tmp_path, "0018") as engine:
+        at = "2026-11-20 09:00:00"
+        with engine.begin() as connection:
+            for external_id, public_id, replan_at in (
+                ("P1", "1" * 32, "'2026-12-01 01:00:00'"),
+                ("P2", "2" * 32, "NULL"),
+            ):
+                connection.execute(
+                    sa.text(
+                        "INSERT INTO patients (clinic_id, external_id, name, preferred_channel, "
+                        "public_id, created_at, updated_at, replan_at) VALUES "
+                        f"(1, '{external_id}', 'x', 'line', '{public_id}', '{at}', '{at}', "
+                        f"{replan_at})"
+                    )
+                )
+        yield engine
+
+
+def test_the_replans_migration_keeps_each_patients_moment_and_mark(
+    before_replans: sa.Engine,
+) -> None:
+    command.upgrade(db._alembic_config(before_replans), "0019")
+    with before_replans.connect() as connection:
+        rows = connection.execute(
+            sa.text(
+                "SELECT p.external_id, r.clinic_id, r.replan_at FROM replans r "
+                "JOIN patients p ON p.id = r.patient_id ORDER BY p.external_id"
+            )
+        ).all()
+    assert [(external_id, clinic, str(at)[:19]) for external_id, clinic, at in rows] == [
+        ("P1", 1, "2026-12-01 01:00:00"),
+        ("P2", 1, "None"),
+    ]
+
+
 def test_the_roles_migration_makes_every_existing_account_an_owner(
     before_roles: sa.Engine,
 ) -> None:

@@ -25,7 +25,7 @@ from scheduler.outbox.spread import spread
 from scheduler.runtime import Runtime, open_runtime
 from scheduler.settings import Spreading, load_settings
 from scheduler.store.db import transaction
-from scheduler.store.models import Delivery, Patient, UnconsentedDue
+from scheduler.store.models import Delivery, Patient, Replan, UnconsentedDue
 from tests.conftest import DATABASES, clinic_variables, empty_database
 from tests.integration.csv_files import LINE_ID, appointments_csv, patients_csv
 
@@ -109,7 +109,9 @@ def _written(session: Session) -> list[tuple[object, ...]]:
         *sorted(
             (row.idempotency_key, row.due_at) for row in session.scalars(select(UnconsentedDue))
         ),
-        *session.execute(select(Patient.id, Patient.replan_at).order_by(Patient.id)).all(),
+        *session.execute(
+            select(Replan.patient_id, Replan.replan_at).order_by(Replan.patient_id)
+        ).all(),
     ]
 
 

@@ -8,12 +8,13 @@ tests do not see each other's changes.
 
 from __future__ import annotations
 
+import threading
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.message import Message
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from scheduler.core.domain import ConsentKind, DeliveryState, Reason
 from scheduler.core.unsubscribe import unsubscribe_token
@@ -31,12 +32,21 @@ from scheduler.settings import load_settings
 from scheduler.store.consent import ConsentSource
 from scheduler.store.db import transaction
 from scheduler.store.facts import current_consent
-from scheduler.store.models import Base, ConsentChange, Delivery, Patient, new_public_id
+from scheduler.store.models import (
+    Base,
+    ConsentChange,
+    Delivery,
+    Patient,
+    Replan,
+    new_public_id,
+)
+from scheduler.store.replan import mark_for_planning, patients_to_plan
 from scheduler.web.app import create_app, runtime_of
 from tests.conftest import DATABASES, ROOT, clinic_variables, empty_database
 from tests.integration.browser import PHONE, fits_the_width
 from tests.integration.channel_env import PUBLIC_URL, SECRET_KEY
 from tests.integration.clinic import add_patient, visited
+from tests.integration.locks import wait_until_a_lock_is_awaited
 from tests.integration.web import web_process
 
 JST = ZoneInfo("Asia/Tokyo")
@@ -272,6 +282,36 @@ def test_unsubscribing_twice_leaves_the_same_state_and_one_change(
     assert first.body == again.body == one_click.body
     assert _consent(site, reader) == NEWSLETTER_OFF
     assert _link_changes(site, reader) == [(ConsentKind.NEWSLETTER, False)]
+
+
+@pytest.mark.parametrize(
+    "site", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
+def test_a_click_while_the_patient_is_planned_waits_and_marks_them_for_the_next_cycle(
+    site: Site, reader: Reader
+) -> None:
+    """The click locks the patient's row, then waits to mark them until the plan
+    commits; the plan meanwhile writes the patient's messages, whose foreign key
+    takes a key-share lock on that row. Neither may wait for the other."""
+    settings = site.runtime.settings
+    with transaction(site.runtime.sessions) as session:  # to be planned afresh
+        session.execute(delete(Delivery).where(Delivery.patient_id == reader.id))
+        mark_for_planning(session, [reader.id])
+    url = _url(site, reader.public_id, ConsentKind.REMINDERS)
+    answers: list[Answer] = []
+    click = threading.Thread(target=lambda: answers.append(_post_form(url, {"scope": "kind"})))
+    with transaction(site.runtime.sessions) as planning:
+        assert patients_to_plan(planning, YEAR_END) == [reader.id]  # its row now locked
+        click.start()
+        wait_until_a_lock_is_awaited(planning)
+        plan(planning, YEAR_END, settings.rules, settings)
+    click.join(timeout=30)
+    assert [answer.status for answer in answers] == [200]
+    with site.runtime.sessions() as session:
+        assert session.get_one(Replan, reader.id).replan_at is None
+    with transaction(site.runtime.sessions) as session:  # the next cycle
+        plan(session, YEAR_END + timedelta(minutes=1), settings.rules, settings)
+    assert _planned(site, reader) == {Reason.NEWSLETTER}
 
 
 def test_the_page_shows_what_is_stopped_already(site: Site, reader: Reader) -> None:
