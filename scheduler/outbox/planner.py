@@ -183,9 +183,9 @@ def plan_patient(
     """Plan one patient now, as the worker's next cycle would: for a change made at
     the desk, whose effect the staff expect to see at once. The patient's `replans`
     row is locked first, as a cycle locks it, so the two never plan it from
-    different facts. While a campaign occurrence waits for its first plan (which paces its
-    whole audience at once) the patient is left to that cycle, marked as they are:
-    None."""
+    different facts. While a campaign occurrence waits for its first plan (which
+    paces its whole audience at once) the patient is left to that cycle, marked as
+    they are: None."""
     session.execute(
         select(Replan.patient_id)
         .where(Replan.patient_id == patient_id)

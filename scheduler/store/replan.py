@@ -133,7 +133,10 @@ def patient_ids(session: Session) -> list[int]:
 # to commit and its mark is never overwritten by a moment computed from older facts.
 # The plan locks no `patients` row: an import running meanwhile (its appointments
 # and consent changes take key-share locks on their patients) neither blocks the
-# plan nor deadlocks with it; only its marks wait.
+# plan nor deadlocks with it; only its marks wait. The plan's own outbox rows take
+# key-share locks on their patients too (their foreign key), so a change that locks
+# its patient's row before marking them locks it FOR NO KEY UPDATE, never FOR
+# UPDATE, which would make the two wait for each other (web/unsubscribe.py).
 
 
 def last_fingerprint(session: Session) -> str | None:
