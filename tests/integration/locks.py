@@ -17,4 +17,4 @@ def wait_until_a_lock_is_awaited(session: Session) -> None:
             if connection.execute(waiting).scalar():
                 return
         threading.Event().wait(0.01)
-    raise AssertionError("the change never waited for the plan's lock")
+    raise AssertionError("no transaction ever waited for a lock")
