@@ -87,7 +87,7 @@ def insert_new(session: Session, table: Table, rows: list[dict[str, Any]]) -> in
     return executemany(session, sql, [values.row(clinic_id, *in_order(row)) for row in rows])
 
 
-def update_by_id(session: Session, values: DriverRows, rows: list[tuple[object, ...]]) -> int:
+def update_by_key(session: Session, values: DriverRows, rows: list[tuple[object, ...]]) -> int:
     """Set the columns of `values` but its last, the table's key (`id`, say), in the
     row of each key (each at most once); how many rows were changed."""
     *columns, key = values.columns

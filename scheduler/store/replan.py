@@ -23,11 +23,11 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Table, event, exists, insert, inspect, or_, select, update
+from sqlalchemy import Select, Table, event, exists, insert, inspect, or_, select, update
 from sqlalchemy.orm import Session, UOWTransaction
 
 from scheduler.store.batches import batches
-from scheduler.store.bulk import DriverRows, update_by_id
+from scheduler.store.bulk import DriverRows, update_by_key
 from scheduler.store.clinics import clinic_of
 from scheduler.store.models import (
     Appointment,
@@ -53,9 +53,11 @@ def mark_for_planning(session: Session, patient_ids: Iterable[int]) -> None:
     from scheduler.store.db import among
 
     # On the connection: the flush hook below marks through here while flushing.
+    connection = session.connection()
     table = Replan.__table__
     for chunk in batches(sorted(set(patient_ids))):
-        session.connection().execute(
+        connection.execute(_hold(select(Patient.id).where(among(session, Patient.id, chunk))))
+        connection.execute(
             update(table).where(among(session, table.c.patient_id, chunk)).values(replan_at=None)  # type: ignore[arg-type]
         )
 
@@ -76,16 +78,25 @@ def mark_patient_of(session: Session, delivery_id: str) -> None:
     want it elsewhere in a campaign's pacing), or was skipped (the patient's contacts
     or campaigns changed under it: it may go another way)."""
     patient = select(Delivery.patient_id).where(Delivery.id == delivery_id).scalar_subquery()
+    session.execute(_hold(select(Patient.id).where(Patient.id == patient)))
     session.execute(update(Replan).where(Replan.patient_id == patient).values(replan_at=None))
 
 
 def mark_everyone(session: Session) -> int:
     """Plan every patient of the clinic at the next cycle (the settings may have
     changed)."""
+    session.execute(_hold(select(Patient.id).where(Patient.clinic_id == clinic_of(session))))
     result = session.execute(
         update(Replan).where(Replan.clinic_id == clinic_of(session)).values(replan_at=None)
     )
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+def _hold(patients: Select[int]) -> Select[int]:
+    """These patients' rows, locked (FOR NO KEY UPDATE) before their `replans` rows
+    are marked: every change takes the two in this order (see "Why the locks"
+    below), whether or not it writes the patient's row itself."""
+    return patients.with_for_update(key_share=True)
 
 
 def set_replan_at(session: Session, moments: dict[int, datetime | None]) -> None:
@@ -94,7 +105,7 @@ def set_replan_at(session: Session, moments: dict[int, datetime | None]) -> None
     table: Table = Replan.__table__  # type: ignore[assignment]
     values = DriverRows(session.get_bind().dialect, table, ("replan_at", "patient_id"))
     # In bulk (store/bulk.py): a plan of everyone writes a row for every patient.
-    update_by_id(
+    update_by_key(
         session,
         values,
         [values.row(NEVER if at is None else at, patient) for patient, at in moments.items()],
@@ -136,7 +147,10 @@ def patient_ids(session: Session) -> list[int]:
 # plan nor deadlocks with it; only its marks wait. The plan's own outbox rows take
 # key-share locks on their patients too (their foreign key), so a change that locks
 # its patient's row before marking them locks it FOR NO KEY UPDATE, never FOR
-# UPDATE, which would make the two wait for each other (web/unsubscribe.py).
+# UPDATE, which would make the two wait for each other (web/unsubscribe.py). And
+# every mark locks its patient's row before the `replans` row (`_hold`): a change
+# that marked a patient (a consent change flushed) and then wrote their row, beside
+# one that wrote the row and then marked (an import), would each wait for the other.
 
 
 def last_fingerprint(session: Session) -> str | None:
@@ -162,12 +176,6 @@ def settings_changed(session: Session, fingerprint: str, now: datetime) -> bool:
 
 @event.listens_for(Session, "before_flush")
 def _note_changed_facts(session: Session, _flush: UOWTransaction, _instances: Any) -> None:
-    changed = [
-        instance.id
-        for instance in session.dirty
-        if isinstance(instance, Patient) and _changed_beyond_bookkeeping(instance)
-    ]
-    mark_for_planning(session, changed)
     pending: list[object] = session.info.setdefault(_PENDING, [])
     for instance in (*session.new, *session.dirty, *session.deleted):
         if isinstance(instance, _FACTS):
@@ -176,14 +184,21 @@ def _note_changed_facts(session: Session, _flush: UOWTransaction, _instances: An
 
 @event.listens_for(Session, "after_flush")
 def _mark_changed_facts(session: Session, _flush: UOWTransaction) -> None:
-    # The session still lists what it flushed as new, with the ids the rows got.
+    # The session still lists what it flushed, with the history of each change and
+    # the ids new rows got.
     new_patients = [instance for instance in session.new if isinstance(instance, Patient)]
     if new_patients:
         session.connection().execute(
             insert(Replan), [{"patient_id": p.id, "clinic_id": p.clinic_id} for p in new_patients]
         )
+    changed = {
+        instance.id
+        for instance in session.dirty
+        if isinstance(instance, Patient) and _changed_beyond_bookkeeping(instance)
+    }
     pending: list[Any] = session.info.pop(_PENDING, [])
-    mark_for_planning(session, {i.patient_id for i in pending if i.patient_id is not None})
+    changed |= {i.patient_id for i in pending if i.patient_id is not None}
+    mark_for_planning(session, changed)
 
 
 def _changed_beyond_bookkeeping(patient: Patient) -> bool:

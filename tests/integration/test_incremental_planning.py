@@ -32,6 +32,7 @@ from scheduler.runtime import Runtime, open_runtime
 from scheduler.settings import Settings
 from scheduler.store.consent import record_consent
 from scheduler.store.db import transaction
+from scheduler.store.forget import forget_patient
 from scheduler.store.models import Appointment, Delivery, Patient, Replan
 from scheduler.store.patients import mark_contact_unusable, record_cadence
 from scheduler.store.replan import mark_everyone, mark_for_planning, patients_to_plan
@@ -318,6 +319,46 @@ def test_a_change_made_while_a_plan_runs_is_planned_at_the_next_cycle(
         assert len(_planned_patients(runtime, NOW + timedelta(minutes=1))) == 1
     finally:
         runtime.close()
+
+
+@pytest.mark.postgres
+def test_a_change_that_marks_then_writes_and_one_that_writes_then_marks_take_turns(
+    request: pytest.FixtureRequest, repo_settings: Settings, tmp_path: Path
+) -> None:
+    """Forgetting a patient records a consent change (which marks them) before it
+    erases their row; an import updates patients' rows before it marks them. Every
+    mark locks the patient's row first, so the two take turns instead of each
+    holding the row the other waits for."""
+    url = empty_database(request, "postgresql", tmp_path)
+    runtime = open_runtime(replace(repo_settings, database_url=url))
+    try:
+        _seen_a_week_ago(runtime)
+        with runtime.sessions() as session:
+            patient_id = session.scalars(select(Patient.id)).one()
+        errors: list[Exception] = []
+        with transaction(runtime.sessions) as importing:
+            # The import's first step: the patient's row, changed (and so locked).
+            importing.execute(update(Patient).values(name="山田 花"))
+            forgetting = threading.Thread(target=_forget, args=(runtime, patient_id, errors))
+            forgetting.start()
+            wait_until_a_lock_is_awaited(importing)
+            mark_for_planning(importing, [patient_id])  # the import's last step
+        forgetting.join(timeout=30)
+        assert errors == []
+        with runtime.sessions() as session:
+            forgotten = session.get_one(Patient, patient_id)
+            assert forgotten.forgotten_at is not None
+            assert session.get_one(Replan, patient_id).replan_at is None
+    finally:
+        runtime.close()
+
+
+def _forget(runtime: Runtime, patient_id: int, errors: list[Exception]) -> None:
+    try:
+        with transaction(runtime.sessions) as session:
+            forget_patient(session, session.get_one(Patient, patient_id), NOW)
+    except Exception as error:  # the test asserts there was none
+        errors.append(error)
 
 
 def _mark_everyone(runtime: Runtime) -> None:
