@@ -77,9 +77,9 @@ def mark_patient_of(session: Session, delivery_id: str) -> None:
     (queued by hand, or back from an attempt: the rules may no longer want it, or
     want it elsewhere in a campaign's pacing), or was skipped (the patient's contacts
     or campaigns changed under it: it may go another way)."""
-    patient = select(Delivery.patient_id).where(Delivery.id == delivery_id).scalar_subquery()
-    session.execute(_hold(select(Patient.id).where(Patient.id == patient)))
-    session.execute(update(Replan).where(Replan.patient_id == patient).values(replan_at=None))
+    patient_id = session.scalar(select(Delivery.patient_id).where(Delivery.id == delivery_id))
+    if patient_id is not None:  # the digest has no patient
+        mark_for_planning(session, [patient_id])
 
 
 def mark_everyone(session: Session) -> int:
