@@ -192,7 +192,7 @@ def plan(session: Session, rows: list[dict[str, Any]]) -> int:
     """Insert new planned rows (each with the same columns); a row whose idempotency
     key exists already is left as it is (several planners may run at once). Returns
     how many were new."""
-    # The driver's executemany: a first plan inserts a row for most of a clinic.
+    # In bulk (store/bulk.py): a first plan inserts a row for most of a clinic.
     table: Table = Delivery.__table__  # type: ignore[assignment]
     return insert_new(session, table, rows)
 
