@@ -1,3 +1,3 @@
-from scheduler.commands import main
+from scheduler.commands import program
 
-raise SystemExit(main())
+program()

@@ -9,19 +9,30 @@ command does lives in the module of its group (`facts`, `outbox`, `worker`,
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import os
 import sys
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from scheduler.core.domain import PATIENT_REASONS, ChannelName, Phase, Reason
 from scheduler.core.seasons import FIRST_YEAR, LAST_YEAR
 
 if TYPE_CHECKING:
     from scheduler.settings import Settings
+
+
+def program() -> NoReturn:
+    """The `tayori` program: `main`, then the end of the process."""
+    status = main()
+    # Python's last garbage collection would walk every object still alive (a dry
+    # run keeps hundreds of thousands) just before the process gives its memory
+    # back whole: a sixth of a second of `tayori plan`. Frozen objects are skipped.
+    gc.freeze()
+    sys.exit(status)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

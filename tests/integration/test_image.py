@@ -153,7 +153,7 @@ def test_the_wheel_holds_every_file_of_the_package(wheel: zipfile.ZipFile) -> No
 def test_the_wheel_installs_the_tayori_command(wheel: zipfile.ZipFile) -> None:
     [entry_points] = [n for n in wheel.namelist() if n.endswith(".dist-info/entry_points.txt")]
     text = wheel.read(entry_points).decode()
-    assert "[console_scripts]\ntayori = scheduler.commands:main" in text
+    assert "[console_scripts]\ntayori = scheduler.commands:program" in text
 
 
 # --- the compose file -----------------------------------------------------------------
