@@ -13,7 +13,6 @@ and stays. Newsletters are left out: their audience is chosen by consent itself.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import replace
 from datetime import datetime
 
 from sqlalchemy import Table, delete, select
@@ -35,7 +34,7 @@ def would_be_due(facts: Iterable[PatientFacts], now: datetime, rules: Rules) -> 
         message
         for patient in facts
         if not patient.reminders_opt_in
-        for message in messages_due(replace(patient, reminders_opt_in=True), now, rules)
+        for message in messages_due(patient._replace(reminders_opt_in=True), now, rules)
         if message.may_create
     ]
 

@@ -453,10 +453,8 @@ def person(
     line: bool = True,
     email: bool = False,
 ) -> PatientFacts:
-    return replace(
-        patient(*appointments, phase=phase, line=line, email=email),
-        id=patient_id,
-        newsletter_opt_in=newsletter,
+    return patient(*appointments, phase=phase, line=line, email=email)._replace(
+        id=patient_id, newsletter_opt_in=newsletter
     )
 
 
