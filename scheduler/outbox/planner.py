@@ -8,9 +8,9 @@ every change goes through the outbox's transitions (only rows still `planned` mo
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, String, and_, select, type_coerce
 from sqlalchemy.orm import Session
@@ -71,9 +71,9 @@ class PlanResult:
     withdrawn: int
 
 
-@dataclass(frozen=True)
-class PlannedMessage:
-    """One message the dry run expects to send."""
+class PlannedMessage(NamedTuple):
+    """One message the dry run expects to send (a named tuple, as `Due` is: a dry
+    run of a clinic makes tens of thousands, in child processes that send them back)."""
 
     patient: str  # external_id
     reason: str
@@ -443,7 +443,7 @@ def dry_run(
             rules,
         )
     held = transitions.held_keys(session)
-    expected = [replace(m, held=True) if m.key in held else m for m in expected]
+    expected = [m._replace(held=True) if m.key in held else m for m in expected]
     return sorted(expected, key=lambda m: (m.send_at, m.patient, m.reason))
 
 
