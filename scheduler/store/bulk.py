@@ -19,8 +19,7 @@ per batch) to 0.8 s. An `INSERT … SELECT` over arrays was slower than either.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 from operator import call, itemgetter
 from typing import Any, TypeVar
@@ -88,12 +87,11 @@ def insert_new(session: Session, table: Table, rows: list[dict[str, Any]]) -> in
     columns = ", ".join(values.columns)
     skip_existing = "ON CONFLICT (clinic_id, idempotency_key) DO NOTHING"
     if values.postgresql:
-        with _staged(session, values, driver_rows) as staged:
-            return _changed(
-                session,
-                f"INSERT INTO {table.name} ({columns}) SELECT {columns} FROM {staged} "
-                + skip_existing,
-            )
+        staged = _staged(session, values, driver_rows)
+        return _changed(
+            session,
+            f"INSERT INTO {table.name} ({columns}) SELECT {columns} FROM {staged} " + skip_existing,
+        )
     sql = f"INSERT INTO {table.name} ({columns}) VALUES ({values.placeholders()}) " + skip_existing
     return executemany(session, sql, driver_rows)
 
@@ -106,38 +104,33 @@ def update_by_key(session: Session, values: DriverRows, rows: list[tuple[object,
         return 0
     if values.postgresql:
         assignments = ", ".join(f"{column} = given.{column}" for column in columns)
-        with _staged(session, values, rows) as staged:
-            return _changed(
-                session,
-                f"UPDATE {values.table} SET {assignments} FROM {staged} AS given "
-                f"WHERE {values.table}.{key} = given.{key}",
-            )
+        staged = _staged(session, values, rows)
+        return _changed(
+            session,
+            f"UPDATE {values.table} SET {assignments} FROM {staged} AS given "
+            f"WHERE {values.table}.{key} = given.{key}",
+        )
     assignments = ", ".join(f"{column} = {values.marker}" for column in columns)
     sql = f"UPDATE {values.table} SET {assignments} WHERE {key} = {values.marker}"
     return executemany(session, sql, rows)
 
 
-@contextmanager
-def _staged(
-    session: Session, values: DriverRows, rows: Iterable[tuple[object, ...]]
-) -> Iterator[str]:
-    """PostgreSQL: the name of a temporary table holding `rows` (the columns of
-    `values`, COPYed in), for the statement that reads them. It is emptied after
-    that statement, and dropped when the transaction ends."""
+def _staged(session: Session, values: DriverRows, rows: Iterable[tuple[object, ...]]) -> str:
+    """PostgreSQL: the name of a temporary table now holding `rows` (the columns of
+    `values`, COPYed in), for the statement that reads them. It is dropped when the
+    transaction ends."""
     staged = f"staged_{values.table}"
     columns = ", ".join(values.columns)
-    connection = session.connection()
     # Only the columns themselves: no defaults (a sequence would be drawn twice), no
-    # constraints (the real table checks its rows as they go in).
-    connection.exec_driver_sql(
+    # constraints (the real table checks its rows as they go in). Emptied of the last
+    # batch's rows in the same round trip: TRUNCATE rather than DELETE, whose rows
+    # every later statement would read again, dead, until the transaction ends.
+    session.connection().exec_driver_sql(
         f"CREATE TEMPORARY TABLE IF NOT EXISTS {staged} ON COMMIT DROP AS "
-        f"SELECT {columns} FROM {values.table} WITH NO DATA"
+        f"SELECT {columns} FROM {values.table} WITH NO DATA; TRUNCATE {staged}"
     )
     copy_rows(session, values, rows, into=staged)
-    yield staged
-    # TRUNCATE rather than DELETE: the next batch's statement would read the
-    # deleted rows again.
-    connection.exec_driver_sql(f"TRUNCATE {staged}")
+    return staged
 
 
 def _changed(session: Session, sql: str) -> int:
