@@ -119,7 +119,9 @@ def _staged(session: Session, values: DriverRows, rows: Iterable[tuple[object, .
     """PostgreSQL: the name of a temporary table now holding `rows` (the columns of
     `values`, COPYed in), for the statement that reads them. It is dropped when the
     transaction ends."""
-    staged = f"staged_{values.table}"
+    # In the session's own schema by name: never a table of the database's that
+    # happens to be called the same.
+    staged = f"pg_temp.staged_{values.table}"
     columns = ", ".join(values.columns)
     # Only the columns themselves: no defaults (a sequence would be drawn twice), no
     # constraints (the real table checks its rows as they go in). Emptied of the last
