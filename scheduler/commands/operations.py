@@ -103,9 +103,16 @@ def _database(args: argparse.Namespace, settings: Settings) -> Finding:
     engine = db.make_engine(settings.database_url)
     try:
         state = db.migrations(engine)
+        may_stage = db.may_use_temporary_tables(engine)
     finally:
         engine.dispose()
     match state:
+        case db.Migrations.CURRENT if not may_stage:
+            return Finding(
+                Outcome.PROBLEM,
+                f"{where}: Tayori's role may not create temporary tables, through which "
+                "plans write their rows: GRANT TEMPORARY ON DATABASE to it",
+            )
         case db.Migrations.CURRENT:
             return Finding(Outcome.OK, f"{where} is reachable and up to date")
         case db.Migrations.BEHIND:

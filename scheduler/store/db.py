@@ -212,6 +212,19 @@ def _recorded_revisions(engine: Engine) -> set[str]:
         return set(connection.scalars(text(f"SELECT version_num FROM {_VERSION_TABLE}")))
 
 
+def may_use_temporary_tables(engine: Engine) -> bool:
+    """Whether the role may create temporary tables, as bulk writes on PostgreSQL do
+    (store/bulk.py). PostgreSQL grants it to every role unless it is revoked."""
+    if engine.dialect.name != "postgresql":
+        return True
+    with engine.connect() as connection:
+        return bool(
+            connection.scalar(
+                text("SELECT has_database_privilege(current_database(), 'TEMPORARY')")
+            )
+        )
+
+
 def is_up_to_date(engine: Engine) -> bool:
     return migrations(engine) is Migrations.CURRENT
 

@@ -3,7 +3,9 @@ API and SMTP servers), one line each, in words a clinic can act on."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
@@ -13,6 +15,7 @@ import sqlalchemy as sa
 
 from scheduler.commands import main
 from scheduler.commands.operations import PROBLEMS_SHOWN
+from scheduler.store import db
 from tests.integration.test_cli import break_template, own_messages, refused_port
 from tests.servers.line_api import LineApiServer
 from tests.servers.smtp import Certificate, SmtpServer, make_certificate
@@ -149,6 +152,52 @@ def test_a_database_at_another_revision_says_what_to_run(
 
     assert status == 1
     assert findings["database"] == ("PROBLEM", f"{local_env['DATABASE_URL']} {problem}")
+
+
+@pytest.fixture
+def without_temporary_tables(postgres_schema_url: str) -> Iterator[str]:
+    """A migrated PostgreSQL database whose role may not create temporary tables
+    (revoked from every role, as a cautious hosting engineer may do): its URL. On
+    the server of the tests' own database, which `postgres_schema_url` requires."""
+    base = os.environ["TEST_POSTGRES_URL"]
+    name = f"tayori_no_temp_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        connection.exec_driver_sql(f'REVOKE TEMPORARY ON DATABASE "{name}" FROM PUBLIC')
+        connection.exec_driver_sql(f'CREATE ROLE "{name}" LOGIN')
+    owner_url = sa.engine.make_url(base).set(database=name)
+    owner = db.make_engine(owner_url.render_as_string(hide_password=False))
+    db.upgrade(owner)
+    with owner.begin() as connection:
+        connection.exec_driver_sql(f'GRANT SELECT ON alembic_version TO "{name}"')
+    owner.dispose()
+    try:
+        yield owner_url.set(username=name, password=None).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
+            connection.exec_driver_sql(f'DROP ROLE "{name}"')
+        admin.dispose()
+
+
+@pytest.mark.postgres
+def test_a_role_without_temporary_tables_is_told_what_to_grant(
+    local_env: dict[str, str],
+    without_temporary_tables: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", without_temporary_tables)
+
+    status, findings = doctor(capsys)
+
+    assert status == 1
+    assert findings["database"] == (
+        "PROBLEM",
+        f"{without_temporary_tables}: Tayori's role may not create temporary tables, through "
+        "which plans write their rows: GRANT TEMPORARY ON DATABASE to it",
+    )
 
 
 def test_an_unreachable_database_says_why_with_the_password_hidden_and_the_rest_still_run(
