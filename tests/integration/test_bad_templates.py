@@ -129,8 +129,10 @@ def test_rendering_a_slow_template_holds_no_lock_an_import_would_wait_for(
         messages_dir=_broken_messages(tmp_path, "cadence_nudge/line.j2", SLOW),
     )
     worker_side = open_runtime(settings)
-    # The import gives up as soon as it finds the database locked for a fifth of a second.
-    importer = open_runtime(replace(settings, database_url=f"sqlite:///{database}?timeout=0.2"))
+    # The import gives up as soon as it finds the database locked for half a second:
+    # half the rendering's second, and more than the worker's own writes take on a
+    # machine busy with other tests (a fifth of a second was not, once).
+    importer = open_runtime(replace(settings, database_url=f"sqlite:///{database}?timeout=0.5"))
     try:
         nudged_patients(worker_side)
         worker_side.dispatcher.renderer = Renderer(settings.messages_dir, time_limit=1.0)
