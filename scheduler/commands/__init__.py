@@ -37,6 +37,12 @@ def program() -> NoReturn:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.plans_a_clinic:
+        # First thing: the server's import of the planner then runs beside this
+        # process's own imports rather than after them (outbox/fork_server.py).
+        from scheduler.outbox.fork_server import start_ahead
+
+        start_ahead(os.environ)
     # Imported after the arguments are read: `--help` and a mistyped option need none.
     from scheduler.commands.errors import report
 
@@ -90,14 +96,22 @@ def parser() -> argparse.ArgumentParser:
         clinics: str | None = ONE_CLINIC,
         *,
         reads_settings: bool = False,
+        plans_a_clinic: bool = False,
     ) -> argparse.ArgumentParser:
         """A command whose `handler` is `module:function` in this package, imported
         only when the command runs (so `tayori --help` starts at once). It is given
         the settings, unless it `reads_settings` itself (with `read_settings`). It
         acts on one clinic (`--clinic`, needed when the installation serves several),
-        on every clinic unless `--clinic` narrows it, or on the installation itself."""
+        on every clinic unless `--clinic` narrows it, or on the installation itself.
+        One that `plans_a_clinic` whole starts its planning processes' fork server
+        first thing (outbox/fork_server.py)."""
         sub = commands.add_parser(name, help=help, description=help)
-        sub.set_defaults(command=handler, reads_settings=reads_settings, clinics=clinics)
+        sub.set_defaults(
+            command=handler,
+            reads_settings=reads_settings,
+            clinics=clinics,
+            plans_a_clinic=plans_a_clinic,
+        )
         if clinics is not None:
             clinic_option(sub, clinics)
         return sub
@@ -133,7 +147,12 @@ def parser() -> argparse.ArgumentParser:
     importing.add_argument("file", type=Path)
     now_option(importing, "record the import (consent and phase history) at this moment")
 
-    planning = command("plan", "outbox:plan", "show what would be sent, without sending or writing")
+    planning = command(
+        "plan",
+        "outbox:plan",
+        "show what would be sent, without sending or writing",
+        plans_a_clinic=True,
+    )
     now_option(planning, "plan as of this moment")
     planning.add_argument("--days", type=positive_int, default=7, help="look ahead (default 7)")
     planning.add_argument("--json", action="store_true", help="print a JSON array")
@@ -146,6 +165,7 @@ def parser() -> argparse.ArgumentParser:
         "worker:tick_once",
         "run one worker cycle: plan, then send what is due",
         clinics=EVERY_CLINIC,
+        plans_a_clinic=True,
     )
     now_option(ticking, "run the cycle as of this moment")
 

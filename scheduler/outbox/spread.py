@@ -13,12 +13,13 @@ read, and a change of their facts marks them by updating those rows, so it canno
 commit before the plan does (store/replan.py). A child reads the committed facts,
 never the parent's own writes, which are outbox rows and `replan_at`, not facts.
 
-Children are forked from a fork server, a process of its own started once with the
-planner imported, not from the worker itself: a worker has threads (its scheduler,
-the dispatcher's lanes), and a forked copy of a threaded process can hang on a lock
-some other thread held. The server's start costs about as much as importing the
-planner (under a second; this process reads the first batches meanwhile), and a plan
-is spread only from `Spreading.from_patients` patients on.
+Children are forked from a fork server (outbox/fork_server.py), a process of its own
+started once with the planner imported, not from the worker itself: a worker has
+threads (its scheduler, the dispatcher's lanes), and a forked copy of a threaded
+process can hang on a lock some other thread held. The server's start costs about
+as much as importing the planner (under a second; `tayori plan` and `tayori tick`
+start it as they start, and a plan that starts it reads the first batches itself
+meanwhile), and a plan is spread only from `Spreading.from_patients` patients on.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from scheduler.outbox import fork_server
 from scheduler.settings import Spreading
 from scheduler.store.clinics import clinic_of
 
@@ -59,10 +61,8 @@ _planning = 0
 _thresholds_before: tuple[int, int, int] = gc.get_threshold()
 
 # About as long as the fork server takes to start and import the planner: what a
-# process's first spread plan reads itself meanwhile.
+# plan that starts it reads itself meanwhile.
 _FORK_SERVER_START_SECONDS = 0.4
-_fork_server = threading.Lock()
-_fork_server_started = False
 
 
 @contextmanager
@@ -128,7 +128,7 @@ def _answers(
             yield work(session, group, *args, **kwargs)
         return
     done = 0
-    if _start_fork_server():
+    if fork_server.start():
         # While it starts and imports the planner, this process reads the first
         # batches itself (at most its share), rather than wait for the children.
         starting = time.monotonic() + _FORK_SERVER_START_SECONDS
@@ -182,22 +182,6 @@ def _in_children(
     finally:
         # On an error, or a caller that stops early, the batches not started are dropped.
         pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _start_fork_server() -> bool:
-    """Start the fork server without waiting for it, the first time in this process
-    (it serves every later plan of the process); whether it started now."""
-    global _fork_server_started
-    with _fork_server:
-        if _fork_server_started:
-            return False
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["scheduler.outbox.planner"])
-        # What `Process.start` calls first; undocumented, but in every Python since
-        # 3.4. Called here, it returns once the server is launched, not ready.
-        multiprocessing.forkserver.ensure_running()
-        _fork_server_started = True
-        return True
 
 
 def _shared_url(session: Session) -> str | None:

@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from scheduler.commands import main
+from scheduler.outbox import fork_server
 from scheduler.outbox import spread as spread_module
 from scheduler.outbox.planner import PlannedMessage, PlanResult, dry_run, plan
 from scheduler.outbox.spread import spread
@@ -228,7 +229,7 @@ def fork_server_started(request: pytest.FixtureRequest, monkeypatch: pytest.Monk
     the next spread is taken for the process's first (the server, running or not, is
     asked again), and the server for one slow to start."""
     started: bool = request.param
-    monkeypatch.setattr(spread_module, "_fork_server_started", started)
+    monkeypatch.setattr(fork_server, "_started", started)
     monkeypatch.setattr(spread_module, "_FORK_SERVER_START_SECONDS", 60.0)
     return started
 

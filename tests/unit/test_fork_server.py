@@ -1,0 +1,60 @@
+"""`tayori plan` and `tayori tick` start their planning processes' fork server as they
+start (outbox/fork_server.py), when the settings may let a plan use it."""
+
+from __future__ import annotations
+
+import multiprocessing.forkserver
+
+import pytest
+
+from scheduler.commands import parser
+from scheduler.outbox import fork_server
+
+
+@pytest.fixture
+def launches(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The servers launched, none of them for real, by a process that has none yet."""
+    launched: list[str] = []
+    monkeypatch.setattr(fork_server, "_started", False)
+    monkeypatch.setattr(
+        multiprocessing.forkserver, "ensure_running", lambda: launched.append("server")
+    )
+    return launched
+
+
+@pytest.mark.parametrize(
+    ("value", "cores", "launched"),
+    [
+        pytest.param(None, {0, 1}, ["server"], id="auto, two cores"),
+        pytest.param("auto", {0}, [], id="auto, one core"),
+        pytest.param("3", {0}, ["server"], id="three"),
+        pytest.param("1", {0, 1}, [], id="one"),
+        pytest.param("two", {0, 1}, [], id="refused by the settings"),
+    ],
+)
+def test_the_server_starts_ahead_only_when_a_plan_may_spread(
+    launches: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    value: str | None,
+    cores: set[int],
+    launched: list[str],
+) -> None:
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: cores)
+    env = {} if value is None else {"TAYORI_PLANNING_PROCESSES": value}
+    fork_server.start_ahead(env)
+    assert launches == launched
+
+
+def test_the_server_is_started_once_in_a_process(launches: list[str]) -> None:
+    assert [fork_server.start(), fork_server.start()] == [True, False]
+    assert launches == ["server"]
+
+
+@pytest.mark.parametrize(
+    ("command", "plans"),
+    [(["plan"], True), (["tick"], True), (["run"], False), (["status"], False)],
+)
+def test_only_the_commands_that_plan_a_clinic_start_it_ahead(
+    command: list[str], plans: bool
+) -> None:
+    assert parser().parse_args(command).plans_a_clinic is plans
