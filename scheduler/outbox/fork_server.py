@@ -4,8 +4,8 @@ One per process, started at most once, and it serves every later plan of the
 process. Starting it costs about half a second: the server imports the planner.
 `tayori plan` and `tayori tick` start it first thing (`start_ahead`), so that
 the import runs beside the command's own rather than after it, when the plan
-begins and waits for it. This module imports nothing of Tayori's, nor SQLAlchemy,
-so that asking for it costs nothing.
+begins and waits for it. This module imports nothing of Tayori's, nor SQLAlchemy:
+asking for it costs multiprocessing's own import, some 20–30 ms.
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ def start_ahead(env: Mapping[str, str]) -> None:
     half a second of another core's time, once per command."""
     text = (env.get("TAYORI_PLANNING_PROCESSES") or "auto").strip().lower()
     if text == "auto":
-        several = len(os.sched_getaffinity(0)) > 1 if hasattr(os, "sched_getaffinity") else False
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        several = (cores or 1) > 1
     else:
         several = text.isdigit() and int(text) > 1
     if several:
