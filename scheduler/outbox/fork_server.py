@@ -4,17 +4,20 @@ One per process, started at most once, and it serves every later plan of the
 process. Starting it costs about half a second: the server imports the planner.
 `tayori plan` and `tayori tick` start it first thing (`start_ahead`), so that
 the import runs beside the command's own rather than after it, when the plan
-begins and waits for it. This module imports nothing of Tayori's, nor SQLAlchemy:
-asking for it costs multiprocessing's own import, some 20–30 ms.
+begins and waits for it. This module imports nothing heavy (no SQLAlchemy): asking
+for it costs multiprocessing's own import and the reading of the setting, some
+30–50 ms.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.forkserver
-import os
 import threading
 from collections.abc import Mapping
+
+from scheduler.core.config import ConfigError
+from scheduler.planning_processes import planning_processes
 
 _lock = threading.Lock()
 _started = False
@@ -40,15 +43,13 @@ def start_ahead(env: Mapping[str, str]) -> None:
     """Start the server now if a plan may use it: unless `TAYORI_PLANNING_PROCESSES`
     in `env` says one process (or this machine has one core, for `auto`).
 
-    Read as the settings read it (`scheduler.settings`), before they are loaded: a
-    value they will refuse starts nothing, and a `.env` file is not read yet. A
-    clinic too small to spread its plans has then started a server for nothing:
-    half a second of another core's time, once per command."""
-    text = (env.get("TAYORI_PLANNING_PROCESSES") or "auto").strip().lower()
-    if text == "auto":
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        several = (cores or 1) > 1
-    else:
-        several = text.isdigit() and int(text) > 1
+    Read before the settings are loaded: a value they will refuse starts nothing
+    (they say what is wrong), and a `.env` file is not read yet. A clinic too small
+    to spread its plans has then started a server for nothing: half a second of
+    another core's time, once per command."""
+    try:
+        several = planning_processes(env) > 1
+    except ConfigError:
+        return
     if several:
         start()

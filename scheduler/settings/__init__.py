@@ -24,6 +24,7 @@ from sqlalchemy.exc import ArgumentError
 from scheduler.core.campaigns import Campaign
 from scheduler.core.config import Clinic, ConfigError, Digest, Dispatch, Rules
 from scheduler.core.domain import EMAIL_ADDRESS
+from scheduler.planning_processes import planning_processes
 from scheduler.settings.campaigns import parse_campaigns
 from scheduler.settings.config_file import ConfigFile, parse_config
 
@@ -152,7 +153,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         secret_key=secret_key,
         campaigns=_campaigns(env, config_path),
         metrics_token=env.get("TAYORI_METRICS_TOKEN", ""),
-        spreading=Spreading(processes=_planning_processes(env)),
+        spreading=Spreading(processes=planning_processes(env)),
     )
 
 
@@ -243,26 +244,6 @@ def log_format(env: Mapping[str, str]) -> str:
     if text.lower() not in LOG_FORMATS:
         raise ConfigError(f"LOG_FORMAT: expected text or json, got {text!r}")
     return text.lower()
-
-
-def _planning_processes(env: Mapping[str, str]) -> int:
-    """TAYORI_PLANNING_PROCESSES: a number from 1, or `auto` (the default): as many as
-    the cores this process may run on."""
-    text = (env.get("TAYORI_PLANNING_PROCESSES") or "auto").strip()
-    if text.lower() == "auto":
-        return _available_cores()
-    if not text.isdigit() or int(text) < 1:
-        raise ConfigError(
-            f"TAYORI_PLANNING_PROCESSES: expected auto or a whole number from 1, got {text!r}"
-        )
-    return int(text)
-
-
-def _available_cores() -> int:
-    """The cores this process may run on, a container's or taskset's limit included."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1  # not Linux
 
 
 def _campaigns(env: Mapping[str, str], config_path: Path) -> tuple[Campaign, ...]:
