@@ -54,11 +54,13 @@ from scheduler.store.batches import batches
 from scheduler.store.clinics import clinic_of
 from scheduler.store.db import among, among_texts
 from scheduler.store.facts import contacts_of, load_facts_of
-from scheduler.store.models import Delivery, Patient, Replan, new_delivery_id
+from scheduler.store.models import Delivery, Patient, new_delivery_id
 from scheduler.store.replan import (
     last_fingerprint,
+    lock_for_planning,
     patient_ids,
     patients_to_plan,
+    planned_beyond,
     set_replan_at,
     settings_changed,
 )
@@ -186,11 +188,7 @@ def plan_patient(
     different facts. While a campaign occurrence waits for its first plan (which
     paces its whole audience at once) the patient is left to that cycle, marked as
     they are: None."""
-    session.execute(
-        select(Replan.patient_id)
-        .where(Replan.patient_id == patient_id)
-        .with_for_update(key_share=True)
-    )
+    lock_for_planning(session, patient_id)
     live: list[tuple[Campaign, Occurrence]] = []
     paused: frozenset[str] = frozenset()
     if settings is not None:
@@ -569,15 +567,7 @@ def _settled(
     fingerprint = settings_fingerprint(rules, campaigns, settings.config.closures)
     if last_fingerprint(session) != fingerprint:
         return set()  # the next cycle plans everyone again
-    return set(
-        session.scalars(
-            select(Replan.patient_id).where(
-                Replan.clinic_id == clinic_of(session),
-                Replan.replan_at.is_not(None),
-                Replan.replan_at > until,
-            )
-        )
-    )
+    return planned_beyond(session, until)
 
 
 def _planned_for(

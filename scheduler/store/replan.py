@@ -118,11 +118,7 @@ def patients_to_plan(session: Session, now: datetime) -> list[int]:
     is skipped: another worker plans it, or its change is not committed yet (the
     next cycle plans it)."""
     due = or_(Replan.replan_at.is_(None), Replan.replan_at <= now)
-    query = (
-        select(Replan.patient_id)
-        .where(Replan.clinic_id == clinic_of(session), due)
-        .order_by(Replan.patient_id)
-    )
+    query = _of_clinic(session).where(due).order_by(Replan.patient_id)
     return list(session.scalars(query.with_for_update(key_share=True, skip_locked=True)))
 
 
@@ -130,12 +126,29 @@ def patient_ids(session: Session) -> list[int]:
     """Every patient, locked until the plan commits, waiting for those that other
     transactions hold: a plan of everyone (a campaign occurrence's first, which
     paces its whole audience at once) must leave no one out."""
-    query = (
-        select(Replan.patient_id)
-        .where(Replan.clinic_id == clinic_of(session))
-        .order_by(Replan.patient_id)
-    )
+    query = _of_clinic(session).order_by(Replan.patient_id)
     return list(session.scalars(query.with_for_update(key_share=True)))
+
+
+def lock_for_planning(session: Session, patient_id: int) -> None:
+    """Lock one patient's row as a cycle locks those it plans, until the transaction
+    ends: a plan of one patient (the desk's) and a cycle never plan it at once."""
+    session.execute(
+        select(Replan.patient_id)
+        .where(Replan.patient_id == patient_id)
+        .with_for_update(key_share=True)
+    )
+
+
+def planned_beyond(session: Session, until: datetime) -> set[int]:
+    """The patients planned last with a moment after `until`: nothing but new facts
+    changes their due messages before it."""
+    query = _of_clinic(session).where(Replan.replan_at.is_not(None), Replan.replan_at > until)
+    return set(session.scalars(query))
+
+
+def _of_clinic(session: Session) -> Select[int]:
+    return select(Replan.patient_id).where(Replan.clinic_id == clinic_of(session))
 
 
 # Why the locks (PostgreSQL; SQLite has one writer at a time, which gives the same):
