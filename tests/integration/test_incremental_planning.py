@@ -26,7 +26,7 @@ from scheduler.core.domain import (
     Reason,
 )
 from scheduler.messages.templates import Renderer
-from scheduler.outbox.planner import PlannedMessage, dry_run, plan
+from scheduler.outbox.planner import PlannedMessage, PlanResult, dry_run, plan, plan_patient
 from scheduler.outbox.transitions import requeue
 from scheduler.runtime import Runtime, open_runtime
 from scheduler.settings import Settings
@@ -319,6 +319,38 @@ def test_a_change_made_while_a_plan_runs_is_planned_at_the_next_cycle(
         assert len(_planned_patients(runtime, NOW + timedelta(minutes=1))) == 1
     finally:
         runtime.close()
+
+
+@pytest.mark.postgres
+def test_a_plan_of_one_patient_waits_for_the_cycle_that_plans_them(
+    request: pytest.FixtureRequest, repo_settings: Settings, tmp_path: Path
+) -> None:
+    """The desk plans a patient at once; a cycle planning them meanwhile holds their
+    row, so the desk's plan waits and then finds its messages written."""
+    url = empty_database(request, "postgresql", tmp_path)
+    runtime = open_runtime(replace(repo_settings, database_url=url))
+    try:
+        _seen_a_week_ago(runtime)
+        with runtime.sessions() as session:
+            patient_id = session.scalars(select(Patient.id)).one()
+        results: list[PlanResult | None] = []
+        with transaction(runtime.sessions) as planning:
+            assert patients_to_plan(planning, NOW) == [patient_id]  # now locked
+            desk = threading.Thread(target=_plan_one, args=(runtime, patient_id, results))
+            desk.start()
+            wait_until_a_lock_is_awaited(planning)
+            cycle = plan(planning, NOW, runtime.settings.rules, runtime.settings)
+        desk.join(timeout=30)
+        assert cycle.created > 0
+        assert results == [PlanResult(created=0, revived=0, withdrawn=0)]
+    finally:
+        runtime.close()
+
+
+def _plan_one(runtime: Runtime, patient_id: int, results: list[PlanResult | None]) -> None:
+    settings = runtime.settings
+    with transaction(runtime.sessions) as session:
+        results.append(plan_patient(session, patient_id, NOW, settings.rules, settings))
 
 
 @pytest.mark.postgres
