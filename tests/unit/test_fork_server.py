@@ -4,10 +4,11 @@ start (outbox/fork_server.py), when the settings may let a plan use it."""
 from __future__ import annotations
 
 import multiprocessing.forkserver
+from pathlib import Path
 
 import pytest
 
-from scheduler.commands import parser
+from scheduler.commands import main
 from scheduler.outbox import fork_server
 
 
@@ -51,10 +52,22 @@ def test_the_server_is_started_once_in_a_process(launches: list[str]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("command", "plans"),
-    [(["plan"], True), (["tick"], True), (["run"], False), (["status"], False)],
+    ("command", "launched"),
+    [(["plan"], ["server"]), (["tick"], ["server"]), (["run"], []), (["status"], [])],
 )
-def test_only_the_commands_that_plan_a_clinic_start_it_ahead(
-    command: list[str], plans: bool
+def test_the_commands_that_plan_a_clinic_start_it_before_anything_else(
+    launches: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    command: list[str],
+    launched: list[str],
 ) -> None:
-    assert parser().parse_args(command).plans_a_clinic is plans
+    # In a folder without settings: the command itself fails, after the server
+    # has been asked for.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TAYORI_PLANNING_PROCESSES", "2")
+    monkeypatch.setenv("TAYORI_CONFIG", str(tmp_path / "missing.toml"))
+    assert main(command) != 0
+    assert launches == launched
+    assert "missing.toml" in capsys.readouterr().err
