@@ -47,8 +47,8 @@ class DriverRows:
         self.marker = "?" if dialect.paramstyle == "qmark" else "%s"
         self.postgresql = dialect.name == "postgresql"
         # The columns' types as PostgreSQL names them, without a length (VARCHAR(64)
-        # is VARCHAR): what an array cast and a binary COPY need. The length is still
-        # checked, as each value goes into its column.
+        # is VARCHAR): what a binary COPY needs. The length is still checked, as each
+        # value goes into its column.
         self.types = (
             [
                 _LENGTH.sub("", table.c[c].type.compile(dialect=dialect)).lower()
