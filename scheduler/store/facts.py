@@ -8,7 +8,19 @@ from datetime import datetime
 from enum import StrEnum
 from typing import NamedTuple, Protocol, TypeVar
 
-from sqlalchemy import Select, String, and_, func, or_, select, type_coerce
+from sqlalchemy import (
+    ColumnClause,
+    ColumnElement,
+    CompoundSelect,
+    Select,
+    String,
+    and_,
+    literal_column,
+    or_,
+    select,
+    type_coerce,
+    union_all,
+)
 from sqlalchemy.orm import Session
 
 from scheduler.core.domain import (
@@ -185,9 +197,13 @@ _APPOINTMENT_COLUMNS = (
 )
 
 
+# `status = 'booked'` as the bookings index's own condition reads (store/models.py).
+_BOOKED: ColumnClause[str] = literal_column(f"'{AppointmentStatus.BOOKED.value}'")
+
+
 def _relevant_appointments(
     session: Session, ids: list[int], now: datetime
-) -> Select[int, int, datetime, str]:
+) -> CompoundSelect[int, int, datetime, str]:
     """The appointments of these patients that the rules can read at `now` or later.
 
     The rest are past visits before the latest one, and cancellations and no-shows
@@ -195,32 +211,50 @@ def _relevant_appointments(
     `last_visit` and a campaign's `visited_within_days` need, and a no-show before it
     gets no follow-up (the patient has moved on). Kept: every appointment ahead,
     every booking (one past and not yet marked counts as a visit, and excludes the
-    patient from some campaigns), the latest visit and whatever came after it.
+    patient from some campaigns), the latest visit and whatever came after it; of a
+    patient who never visited, the no-shows too.
+
+    Each part is found through an index rather than by reading every past
+    appointment: the latest visit from the end of the patient's appointments, what
+    came after it from there on, and earlier bookings in the bookings index.
     """
-    latest = (
-        select(Appointment.patient_id, func.max(Appointment.starts_at).label("at"))
+    latest_visit = (
+        select(Appointment.starts_at)
         .where(
-            among(session, Appointment.patient_id, ids),
-            Appointment.status == AppointmentStatus.VISITED,
+            Appointment.patient_id == Patient.id,
             Appointment.starts_at <= now,
+            Appointment.status == AppointmentStatus.VISITED,
         )
-        .group_by(Appointment.patient_id)
-        .subquery()
+        .order_by(Appointment.starts_at.desc())
+        .limit(1)
+        .scalar_subquery()
     )
-    return (
-        select(*_APPOINTMENT_COLUMNS)
-        .outerjoin(latest, latest.c.patient_id == Appointment.patient_id)
-        .where(
-            among(session, Appointment.patient_id, ids),
+    latest = (
+        select(Patient.id.label("patient_id"), latest_visit.label("at"))
+        .where(among(session, Patient.id, ids))
+        .cte("latest")
+    )
+
+    def appointments_where(*conditions: ColumnElement[bool]) -> Select[int, int, datetime, str]:
+        of_patient = Appointment.patient_id == latest.c.patient_id
+        return (
+            select(*_APPOINTMENT_COLUMNS)
+            .select_from(latest)
+            .join(Appointment, and_(of_patient, *conditions))
+        )
+
+    relevant = union_all(
+        appointments_where(Appointment.starts_at >= latest.c.at),
+        appointments_where(Appointment.status == _BOOKED, Appointment.starts_at < latest.c.at),
+        appointments_where(
+            latest.c.at.is_(None),
             or_(
                 Appointment.starts_at > now,
-                Appointment.status == AppointmentStatus.BOOKED,
-                Appointment.starts_at >= latest.c.at,
-                and_(Appointment.status == AppointmentStatus.NO_SHOW, latest.c.at.is_(None)),
+                Appointment.status.in_([AppointmentStatus.BOOKED, AppointmentStatus.NO_SHOW]),
             ),
-        )
-        .order_by(Appointment.starts_at)
+        ),
     )
+    return relevant.order_by(relevant.selected_columns.starts_at)
 
 
 def load_facts(
@@ -293,7 +327,8 @@ def _facts(
 
     The rows are read by position, never by name: a hundred thousand patients' rows
     read by name cost the planner a second."""
-    appointment_query = select(*_APPOINTMENT_COLUMNS).order_by(Appointment.starts_at)
+    every_appointment = select(*_APPOINTMENT_COLUMNS).order_by(Appointment.starts_at)
+    appointment_query: Select[int, int, datetime, str] | CompoundSelect[int, int, datetime, str]
     history_query = select(
         CadenceChange.patient_id,
         CadenceChange.id,
@@ -305,13 +340,13 @@ def _facts(
     ids = None if everyone else [patient[0] for patient in patients]
     if ids is None:
         clinic_patients = _clinic_patients(session)
-        appointment_query = appointment_query.where(Appointment.patient_id.in_(clinic_patients))
+        appointment_query = every_appointment.where(Appointment.patient_id.in_(clinic_patients))
         history_query = history_query.where(CadenceChange.patient_id.in_(clinic_patients))
     else:
         appointment_query = (
             _relevant_appointments(session, ids, now)
             if relevant_only
-            else appointment_query.where(among(session, Appointment.patient_id, ids))
+            else every_appointment.where(among(session, Appointment.patient_id, ids))
         )
         history_query = history_query.where(among(session, CadenceChange.patient_id, ids))
     # Core rather than ORM execution: these are plain rows, and many of them.

@@ -156,10 +156,27 @@ class Patient(Base):
     )
 
 
+# The rows the appointments' bookings index holds. A query that is to read them by it
+# has `status = 'booked'` in its text: a bound parameter in its place would keep
+# PostgreSQL's generic plan of a prepared statement from using the index.
+_BOOKED = text("status = 'booked'")
+
+
 class Appointment(Base):
     __tablename__ = "appointments"
-    # Its index also serves every lookup by patient (migration 0017).
-    __table_args__ = (UniqueConstraint("patient_id", "starts_at"),)
+    __table_args__ = (
+        # Its index also serves every lookup by patient (migration 0017).
+        UniqueConstraint("patient_id", "starts_at"),
+        # Each patient's bookings, a few in a hundred appointments: the facts find a
+        # past booking without reading every past visit (migration 0020).
+        Index(
+            "ix_appointments_patient_id_starts_at_booked",
+            "patient_id",
+            "starts_at",
+            sqlite_where=_BOOKED,
+            postgresql_where=_BOOKED,
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"))

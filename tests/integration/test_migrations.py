@@ -49,9 +49,8 @@ def test_the_latest_migration_downgrades_and_upgrades_again(database_url: str) -
     assert differences == []
 
 
-def test_the_campaign_index_holds_only_rows_of_a_campaign(database_url: str) -> None:
+def _index_definition(database_url: str, index: str) -> str:
     # compare_metadata does not compare an index's condition: read it from the catalog.
-    index = "ix_deliveries_clinic_id_campaign_id_campaign_day"
     engine = sa.create_engine(database_url)
     try:
         with engine.connect() as connection:
@@ -62,11 +61,22 @@ def test_the_campaign_index_holds_only_rows_of_a_campaign(database_url: str) -> 
                     "SELECT indexdef FROM pg_indexes "
                     "WHERE indexname = :index AND schemaname = current_schema()"
                 )
-            definition = connection.execute(sa.text(query), {"index": index}).scalar_one()
+            definition: str = connection.execute(sa.text(query), {"index": index}).scalar_one()
     finally:
         engine.dispose()
+    return definition
+
+
+def test_the_campaign_index_holds_only_rows_of_a_campaign(database_url: str) -> None:
+    definition = _index_definition(database_url, "ix_deliveries_clinic_id_campaign_id_campaign_day")
     assert "WHERE" in definition.upper()
     assert "campaign_id IS NOT NULL" in definition
+
+
+def test_the_bookings_index_holds_only_bookings(database_url: str) -> None:
+    definition = _index_definition(database_url, "ix_appointments_patient_id_starts_at_booked")
+    assert "WHERE" in definition.upper()
+    assert "'booked'" in definition
 
 
 @contextmanager

@@ -71,3 +71,36 @@ def test_the_rules_give_the_same_from_the_relevant_appointments_as_from_all(
             len(f.appointments) for f in everything
         )
         assert _outcome(relevant, runtime, now) == _outcome(everything, runtime, now), now
+
+
+def _kept(facts: PatientFacts, now: datetime) -> tuple[int, ...]:
+    """The appointments `_relevant_appointments` promises, worked out from them all."""
+    visits = [
+        a.starts_at
+        for a in facts.appointments
+        if a.status is AppointmentStatus.VISITED and a.starts_at <= now
+    ]
+    latest = max(visits, default=None)
+    return tuple(
+        a.id
+        for a in facts.appointments
+        if a.starts_at > now
+        or a.status is AppointmentStatus.BOOKED
+        or (latest is not None and a.starts_at >= latest)
+        or (latest is None and a.status is AppointmentStatus.NO_SHOW)
+    )
+
+
+def test_the_relevant_appointments_are_the_latest_visit_what_follows_and_every_booking(
+    runtime: Runtime,
+) -> None:
+    _clinic(runtime, random.Random(5))
+    for day in range(-150, 120, 13):
+        now = START + timedelta(days=day, hours=day % 7)
+        with runtime.sessions() as session:
+            ids = list(session.scalars(select(Patient.id).order_by(Patient.id)))
+            everything = load_facts(session, now)
+            relevant = load_facts_of(session, now, ids)
+        assert [tuple(a.id for a in f.appointments) for f in relevant] == [
+            _kept(f, now) for f in everything
+        ], now
