@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterable, Mapping
-from datetime import timedelta
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime, timedelta
 from json.encoder import encode_basestring
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
 
@@ -16,7 +17,7 @@ from scheduler.core.domain import ChannelName, Reason
 from scheduler.outbox import transitions
 from scheduler.outbox.budget import line_quota
 from scheduler.outbox.manual import parse_key, requeue, send_sample
-from scheduler.outbox.planner import dry_run
+from scheduler.outbox.planner import PlannedMessage, dry_run
 from scheduler.outbox.report import DeliveryLine
 from scheduler.outbox.report import status as outbox_status
 from scheduler.settings import Settings
@@ -42,14 +43,40 @@ def _indented_object(item: Mapping[str, object]) -> str:
 
     An object of plain values (a dry run's every message) is put together here: with
     `indent`, json encodes in Python rather than C, a second for a clinic's week."""
-    if item and all(isinstance(value, str | bool | int | None) for value in item.values()):
-        fields = (
-            f"    {encode_basestring(key)}: "
-            + (encode_basestring(value) if isinstance(value, str) else json.dumps(value))
-            for key, value in item.items()
-        )
-        return "{\n" + ",\n".join(fields) + "\n  }"
-    return json.dumps(item, ensure_ascii=False, indent=2).replace("\n", "\n  ")
+    fields = []
+    for key, value in item.items():
+        if isinstance(value, str):
+            text = encode_basestring(value)
+        elif value is None or isinstance(value, bool | int):
+            text = json.dumps(value)
+        else:
+            return json.dumps(item, ensure_ascii=False, indent=2).replace("\n", "\n  ")
+        fields.append(f"    {encode_basestring(key)}: {text}")
+    return "{\n" + ",\n".join(fields) + "\n  }" if fields else "{}"
+
+
+def planned_items(
+    messages: Iterable[PlannedMessage], tz: ZoneInfo, *, keys: bool
+) -> Iterator[dict[str, object]]:
+    """The dry run's messages as `plan --json` prints them."""
+    # A clinic's week has a few thousand send moments for tens of thousands of messages.
+    local_times: dict[datetime, str] = {}
+    for m in messages:
+        send_at = local_times.get(m.send_at)
+        if send_at is None:
+            send_at = local_times[m.send_at] = m.send_at.astimezone(tz).isoformat()
+        item: dict[str, object] = {
+            "patient": m.patient,
+            "reason": m.reason,
+            "channel": m.channel.value,
+            "send_at": send_at,
+            "template": m.template,
+        }
+        if keys:
+            item["key"] = m.key
+        if m.held:
+            item["held"] = True
+        yield item
 
 
 def plan(args: argparse.Namespace, settings: Settings) -> int:
@@ -59,22 +86,10 @@ def plan(args: argparse.Namespace, settings: Settings) -> int:
         messages = dry_run(session, now, until, settings.rules, settings)
         quota = line_quota(session, now, settings.timezone, settings.config.line.monthly_quota)
         paused = sorted(paused_ids(session))
-    tz = settings.timezone
     # Said in the text only: the JSON stays a list of messages.
     paused_note = f"paused, so none of their newsletters: {', '.join(paused)}" if paused else ""
     if args.json:
-        print_json_array(
-            {
-                "patient": m.patient,
-                "reason": m.reason,
-                "channel": m.channel.value,
-                "send_at": m.send_at.astimezone(tz).isoformat(),
-                "template": m.template,
-                **({"key": m.key} if args.keys else {}),
-                **({"held": True} if m.held else {}),
-            }
-            for m in messages
-        )
+        print_json_array(planned_items(messages, settings.timezone, keys=args.keys))
         return 0
     if not messages:
         print(f"nothing to send in the next {args.days} day(s)")
