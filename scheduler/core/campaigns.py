@@ -326,7 +326,8 @@ def pace(
     `not_before` is for the planner that finds an occurrence late (the worker was
     down): it paces from then instead of sending every missed slot at once.
     """
-    ordered = sorted(set(recipients), key=lambda p: (_rank(occurrence, p), p))
+    rank = _ranking(occurrence)
+    ordered = sorted(set(recipients), key=lambda p: (rank(p), p))
     if not ordered:
         return {}
     start = occurrence.starts_at
@@ -431,11 +432,12 @@ def _nth(spans: Sequence[_Span], index: int) -> datetime:
     raise IndexError(index)
 
 
-def _rank(occurrence: Occurrence, patient_id: int) -> bytes:
+def _ranking(occurrence: Occurrence) -> Callable[[int], bytes]:
+    """A patient's rank in the occurrence's order."""
     # hashlib, not hash(): Python salts str hashes per process, and every worker and
     # every tick must agree on the order.
-    text = f"{occurrence.campaign_id}:{occurrence.day.isoformat()}:{patient_id}"
-    return hashlib.sha256(text.encode()).digest()
+    prefix = f"{occurrence.campaign_id}:{occurrence.day.isoformat()}:"
+    return lambda patient_id: hashlib.sha256(f"{prefix}{patient_id}".encode()).digest()
 
 
 def _open_days(first: date, is_closed: IsClosed, count: int | None) -> Iterator[date]:
@@ -473,6 +475,12 @@ class _Span(Sequence[datetime]):
         if not 0 <= index < self._count:
             raise IndexError(index)
         return self._grid.at(self._day, self._first + index)
+
+    def __iter__(self) -> Iterator[datetime]:
+        # Sequence's own goes through __getitem__, checks and all, for every slot.
+        at, day = self._grid.at, self._day
+        for k in range(self._first, self._first + self._count):
+            yield at(day, k)
 
 
 class _Grid:
