@@ -12,6 +12,7 @@ from sqlalchemy import (
     ColumnClause,
     ColumnElement,
     CompoundSelect,
+    ScalarSelect,
     Select,
     String,
     and_,
@@ -81,6 +82,19 @@ _STATUSES = _members(AppointmentStatus)
 _KINDS = _members(ConsentKind)
 
 
+def _consent_now(kind: ConsentKind) -> ScalarSelect[bool]:
+    """Of the patient in the enclosing query, the latest change of this consent:
+    whether it is given now (NULL: never asked, which is not given)."""
+    return (
+        select(ConsentChange.granted)
+        .where(ConsentChange.patient_id == Patient.id, ConsentChange.kind == kind)
+        .order_by(ConsentChange.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
+# With each patient's consent now: one row a patient, not one a change of consent.
 PATIENT_COLUMNS = (
     Patient.id,
     type_coerce(Patient.phase, String).label("phase"),
@@ -91,6 +105,8 @@ PATIENT_COLUMNS = (
     Patient.line_user_id,
     Patient.email_unusable_reason,
     Patient.line_unusable_reason,
+    _consent_now(ConsentKind.REMINDERS).label("reminders_opt_in"),
+    _consent_now(ConsentKind.NEWSLETTER).label("newsletter_opt_in"),
 )
 
 # The four answers there are: every patient shares one of them.
@@ -274,7 +290,10 @@ def load_facts(
             .order_by(Patient.id)
         )
         return _facts(session, now, everyone.all(), everyone=True)
-    return _facts(session, now, [_values(patient) for patient in patients], relevant_only)
+    patients = list(patients)
+    consent = current_consent(session, [patient.id for patient in patients])
+    values = [_values(patient, consent.get(patient.id, {})) for patient in patients]
+    return _facts(session, now, values, relevant_only)
 
 
 # A patient's `PATIENT_COLUMNS`, in their order.
@@ -288,10 +307,12 @@ _PatientValues = tuple[
     str | None,
     str | None,
     str | None,
+    bool | None,
+    bool | None,
 ]
 
 
-def _values(patient: PatientRow) -> _PatientValues:
+def _values(patient: PatientRow, consent: dict[ConsentKind, bool]) -> _PatientValues:
     return (
         patient.id,
         patient.phase,
@@ -302,6 +323,8 @@ def _values(patient: PatientRow) -> _PatientValues:
         patient.line_user_id,
         patient.email_unusable_reason,
         patient.line_unusable_reason,
+        consent.get(ConsentKind.REMINDERS),
+        consent.get(ConsentKind.NEWSLETTER),
     )
 
 
@@ -363,14 +386,22 @@ def _facts(
         history_query
     ).all():
         histories[patient_id].append(_Cadence(change_id, phase, nudge, follow_up, changed_at))
-    consent = current_consent(session, ids)
-    no_consent: dict[ConsentKind, bool] = {}
     no_history: list[_Cadence] = []
 
     def facts(patient: _PatientValues) -> PatientFacts:
-        patient_id, phase, nudge, follow_up, channel, email, line, email_unusable, line_unusable = (
-            patient
-        )
+        (
+            patient_id,
+            phase,
+            nudge,
+            follow_up,
+            channel,
+            email,
+            line,
+            email_unusable,
+            line_unusable,
+            reminders,
+            newsletter,
+        ) = patient
         history = histories.get(patient_id, no_history)
         in_force, next_change_at = _cadence_at(history, now)
         # Without a history (never expected after migration 0002), the row is the truth.
@@ -380,12 +411,11 @@ def _facts(
                 in_force.nudge_after_days,
                 in_force.follow_up_days,
             )
-        given = consent.get(patient_id, no_consent)
         return PatientFacts(
             id=patient_id,
             phase=None if phase is None else _PHASES[phase],
-            reminders_opt_in=given.get(ConsentKind.REMINDERS, False),
-            newsletter_opt_in=given.get(ConsentKind.NEWSLETTER, False),
+            reminders_opt_in=bool(reminders),
+            newsletter_opt_in=bool(newsletter),
             preferred_channel=_CHANNELS[channel],
             contacts=_contacts(line, line_unusable, email, email_unusable),
             appointments=tuple(appointments.get(patient_id, ())),
