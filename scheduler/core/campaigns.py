@@ -27,7 +27,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from itertools import chain
+from itertools import chain, takewhile
 from typing import overload
 from zoneinfo import ZoneInfo
 
@@ -304,8 +304,10 @@ def pace(
     is_closed: IsClosed = _never_closed,
     *,
     not_before: datetime | None = None,
+    until: datetime | None = None,
 ) -> dict[int, datetime]:
-    """A send moment (aware, UTC) for each recipient.
+    """A send moment (aware, UTC) for each recipient (with `until`, for each whose
+    moment is not after it).
 
     Moments sit on a grid of evenly spaced slots, `per_hour` of them in every hour from
     the window's opening (30 an hour and opening at 09:00: every 2 minutes, on the even
@@ -324,7 +326,8 @@ def pace(
     The order is a stable hash of (campaign, day, patient), not the id, so the same
     patients are not always first or last; the result depends only on the arguments.
     `not_before` is for the planner that finds an occurrence late (the worker was
-    down): it paces from then instead of sending every missed slot at once.
+    down): it paces from then instead of sending every missed slot at once. `until`
+    is for the dry run, which looks a week ahead at an audience that may take months.
     """
     rank = _ranking(occurrence)
     ordered = sorted(set(recipients), key=lambda p: (rank(p), p))
@@ -341,13 +344,18 @@ def pace(
     first_start = max(start, at_local(days[0], at, tz))
     spans = [grid.span(day, first_start if n == 0 else start) for n, day in enumerate(days)]
     capacity = sum(len(span) for span in spans)
+    moments: Iterator[datetime]
     if len(ordered) <= capacity:
         # Recipient i takes slot ⌊i·capacity/n⌋: distinct, evenly spread, the first
         # at the very start.
-        return {p: _nth(spans, i * capacity // len(ordered)) for i, p in enumerate(ordered)}
-    later = _open_days(days[-1] + timedelta(days=1), is_closed, None)
-    overflow = (grid.span(day, start) for day in later)
-    moments = (moment for span in chain(spans, overflow) for moment in span)
+        moments = (_nth(spans, i * capacity // len(ordered)) for i in range(len(ordered)))
+    else:
+        later = _open_days(days[-1] + timedelta(days=1), is_closed, None)
+        overflow = (grid.span(day, start) for day in later)
+        moments = (moment for span in chain(spans, overflow) for moment in span)
+    if until is not None:
+        # In the recipients' order, each moment is later than the one before.
+        moments = takewhile(lambda moment: moment <= until, moments)
     return dict(zip(ordered, moments, strict=False))
 
 

@@ -193,7 +193,7 @@ def expected_newsletters(
     expected: list[Due] = []
     for (campaign, occurrence), members in zip(ahead, audiences, strict=True):
         rows = _rows_of(session, occurrence)
-        moments = _moments(rows, campaign, occurrence, sorted(members), now, settings)
+        moments = _moments(rows, campaign, occurrence, sorted(members), now, settings, until)
         expected += [
             _due(campaign, occurrence, patient_id, moment)
             for patient_id, moment in moments.items()
@@ -209,16 +209,26 @@ def _moments(
     members: list[int],
     now: datetime,
     settings: Settings,
+    until: datetime | None = None,
 ) -> dict[int, datetime]:
     """Each recipient's moment (`members`: the occurrence's audience): once an
     occurrence is planned, its recipients keep theirs; before, its pacing gives them
-    from `now` on."""
+    from `now` on (with `until`, those of later moments may be left out)."""
     tz = settings.timezone
     if rows:
         return {i: rows[i].send_after for i in members if i in rows}
     calendar = _Calendar(settings.config.closures)
     window = settings.rules.window
-    return pace(members, occurrence, campaign.pacing, window, tz, calendar.closed, not_before=now)
+    return pace(
+        members,
+        occurrence,
+        campaign.pacing,
+        window,
+        tz,
+        calendar.closed,
+        not_before=now,
+        until=until,
+    )
 
 
 def _waiting_in_outbox(

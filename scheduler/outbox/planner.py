@@ -407,8 +407,11 @@ def dry_run(
     answered from the outbox instead, where that plan put them; with `everyone`, the
     rules run for every patient.
     """
+    # Core rather than ORM execution: a clinic's every id.
     patients = set(
-        session.scalars(select(Patient.id).where(Patient.clinic_id == clinic_of(session)))
+        session.connection()
+        .execute(select(Patient.id).where(Patient.clinic_id == clinic_of(session)))
+        .scalars()
     )
     settled = set() if everyone else _settled(session, until, rules, settings)
     ahead = occurrences_ahead(session, now, until, settings) if settings is not None else []

@@ -598,6 +598,15 @@ def test_pacing_finishes_within_the_spread_when_the_cap_allows(recipients: int) 
     assert moments[-1].date() <= DAY + timedelta(days=2)
 
 
+@pytest.mark.parametrize("recipients", [400, 2500], ids=["within-the-spread", "beyond-the-cap"])
+def test_pacing_until_a_moment_leaves_out_only_the_later_recipients(recipients: int) -> None:
+    until = at(DAY + timedelta(days=1), 15).astimezone(UTC)
+    every = pace(range(recipients), OCCURRENCE, SPREAD_3, WINDOW, JST)
+    early = pace(range(recipients), OCCURRENCE, SPREAD_3, WINDOW, JST, until=until)
+    assert early == {p: moment for p, moment in every.items() if moment <= until}
+    assert 0 < len(early) < recipients
+
+
 def test_pacing_spreads_a_small_audience_over_every_sending_day() -> None:
     moments = local_moments(pace(range(90), OCCURRENCE, SPREAD_3, WINDOW, JST))
     per_day = Counter(m.date() for m in moments)
