@@ -23,8 +23,8 @@ from scheduler.core.domain import AppointmentStatus, ChannelName, ConsentKind
 from scheduler.core.routing import choose_channel
 from scheduler.core.window import at_local
 from scheduler.store.clinics import clinic_of
-from scheduler.store.facts import contacts_of
-from scheduler.store.models import Appointment, CadenceChange, ConsentChange, Patient
+from scheduler.store.facts import consent_now, contacts_of
+from scheduler.store.models import Appointment, CadenceChange, Patient
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def audience_members(
     conditions = [
         Patient.clinic_id == clinic_of(session),
         among,
-        _latest_newsletter_consent_granted(),
+        consent_now(ConsentKind.NEWSLETTER).is_(True),
         _has_a_usable_contact(),
     ]
     if rules.phases is not None:
@@ -86,20 +86,6 @@ def audience_members(
 
 def _start(day: date, tz: ZoneInfo) -> datetime:
     return at_local(day, time.min, tz)
-
-
-def _latest_newsletter_consent_granted() -> ColumnElement[bool]:
-    # The latest change read by the patient's index, for each patient: as an EXISTS
-    # over `id = (SELECT max(id) …)`, PostgreSQL made it a join that read every
-    # consent change of the clinic for each batch of patients.
-    latest = (
-        select(ConsentChange.granted)
-        .where(ConsentChange.patient_id == Patient.id, ConsentChange.kind == ConsentKind.NEWSLETTER)
-        .order_by(ConsentChange.id.desc())
-        .limit(1)
-        .scalar_subquery()
-    )
-    return latest.is_(True)
 
 
 def _has_a_usable_contact() -> ColumnElement[bool]:

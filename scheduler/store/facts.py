@@ -82,9 +82,11 @@ _STATUSES = _members(AppointmentStatus)
 _KINDS = _members(ConsentKind)
 
 
-def _consent_now(kind: ConsentKind) -> ScalarSelect[bool]:
+def consent_now(kind: ConsentKind) -> ScalarSelect[bool]:
     """Of the patient in the enclosing query, the latest change of this consent:
-    whether it is given now (NULL: never asked, which is not given)."""
+    whether it is given now (NULL: never asked, which is not given). Read through the
+    consent changes' index by patient: as `id = (SELECT max(id) …)`, PostgreSQL made
+    it a join that read every consent change of the clinic for each batch."""
     return (
         select(ConsentChange.granted)
         .where(ConsentChange.patient_id == Patient.id, ConsentChange.kind == kind)
@@ -105,8 +107,8 @@ PATIENT_COLUMNS = (
     Patient.line_user_id,
     Patient.email_unusable_reason,
     Patient.line_unusable_reason,
-    _consent_now(ConsentKind.REMINDERS).label("reminders_opt_in"),
-    _consent_now(ConsentKind.NEWSLETTER).label("newsletter_opt_in"),
+    consent_now(ConsentKind.REMINDERS).label("reminders_opt_in"),
+    consent_now(ConsentKind.NEWSLETTER).label("newsletter_opt_in"),
 )
 
 # The four answers there are: every patient shares one of them.
