@@ -47,7 +47,10 @@ def audience_members(
     `core.campaigns.audience` decides from their facts at `now`), in id order."""
     rules = campaign.audience
     conditions = [
-        Patient.clinic_id == clinic_of(session),
+        # `+ 0` keeps SQLite (which has no statistics here) from choosing the index by
+        # clinic, which made it read every patient of the clinic to find a dry run's
+        # batch of a thousand: five times the work of reading them by id.
+        Patient.clinic_id + 0 == clinic_of(session),
         among,
         consent_now(ConsentKind.NEWSLETTER).is_(True),
         _has_a_usable_contact(),
