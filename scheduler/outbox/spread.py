@@ -27,7 +27,6 @@ from __future__ import annotations
 import gc
 import logging
 import multiprocessing
-import multiprocessing.forkserver
 import signal
 import threading
 import time

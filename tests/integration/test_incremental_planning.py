@@ -76,6 +76,17 @@ def twins(
     whole.close()
 
 
+@pytest.fixture
+def postgresql_runtime(
+    request: pytest.FixtureRequest, repo_settings: Settings, tmp_path: Path
+) -> Iterator[Runtime]:
+    """The shipped settings on PostgreSQL alone, for the tests of its row locks."""
+    url = empty_database(request, "postgresql", tmp_path)
+    runtime = open_runtime(replace(repo_settings, database_url=url))
+    yield runtime
+    runtime.close()
+
+
 def _clinic(session: Session, now: datetime, rng: random.Random) -> None:
     for number in range(PATIENTS):
         external_id = f"P{number}"
@@ -301,50 +312,42 @@ def test_replan_all_marks_every_patient(
 
 @pytest.mark.postgres
 def test_a_change_made_while_a_plan_runs_is_planned_at_the_next_cycle(
-    request: pytest.FixtureRequest, repo_settings: Settings, tmp_path: Path
+    postgresql_runtime: Runtime,
 ) -> None:
     """The plan locks its patients' rows first: the change waits for it to commit,
     and its mark is not overwritten by a moment computed from the older facts."""
-    url = empty_database(request, "postgresql", tmp_path)
-    runtime = open_runtime(replace(repo_settings, database_url=url))
-    try:
-        _seen_a_week_ago(runtime)
-        with transaction(runtime.sessions) as planning:
-            assert patients_to_plan(planning, NOW)  # now locked
-            change = threading.Thread(target=_mark_everyone, args=(runtime,))
-            change.start()
-            wait_until_a_lock_is_awaited(planning)
-            plan(planning, NOW, runtime.settings.rules, runtime.settings)
-        change.join(timeout=30)
-        assert len(_planned_patients(runtime, NOW + timedelta(minutes=1))) == 1
-    finally:
-        runtime.close()
+    runtime = postgresql_runtime
+    _seen_a_week_ago(runtime)
+    with transaction(runtime.sessions) as planning:
+        assert patients_to_plan(planning, NOW)  # now locked
+        change = threading.Thread(target=_mark_everyone, args=(runtime,))
+        change.start()
+        wait_until_a_lock_is_awaited(planning)
+        plan(planning, NOW, runtime.settings.rules, runtime.settings)
+    change.join(timeout=30)
+    assert len(_planned_patients(runtime, NOW + timedelta(minutes=1))) == 1
 
 
 @pytest.mark.postgres
 def test_a_plan_of_one_patient_waits_for_the_cycle_that_plans_them(
-    request: pytest.FixtureRequest, repo_settings: Settings, tmp_path: Path
+    postgresql_runtime: Runtime,
 ) -> None:
     """The desk plans a patient at once; a cycle planning them meanwhile holds their
     row, so the desk's plan waits and then finds its messages written."""
-    url = empty_database(request, "postgresql", tmp_path)
-    runtime = open_runtime(replace(repo_settings, database_url=url))
-    try:
-        _seen_a_week_ago(runtime)
-        with runtime.sessions() as session:
-            patient_id = session.scalars(select(Patient.id)).one()
-        results: list[PlanResult | None] = []
-        with transaction(runtime.sessions) as planning:
-            assert patients_to_plan(planning, NOW) == [patient_id]  # now locked
-            desk = threading.Thread(target=_plan_one, args=(runtime, patient_id, results))
-            desk.start()
-            wait_until_a_lock_is_awaited(planning)
-            cycle = plan(planning, NOW, runtime.settings.rules, runtime.settings)
-        desk.join(timeout=30)
-        assert cycle.created > 0
-        assert results == [PlanResult(created=0, revived=0, withdrawn=0)]
-    finally:
-        runtime.close()
+    runtime = postgresql_runtime
+    _seen_a_week_ago(runtime)
+    with runtime.sessions() as session:
+        patient_id = session.scalars(select(Patient.id)).one()
+    results: list[PlanResult | None] = []
+    with transaction(runtime.sessions) as planning:
+        assert patients_to_plan(planning, NOW) == [patient_id]  # now locked
+        desk = threading.Thread(target=_plan_one, args=(runtime, patient_id, results))
+        desk.start()
+        wait_until_a_lock_is_awaited(planning)
+        cycle = plan(planning, NOW, runtime.settings.rules, runtime.settings)
+    desk.join(timeout=30)
+    assert cycle.created > 0
+    assert results == [PlanResult(created=0, revived=0, withdrawn=0)]
 
 
 def _plan_one(runtime: Runtime, patient_id: int, results: list[PlanResult | None]) -> None:
@@ -355,34 +358,30 @@ def _plan_one(runtime: Runtime, patient_id: int, results: list[PlanResult | None
 
 @pytest.mark.postgres
 def test_a_change_that_marks_then_writes_and_one_that_writes_then_marks_take_turns(
-    request: pytest.FixtureRequest, repo_settings: Settings, tmp_path: Path
+    postgresql_runtime: Runtime,
 ) -> None:
     """Forgetting a patient records a consent change (which marks them) before it
     erases their row; an import updates patients' rows before it marks them. Every
     mark locks the patient's row first, so the two take turns instead of each
     holding the row the other waits for."""
-    url = empty_database(request, "postgresql", tmp_path)
-    runtime = open_runtime(replace(repo_settings, database_url=url))
-    try:
-        _seen_a_week_ago(runtime)
-        with runtime.sessions() as session:
-            patient_id = session.scalars(select(Patient.id)).one()
-        errors: list[Exception] = []
-        with transaction(runtime.sessions) as importing:
-            # The import's first step: the patient's row, changed (and so locked).
-            importing.execute(update(Patient).values(name="山田 花"))
-            forgetting = threading.Thread(target=_forget, args=(runtime, patient_id, errors))
-            forgetting.start()
-            wait_until_a_lock_is_awaited(importing)
-            mark_for_planning(importing, [patient_id])  # the import's last step
-        forgetting.join(timeout=30)
-        assert errors == []
-        with runtime.sessions() as session:
-            forgotten = session.get_one(Patient, patient_id)
-            assert forgotten.forgotten_at is not None
-            assert session.get_one(Replan, patient_id).replan_at is None
-    finally:
-        runtime.close()
+    runtime = postgresql_runtime
+    _seen_a_week_ago(runtime)
+    with runtime.sessions() as session:
+        patient_id = session.scalars(select(Patient.id)).one()
+    errors: list[Exception] = []
+    with transaction(runtime.sessions) as importing:
+        # The import's first step: the patient's row, changed (and so locked).
+        importing.execute(update(Patient).values(name="山田 花"))
+        forgetting = threading.Thread(target=_forget, args=(runtime, patient_id, errors))
+        forgetting.start()
+        wait_until_a_lock_is_awaited(importing)
+        mark_for_planning(importing, [patient_id])  # the import's last step
+    forgetting.join(timeout=30)
+    assert errors == []
+    with runtime.sessions() as session:
+        forgotten = session.get_one(Patient, patient_id)
+        assert forgotten.forgotten_at is not None
+        assert session.get_one(Replan, patient_id).replan_at is None
 
 
 def _forget(runtime: Runtime, patient_id: int, errors: list[Exception]) -> None:
@@ -456,31 +455,27 @@ def _state(runtime: Runtime, delivery_id: str) -> DeliveryState:
 
 @pytest.mark.postgres
 def test_an_occurrences_first_plan_waits_for_a_patient_being_changed(
-    request: pytest.FixtureRequest, repo_settings: Settings, tmp_path: Path
+    postgresql_runtime: Runtime,
 ) -> None:
     """Its pacing spreads the whole audience once: no one may be left out."""
-    url = empty_database(request, "postgresql", tmp_path)
-    runtime = open_runtime(replace(repo_settings, database_url=url))
+    runtime = postgresql_runtime
     before = datetime(2026, 11, 30, 12, 0, tzinfo=JST)
-    try:
-        with transaction(runtime.sessions) as session:
-            for external_id in ("P1", "P2"):
-                add_patient(session, before, external_id, reminders=False, newsletter=True)
-                visit = before - timedelta(days=10)
-                add_appointment(session, before, visit, AppointmentStatus.VISITED, external_id)
-        _plan(runtime, before)
-        with transaction(runtime.sessions) as changing:
-            second = changing.scalars(select(Patient.id).filter_by(external_id="P2")).one()
-            mark_for_planning(changing, [second])  # a change of P2, not yet committed
-            start = datetime(2026, 12, 1, 10, 0, tzinfo=JST)  # the year-end letter's moment
-            planning = threading.Thread(target=_plan, args=(runtime, start))
-            planning.start()
-            wait_until_a_lock_is_awaited(changing)
-        planning.join(timeout=30)
-        with runtime.sessions() as session:
-            readers = session.scalars(
-                select(Delivery.patient_id).where(Delivery.reason == Reason.NEWSLETTER)
-            ).all()
-        assert len(readers) == 2
-    finally:
-        runtime.close()
+    with transaction(runtime.sessions) as session:
+        for external_id in ("P1", "P2"):
+            add_patient(session, before, external_id, reminders=False, newsletter=True)
+            visit = before - timedelta(days=10)
+            add_appointment(session, before, visit, AppointmentStatus.VISITED, external_id)
+    _plan(runtime, before)
+    with transaction(runtime.sessions) as changing:
+        second = changing.scalars(select(Patient.id).filter_by(external_id="P2")).one()
+        mark_for_planning(changing, [second])  # a change of P2, not yet committed
+        start = datetime(2026, 12, 1, 10, 0, tzinfo=JST)  # the year-end letter's moment
+        planning = threading.Thread(target=_plan, args=(runtime, start))
+        planning.start()
+        wait_until_a_lock_is_awaited(changing)
+    planning.join(timeout=30)
+    with runtime.sessions() as session:
+        readers = session.scalars(
+            select(Delivery.patient_id).where(Delivery.reason == Reason.NEWSLETTER)
+        ).all()
+    assert len(readers) == 2
