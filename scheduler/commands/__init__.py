@@ -149,7 +149,7 @@ def parser() -> argparse.ArgumentParser:
 
     planning = command(
         "plan",
-        "outbox:plan",
+        "plan:plan",
         "show what would be sent, without sending or writing",
         plans_a_clinic=True,
     )

@@ -10,7 +10,8 @@ from scheduler.commands.common import CommandError, command_now, opened
 from scheduler.core.domain import ChannelName, Reason
 from scheduler.messages.digest import build_digest, digest_context
 from scheduler.messages.lint import lint_messages
-from scheduler.messages.templates import Renderer, TemplateError, template_name
+from scheduler.messages.template_names import template_name
+from scheduler.messages.templates import Renderer, TemplateError
 from scheduler.outbox.manual import preview_message
 from scheduler.settings import Settings
 

@@ -37,13 +37,12 @@ from scheduler.messages.context import (
 )
 from scheduler.messages.digest import digest_context, sample_digest
 from scheduler.messages.sandbox import LimitedEnvironment
+from scheduler.messages.template_names import template_in, template_name
 from scheduler.messages.templates import (
     TEMPLATE_GLOBALS,
     Renderer,
     TemplateError,
     TemplateLimitError,
-    template_in,
-    template_name,
 )
 from scheduler.messages.tips import TipError, load_tips, read_tip
 from scheduler.settings import Settings

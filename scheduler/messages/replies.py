@@ -12,7 +12,8 @@ from scheduler.core.config import Clinic
 from scheduler.core.domain import ChannelName
 from scheduler.core.line_chat import RESUME, STOP, Say
 from scheduler.messages.context import LINE_FOLLOW, line_follow_context
-from scheduler.messages.templates import Renderer, template_in
+from scheduler.messages.template_names import template_in
+from scheduler.messages.templates import Renderer
 
 TEXTS: dict[Say, str] = {
     Say.LINKED: (

@@ -31,7 +31,6 @@ from typing import Any
 
 import jinja2
 
-from scheduler.core.domain import ChannelName, Reason
 from scheduler.messages.sandbox import (
     TIME_LIMIT_SECONDS,
     DeadlinePassed,
@@ -50,16 +49,6 @@ EMAIL_BLOCKS = ("subject", "body")
 HTML_BLOCK = "html"
 # Jinja's own helpers a template may use besides the message's variables.
 TEMPLATE_GLOBALS = ("range", "dict", "namespace")
-
-
-def template_name(reason: Reason, channel: ChannelName) -> str:
-    return template_in(reason.value, channel)
-
-
-def template_in(folder: str, channel: ChannelName) -> str:
-    """The template of one channel in a folder of messages/ (a reason's, or a
-    campaign's)."""
-    return f"{folder}/{channel.value}.j2"
 
 
 class TemplateError(Exception):

@@ -41,7 +41,8 @@ from scheduler.core.unsubscribe import unsubscribe_url
 from scheduler.core.window import local_date
 from scheduler.messages.context import STOPPABLE, message_context
 from scheduler.messages.digest import build_digest, digest_context
-from scheduler.messages.templates import Renderer, TemplateError, template_in
+from scheduler.messages.template_names import template_in
+from scheduler.messages.templates import Renderer, TemplateError
 from scheduler.messages.tips import Tip, TipSeason, choose_tip, season_label
 from scheduler.outbox.newsletters import campaign_context
 from scheduler.outbox.transitions import WITHDRAWN_CAMPAIGN_PAUSED, Claimed

@@ -45,7 +45,8 @@ from scheduler.core.failure_policy import (
 from scheduler.core.quota import month_bounds
 from scheduler.core.seasons import seasonal_dates
 from scheduler.core.window import is_open, local_date
-from scheduler.messages.templates import Renderer, TemplateError, template_in
+from scheduler.messages.template_names import template_in
+from scheduler.messages.templates import Renderer, TemplateError
 from scheduler.messages.tips import TipLibrary, tip_seasons
 from scheduler.outbox import budget, transitions
 from scheduler.outbox.composer import (

@@ -24,7 +24,8 @@ from scheduler.core.domain import (
 from scheduler.core.failure_policy import retry_key_expired
 from scheduler.core.routing import choose_channel
 from scheduler.messages.context import sample_context
-from scheduler.messages.templates import Renderer, template_name
+from scheduler.messages.template_names import template_name
+from scheduler.messages.templates import Renderer
 from scheduler.outbox import transitions
 from scheduler.outbox.composer import Composer, read_batch
 from scheduler.outbox.recorder import SAMPLE_NOT_RETRIED

@@ -30,7 +30,7 @@ from scheduler.core.replan import next_change, settings_fingerprint
 from scheduler.core.routing import choose_channel
 from scheduler.core.rules import messages_due
 from scheduler.core.window import at_local, local_date, next_opening
-from scheduler.messages.templates import template_in
+from scheduler.messages.template_names import template_in
 from scheduler.outbox import transitions
 from scheduler.outbox.newsletters import (
     campaigns_in_force,

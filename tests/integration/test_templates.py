@@ -19,7 +19,8 @@ from scheduler.commands import main
 from scheduler.core.domain import PATIENT_REASONS, ChannelName, DeliveryState, Phase, Reason
 from scheduler.messages.context import AWKWARD_PATIENT, sample_context
 from scheduler.messages.lint import AWKWARD_NAME_NOTE, FLEX_HINT, lint_messages
-from scheduler.messages.templates import Renderer, TemplateError, template_name
+from scheduler.messages.template_names import template_name
+from scheduler.messages.templates import Renderer, TemplateError
 from scheduler.messages.tips import load_tips
 from scheduler.outbox.planner import plan
 from scheduler.runtime import Runtime

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from scheduler.commands.outbox import planned_items, print_json_array
+from scheduler.commands.plan import planned_items, print_json_array
 from scheduler.core.domain import ChannelName
 from scheduler.outbox.planner import PlannedMessage
 

@@ -54,7 +54,8 @@ from scheduler.messages.files import (
     write_atomically,
 )
 from scheduler.messages.lint import lint_template, lint_tip, sample_message_context
-from scheduler.messages.templates import Renderer, TemplateError, template_in
+from scheduler.messages.template_names import template_in
+from scheduler.messages.templates import Renderer, TemplateError
 from scheduler.messages.tips import ALL_PHASES, ALL_SEASONS, TipSeason, read_tip
 from scheduler.outbox.manual import preview_message
 from scheduler.settings import Settings
