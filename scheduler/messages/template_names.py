@@ -7,6 +7,8 @@ makes a new process about 9 MB larger.
 
 from __future__ import annotations
 
+from functools import cache
+
 from scheduler.core.domain import ChannelName, Reason
 
 
@@ -14,7 +16,9 @@ def template_name(reason: Reason, channel: ChannelName) -> str:
     return template_in(reason.value, channel)
 
 
+@cache
 def template_in(folder: str, channel: ChannelName) -> str:
     """The template of one channel in a folder of messages/ (a reason's, or a
-    campaign's)."""
+    campaign's). One string for each: a clinic's dry run keeps tens of thousands
+    of messages that name a dozen templates."""
     return f"{folder}/{channel.value}.j2"

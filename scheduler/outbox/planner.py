@@ -7,6 +7,7 @@ every change goes through the outbox's transitions (only rows still `planned` mo
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -517,6 +518,7 @@ def _expected(
     with the moment it first appears), given what the outbox holds of them (`existing`,
     by key: at least their rows)."""
     expected = []
+    moments = _SharedMoments()
     for moment, message in first_seen:
         channel = channels[message.patient_id]
         send_at = _expected_send_at(message, existing.get(message.key), moment, rules)
@@ -527,7 +529,7 @@ def _expected(
                 patient=external_ids[message.patient_id],
                 reason=message.reason.value,
                 channel=channel,
-                send_at=send_at,
+                send_at=moments.one(send_at),
                 template=template_in(message.folder, channel),
                 key=message.key,
             )
@@ -580,6 +582,7 @@ def _planned_for(
     run works out for the whole audience), when and how the worker would send them:
     by the channel it would choose then, from the contacts as they are now."""
     expected = []
+    moments = _SharedMoments()
     for chunk in batches(ids):
         rows = session.execute(
             select(
@@ -611,14 +614,23 @@ def _planned_for(
             expected.append(
                 PlannedMessage(
                     row.external_id,
-                    row.reason,
+                    sys.intern(row.reason),
                     channel,
-                    send_at,
+                    moments.one(send_at),
                     template_in(folder, channel),
                     row.idempotency_key,
                 )
             )
     return expected
+
+
+class _SharedMoments(dict[datetime, datetime]):
+    """One object for each moment. A clinic's week of tens of thousands of messages
+    has a few hundred send moments, and a dry run's parent keeps every message: its
+    planning processes pickle them, and pickle sends an object met twice once."""
+
+    def one(self, moment: datetime) -> datetime:
+        return self.setdefault(moment, moment)
 
 
 def _expected_send_at(
