@@ -408,19 +408,17 @@ def dry_run(
     answered from the outbox instead, where that plan put them; with `everyone`, the
     rules run for every patient.
     """
-    # Core rather than ORM execution: a clinic's every id.
-    patients = set(
-        session.connection()
-        .execute(select(Patient.id).where(Patient.clinic_id == clinic_of(session)))
-        .scalars()
-    )
     settled = set() if everyone else _settled(session, until, rules, settings)
     ahead = occurrences_ahead(session, now, until, settings) if settings is not None else []
     audiences: list[list[int]] = [[] for _ in ahead]
     channels: dict[int, ChannelName | None] = {}
     expected: list[PlannedMessage] = []
+    # Core rather than ORM execution, in order and without a set: a clinic's every id.
+    every_id = session.connection().execute(
+        select(Patient.id).where(Patient.clinic_id == clinic_of(session)).order_by(Patient.id)
+    )
     # A batch of patients at a time: the facts of a whole clinic need not be in memory.
-    unsettled = list(batches(sorted(patients - settled)))
+    unsettled = list(batches([i for i in every_id.scalars() if i not in settled]))
     spreading = settings.spreading if settings is not None else Spreading()
     # The settled patients' facts are not read: their messages are where the last
     # plan put them, and the database says which of them are in each audience.
