@@ -7,7 +7,8 @@
 For each size: a fresh database (a SQLite file in a temporary directory, or a
 PostgreSQL database created for the run on the server of --database-url and dropped
 after it), the clinic written as the CSV files `tayori import` takes, then every step
-run as a child process of the CLI, timed, with its peak RSS (from `os.wait4`). Beside
+run as a child process of the CLI, timed, with its peak RSS (from `os.wait4`) and,
+when it starts planning processes, the peak of its process tree's summed PSS. Beside
 it, the naive way: one APScheduler date job per reminder in `SQLAlchemyJobStore`.
 
 The clock is pinned before the send window and the digest's time (07:00 JST), so
@@ -210,14 +211,16 @@ def measure(name: str, args: list[str], env: dict[str, str], work: Path) -> Step
     peak = usage.ru_maxrss / 1024
     # A plan spread over processes (outbox/spread.py) has a fork server and its
     # children beside the command: their memory counts too.
-    spread = f"{tree.peak_mb:.0f} MB with its child processes" if tree.processes > 1 else ""
+    spread = f"{tree.peak_mb:.0f} MB PSS with its child processes" if tree.processes > 1 else ""
     return Step(name, seconds, peak, ok, tree_note=spread)
 
 
 class _TreeMemory:
-    """The peak of the summed RSS of a process and all its descendants, sampled every
+    """The peak of the summed PSS of a process and all its descendants, sampled every
     20 ms from /proc (the kernel's own peak covers only processes a parent waited for,
-    and a fork server's children are not waited for by the command)."""
+    and a fork server's children are not waited for by the command). PSS, not RSS:
+    the children are forked from one server and share most of its pages, which a sum
+    of RSS would count once for each process (about 80 MB more for a dry run)."""
 
     def __init__(self, pid: int) -> None:
         self.pid, self.peak_mb, self.processes = pid, 0.0, 1
@@ -233,7 +236,7 @@ class _TreeMemory:
         while not self._done.wait(0.02):
             tree = _descendants(self.pid)
             self.processes = max(self.processes, len(tree))
-            self.peak_mb = max(self.peak_mb, sum(_rss_mb_or_zero(pid) for pid in tree))
+            self.peak_mb = max(self.peak_mb, sum(_pss_mb_or_zero(pid) for pid in tree))
 
 
 def _descendants(root: int) -> list[int]:
@@ -253,11 +256,15 @@ def _descendants(root: int) -> list[int]:
     return found
 
 
-def _rss_mb_or_zero(pid: int) -> float:
+def _pss_mb_or_zero(pid: int) -> float:
+    """A process's proportional set size: its own pages, and its share of each page
+    it shares (0 once it has ended)."""
     try:
-        return _rss_mb(pid)
+        lines = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
     except OSError:
         return 0.0
+    pss = next(line for line in lines if line.startswith("Pss:"))
+    return int(pss.split()[1]) / 1024
 
 
 def _tail(path: Path, lines: int = 20) -> str:
