@@ -127,7 +127,7 @@ def _answers(
             yield work(session, group, *args, **kwargs)
         return
     done = 0
-    if fork_server.start():
+    if fork_server.start(url):
         # While it starts and imports the planner, this process reads the first
         # batches itself (at most its share), rather than wait for the children.
         starting = time.monotonic() + _FORK_SERVER_START_SECONDS

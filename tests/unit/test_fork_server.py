@@ -46,6 +46,25 @@ def test_the_server_starts_ahead_only_when_a_plan_may_spread(
     assert launches == launched
 
 
+@pytest.mark.parametrize(
+    ("url", "imports_psycopg"),
+    [
+        pytest.param("postgresql+psycopg://tayori@db.internal/tayori", True, id="postgresql"),
+        pytest.param("sqlite:///var/tayori.db", False, id="sqlite"),
+        pytest.param(None, False, id="no url in the environment"),
+    ],
+)
+def test_the_server_imports_the_postgresql_driver_for_a_postgresql_database(
+    launches: list[str], monkeypatch: pytest.MonkeyPatch, url: str | None, imports_psycopg: bool
+) -> None:
+    preloaded: list[str] = []
+    monkeypatch.setattr(multiprocessing.forkserver, "set_forkserver_preload", preloaded.extend)
+    env = {"TAYORI_PLANNING_PROCESSES": "2"} | ({"DATABASE_URL": url} if url else {})
+    fork_server.start_ahead(env)
+    assert "scheduler.outbox.planner" in preloaded
+    assert ("psycopg" in preloaded) is imports_psycopg
+
+
 def test_the_server_is_started_once_in_a_process(launches: list[str]) -> None:
     assert [fork_server.start(), fork_server.start()] == [True, False]
     assert launches == ["server"]
