@@ -254,11 +254,11 @@ def _descendants(root: int) -> list[int]:
     while todo:
         pid = todo.pop()
         found.append(pid)
-        for children in Path(f"/proc/{pid}/task").glob("*/children"):
-            try:
+        try:
+            for children in Path(f"/proc/{pid}/task").glob("*/children"):
                 todo += [int(child) for child in children.read_text().split()]
-            except OSError:
-                continue  # ended meanwhile
+        except OSError:
+            continue  # ended meanwhile
     return found
 
 

@@ -1,7 +1,7 @@
 """The `tayori` command (also `python -m scheduler`).
 
 This module holds the command line itself, every command with its options; what a
-command does lives in the module of its group (`facts`, `outbox`, `worker`,
+command does lives in the module of its group (`facts`, `plan`, `outbox`, `worker`,
 `messages`, `seasonal`, `database`, `linking`, `data_rights`, `web`, `desk`, `results`,
 `operations`), imported only when that command runs.
 """

@@ -1,8 +1,9 @@
 """`tayori plan`: what the worker would send in the coming days, as a table or JSON.
 
-Apart from the outbox's other commands (outbox.py), which render and send: a dry
-run renders nothing, and a whole clinic's is the largest plan a command holds in
-memory, so its process does without Jinja2 (tests/integration/test_cli.py).
+Apart from the outbox's other commands (outbox.py), among them `send-test`, whose
+manual sending imports the renderer: a dry run renders nothing, and a whole clinic's
+is the largest plan a command holds in memory, so its process does without Jinja2
+(tests/integration/test_cli.py).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def planned_items(
     messages: Iterable[PlannedMessage], tz: ZoneInfo, *, keys: bool
 ) -> Iterator[dict[str, object]]:
     """The dry run's messages as `plan --json` prints them."""
-    # A clinic's week has a few thousand send moments for tens of thousands of messages.
+    # A clinic's week has a few hundred send moments for tens of thousands of messages.
     local_times: dict[datetime, str] = {}
     for m in messages:
         send_at = local_times.get(m.send_at)

@@ -30,8 +30,8 @@ _POSTGRESQL_DRIVER = ("psycopg", "sqlalchemy.dialects.postgresql.psycopg")
 
 def start(database_url: str | None = None) -> bool:
     """Start the server without waiting for it, the first time in this process;
-    whether it was started now. With the database's URL, the server imports its
-    driver too."""
+    whether it was started now. Given a PostgreSQL database's URL, the server imports
+    its driver too."""
     global _started
     with _lock:
         if _started:

@@ -874,29 +874,33 @@ def test_commands_that_send_nothing_to_line_do_not_load_the_line_sdk(
     assert not any(name.startswith("linebot") for name in modules_after(command, local_env))
 
 
-def test_a_dry_run_and_its_planning_processes_do_not_load_the_template_engine(
-    local_env: dict[str, str],
-) -> None:
-    """A dry run renders nothing. Jinja2 makes a process about 9 MB larger: `tayori
-    plan` and the fork server of its planning processes, which imports the planner
-    (outbox/fork_server.py), do without it."""
+def test_a_dry_run_does_not_load_the_template_engine(local_env: dict[str, str]) -> None:
+    """A dry run renders nothing, and Jinja2 makes a process about 9 MB larger."""
     assert main(["db", "upgrade"]) == 0
     assert "jinja2" not in modules_after(["plan"], local_env)
+
+
+def test_the_planning_processes_do_not_load_the_template_engine(
+    local_env: dict[str, str],
+) -> None:
+    """Their fork server imports the planner (outbox/fork_server.py), and each process
+    forked from it keeps what the server imported."""
     assert "jinja2" not in modules_after([], local_env, "import scheduler.outbox.planner")
 
 
 def modules_after(command: list[str], env: dict[str, str], code: str = "") -> set[str]:
-    """The modules a new process has imported after `tayori <command>` (none if empty)
-    and then `code`."""
+    """The modules a new process has imported after `tayori <command>` (none if empty),
+    which must succeed, and then `code`."""
     probe = (
         "import sys\n"
         "from scheduler.commands import main\n"
+        "status = 0\n"
         "try:\n"
-        f"    if {command!r}: main({command!r})\n"
-        "except SystemExit:\n"
-        "    pass\n"
+        f"    if {command!r}: status = main({command!r})\n"
+        "except SystemExit as e:\n"
+        "    status = e.code\n"
         f"{code}\n"
-        "print(' '.join(sys.modules))\n"
+        "print(status, ' '.join(sys.modules))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", probe],
@@ -905,4 +909,6 @@ def modules_after(command: list[str], env: dict[str, str], code: str = "") -> se
         text=True,
         check=True,
     )
-    return set(result.stdout.splitlines()[-1].split())
+    status, *modules = result.stdout.splitlines()[-1].split()
+    assert status == "0", result.stderr
+    return set(modules)
