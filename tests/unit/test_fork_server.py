@@ -3,6 +3,7 @@ start (outbox/fork_server.py), when the settings may let a plan use it."""
 
 from __future__ import annotations
 
+import importlib.util
 import multiprocessing.forkserver
 from pathlib import Path
 
@@ -63,6 +64,8 @@ def test_the_server_imports_the_postgresql_driver_for_a_postgresql_database(
     fork_server.start_ahead(env)
     assert "scheduler.outbox.planner" in preloaded
     assert ("psycopg" in preloaded) is imports_psycopg
+    # The server passes over a name it cannot import without a word: each must exist.
+    assert all(importlib.util.find_spec(name) for name in preloaded)
 
 
 def test_the_server_is_started_once_in_a_process(launches: list[str]) -> None:
